@@ -1,0 +1,917 @@
+"""The local server stack: real RabbitMQ, FerretDB, Dovecot (IMAP + LMTP) and an SMTP relay on loopback.
+
+Used by ``make demo`` / ``make up`` (through the CLI at the bottom) and by the test suite (through
+``LocalStack``). Every server runs from its own data directory under ``root`` and on its own ports, so
+several stacks (the demo, a test session, a fault test) can run side by side on one machine without
+touching the system services, which stay stopped.
+
+Every child is started in a new session (its own process group) with stdout/stderr in ``root/logs/``;
+stopping a server signals its whole group, so helper processes (Erlang's ``erl_child_setup``,
+Dovecot's ``imap``/``auth`` workers) go with it. Pids are recorded in ``root/stack.json`` together with
+each process's start time, so ``down`` from another process never signals a recycled pid.
+
+Programs come from Debian packages (rabbitmq-server, dovecot-imapd, dovecot-lmtpd) and a FerretDB
+binary built by ``deploy/local/install.sh``. Linux only (``/proc`` is used to follow process groups).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import string
+import struct
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+from urllib.parse import quote
+
+LOOPBACK = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Debian's /usr/sbin/rabbitmq* wrappers `su` to the rabbitmq user and cd to /var/lib/rabbitmq when run
+# as root, which would throw away our HOME (Erlang cookie) and data directories; the scripts they wrap
+# take everything from the environment.
+_RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")
+
+# How long a server may take to answer after it is spawned. RabbitMQ boots in ~5 s here; a loaded CI
+# runner can be several times slower.
+_START_TIMEOUT = {"epmd": 10.0, "rabbitmq": 120.0, "ferretdb": 30.0, "dovecot": 30.0, "smtp": 30.0}
+# Graceful stop budget before SIGKILL. RabbitMQ closes connections and flushes quorum queue logs.
+_STOP_TIMEOUT = {"rabbitmq": 30.0}
+_DEFAULT_STOP_TIMEOUT = 10.0
+# Start order; stop goes the other way (epmd last: RabbitMQ deregisters from it on the way out).
+_SERVICES = ("epmd", "rabbitmq", "ferretdb", "dovecot", "smtp")
+
+
+class StackError(RuntimeError):
+    """A server of the local stack could not be started, reached or stopped."""
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """TCP ports on 127.0.0.1, one per listener.
+
+    ``epmd`` is the Erlang port mapper of this stack's RabbitMQ node. Each stack runs its own epmd so
+    stopping one stack never takes the name registry away from another's node, and nothing is left
+    behind on the shared default port 4369; 0 means "pick a free port when the stack is created".
+    """
+
+    amqp: int
+    amqp_dist: int
+    rabbit_mgmt: int
+    mongo: int
+    imap: int
+    lmtp: int
+    smtp: int
+    epmd: int = 0
+
+    @classmethod
+    def demo(cls) -> StackPorts:
+        """The documented demo ports (README; PRODUCT.md §4): the protocols' usual local ports."""
+        return cls(
+            amqp=5672,
+            amqp_dist=25672,
+            rabbit_mgmt=15672,
+            mongo=27017,
+            imap=1143,
+            lmtp=24024,
+            smtp=1025,
+            # Not 4369: the system epmd (started by the Erlang packages) may hold it.
+            epmd=14369,
+        )
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        """Ports the kernel reports unused right now (bind to port 0), all distinct."""
+        return cls(*_free_ports(len(fields(cls))))
+
+
+def _free_ports(count: int) -> list[int]:
+    # All sockets stay open until every port is chosen, so the kernel cannot hand out one twice.
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind((LOOPBACK, 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def _port_open(port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _greets(port: int, prefix: bytes, timeout: float = 2.0) -> bool:
+    """True when the server on the port sends a greeting line starting with prefix."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+            return sock.makefile("rb").readline(512).startswith(prefix)
+    except OSError:
+        return False
+
+
+def _epmd_names(port: int) -> list[str] | None:
+    """Node names registered with the epmd on the port (NAMES_REQ, Erlang distribution protocol
+    docs, "EPMD Protocol"); None when epmd does not answer."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=2.0) as sock:
+            sock.sendall(struct.pack(">HB", 1, 110))  # length 1, 'n' = NAMES_REQ
+            reply = sock.makefile("rb").read()
+    except OSError:
+        return None
+    if len(reply) < 4:
+        return None
+    # After the 4-byte epmd port: one "name <node> at port <port>" line per node.
+    return [line.split()[1] for line in reply[4:].decode(errors="replace").splitlines() if line]
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text.splitlines()[-lines:]) or f"({path} is empty)"
+
+
+# --- process bookkeeping ---------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat from field 3 (state) on; None when gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Start time of a live (non-zombie) process in clock ticks since boot: pid + this is unique."""
+    stat = _proc_stat(pid)
+    if stat is None or stat[0] in ("Z", "X"):
+        return None
+    return int(stat[19])
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes in a process group (zombies excluded: they are dead, only not yet reaped)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[0] not in ("Z", "X") and int(stat[2]) == pgid:
+                members.append(int(entry.name))
+    return members
+
+
+@dataclass
+class _Child:
+    """One server process we started; it leads its own process group (pgid == pid)."""
+
+    service: str
+    pid: int
+    start_ticks: int
+    log: str
+    popen: subprocess.Popen[bytes] | None = None  # None when adopted from stack.json
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return _start_ticks(self.pid) == self.start_ticks
+
+    def record(self) -> dict[str, Any]:
+        return {"pid": self.pid, "start_ticks": self.start_ticks, "log": self.log}
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+
+    def members(self) -> list[int]:
+        if self.popen is not None:
+            self.popen.poll()  # reap the leader if it exited, so it stops counting
+        leader_ticks = _start_ticks(self.pid)
+        if leader_ticks is not None and leader_ticks != self.start_ticks:
+            return []  # the pid now belongs to an unrelated process: our group is long gone
+        # While any member lives, the kernel does not reuse the pgid, so these are ours.
+        return _group_members(self.pid)
+
+    def stop(self, timeout: float) -> None:
+        """SIGTERM to the group, SIGKILL what is left after timeout; returns when all are gone."""
+        if not self.members():
+            self._reap()
+            return
+        self.signal_group(signal.SIGTERM)
+        if not self._wait_gone(timeout):
+            self.signal_group(signal.SIGKILL)
+            if not self._wait_gone(10.0):
+                raise StackError(f"{self.service}: processes {self.members()} survive SIGKILL")
+        self._reap()
+
+    def kill(self) -> None:
+        self.signal_group(signal.SIGKILL)
+        if not self._wait_gone(10.0):
+            raise StackError(f"{self.service}: processes {self.members()} survive SIGKILL")
+        self._reap()
+
+    def _wait_gone(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.members():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _reap(self) -> None:
+        if self.popen is not None:
+            self.popen.wait(timeout=5)
+
+
+# --- the stack -----------------------------------------------------------------------------------
+
+
+class LocalStack:
+    """Real servers for one demo or test run, all under ``root``.
+
+    ``start()`` returns when every server answers; ``stop()`` stops whatever this stack (or an earlier
+    ``up`` on the same root, as recorded in ``root/stack.json``) started. Not thread-safe; two
+    processes working on the same root are serialised by a lock file.
+    """
+
+    mail_domain = "demo.test"
+    imap_host = LOOPBACK
+    smtp_host = LOOPBACK
+
+    def __init__(self, root: Path, ports: StackPorts, name: str = "hotline") -> None:
+        if not name or set(name) - set(string.ascii_letters + string.digits + "_-"):
+            raise ValueError(f"stack name must be letters, digits, '-' or '_': {name!r}")
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        # The data directory is nobody's source: keep it out of git wherever it is created.
+        gitignore = self.root / ".gitignore"
+        if not gitignore.exists():
+            gitignore.write_text("*\n")
+        if ports.epmd == 0:
+            ports = replace(ports, epmd=_free_ports(1)[0])
+        self.ports = ports
+        self.name = name
+        # Unique per stack: epmd is per stack too, but Erlang node names also show up in logs, and
+        # rabbitmqctl must never reach another stack's node by accident.
+        self.node = f"{name}-{ports.amqp}@localhost"
+        self._children: dict[str, _Child] = {}
+
+    # -- addresses --
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@{LOOPBACK}:{self.ports.amqp}/"
+
+    @property
+    def mongo_url(self) -> str:
+        return f"mongodb://{LOOPBACK}:{self.ports.mongo}/"
+
+    @property
+    def rabbit_mgmt_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.rabbit_mgmt}/"
+
+    @property
+    def imap_port(self) -> int:
+        return self.ports.imap
+
+    @property
+    def smtp_port(self) -> int:
+        return self.ports.smtp
+
+    @property
+    def lmtp_port(self) -> int:
+        return self.ports.lmtp
+
+    def urls(self) -> dict[str, str]:
+        return {
+            "amqp": self.amqp_url,
+            "rabbitmq_management": self.rabbit_mgmt_url,
+            "mongodb": self.mongo_url,
+            "imap": f"imap://{self.imap_host}:{self.imap_port}",
+            "smtp": f"smtp://{self.smtp_host}:{self.smtp_port}",
+            "lmtp": f"lmtp://{LOOPBACK}:{self.lmtp_port}",
+        }
+
+    # -- lifecycle --
+
+    def start(self) -> None:
+        """Start every server that is not running and wait until each one answers.
+
+        Idempotent: servers already running (started by this object or recorded in stack.json by an
+        earlier ``up``) are left alone. On failure everything this stack runs is stopped and
+        StackError names the server, with the end of its log.
+        """
+        with self._locked():
+            self._adopt_recorded()
+            try:
+                self._ensure("epmd")  # RabbitMQ would start a detached epmd of its own otherwise
+                spawned = [s for s in _SERVICES[1:] if self._spawn_if_stopped(s)]
+                for service in spawned:  # they boot in parallel; wait for each in turn
+                    self._wait_ready(service)
+            except BaseException:
+                self._stop_all()
+                raise
+            finally:
+                self._write_state()
+
+    def stop(self) -> None:
+        """Stop everything this stack runs: SIGTERM per process group, SIGKILL after a grace period.
+
+        Safe to call repeatedly, after a failed start, and from another process (via stack.json).
+        """
+        with self._locked():
+            self._adopt_recorded()
+            try:
+                self._stop_all()
+            finally:
+                self._write_state()
+
+    def running(self) -> dict[str, bool]:
+        """Which servers run right now (including ones recorded by an earlier ``up``)."""
+        self._adopt_recorded()
+        return {s: s in self._children and self._children[s].alive() for s in _SERVICES}
+
+    def kill_rabbitmq(self) -> None:
+        """kill -9 the RabbitMQ node (for fault tests): no graceful shutdown, no connection.close."""
+        with self._locked():
+            self._adopt_recorded()
+            child = self._children.pop("rabbitmq", None)
+            if child is not None:
+                child.kill()
+            self._write_state()
+
+    def start_rabbitmq(self) -> None:
+        """(Re)start the RabbitMQ node on the same data directory and wait until it has booted."""
+        with self._locked():
+            self._adopt_recorded()
+            try:
+                self._ensure("epmd")
+                self._ensure("rabbitmq")
+            finally:
+                self._write_state()
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- RabbitMQ administration --
+
+    def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run ``rabbitmqctl -n <node> args...`` against this stack's node; returns its stdout."""
+        proc = self._run_rabbitmqctl(*args, timeout=timeout)
+        if proc.returncode != 0:
+            raise StackError(
+                f"rabbitmqctl {' '.join(args)} exited with {proc.returncode}:\n"
+                f"{proc.stdout.strip()}\n{proc.stderr.strip()}"
+            )
+        return proc.stdout
+
+    def add_vhost(self, name: str) -> str:
+        """Create a vhost (if missing) where guest may do everything; returns its AMQP URL.
+
+        Goes through the management HTTP API: a rabbitmqctl call boots an Erlang VM (~1 s), and tests
+        create a vhost each.
+        """
+        vhost = quote(name, safe="")
+        self._management("PUT", f"vhosts/{vhost}", {})
+        self._management(
+            "PUT", f"permissions/{vhost}/guest", {"configure": ".*", "write": ".*", "read": ".*"}
+        )
+        return f"amqp://guest:guest@{LOOPBACK}:{self.ports.amqp}/{vhost}"
+
+    def delete_vhost(self, name: str) -> None:
+        """Delete a vhost and everything in it; a missing vhost is not an error."""
+        try:
+            self._management("DELETE", f"vhosts/{quote(name, safe='')}")
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+
+    def _management(self, method: str, path: str, body: dict[str, str] | None = None) -> bytes:
+        request = urllib.request.Request(  # noqa: S310 (a fixed http:// URL on loopback)
+            f"{self.rabbit_mgmt_url}api/{path}",
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode(),
+            },
+        )
+        # An empty ProxyHandler: an http_proxy in the environment must not capture loopback calls.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=30) as response:
+            data: bytes = response.read()
+            return data
+
+    # -- internals: state file and lock --
+
+    @property
+    def _state_file(self) -> Path:
+        return self.root / "stack.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # flock, not a pid file: the kernel drops it when the holder dies, so it never goes stale.
+        with open(self.root / "stack.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _adopt_recorded(self) -> None:
+        """Take over the live processes that stack.json records (an ``up`` from another process)."""
+        try:
+            state = json.loads(self._state_file.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            raise StackError(f"{self._state_file} is not valid JSON ({exc}); remove it") from exc
+        recorded = {
+            service: _Child(service, rec["pid"], rec["start_ticks"], rec["log"])
+            for service, rec in state.get("processes", {}).items()
+            if service not in self._children
+        }
+        alive = {service: child for service, child in recorded.items() if child.alive()}
+        if alive and (state.get("ports") != asdict(self.ports) or state.get("name") != self.name):
+            raise StackError(
+                f"a stack with other ports or name already runs from {self.root} "
+                f"({', '.join(alive)}); stop it first: python -m deploy.local.stack down "
+                f"--root {self.root}"
+            )
+        self._children.update(alive)
+
+    def _write_state(self) -> None:
+        state = {
+            "name": self.name,
+            "node": self.node,
+            "ports": asdict(self.ports),
+            "urls": self.urls(),
+            "processes": {s: c.record() for s, c in self._children.items() if c.alive()},
+        }
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        tmp.replace(self._state_file)  # atomic: a reader never sees half a file
+
+    # -- internals: processes --
+
+    def _ensure(self, service: str) -> None:
+        if self._spawn_if_stopped(service):
+            self._wait_ready(service)
+
+    def _spawn_if_stopped(self, service: str) -> bool:
+        child = self._children.get(service)
+        if child is not None and child.alive():
+            return False
+        if child is not None:  # died since: clear what is left of its group before starting anew
+            child.kill()
+            del self._children[service]
+        spawn: dict[str, Callable[[], None]] = {
+            "epmd": self._spawn_epmd,
+            "rabbitmq": self._spawn_rabbitmq,
+            "ferretdb": self._spawn_ferretdb,
+            "dovecot": self._spawn_dovecot,
+            "smtp": self._spawn_smtp,
+        }
+        spawn[service]()
+        return True
+
+    def _spawn(
+        self,
+        service: str,
+        argv: list[str],
+        ports: dict[str, int],
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        busy = [f"{label} {port}" for label, port in ports.items() if _port_open(port)]
+        if busy:
+            raise StackError(
+                f"{service}: port(s) {', '.join(busy)} on {LOOPBACK} already in use by another "
+                f"program (see `ss -ltnp`)"
+            )
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        log_path = logs / f"{service}.log"
+        with open(log_path, "ab") as log:
+            log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {argv}\n".encode())
+            log.flush()
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd or self.root,
+                # Own process group: stop() signals the group; the demo outlives the CLI's terminal.
+                start_new_session=True,
+            )
+        ticks = _start_ticks(popen.pid)
+        if ticks is None:  # died at once (exec failure is raised by Popen; this is a crash)
+            popen.wait()
+            raise StackError(f"{service} exited at once:\n{_tail(log_path)}")
+        self._children[service] = _Child(service, popen.pid, ticks, str(log_path), popen)
+        self._write_state()  # recorded at once, so `down` finds it even if this start fails
+
+    def _wait_ready(self, service: str) -> None:
+        checks: dict[str, Callable[[], bool]] = {
+            "epmd": lambda: _epmd_names(self.ports.epmd) is not None,
+            "rabbitmq": self._rabbitmq_ready,
+            "ferretdb": self._ferretdb_ready,
+            "dovecot": lambda: _greets(self.ports.imap, b"* OK") and _greets(self.ports.lmtp, b"220"),
+            "smtp": lambda: _greets(self.ports.smtp, b"220"),
+        }
+        child = self._children[service]
+        timeout = _START_TIMEOUT[service]
+        deadline = time.monotonic() + timeout
+        while not checks[service]():
+            if not child.alive():
+                code = child.popen.returncode if child.popen is not None else "?"
+                raise StackError(f"{service} exited with {code} while starting:\n{self._log_tail(service)}")
+            if time.monotonic() > deadline:
+                raise StackError(
+                    f"{service} did not answer within {timeout:.0f} s:\n{self._log_tail(service)}"
+                )
+            time.sleep(0.1)
+
+    def _log_tail(self, service: str) -> str:
+        paths = [self.root / "logs" / f"{service}.log"]
+        if service == "rabbitmq":
+            paths.append(self.root / "logs" / "rabbitmq" / f"{self.node}.log")
+        return "\n".join(f"--- last lines of {p} ---\n{_tail(p)}" for p in paths)
+
+    def _stop_all(self) -> None:
+        errors = []
+        for service in reversed(_SERVICES):
+            child = self._children.get(service)
+            if child is None:
+                continue
+            try:
+                child.stop(_STOP_TIMEOUT.get(service, _DEFAULT_STOP_TIMEOUT))
+                del self._children[service]
+            except StackError as exc:  # keep going: the others must still be stopped
+                errors.append(str(exc))
+        if errors:
+            raise StackError("; ".join(errors))
+
+    # -- epmd --
+
+    def _spawn_epmd(self) -> None:
+        # Foreground (no -daemon), so it stays in our process group and stop() ends it.
+        argv = [_program("epmd"), "-port", str(self.ports.epmd), "-address", LOOPBACK]
+        self._spawn("epmd", argv, {"epmd": self.ports.epmd})
+
+    # -- RabbitMQ --
+
+    def _rabbit_dir(self) -> Path:
+        return self.root / "rabbitmq"
+
+    def _rabbit_env(self) -> dict[str, str]:
+        """Environment for rabbitmq-server and rabbitmqctl alike (same HOME, hence same cookie)."""
+        base = self._rabbit_dir()
+        # Nothing of a developer's own RabbitMQ/Erlang settings may leak in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        env.update(
+            HOME=str(base / "home"),
+            # The CLI (Elixir) warns and mangles non-ASCII names under a latin1 locale.
+            LC_ALL="C.UTF-8",
+            LANG="C.UTF-8",
+            ERL_EPMD_PORT=str(self.ports.epmd),
+            RABBITMQ_NODENAME=self.node,
+            RABBITMQ_NODE_IP_ADDRESS=LOOPBACK,
+            RABBITMQ_NODE_PORT=str(self.ports.amqp),
+            RABBITMQ_DIST_PORT=str(self.ports.amqp_dist),
+            RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
+            RABBITMQ_LOG_BASE=str(self.root / "logs" / "rabbitmq"),
+            RABBITMQ_PID_FILE=str(base / "rabbitmq.pid"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
+            RABBITMQ_CONFIG_FILE=str(base / "rabbitmq.conf"),
+            # Both point at files we never write: /etc/rabbitmq must not be read.
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(base / "advanced.config"),
+            RABBITMQ_CONF_ENV_FILE=str(base / "rabbitmq-env.conf"),
+        )
+        return env
+
+    def _spawn_rabbitmq(self) -> None:
+        base = self._rabbit_dir()
+        home = base / "home"
+        for d in (home, base / "mnesia", self.root / "logs" / "rabbitmq"):
+            d.mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        if not cookie.exists():
+            # Own cookie: only this stack's rabbitmqctl can talk to this node. Erlang insists on
+            # owner-only permissions, and would create a random one itself on first start, but
+            # then a rabbitmqctl racing the first boot could create a different one.
+            cookie.write_text("".join(secrets.choice(string.ascii_uppercase) for _ in range(32)))
+            cookie.chmod(0o400)
+        (base / "enabled_plugins").write_text("[rabbitmq_management].\n")
+        (base / "rabbitmq.conf").write_text(
+            "# Written by deploy/local/stack.py at every start; edit that instead.\n"
+            "# The AMQP listener comes from RABBITMQ_NODE_IP_ADDRESS/RABBITMQ_NODE_PORT.\n"
+            f"management.tcp.ip = {LOOPBACK}\n"
+            f"management.tcp.port = {self.ports.rabbit_mgmt}\n"
+            "log.file.level = info\n"
+            "log.console = false\n"
+        )
+        self._spawn(
+            "rabbitmq",
+            [_rabbitmq_script("rabbitmq-server")],
+            {
+                "amqp": self.ports.amqp,
+                "amqp_dist": self.ports.amqp_dist,
+                "rabbit_mgmt": self.ports.rabbit_mgmt,
+            },
+            env=self._rabbit_env(),
+            cwd=base,
+        )
+
+    def _run_rabbitmqctl(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [_rabbitmq_script("rabbitmqctl"), "-n", self.node, *args],
+            env=self._rabbit_env(),
+            cwd=self._rabbit_dir(),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 30,
+            check=False,
+        )
+
+    def _rabbitmq_ready(self) -> bool:
+        # await_startup waits for the boot to finish (plugins included) but fails at once while the
+        # node is not yet registered with epmd; a rabbitmqctl run costs a second (it boots an Erlang
+        # VM), so first wait for the registration, which is cheap to poll.
+        if self.node.split("@")[0] not in (_epmd_names(self.ports.epmd) or []):
+            return False
+        proc = self._run_rabbitmqctl("await_startup", "--timeout", "60", timeout=60)
+        return (
+            proc.returncode == 0
+            and _port_open(self.ports.amqp)
+            and _port_open(self.ports.rabbit_mgmt)
+        )
+
+    # -- FerretDB --
+
+    def _spawn_ferretdb(self) -> None:
+        data = self.root / "ferretdb"
+        state = self.root / "ferretdb-state"
+        data.mkdir(exist_ok=True)  # the SQLite backend wants an existing directory
+        state.mkdir(exist_ok=True)
+        argv = [
+            _ferretdb_binary(),
+            "--handler=sqlite",
+            f"--sqlite-url=file:{data}/",
+            f"--state-dir={state}",
+            f"--listen-addr={LOOPBACK}:{self.ports.mongo}",
+            "--debug-addr=-",
+            "--telemetry=disable",
+            "--log-level=warn",
+        ]
+        self._spawn("ferretdb", argv, {"mongo": self.ports.mongo})
+
+    def _ferretdb_ready(self) -> bool:
+        import pymongo  # noqa: PLC0415 (lazy: `down` and `status` work without the venv)
+        import pymongo.errors
+
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            self.mongo_url, serverSelectionTimeoutMS=500, connectTimeoutMS=500
+        )
+        try:
+            client.admin.command("ping")
+            return True
+        except pymongo.errors.PyMongoError:
+            return False
+        finally:
+            client.close()
+
+    # -- Dovecot --
+
+    def _dovecot_config(self) -> str:
+        base = self.root / "dovecot"
+        mail = self.root / "mail"
+        if os.geteuid() == 0:
+            # Mail files belong to root: data directories under a test's tmp dir (mode 0700) are
+            # not reachable for other users. Dovecot allows uid 0 once first_valid_uid permits it.
+            mail_user = "root"
+            login_user, internal_user = "dovenull", "dovecot"
+        else:
+            # Rootless Dovecot: every process runs as the invoking user (doc: "Rootless install").
+            mail_user = login_user = internal_user = pwd.getpwuid(os.geteuid()).pw_name
+        entry = pwd.getpwnam(mail_user)
+        return f"""\
+# Written by deploy/local/stack.py at every start; edit that instead.
+instance_name = dovecot-{self.name}-{self.ports.imap}
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {self.root}/logs/dovecot.log
+info_log_path = {self.root}/logs/dovecot.log
+protocols = imap lmtp
+listen = {LOOPBACK}
+shutdown_clients = yes
+
+# Loopback demo and test server: plaintext logins without TLS.
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# client@demo.test logs in (and receives LMTP mail) as "client".
+auth_username_format = %Ln
+# Every user exists, and the password is the user name: demo accounts hotline/hotline and
+# client/client, and fresh per-test users without provisioning.
+passdb {{
+  driver = static
+  args = password=%n
+}}
+userdb {{
+  driver = static
+  args = uid={entry.pw_uid} gid={entry.pw_gid} home={mail}/%n
+}}
+mail_location = maildir:{mail}/%n
+first_valid_uid = {entry.pw_uid}
+first_valid_gid = {entry.pw_gid}
+default_login_user = {login_user}
+default_internal_user = {internal_user}
+postmaster_address = postmaster@{self.mail_domain}
+
+service imap-login {{
+  inet_listener imap {{
+    address = {LOOPBACK}
+    port = {self.ports.imap}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = {LOOPBACK}
+    port = {self.ports.lmtp}
+  }}
+}}
+"""
+
+    def _spawn_dovecot(self) -> None:
+        run = self.root / "dovecot" / "run"
+        # Dovecot's sockets live in base_dir; a Unix socket path is limited to 107 bytes.
+        if len(str(run)) > 70:
+            raise StackError(f"dovecot: data directory path too long for Unix sockets: {run}")
+        for d in (run, self.root / "dovecot" / "state", self.root / "mail"):
+            d.mkdir(parents=True, exist_ok=True)
+        # A master.pid left by a killed run names a pid that may now be someone else's, and Dovecot
+        # refuses to start while that pid exists. Ours is not running (we track it), so drop it.
+        (run / "master.pid").unlink(missing_ok=True)
+        conf = self.root / "dovecot" / "dovecot.conf"
+        conf.write_text(self._dovecot_config())
+        self._spawn(
+            "dovecot",
+            [_program("dovecot"), "-F", "-c", str(conf)],  # -F: foreground, stays in our group
+            {"imap": self.ports.imap, "lmtp": self.ports.lmtp},
+        )
+
+    # -- SMTP relay --
+
+    def _spawn_smtp(self) -> None:
+        # The venv's interpreter has aiosmtpd even when the CLI runs under another Python.
+        venv_python = REPO_ROOT / ".venv" / "bin" / "python"
+        python = str(venv_python) if venv_python.exists() else sys.executable
+        argv = [
+            python,
+            "-m",
+            "deploy.local.smtp_relay",
+            "--port",
+            str(self.ports.smtp),
+            "--lmtp-port",
+            str(self.ports.lmtp),
+            "--log-file",
+            str(self.root / "logs" / "smtp-relay.log"),
+        ]
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        self._spawn("smtp", argv, {"smtp": self.ports.smtp}, env=env, cwd=REPO_ROOT)
+
+
+# --- locating programs ---------------------------------------------------------------------------
+
+
+def _program(name: str) -> str:
+    # /usr/sbin is not on a non-root user's PATH on Debian.
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        raise StackError(f"{name} not found; run deploy/local/install.sh")
+    return found
+
+
+def _rabbitmq_script(name: str) -> str:
+    script = _RABBITMQ_SCRIPTS / name
+    return str(script) if script.exists() else _program(name)
+
+
+def _ferretdb_binary() -> str:
+    found = shutil.which("ferretdb")
+    if found:
+        return found
+    # Where `go install` / install.sh put it; `go env` is not asked, Go need not be on PATH here.
+    gopath = os.environ.get("GOPATH") or str(Path.home() / "go")
+    for directory in (os.environ.get("GOBIN"), f"{gopath.split(os.pathsep)[0]}/bin"):
+        if directory and Path(directory, "ferretdb").is_file():
+            return str(Path(directory, "ferretdb"))
+    raise StackError("ferretdb not found on PATH or in $GOPATH/bin; run deploy/local/install.sh")
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+
+def _print_urls(stack: LocalStack, out: TextIO) -> None:
+    width = max(map(len, stack.urls()))
+    for label, url in stack.urls().items():
+        print(f"  {label:<{width}}  {url}", file=out)
+
+
+def _load_ports(root: Path) -> StackPorts | None:
+    try:
+        return StackPorts(**json.loads((root / "stack.json").read_text())["ports"])
+    except FileNotFoundError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.local.stack",
+        description="Start, stop or inspect the local RabbitMQ/FerretDB/Dovecot/SMTP stack.",
+    )
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--profile",
+        choices=["demo", "free"],
+        default="demo",
+        help="demo: the documented ports (default); free: any unused ports",
+    )
+    parser.add_argument("--root", type=Path, help="data directory (default: .stack/<profile>)")
+    parser.add_argument("--name", default="hotline", help="stack name, part of the Erlang node name")
+    args = parser.parse_args(argv)
+    root: Path = args.root or REPO_ROOT / ".stack" / args.profile
+    recorded = _load_ports(root)
+
+    if args.command == "up":
+        if args.profile == "demo":
+            ports = StackPorts.demo()
+        else:  # keep the ports of a stack that may still run from this root
+            ports = recorded or StackPorts.free()
+        stack = LocalStack(root, ports, args.name)
+        began = time.monotonic()
+        try:
+            stack.start()
+        except StackError as exc:
+            print(f"stack: failed to start: {exc}", file=sys.stderr)
+            return 1
+        print(f"stack: up in {time.monotonic() - began:.1f} s, data in {stack.root}")
+        _print_urls(stack, sys.stdout)
+        print(f"  (stop with: python -m deploy.local.stack down --root {stack.root})")
+        return 0
+
+    if recorded is None:
+        print(f"stack: nothing recorded in {root} (no stack.json)")
+        return 0 if args.command == "down" else 1
+    name = json.loads((root / "stack.json").read_text()).get("name", args.name)
+    stack = LocalStack(root, recorded, name)
+    if args.command == "down":
+        stack.stop()
+        print(f"stack: stopped ({stack.root})")
+        return 0
+    running = stack.running()
+    for service, up in running.items():
+        child = stack._children.get(service)  # noqa: SLF001 (same module)
+        pid = f"pid {child.pid}" if child is not None and up else ""
+        print(f"  {service:<9} {'running' if up else 'stopped':<8} {pid}")
+    if any(running.values()):
+        _print_urls(stack, sys.stdout)
+    return 0 if all(running.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""chat_ingest: the web chat widget's WebSocket and the Telegram webhook."""

@@ -1,0 +1,89 @@
+"""The chat protocol of PRODUCT.md section 4, as pure functions: parse a client frame,
+build server frames. Unknown fields are ignored; anything else is a ``FrameError``
+with a code the client can act on."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CHOICE = re.compile(r"[a-z0-9_-]{1,40}")
+
+
+class FrameError(ValueError):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Start:
+    line: str | None
+    language: str | None
+    region: str | None
+    topic: str | None
+
+
+@dataclass(frozen=True)
+class Resume:
+    token: str
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class End:
+    pass
+
+
+ClientFrame = Start | Resume | Message | End
+
+
+def _choice(frame: dict[str, Any], name: str) -> str | None:
+    value = frame.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _CHOICE.fullmatch(value):
+        raise FrameError("bad_field", f"{name} must be a short identifier")
+    return value
+
+
+def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame:
+    try:
+        frame = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise FrameError("bad_json", "frames are JSON objects") from None
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise FrameError("bad_frame", "a frame is an object with a string 'type'")
+    kind = frame["type"]
+    if kind == "start":
+        return Start(*(_choice(frame, n) for n in ("line", "language", "region", "topic")))
+    if kind == "resume":
+        token = frame.get("token")
+        if not isinstance(token, str) or not _ID.fullmatch(token):
+            raise FrameError("bad_field", "resume needs the session token")
+        return Resume(token)
+    if kind == "message":
+        mid, text = frame.get("id"), frame.get("text")
+        if not isinstance(mid, str) or not _ID.fullmatch(mid):
+            raise FrameError("bad_field", "message needs an 'id' of 1-64 letters, digits, - or _")
+        if not isinstance(text, str) or not text.strip():
+            raise FrameError("bad_field", "message needs a non-empty 'text'")
+        if len(text) > max_text_chars:
+            raise FrameError("too_long", f"a message holds at most {max_text_chars} characters")
+        return Message(mid, text)
+    if kind == "end":
+        return End()
+    raise FrameError("unknown_type", "type must be start, resume, message or end")
+
+
+def error(code: str, detail: str) -> dict[str, Any]:
+    return {"type": "error", "code": code, "detail": detail}

@@ -1,0 +1,1 @@
+"""dispatcher: threads, routes and queues every inbound message."""

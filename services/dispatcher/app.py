@@ -1,0 +1,53 @@
+"""Composition root of the dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from services.dispatcher.dispatch import Dispatcher
+from services.dispatcher.settings import DispatcherSettings
+from services.store.repository import Repository
+from shared import topology
+from shared.broker import Broker, BrokerMetrics
+from shared.config import load_config
+from shared.health import Health
+from shared.mongo import make_client, ping
+
+
+def create_app(settings: DispatcherSettings) -> web.Application:
+    config = load_config(settings.config_path)
+    registry = CollectorRegistry()
+    health = Health(registry)
+    app = web.Application()
+    health.add_routes(app)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        client = make_client(settings.mongo_url.get_secret_value())
+        db = client[settings.mongo_database]
+        repo = Repository(db)
+        broker = Broker(settings.amqp_url.get_secret_value(), settings.prefetch,
+                        BrokerMetrics(registry), f"dispatcher {settings.instance_id}")
+        health.add_check("database", lambda: ping(db))
+
+        async def broker_ready() -> bool:
+            return broker.is_ready()
+
+        health.add_check("broker", broker_ready)
+        try:
+            await repo.ensure_indexes()
+            await broker.connect()
+            dispatcher = Dispatcher(repo, broker, config)
+            await broker.consume(
+                broker.topology.queues[topology.DISPATCHER_INBOUND.name], dispatcher.handle
+            )
+            yield
+            await broker.stop_consuming(settings.shutdown_timeout)
+        finally:
+            await broker.close()
+            await client.close()
+
+    app.cleanup_ctx.append(resources)
+    return app

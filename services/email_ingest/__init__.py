@@ -1,0 +1,1 @@
+"""email_ingest: mail in over IMAP, consultants' replies out over SMTP."""

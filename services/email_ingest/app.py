@@ -1,0 +1,62 @@
+"""Composition root of email_ingest: the IMAP watcher and the SMTP reply sender."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from services.email_ingest.imap import ImapMetrics, MailboxWatcher
+from services.email_ingest.settings import EmailIngestSettings
+from services.email_ingest.smtp import ReplySender, SmtpMetrics
+from shared import topology
+from shared.broker import Broker, BrokerMetrics
+from shared.config import load_config
+from shared.health import Health
+from shared.mongo import make_client, ping
+
+
+def create_app(settings: EmailIngestSettings) -> web.Application:
+    config = load_config(settings.config_path)
+    registry = CollectorRegistry()
+    health = Health(registry)
+    app = web.Application()
+    health.add_routes(app)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        client = make_client(settings.mongo_url.get_secret_value())
+        db = client[settings.mongo_database]
+        broker = Broker(settings.amqp_url.get_secret_value(), settings.prefetch,
+                        BrokerMetrics(registry), f"email_ingest {settings.instance_id}")
+        health.add_check("database", lambda: ping(db))
+
+        async def broker_ready() -> bool:
+            return broker.is_ready()
+
+        health.add_check("broker", broker_ready)
+        watcher_task: asyncio.Task[None] | None = None
+        try:
+            await broker.connect()
+            sender = ReplySender(settings, config, broker, SmtpMetrics(registry))
+            await broker.consume(
+                broker.topology.queues[topology.EMAIL_OUTBOUND.name], sender.handle
+            )
+            watcher = MailboxWatcher(settings, broker, db["imap_cursors"], ImapMetrics(registry))
+            watcher_task = asyncio.create_task(watcher.run(), name="imap-watcher")
+            yield
+            # Stop intake first: the watcher, then the reply consumer, then drain.
+            watcher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher_task
+            await broker.stop_consuming(settings.shutdown_timeout)
+        finally:
+            if watcher_task is not None and not watcher_task.done():
+                watcher_task.cancel()
+            await broker.close()
+            await client.close()
+
+    app.cleanup_ctx.append(resources)
+    return app

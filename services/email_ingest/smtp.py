@@ -1,0 +1,124 @@
+"""Sending consultants' replies by SMTP.
+
+Ack policy: an outbound message is acked after the mail was handed to the SMTP server
+and the delivery report was published (confirmed). A temporary failure (4xx, network)
+is retried here with backoff; once the attempts are spent, or on a permanent failure
+(5xx), the reply is reported ``failed`` so the consultant sees it. The Message-ID comes
+from the store, so a resend after a crash carries the same Message-ID and the client's
+mailer shows one mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+
+import aiosmtplib
+from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import CollectorRegistry, Counter
+
+from services.email_ingest.settings import EmailIngestSettings
+from shared import topology
+from shared.broker import Broker
+from shared.config import HotlineConfig
+from shared.envelope import DeliveryReport, DeliveryStatus, Envelope, OutboundMessage, utcnow
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+ATTEMPTS = 4
+
+
+def _one_line(value: str) -> str:
+    # CR/LF must never reach a header (header injection); the policy also refuses them.
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+def build_reply(out: OutboundMessage, from_address: str, from_name: str) -> EmailMessage:
+    """The reply mail: our Message-ID, threaded to the client's last mail."""
+    mail = EmailMessage()
+    mail["From"] = formataddr((_one_line(from_name), from_address)) if from_name else from_address
+    mail["To"] = _one_line(out.recipient)
+    subject = _one_line(out.subject or "")
+    if subject and not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    mail["Subject"] = subject or "Re:"
+    mail["Date"] = format_datetime(out.sent_at)
+    if out.email_message_id:
+        mail["Message-ID"] = out.email_message_id
+    if out.in_reply_to:
+        mail["In-Reply-To"] = out.in_reply_to
+    refs = [r for r in out.references if r]
+    if refs:
+        mail["References"] = " ".join(refs)
+    # Replies from a hotline are written by a person: RFC 3834 says mark nothing; no
+    # read-receipt or tracking headers are ever added (QUALITY.md 4).
+    mail.set_content(out.text)
+    return mail
+
+
+class SmtpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.sent = Counter("hotline_mail_sent_total", "Replies accepted by the SMTP server",
+                            registry=registry)
+        self.failures = Counter("hotline_smtp_failures_total", "SMTP failures, by kind",
+                                ["kind"], registry=registry)
+
+
+class ReplySender:
+    def __init__(self, settings: EmailIngestSettings, config: HotlineConfig, broker: Broker,
+                 metrics: SmtpMetrics, retry_base: float = 1.0) -> None:
+        self.s = settings
+        self.config = config
+        self.broker = broker
+        self.metrics = metrics
+        self.retry_base = retry_base
+
+    def _from_address(self, line: str) -> str:
+        spec = self.config.lines.get(line)
+        return (spec.email if spec and spec.email else None) or self.s.from_address
+
+    async def _send(self, mail: EmailMessage) -> None:
+        await aiosmtplib.send(
+            mail,
+            hostname=self.s.smtp_host,
+            port=self.s.smtp_port,
+            username=self.s.smtp_user,
+            password=self.s.smtp_password.get_secret_value() if self.s.smtp_password else None,
+            use_tls=self.s.smtp_security == "tls",
+            start_tls=True if self.s.smtp_security == "starttls" else False,
+            timeout=30,
+        )
+
+    async def handle(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
+        if not isinstance(envelope, OutboundMessage):
+            await message.reject(requeue=False)
+            return
+        out = envelope
+        mail = build_reply(out, self._from_address(out.line), self.s.from_name)
+        status, detail = DeliveryStatus.FAILED, "not sent"
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                await self._send(mail)
+            except aiosmtplib.SMTPResponseException as exc:
+                if 500 <= exc.code < 600:
+                    self.metrics.failures.labels("permanent").inc()
+                    status, detail = DeliveryStatus.FAILED, f"SMTP {exc.code}"
+                    break
+                self.metrics.failures.labels("temporary").inc()
+                detail = f"SMTP {exc.code}"
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                self.metrics.failures.labels("network").inc()
+                detail = type(exc).__name__
+            else:
+                status, detail = DeliveryStatus.SENT, "accepted by SMTP server"
+                self.metrics.sent.inc()
+                break
+            if attempt < ATTEMPTS:
+                await asyncio.sleep(self.retry_base * 2 ** (attempt - 1))
+        log.info("reply_delivery", message_id=out.message_id, thread_id=out.thread_id,
+                 status=status.value, detail=detail)
+        report = DeliveryReport(message_id=out.message_id, thread_id=out.thread_id,
+                                status=status, at=utcnow(), detail=detail)
+        await self.broker.publish(report, topology.EVENTS, topology.delivery_key(status.value))

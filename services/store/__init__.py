@@ -1,0 +1,1 @@
+"""store: threads and messages in MongoDB, the consultant HTTP API and the web console."""

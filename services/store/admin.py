@@ -1,0 +1,95 @@
+"""Operator commands for consultant accounts.
+
+    python -m services.store.admin add-user --login anna --name Anna --role consultant \\
+        --organisation lastrada --lines 113 --password-stdin
+    python -m services.store.admin disable-user --login anna
+    python -m services.store.admin seed-demo        # the demo accounts of the README
+
+Reads STORE_MONGO_URL and STORE_MONGO_DATABASE like the store itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.store.auth import hash_password
+from services.store.repository import Repository
+from shared.mongo import make_client
+
+ROLES = ("consultant", "supervisor", "admin")
+
+# Demo only (README): password = login + "-demo".
+DEMO_ACCOUNTS: list[dict[str, Any]] = [
+    {"_id": "anna", "name": "Anna", "role": "consultant", "organisation": "lastrada",
+     "lines": ["113"]},
+    {"_id": "boris", "name": "Boris", "role": "consultant", "organisation": "bwc",
+     "lines": ["113"]},
+    {"_id": "vera", "name": "Vera", "role": "consultant", "organisation": "gp", "lines": ["dv"]},
+    {"_id": "sofia", "name": "Sofia", "role": "supervisor", "organisation": None,
+     "lines": ["113", "dv"]},
+]
+
+
+class AdminSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORE_", extra="ignore")
+    mongo_url: SecretStr = Field(description="MongoDB URL")
+    mongo_database: str = Field(default="hotline", description="MongoDB database name")
+
+
+async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
+    client = make_client(settings.mongo_url.get_secret_value())
+    try:
+        repo = Repository(client[settings.mongo_database])
+        await repo.ensure_indexes()
+        if args.command == "seed-demo":
+            for account in DEMO_ACCOUNTS:
+                await repo.upsert_consultant(
+                    {**account, "password_hash": hash_password(f"{account['_id']}-demo"),
+                     "disabled": False, "status": "offline"})
+            return "demo accounts: " + ", ".join(str(a["_id"]) for a in DEMO_ACCOUNTS)
+        if args.command == "add-user":
+            password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
+                        else getpass.getpass("password: "))
+            if len(password) < 10:
+                raise SystemExit("a password has at least 10 characters")
+            await repo.upsert_consultant({
+                "_id": args.login, "name": args.name or args.login, "role": args.role,
+                "organisation": args.organisation, "lines": args.lines.split(","),
+                "password_hash": hash_password(password), "disabled": False, "status": "offline",
+            })
+            return f"user {args.login} saved"
+        res = await repo.consultants.update_one({"_id": args.login}, {"$set": {"disabled": True}})
+        await repo.sessions.delete_many({"login": args.login})
+        if res.matched_count == 0:
+            raise SystemExit(f"no user {args.login}")
+        return f"user {args.login} disabled"
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.store.admin")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add = sub.add_parser("add-user", help="add a user or reset their password")
+    add.add_argument("--login", required=True)
+    add.add_argument("--name")
+    add.add_argument("--role", choices=ROLES, default="consultant")
+    add.add_argument("--organisation", help="omit for a supervisor of whole lines")
+    add.add_argument("--lines", required=True, help="comma-separated line ids, e.g. 113,dv")
+    add.add_argument("--password-stdin", action="store_true")
+    disable = sub.add_parser("disable-user", help="disable a user and end their sessions")
+    disable.add_argument("--login", required=True)
+    sub.add_parser("seed-demo", help="create the demo accounts (demo only)")
+    args = parser.parse_args(argv)
+    print(asyncio.run(_run(args, AdminSettings())))
+
+
+if __name__ == "__main__":
+    main()

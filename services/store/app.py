@@ -1,0 +1,87 @@
+"""Composition root of the store: database, broker, API, console and live events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from services.store.api import ConsultantApi
+from services.store.events import ConsoleHub, DeliveryRecorder
+from services.store.repository import Repository
+from services.store.settings import StoreSettings
+from shared import topology
+from shared.broker import Broker, BrokerMetrics
+from shared.config import load_config
+from shared.health import Health
+from shared.http import security_headers
+from shared.mongo import make_client, ping
+
+STATIC = Path(__file__).parent / "static"
+
+CONSOLE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # No inline script, no remote anything: e-mail HTML shown here cannot run or fetch.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+}
+
+
+
+def create_app(settings: StoreSettings) -> web.Application:
+    config = load_config(settings.config_path)
+    registry = CollectorRegistry()
+    health = Health(registry)
+    client = make_client(settings.mongo_url.get_secret_value())
+    db = client[settings.mongo_database]
+    repo = Repository(db)
+    broker = Broker(settings.amqp_url.get_secret_value(), settings.prefetch,
+                    BrokerMetrics(registry), f"store {settings.instance_id}")
+    api = ConsultantApi(settings, config, repo, broker)
+    hub = ConsoleHub(api.sessions, api.visible_queues)
+    app = web.Application(middlewares=[security_headers(CONSOLE_HEADERS), api.middleware],
+                          client_max_size=settings.max_body_bytes)
+    health.add_routes(app)
+    api.add_routes(app)
+    app.router.add_get("/api/events", hub.handle_ws)
+
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html")
+
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC)
+    health.add_check("database", lambda: ping(db))
+
+    async def broker_ready() -> bool:
+        return broker.is_ready()
+
+    health.add_check("broker", broker_ready)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        try:
+            await repo.ensure_indexes()
+            await broker.connect()
+            events = await topology.declare_replica_queue(
+                broker.channel, topology.console_events_queue(settings.instance_id),
+                topology.EVENTS, ["event.#"],
+            )
+            await broker.consume(events, hub.on_event)
+            await broker.consume(broker.topology.queues[topology.STORE_DELIVERY.name],
+                                 DeliveryRecorder(repo, broker).handle)
+            yield
+            await broker.stop_consuming(settings.shutdown_timeout)
+        finally:
+            await broker.close()
+            await client.close()
+
+    async def close_sockets(app: web.Application) -> None:
+        await hub.close_all()
+
+    app.cleanup_ctx.append(resources)
+    app.on_shutdown.append(close_sockets)
+    return app

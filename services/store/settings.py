@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class StoreSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="STORE_")
+
+    http_port: int = Field(default=8080, ge=0, le=65535, description="Console, API and health")
+    session_hours: float = Field(default=12, gt=0, description="A login lasts at most this long")
+    cookie_secure: bool = Field(default=True, description="Secure cookie; off only for plain-HTTP dev")
+    message_id_domain: str = Field(
+        default="hotline.invalid", description="Right-hand side of Message-IDs of e-mail replies"
+    )
+    login_attempts: int = Field(default=5, ge=1, description="Failed logins allowed per window")
+    login_window_seconds: float = Field(default=300, gt=0, description="Login rate-limit window")
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest API request body")

@@ -1,0 +1,1 @@
+"""What every hotline-gateway service needs: envelope, settings, logging, broker, lifecycle, health."""

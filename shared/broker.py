@@ -1,0 +1,189 @@
+"""RabbitMQ connection, confirmed publishing and consuming, for every service.
+
+Publishing: the channel runs in publisher-confirm mode, so ``publish`` returns only once
+the broker has taken responsibility for the message (and raises if it did not, or if
+nothing was bound to take it). Callers act on the confirm (ack a frame, flag a mail) only
+after it.
+
+Consuming (ack policy): a handler's message is acked only after the handler returned,
+that is after its side effect. A body that is not a valid envelope is rejected without
+requeue and lands in the queue's dead-letter queue with its reason logged. A handler that
+raises is requeued; the quorum queue's delivery limit dead-letters it after
+``topology.DELIVERY_LIMIT`` attempts, so poison never loops forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from shared import topology
+from shared.envelope import Envelope, EnvelopeError, decode, encode
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+Handler = Callable[[Envelope, AbstractIncomingMessage], Awaitable[None]]
+
+
+class BrokerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.published = Counter(
+            "hotline_published_total", "Envelopes published", ["kind"], registry=registry
+        )
+        self.consumed = Counter(
+            "hotline_consumed_total",
+            "Envelopes consumed, by outcome",
+            ["queue", "outcome"],
+            registry=registry,
+        )
+        self.handle_seconds = Histogram(
+            "hotline_handle_seconds", "Time to handle one envelope", ["queue"], registry=registry
+        )
+
+
+class Broker:
+    """One robust connection and one confirming channel, owned by the service's composition root."""
+
+    def __init__(self, url: str, prefetch: int, metrics: BrokerMetrics, name: str) -> None:
+        self._url = url
+        self._prefetch = prefetch
+        self._metrics = metrics
+        self._name = name
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self.topology = topology.Topology()
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def connect(self) -> None:
+        self._connection = await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": self._name}
+        )
+        channel = await self._connection.channel(publisher_confirms=True)
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self._prefetch)
+        self.topology = await topology.declare(channel)
+
+    @property
+    def channel(self) -> AbstractRobustChannel:
+        if self._channel is None:
+            raise RuntimeError("broker is not connected")
+        return self._channel
+
+    def is_ready(self) -> bool:
+        return (
+            self._connection is not None
+            and not self._connection.is_closed
+            and self._channel is not None
+            and not self._channel.is_closed
+        )
+
+    async def publish(
+        self,
+        envelope: Envelope,
+        exchange: str,
+        routing_key: str,
+        *,
+        message_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish and wait for the broker's confirm; raise if it was refused or unroutable."""
+        ex = self.topology.exchanges.get(exchange) or await self.channel.get_exchange(exchange)
+        msg = aio_pika.Message(
+            encode(envelope),
+            content_type="application/json",
+            type=envelope.kind,
+            message_id=message_id,
+            headers={"v": envelope.v, **(headers or {})},
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
+        # mandatory: a message no queue is bound to take is an error, not a silent drop.
+        await ex.publish(msg, routing_key=routing_key, mandatory=True)
+        self._metrics.published.labels(envelope.kind).inc()
+
+    async def consume(self, queue: AbstractQueue, handler: Handler) -> None:
+        """Start delivering ``queue`` to ``handler`` under the ack policy of this module."""
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            self._in_flight += 1
+            self._idle.clear()
+            started = time.perf_counter()
+            try:
+                await self._handle(queue.name, message, handler)
+            finally:
+                self._metrics.handle_seconds.labels(queue.name).observe(
+                    time.perf_counter() - started
+                )
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.set()
+
+        tag = await queue.consume(on_message)
+        self._consumers.append((queue, tag))
+
+    async def _handle(
+        self, queue: str, message: AbstractIncomingMessage, handler: Handler
+    ) -> None:
+        try:
+            envelope = decode(message.type, message.body)
+        except EnvelopeError as exc:
+            log.error("envelope_rejected", queue=queue, reason=str(exc), size=len(message.body))
+            self._metrics.consumed.labels(queue, "rejected").inc()
+            await message.reject(requeue=False)
+            return
+        try:
+            await handler(envelope, message)
+        except asyncio.CancelledError:
+            # Shutting down mid-message: the broker redelivers it to another consumer.
+            await message.nack(requeue=True)
+            raise
+        except Exception as exc:
+            # A failure we could not handle: requeue; the delivery limit bounds the attempts.
+            log.exception(
+                "handler_failed",
+                queue=queue,
+                message_id=message.message_id,
+                error=type(exc).__name__,
+                redelivered=message.redelivered,
+            )
+            self._metrics.consumed.labels(queue, "failed").inc()
+            if not message.processed:
+                await message.nack(requeue=True)
+            return
+        if not message.processed:
+            await message.ack()
+        self._metrics.consumed.labels(queue, "acked").inc()
+
+    async def stop_consuming(self, deadline: float) -> None:
+        """Stop intake, then wait up to ``deadline`` seconds for in-flight messages to finish."""
+        for queue, tag in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # the connection may already be gone
+                log.warning("consumer_cancel_failed", queue=queue.name, error=type(exc).__name__)
+        self._consumers.clear()
+        try:
+            await asyncio.wait_for(self._idle.wait(), deadline)
+        except TimeoutError:
+            log.warning("drain_timeout", in_flight=self._in_flight)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+            self._channel = None

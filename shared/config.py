@@ -1,0 +1,112 @@
+"""The hotline configuration (``deploy/config/hotline.yaml``): lines, organisations, queues.
+
+Validated at start-up: a service refuses to start on a bad file and names the key. Adding
+an organisation, region, queue or language is a change to the YAML only.
+"""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+from typing import Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos in an operator's file: refuse them rather than ignore them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Organisation(_Strict):
+    name: str
+
+
+class Hours(_Strict):
+    timezone: str = "Europe/Minsk"
+    open: time = time(8, 0)
+    close: time = time(20, 0)
+
+
+class Queue(_Strict):
+    line: str
+    organisations: list[str] = Field(min_length=1, description="who may see and take its threads")
+    skill: str
+    title: dict[str, str] = Field(default_factory=dict)
+
+
+class Line(_Strict):
+    name: str
+    hours: Hours = Hours()
+    email: str | None = Field(default=None, description="the line's public address")
+    default_queue: str = Field(description="where a conversation goes when nothing else decides")
+    region_queues: dict[str, str] = Field(
+        default_factory=dict, description="region -> queue (the partner NGO serving it)"
+    )
+
+
+class CaseForm(_Strict):
+    required: list[str] = Field(
+        default_factory=lambda: ["client_role", "gender", "age_group"],
+        description="fields a consultant must answer to close a thread",
+    )
+
+
+class HotlineConfig(_Strict):
+    case_form: CaseForm = CaseForm()
+    languages: list[str] = Field(min_length=1)
+    regions: dict[str, dict[str, str]] = Field(description="region id -> names by language")
+    organisations: dict[str, Organisation] = Field(min_length=1)
+    lines: dict[str, Line] = Field(min_length=1)
+    queues: dict[str, Queue] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        for qname, queue in self.queues.items():
+            if queue.line not in self.lines:
+                raise ValueError(f"queues.{qname}.line: unknown line {queue.line!r}")
+            for org in queue.organisations:
+                if org not in self.organisations:
+                    raise ValueError(f"queues.{qname}.organisations: unknown organisation {org!r}")
+        for lname, line in self.lines.items():
+            if line.default_queue not in self.queues:
+                raise ValueError(f"lines.{lname}.default_queue: unknown queue {line.default_queue!r}")
+            for region, qname in line.region_queues.items():
+                if region not in self.regions:
+                    raise ValueError(f"lines.{lname}.region_queues: unknown region {region!r}")
+                if qname not in self.queues:
+                    raise ValueError(f"lines.{lname}.region_queues.{region}: unknown queue {qname!r}")
+        return self
+
+    def queues_visible_to(self, organisation: str | None, lines: list[str]) -> list[str]:
+        """Queue names a member of ``organisation`` working on ``lines`` may see.
+
+        ``organisation`` None means every organisation (a supervisor of whole lines).
+        """
+        return [
+            name
+            for name, q in self.queues.items()
+            if q.line in lines and (organisation is None or organisation in q.organisations)
+        ]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: Path) -> HotlineConfig:
+    """Read and validate the YAML file; raise ConfigError naming the file and the bad key."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return HotlineConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            ".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,115 @@
+"""The broker topology, declared in one place.
+
+Exchanges (all topic, durable):
+
+- ``hotline.inbound``:  ``inbound.<channel>.<line>``, clients' messages -> dispatcher
+- ``hotline.outbound``: ``outbound.<channel>.<line>``, replies -> email_ingest / chat_ingest
+- ``hotline.events``:   ``event.<Name>`` console events, ``delivery.<status>`` delivery reports
+- ``hotline.dlx``:      dead letters, routed by the name of the queue they died in
+
+Work queues are quorum queues (replicated when the broker is clustered, and with a
+delivery limit, so a message that keeps failing is dead-lettered instead of looping).
+Each has a ``<queue>.dead`` queue. Per-replica queues (chat sockets, console events)
+are exclusive and vanish with their replica: what they carry is also in the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from shared.envelope import Channel
+
+INBOUND = "hotline.inbound"
+OUTBOUND = "hotline.outbound"
+EVENTS = "hotline.events"
+DLX = "hotline.dlx"
+
+# How often a work message may be delivered before it is dead-lettered as poison.
+DELIVERY_LIMIT = 5
+
+
+def inbound_key(channel: Channel, line: str) -> str:
+    return f"inbound.{channel.value}.{line}"
+
+
+def outbound_key(channel: Channel, line: str) -> str:
+    return f"outbound.{channel.value}.{line}"
+
+
+def event_key(name: str) -> str:
+    return f"event.{name}"
+
+
+def delivery_key(status: str) -> str:
+    return f"delivery.{status}"
+
+
+def dead_queue(queue: str) -> str:
+    return f"{queue}.dead"
+
+
+@dataclass(frozen=True)
+class WorkQueue:
+    name: str
+    exchange: str
+    binding: str
+
+
+DISPATCHER_INBOUND = WorkQueue("dispatcher.inbound", INBOUND, "inbound.#")
+EMAIL_OUTBOUND = WorkQueue("email_ingest.outbound", OUTBOUND, "outbound.email.#")
+STORE_DELIVERY = WorkQueue("store.delivery", EVENTS, "delivery.#")
+WORK_QUEUES = (DISPATCHER_INBOUND, EMAIL_OUTBOUND, STORE_DELIVERY)
+
+
+def chat_outbound_queue(instance_id: str) -> str:
+    """Each chat_ingest replica hears every chat reply and delivers those whose socket it holds."""
+    return f"chat_ingest.outbound.{instance_id}"
+
+
+def console_events_queue(instance_id: str) -> str:
+    return f"store.events.{instance_id}"
+
+
+@dataclass
+class Topology:
+    exchanges: dict[str, AbstractExchange] = field(default_factory=dict)
+    queues: dict[str, AbstractQueue] = field(default_factory=dict)
+
+
+async def declare(channel: AbstractChannel) -> Topology:
+    """Declare every exchange, work queue and dead-letter queue (idempotent)."""
+    topo = Topology()
+    for name in (INBOUND, OUTBOUND, EVENTS, DLX):
+        topo.exchanges[name] = await channel.declare_exchange(
+            name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+    for wq in WORK_QUEUES:
+        dead = await channel.declare_queue(
+            dead_queue(wq.name), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(topo.exchanges[DLX], routing_key=wq.name)
+        args: dict[str, Any] = {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DLX,
+            "x-dead-letter-routing-key": wq.name,
+        }
+        queue = await channel.declare_queue(wq.name, durable=True, arguments=args)
+        await queue.bind(topo.exchanges[wq.exchange], routing_key=wq.binding)
+        topo.queues[wq.name] = queue
+        topo.queues[dead.name] = dead
+    return topo
+
+
+async def declare_replica_queue(
+    channel: AbstractChannel, name: str, exchange: str, bindings: list[str]
+) -> AbstractQueue:
+    """An exclusive queue for one replica, gone when its connection closes."""
+    queue = await channel.declare_queue(name, exclusive=True, auto_delete=True)
+    for key in bindings:
+        await queue.bind(exchange, routing_key=key)
+    return queue

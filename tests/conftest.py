@@ -1,0 +1,116 @@
+"""Shared fixtures: one real server stack per test session, four real services per test.
+
+The stack (RabbitMQ, FerretDB, Dovecot, SMTP relay) is started once, on free loopback
+ports with its data in a temporary directory, and stopped at the end. Each test that
+needs the services gets its own RabbitMQ vhost, database and mailboxes, so tests never
+see each other's messages.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from deploy.local.services import (
+    SERVICES,
+    ServiceProcesses,
+    StackUrls,
+    service_env,
+)
+from deploy.local.stack import LocalStack, StackPorts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    root = tmp_path_factory.mktemp("stack")
+    with LocalStack(root, StackPorts.free(), name="hltest") as s:
+        yield s
+
+
+def free_ports(count: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Gateway:
+    """The four services of one test, and where to reach them."""
+
+    name: str
+    stack: LocalStack
+    urls: StackUrls
+    database: str
+    ports: dict[str, int]
+    env: dict[str, dict[str, str]]
+    processes: ServiceProcesses
+
+    @property
+    def store_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['store']}"
+
+    @property
+    def chat_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['chat_ingest']}"
+
+    @property
+    def line_mailbox(self) -> str:
+        return f"{self.name}-hotline"
+
+    @property
+    def client_mailbox(self) -> str:
+        return f"{self.name}-client"
+
+    def seed_demo_accounts(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "services.store.admin", "seed-demo"],
+            cwd=ROOT, check=True, capture_output=True,
+            env={**os.environ, **self.env["store"]},
+        )
+
+    def logs(self) -> str:
+        return "".join(
+            (self.processes.log_dir / f"{n}.log").read_text(errors="replace")
+            for n in SERVICES if (self.processes.log_dir / f"{n}.log").exists()
+        )
+
+
+@pytest.fixture
+def gateway(stack: LocalStack, tmp_path: Path) -> Iterator[Gateway]:
+    name = "t" + uuid.uuid4().hex[:8]
+    urls = StackUrls(
+        amqp_url=stack.add_vhost(name), mongo_url=stack.mongo_url,
+        imap_host="127.0.0.1", imap_port=stack.imap_port,
+        smtp_host="127.0.0.1", smtp_port=stack.smtp_port,
+    )
+    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+    env = service_env(urls, ports, database=name, line_mailbox=f"{name}-hotline")
+    procs = ServiceProcesses(ROOT, tmp_path / "logs")
+    gw = Gateway(name, stack, urls, name, ports, env, procs)
+    try:
+        for service in SERVICES:
+            procs.start(service, env[service])
+        procs.wait_ready(ports)
+        yield gw
+    finally:
+        codes = procs.stop_all()
+        # Shown by pytest only when the test failed: what the services said.
+        print(gw.logs()[-8000:])
+    # Every service must shut down cleanly on SIGTERM (graceful shutdown is part of the contract).
+    assert codes == dict.fromkeys(codes, 0), f"unclean exit: {codes}\n{gw.logs()[-3000:]}"

@@ -1,0 +1,128 @@
+"""Clients the integration tests use: the consultant API, its live events, IMAP mailboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH
+
+from services.email_ingest.imap import parse_fetch
+
+
+class Consultant:
+    """A logged-in consultant talking to the store's API like the console does."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base = base_url
+        # unsafe: accept cookies from an IP address host (127.0.0.1).
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.csrf = ""
+        self.events: aiohttp.ClientWebSocketResponse | None = None
+
+    async def login(self, login: str, password: str) -> dict[str, Any]:
+        async with self.http.post(f"{self.base}/api/session",
+                                  json={"login": login, "password": password}) as resp:
+            body = await resp.json(content_type=None)
+            assert resp.status == 200, body
+        self.csrf = body["csrf_token"]
+        return body
+
+    async def call(self, method: str, path: str, body: Any = None,
+                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        h = {"X-CSRF-Token": self.csrf, **(headers or {})}
+        async with self.http.request(method, f"{self.base}{path}", json=body, headers=h) as resp:
+            data = await resp.json(content_type=None) if resp.status != 204 else None
+            return resp.status, data
+
+    async def open_events(self) -> None:
+        self.events = await self.http.ws_connect(f"{self.base}/api/events")
+        hello = await self.events.receive_json(timeout=10)
+        assert hello["type"] == "hello"
+
+    async def wait_event(self, match: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+        """The next live event for which ``match`` is true (others are skipped)."""
+        assert self.events is not None
+
+        async def loop() -> dict[str, Any]:
+            assert self.events is not None
+            while True:
+                msg = await self.events.receive()
+                assert msg.type is aiohttp.WSMsgType.TEXT, msg
+                frame = json.loads(msg.data)
+                if frame.get("type") == "event" and match(frame):
+                    return frame
+
+        return await asyncio.wait_for(loop(), timeout)
+
+    async def close(self) -> None:
+        if self.events is not None:
+            await self.events.close()
+        await self.http.close()
+
+
+def mail(from_addr: str, to_addr: str, subject: str, body: str, message_id: str,
+         in_reply_to: str | None = None, references: list[str] | None = None) -> bytes:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"] = from_addr
+    msg["To"] = to_addr
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = " ".join(references)
+    msg.set_content(body)
+    return msg.as_bytes()
+
+
+def new_message_id() -> str:
+    return f"<{uuid.uuid4().hex}@client.example>"
+
+
+class Mailbox:
+    """An IMAP mailbox of the local Dovecot (password = user name)."""
+
+    def __init__(self, host: str, port: int, user: str) -> None:
+        self.host, self.port, self.user = host, port, user
+
+    async def _open(self) -> IMAP4:
+        imap = IMAP4(self.host, self.port, timeout=10)
+        await imap.wait_hello_from_server()
+        assert (await imap.login(self.user, self.user)).result == "OK"
+        return imap
+
+    async def append(self, raw: bytes) -> None:
+        imap = await self._open()
+        try:
+            resp = await imap.append(raw, mailbox="INBOX")
+            assert resp.result == "OK", resp
+        finally:
+            await imap.logout()
+
+    async def wait_for_mail(self, count: int = 1, timeout: float = 30) -> list[bytes]:
+        """Wait (IMAP IDLE, no polling) until INBOX holds ``count`` mails; return them all."""
+        imap = await self._open()
+        try:
+            async def loop() -> list[bytes]:
+                while True:
+                    await imap.select("INBOX")
+                    resp = await imap.fetch("1:*", "(UID BODY.PEEK[])")
+                    mails = [raw for _, raw in parse_fetch(resp.lines)] if resp.result == "OK" else []
+                    if len(mails) >= count:
+                        return mails
+                    idle = await imap.idle_start(timeout=timeout)
+                    push = await imap.wait_server_push(timeout=timeout)
+                    imap.idle_done()
+                    await asyncio.wait_for(idle, 10)
+                    assert push != STOP_WAIT_SERVER_PUSH, "no mail arrived"
+
+            return await asyncio.wait_for(loop(), timeout)
+        finally:
+            await imap.logout()
