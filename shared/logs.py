@@ -41,6 +41,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
+    # aiohttp's server and access loggers put the client's address into their messages; our
+    # error middleware logs request failures without it (QUALITY.md 4: no client IPs in logs).
+    for name in ("aiohttp.server", "aiohttp.access"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

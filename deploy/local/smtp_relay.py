@@ -120,7 +120,7 @@ class LmtpRelay:
         self.lmtp_port = lmtp_port
         self.timeout = timeout
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802 (aiosmtpd hook name)
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         rcpts = list(envelope.rcpt_tos)
         try:

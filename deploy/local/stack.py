@@ -20,6 +20,8 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import grp
+import hashlib
 import json
 import os
 import pwd
@@ -27,10 +29,12 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import string
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +59,8 @@ _START_TIMEOUT = {"epmd": 10.0, "rabbitmq": 120.0, "ferretdb": 30.0, "dovecot": 
 # Graceful stop budget before SIGKILL. RabbitMQ closes connections and flushes quorum queue logs.
 _STOP_TIMEOUT = {"rabbitmq": 30.0}
 _DEFAULT_STOP_TIMEOUT = 10.0
+# erl arguments (word-split by the RabbitMQ scripts) that bind Erlang distribution to loopback.
+_LOOPBACK_DIST = "-kernel inet_dist_use_interface {127,0,0,1}"
 # Start order; stop goes the other way (epmd last: RabbitMQ deregisters from it on the way out).
 _SERVICES = ("epmd", "rabbitmq", "ferretdb", "dovecot", "smtp")
 
@@ -144,6 +150,22 @@ def _epmd_names(port: int) -> list[str] | None:
     return [line.split()[1] for line in reply[4:].decode(errors="replace").splitlines() if line]
 
 
+def _reachable_by(path: Path, user: pwd.struct_passwd) -> bool:
+    """True when the user may enter every directory from / down to path (mode bits; ACLs aside)."""
+    groups = {user.pw_gid, *(g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem)}
+    for directory in (path, *path.parents):
+        st = directory.stat()
+        if st.st_uid == user.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -165,10 +187,29 @@ def _proc_stat(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
+def _lives(pid: int, state: str) -> bool:
+    if state not in ("Z", "X"):
+        return True
+    # A multi-threaded process whose main thread has exited shows "Z" while its other threads, and
+    # its sockets, live on: beam.smp looks like this for a moment after SIGKILL.
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return False
+    for task in tasks:
+        try:
+            raw = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except FileNotFoundError:
+            continue
+        if raw[raw.rindex(")") + 2] not in ("Z", "X"):
+            return True
+    return False
+
+
 def _start_ticks(pid: int) -> int | None:
-    """Start time of a live (non-zombie) process in clock ticks since boot: pid + this is unique."""
+    """Start time of a live process in clock ticks since boot: pid + this is unique."""
     stat = _proc_stat(pid)
-    if stat is None or stat[0] in ("Z", "X"):
+    if stat is None or not _lives(pid, stat[0]):
         return None
     return int(stat[19])
 
@@ -178,9 +219,10 @@ def _group_members(pgid: int) -> list[int]:
     members = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat is not None and stat[0] not in ("Z", "X") and int(stat[2]) == pgid:
-                members.append(int(entry.name))
+            pid = int(entry.name)
+            stat = _proc_stat(pid)
+            if stat is not None and int(stat[2]) == pgid and _lives(pid, stat[0]):
+                members.append(pid)
     return members
 
 
@@ -354,12 +396,28 @@ class LocalStack:
         self._adopt_recorded()
         return {s: s in self._children and self._children[s].alive() for s in _SERVICES}
 
-    def kill_rabbitmq(self) -> None:
-        """kill -9 the RabbitMQ node (for fault tests): no graceful shutdown, no connection.close."""
+    def kill_rabbitmq(self, flush_registries: bool = True) -> None:
+        """kill -9 the RabbitMQ node (for fault tests): no graceful shutdown, no connection.close.
+
+        With flush_registries, the node's DETS tables are synced to disk first. RabbitMQ 3.10 keeps
+        the registry of quorum queue Raft members (Ra's directory) in DETS, which writes back only
+        every 3 minutes (auto_save); a node killed before that comes back with "0 registered
+        servers", and a quorum queue declared since never elects a leader again (basic.get and
+        publishes time out; cf. rabbitmq-server#10070). Messages are not affected: they are in the
+        Ra WAL, fsynced before the publisher confirm. A broker that crashes in production has
+        usually run for longer than 3 minutes since its queues were declared, which the flush
+        imitates; pass False to kill without it.
+        """
         with self._locked():
             self._adopt_recorded()
             child = self._children.pop("rabbitmq", None)
             if child is not None:
+                if flush_registries:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        # Best effort: a hung node is killed all the same.
+                        self._run_rabbitmqctl(
+                            "eval", "[dets:sync(T) || T <- dets:all()].", timeout=15
+                        )
                 child.kill()
             self._write_state()
 
@@ -617,6 +675,10 @@ class LocalStack:
             # Both point at files we never write: /etc/rabbitmq must not be read.
             RABBITMQ_ADVANCED_CONFIG_FILE=str(base / "advanced.config"),
             RABBITMQ_CONF_ENV_FILE=str(base / "rabbitmq-env.conf"),
+            # Erlang distribution (the node's amqp_dist port, and the port each rabbitmqctl run
+            # opens) listens on all interfaces unless told otherwise.
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=_LOOPBACK_DIST,
+            RABBITMQ_CTL_ERL_ARGS=_LOOPBACK_DIST,
         )
         return env
 
@@ -697,7 +759,7 @@ class LocalStack:
         self._spawn("ferretdb", argv, {"mongo": self.ports.mongo})
 
     def _ferretdb_ready(self) -> bool:
-        import pymongo  # noqa: PLC0415 (lazy: `down` and `status` work without the venv)
+        import pymongo
         import pymongo.errors
 
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
@@ -712,19 +774,54 @@ class LocalStack:
             client.close()
 
     # -- Dovecot --
+    #
+    # Dovecot never touches mail as root: a uid 0 from the userdb is refused ("userdb returned 0 as
+    # uid") and imap/lmtp refuse to keep root ("Mail access not allowed for root"). So as root the
+    # mail belongs to the `dovecot` system user, and that user must be able to walk down to the
+    # mailboxes and to Dovecot's sockets. A data directory under pytest's tmp dirs (mode 0700) is
+    # out of its reach; then Dovecot's part lives in a directory of its own under the system temp
+    # dir, linked from root/dovecot and root/mail.
 
-    def _dovecot_config(self) -> str:
-        base = self.root / "dovecot"
-        mail = self.root / "mail"
-        if os.geteuid() == 0:
-            # Mail files belong to root: data directories under a test's tmp dir (mode 0700) are
-            # not reachable for other users. Dovecot allows uid 0 once first_valid_uid permits it.
-            mail_user = "root"
-            login_user, internal_user = "dovenull", "dovecot"
-        else:
-            # Rootless Dovecot: every process runs as the invoking user (doc: "Rootless install").
-            mail_user = login_user = internal_user = pwd.getpwuid(os.geteuid()).pw_name
-        entry = pwd.getpwnam(mail_user)
+    def _dovecot_users(self) -> tuple[pwd.struct_passwd, str, str]:
+        """(mail user, default_internal_user, default_login_user)."""
+        if os.geteuid() != 0:
+            # Rootless Dovecot: every process runs as the invoking user.
+            me = pwd.getpwuid(os.geteuid())
+            return me, me.pw_name, me.pw_name
+        try:
+            return pwd.getpwnam("dovecot"), "dovecot", "dovenull"
+        except KeyError:
+            raise StackError(
+                "dovecot: system users dovecot/dovenull missing; run deploy/local/install.sh"
+            ) from None
+
+    def _dovecot_dirs(self, mail_user: pwd.struct_passwd) -> tuple[Path, Path]:
+        """(Dovecot's own directory, the mail directory), both reachable by mail_user."""
+        if _reachable_by(self.root, mail_user):
+            return self.root / "dovecot", self.root / "mail"
+        parent = Path(tempfile.gettempdir())
+        for old in parent.glob("hotline-dovecot-*"):  # left by stacks whose root is gone
+            owner = old / "owner"
+            if owner.is_file() and not Path(owner.read_text().strip()).exists():
+                shutil.rmtree(old, ignore_errors=True)
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        outside = parent / f"hotline-dovecot-{digest}"
+        outside.mkdir(mode=0o755, exist_ok=True)
+        (outside / "owner").write_text(f"{self.root}\n")
+        if not _reachable_by(outside, mail_user):
+            raise StackError(
+                f"dovecot: neither {self.root} nor {outside} can be entered by user "
+                f"{mail_user.pw_name}; use a --root below world-searchable directories"
+            )
+        for name in ("dovecot", "mail"):
+            (outside / name).mkdir(exist_ok=True)
+            link = self.root / name
+            if not os.path.lexists(link):
+                link.symlink_to(outside / name)
+        return outside / "dovecot", outside / "mail"
+
+    def _dovecot_config(self, base: Path, mail: Path, users: tuple[pwd.struct_passwd, str, str]) -> str:
+        mail_user, internal_user, login_user = users
         return f"""\
 # Written by deploy/local/stack.py at every start; edit that instead.
 instance_name = dovecot-{self.name}-{self.ports.imap}
@@ -750,13 +847,15 @@ passdb {{
 }}
 userdb {{
   driver = static
-  args = uid={entry.pw_uid} gid={entry.pw_gid} home={mail}/%n
+  args = home={mail}/%n
 }}
 mail_location = maildir:{mail}/%n
-first_valid_uid = {entry.pw_uid}
-first_valid_gid = {entry.pw_gid}
-default_login_user = {login_user}
+mail_uid = {mail_user.pw_uid}
+mail_gid = {mail_user.pw_gid}
+first_valid_uid = {mail_user.pw_uid}
+first_valid_gid = {mail_user.pw_gid}
 default_internal_user = {internal_user}
+default_login_user = {login_user}
 postmaster_address = postmaster@{self.mail_domain}
 
 service imap-login {{
@@ -777,17 +876,23 @@ service lmtp {{
 """
 
     def _spawn_dovecot(self) -> None:
-        run = self.root / "dovecot" / "run"
+        users = self._dovecot_users()
+        mail_user = users[0]
+        base, mail = self._dovecot_dirs(mail_user)
+        run = base / "run"
         # Dovecot's sockets live in base_dir; a Unix socket path is limited to 107 bytes.
         if len(str(run)) > 70:
             raise StackError(f"dovecot: data directory path too long for Unix sockets: {run}")
-        for d in (run, self.root / "dovecot" / "state", self.root / "mail"):
+        for d in (run, base / "state", mail):
             d.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            os.chown(mail, mail_user.pw_uid, mail_user.pw_gid)  # it creates a maildir per user
+        mail.chmod(0o700)
         # A master.pid left by a killed run names a pid that may now be someone else's, and Dovecot
         # refuses to start while that pid exists. Ours is not running (we track it), so drop it.
         (run / "master.pid").unlink(missing_ok=True)
-        conf = self.root / "dovecot" / "dovecot.conf"
-        conf.write_text(self._dovecot_config())
+        conf = base / "dovecot.conf"
+        conf.write_text(self._dovecot_config(base, mail, users))
         self._spawn(
             "dovecot",
             [_program("dovecot"), "-F", "-c", str(conf)],  # -F: foreground, stays in our group
@@ -905,7 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     running = stack.running()
     for service, up in running.items():
-        child = stack._children.get(service)  # noqa: SLF001 (same module)
+        child = stack._children.get(service)
         pid = f"pid {child.pid}" if child is not None and up else ""
         print(f"  {service:<9} {'running' if up else 'stopped':<8} {pid}")
     if any(running.values()):

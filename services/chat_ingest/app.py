@@ -14,7 +14,7 @@ from shared import topology
 from shared.broker import Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
-from shared.http import security_headers
+from shared.http import errors, security_headers
 
 STATIC = Path(__file__).parent / "static"
 
@@ -33,7 +33,7 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     config = load_config(settings.config_path)
     registry = CollectorRegistry()
     health = Health(registry)
-    app = web.Application(middlewares=[security_headers(SECURITY_HEADERS, "/chat")])
+    app = web.Application(middlewares=[security_headers(SECURITY_HEADERS, "/chat"), errors])
     health.add_routes(app)
     broker = Broker(settings.amqp_url.get_secret_value(), settings.prefetch,
                     BrokerMetrics(registry), f"chat_ingest {settings.instance_id}")

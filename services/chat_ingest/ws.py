@@ -77,7 +77,7 @@ class Session:
     topic: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: each socket is its own connection
 class Connection:
     ws: web.WebSocketResponse
     outbox: asyncio.Queue[dict[str, Any]]

@@ -14,6 +14,7 @@ from shared import topology
 from shared.broker import Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
+from shared.http import errors
 from shared.mongo import make_client, ping
 
 
@@ -21,7 +22,7 @@ def create_app(settings: DispatcherSettings) -> web.Application:
     config = load_config(settings.config_path)
     registry = CollectorRegistry()
     health = Health(registry)
-    app = web.Application()
+    app = web.Application(middlewares=[errors])
     health.add_routes(app)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

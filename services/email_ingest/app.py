@@ -16,6 +16,7 @@ from shared import topology
 from shared.broker import Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
+from shared.http import errors
 from shared.mongo import make_client, ping
 
 
@@ -23,7 +24,7 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
     config = load_config(settings.config_path)
     registry = CollectorRegistry()
     health = Health(registry)
-    app = web.Application()
+    app = web.Application(middlewares=[errors])
     health.add_routes(app)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -40,7 +41,7 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
         watcher_task: asyncio.Task[None] | None = None
         try:
             await broker.connect()
-            sender = ReplySender(settings, config, broker, SmtpMetrics(registry))
+            sender = ReplySender(settings, config, broker, db["smtp_sent"], SmtpMetrics(registry))
             await broker.consume(
                 broker.topology.queues[topology.EMAIL_OUTBOUND.name], sender.handle
             )

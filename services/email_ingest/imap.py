@@ -85,6 +85,15 @@ def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
     return out
 
 
+def parse_search(lines: list[Any]) -> list[int]:
+    """UIDs from an aioimaplib SEARCH response: the untagged ``* SEARCH`` line arrives with
+    its keyword stripped (``b"3 7 12"``); the last line is the tagged completion."""
+    return sorted(
+        int(tok) for line in lines[:-1] if isinstance(line, bytes)
+        for tok in line.split() if tok.isdigit()
+    )
+
+
 class MailboxWatcher:
     def __init__(self, settings: EmailIngestSettings, broker: Broker,
                  cursors: AsyncCollection[dict[str, Any]], metrics: ImapMetrics) -> None:
@@ -169,10 +178,7 @@ class MailboxWatcher:
         found = await imap.uid_search(f"UID {last_uid + 1}:*", "UNKEYWORD", KEYWORD, charset=None)
         if found.result != "OK":
             raise ImapProtocolError("UID SEARCH refused")
-        uids = sorted(
-            int(u) for line in found.lines if isinstance(line, bytes)
-            and line.startswith(b"SEARCH") for u in line.split()[1:]
-        )
+        uids = parse_search(found.lines)
         # "n:*" always includes the highest UID, even below n (RFC 3501 6.4.8).
         for uid in (u for u in uids if u > last_uid):
             await self._ingest_one(imap, uidvalidity, uid)

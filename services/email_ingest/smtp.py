@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
+from typing import Any
 
 import aiosmtplib
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry, Counter
+from pymongo.asynchronous.collection import AsyncCollection
 
 from services.email_ingest.settings import EmailIngestSettings
 from shared import topology
@@ -67,9 +69,19 @@ class SmtpMetrics:
 
 
 class ReplySender:
+    """Sends each reply at most once per message id.
+
+    ``sent`` records the message ids the SMTP server accepted; a redelivered outbound
+    message whose id is there is reported again but not sent again. Only a crash between
+    the server's acceptance and that record can resend a reply, once, with the same
+    Message-ID (QUALITY.md F10).
+    """
+
     def __init__(self, settings: EmailIngestSettings, config: HotlineConfig, broker: Broker,
-                 metrics: SmtpMetrics, retry_base: float = 1.0) -> None:
+                 sent: AsyncCollection[dict[str, Any]], metrics: SmtpMetrics,
+                 retry_base: float = 1.0) -> None:
         self.s = settings
+        self.sent = sent
         self.config = config
         self.broker = broker
         self.metrics = metrics
@@ -96,6 +108,24 @@ class ReplySender:
             await message.reject(requeue=False)
             return
         out = envelope
+        if await self.sent.find_one({"_id": out.message_id}) is not None:
+            await self._report(out, DeliveryStatus.SENT, "accepted by SMTP server")
+            return
+        status, detail = await self._deliver(out)
+        if status is DeliveryStatus.SENT:
+            await self.sent.update_one({"_id": out.message_id},
+                                       {"$setOnInsert": {"at": utcnow()}}, upsert=True)
+        log.info("reply_delivery", message_id=out.message_id, thread_id=out.thread_id,
+                 status=status.value, detail=detail)
+        await self._report(out, status, detail)
+
+    async def _report(self, out: OutboundMessage, status: DeliveryStatus, detail: str) -> None:
+        report = DeliveryReport(message_id=out.message_id, thread_id=out.thread_id,
+                                status=status, at=utcnow(), detail=detail)
+        await self.broker.publish(report, topology.EVENTS, topology.delivery_key(status.value))
+
+    async def _deliver(self, out: OutboundMessage) -> tuple[DeliveryStatus, str]:
+        """Hand the mail to the SMTP server, retrying temporary failures with backoff."""
         mail = build_reply(out, self._from_address(out.line), self.s.from_name)
         status, detail = DeliveryStatus.FAILED, "not sent"
         for attempt in range(1, ATTEMPTS + 1):
@@ -117,8 +147,4 @@ class ReplySender:
                 break
             if attempt < ATTEMPTS:
                 await asyncio.sleep(self.retry_base * 2 ** (attempt - 1))
-        log.info("reply_delivery", message_id=out.message_id, thread_id=out.thread_id,
-                 status=status.value, detail=detail)
-        report = DeliveryReport(message_id=out.message_id, thread_id=out.thread_id,
-                                status=status, at=utcnow(), detail=detail)
-        await self.broker.publish(report, topology.EVENTS, topology.delivery_key(status.value))
+        return status, detail

@@ -21,19 +21,12 @@ from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import Channel, ConsoleEvent, OutboundMessage, utcnow
-from shared.http import Handler
+from shared.http import Handler, problem
 from shared.logs import get_logger
 
 log = get_logger(__name__)
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-
-
-def problem(status: int, title: str, detail: str | None = None) -> web.Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    return web.json_response(body, status=status, content_type="application/problem+json")
 
 
 def _jsonable(value: Any) -> Any:
@@ -67,20 +60,15 @@ class ConsultantApi:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/api/"):
             return await handler(request)
-        try:
-            if not (request.path == "/api/session" and request.method == "POST"):
-                resolved = await self.sessions.resolve(request.cookies.get(COOKIE))
-                if resolved is None:
-                    return problem(401, "Not logged in")
-                user, csrf = resolved
-                if request.method in UNSAFE and not csrf_ok(csrf, request.headers.get("X-CSRF-Token")):
-                    return problem(403, "Missing or wrong CSRF token")
-                request["user"] = user
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return problem(exc.status, exc.reason, exc.text if exc.text != exc.reason else None)
+        if not (request.path == "/api/session" and request.method == "POST"):
+            resolved = await self.sessions.resolve(request.cookies.get(COOKIE))
+            if resolved is None:
+                return problem(401, "Not logged in")
+            user, csrf = resolved
+            if request.method in UNSAFE and not csrf_ok(csrf, request.headers.get("X-CSRF-Token")):
+                return problem(403, "Missing or wrong CSRF token")
+            request["user"] = user
+        return await handler(request)
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         if request.content_type != "application/json":
@@ -216,9 +204,11 @@ class ConsultantApi:
             return problem(409, "Claim the thread before replying")
         doc, created = await self.repo.add_reply(thread, user.login, text, key,
                                                  self.s.message_id_domain)
-        if doc["delivery"]["status"] == "queued":
-            # Published again on a retried request: the channel recognises the same ids.
+        if not doc.get("published"):
+            # A retried request whose first attempt stored the reply but failed to publish it
+            # publishes it now; one that was published is not sent again.
             await self._publish_reply(thread, doc)
+            await self.repo.mark_published(doc["_id"])
         log.info("reply_accepted", thread_id=thread["_id"], message_id=doc["_id"],
                  consultant=user.login, created=created)
         if created:

@@ -16,7 +16,7 @@ from shared import topology
 from shared.broker import Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
-from shared.http import security_headers
+from shared.http import errors, security_headers
 from shared.mongo import make_client, ping
 
 STATIC = Path(__file__).parent / "static"
@@ -44,7 +44,7 @@ def create_app(settings: StoreSettings) -> web.Application:
                     BrokerMetrics(registry), f"store {settings.instance_id}")
     api = ConsultantApi(settings, config, repo, broker)
     hub = ConsoleHub(api.sessions, api.visible_queues)
-    app = web.Application(middlewares=[security_headers(CONSOLE_HEADERS), api.middleware],
+    app = web.Application(middlewares=[security_headers(CONSOLE_HEADERS), errors, api.middleware],
                           client_max_size=settings.max_body_bytes)
     health.add_routes(app)
     api.add_routes(app)

@@ -169,15 +169,21 @@ class Repository:
         return [t async for t in cursor]
 
     async def queue_summary(self, queues: list[str]) -> dict[str, Doc]:
-        """Waiting count and oldest waiting time per queue (one small aggregation)."""
-        summary: dict[str, Doc] = {q: {"waiting": 0, "oldest_waiting_since": None} for q in queues}
-        pipeline: list[Doc] = [
-            {"$match": {"queue": {"$in": queues}, "status": "waiting"}},
-            {"$group": {"_id": "$queue", "waiting": {"$sum": 1},
-                        "oldest": {"$min": "$waiting_since"}}},
-        ]
-        async for row in await self.threads.aggregate(pipeline):
-            summary[row["_id"]] = {"waiting": row["waiting"], "oldest_waiting_since": row["oldest"]}
+        """Waiting count and oldest waiting time per queue.
+
+        Two indexed queries per queue rather than one ``$group``: FerretDB v1 lacks the
+        ``$min`` accumulator, and a hotline has a handful of queues.
+        """
+        summary: dict[str, Doc] = {}
+        for queue in queues:
+            query = {"queue": queue, "status": "waiting"}
+            oldest = await self.threads.find_one(
+                query, {"waiting_since": 1}, sort=[("waiting_since", ASCENDING)]
+            )
+            summary[queue] = {
+                "waiting": await self.threads.count_documents(query),
+                "oldest_waiting_since": oldest["waiting_since"] if oldest else None,
+            }
         return summary
 
     async def claim_next(self, queue: str, login: str) -> Doc | None:
@@ -247,6 +253,9 @@ class Repository:
             {"_id": thread["_id"]}, {"$set": {"updated_at": now, "last_reply_at": now}}
         )
         return doc, True
+
+    async def mark_published(self, message_id: str) -> None:
+        await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})
 
     async def set_delivery(self, message_id: str, status: str, at: datetime,
                            detail: str | None) -> Doc | None:
