@@ -415,9 +415,7 @@ class LocalStack:
                 if flush_registries:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         # Best effort: a hung node is killed all the same.
-                        self._run_rabbitmqctl(
-                            "eval", "[dets:sync(T) || T <- dets:all()].", timeout=15
-                        )
+                        self._run_rabbitmqctl("eval", "[dets:sync(T) || T <- dets:all()].", timeout=15)
                 child.kill()
             self._write_state()
 
@@ -733,11 +731,7 @@ class LocalStack:
         if self.node.split("@")[0] not in (_epmd_names(self.ports.epmd) or []):
             return False
         proc = self._run_rabbitmqctl("await_startup", "--timeout", "60", timeout=60)
-        return (
-            proc.returncode == 0
-            and _port_open(self.ports.amqp)
-            and _port_open(self.ports.rabbit_mgmt)
-        )
+        return proc.returncode == 0 and _port_open(self.ports.amqp) and _port_open(self.ports.rabbit_mgmt)
 
     # -- FerretDB --
 

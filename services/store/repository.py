@@ -146,15 +146,18 @@ class Repository:
                               "email.references": refs[-20:]}
         await self.threads.update_one({"_id": thread["_id"]}, update)
         reopened = False
-        if not created:
-            res = await self.threads.update_one(
+        if not created and thread.get("status") == "closed":
+            # Conditional on the database's state, not on our read: two dispatchers racing
+            # to reopen the same thread reopen it once.
+            reopened_doc = await self.threads.find_one_and_update(
                 {"_id": thread["_id"], "status": "closed", "closed_at": {"$lt": msg.received_at}},
                 {"$set": {"status": "waiting", "waiting_since": msg.received_at,
                           "assignee": None}},
+                return_document=ReturnDocument.AFTER,
             )
-            reopened = res.modified_count == 1
-        fresh = await self.thread(thread["_id"])
-        return Accepted(fresh or thread, created, stored, reopened)
+            if reopened_doc is not None:
+                thread, reopened = reopened_doc, True
+        return Accepted(thread, created, stored, reopened)
 
     async def list_threads(self, queues: list[str], status: str | None,
                            assignee: str | None, limit: int = 200) -> list[Doc]:

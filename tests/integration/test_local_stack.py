@@ -1,7 +1,7 @@
 """The local server stack (deploy/local/stack.py) runs real servers that do what the suite relies on.
 
 One stack for the module (start ~5 s, stop ~6 s), on free ports in a tmp dir. The last test stops it
-and checks every port is released; should the tests run in another order, the ``stack`` fixture
+and checks every port is released; should the tests run in another order, the ``local_stack`` fixture
 starts it again.
 """
 
@@ -34,7 +34,7 @@ def module_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
 
 
 @pytest.fixture
-def stack(module_stack: LocalStack) -> LocalStack:
+def local_stack(module_stack: LocalStack) -> LocalStack:
     module_stack.start()  # a no-op while it runs
     return module_stack
 
@@ -69,17 +69,15 @@ def test_free_ports_are_distinct_and_unused() -> None:
     assert not any(accepts_connections(port) for port in values)
 
 
-async def test_rabbitmq_accepts_amqp_and_declares_quorum_queues(stack: LocalStack) -> None:
+async def test_rabbitmq_accepts_amqp_and_declares_quorum_queues(local_stack: LocalStack) -> None:
     name = unique("quorum")
-    connection = await aio_pika.connect(stack.amqp_url)
+    connection = await aio_pika.connect(local_stack.amqp_url)
     async with connection:
         channel = await connection.channel()  # publisher confirms are on by default
-        queue = await channel.declare_queue(
-            name, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
         # Really a quorum queue (Raft-replicated), not a classic one that ignored the argument.
         listed = await asyncio.to_thread(
-            stack.rabbitmqctl, "list_queues", "--quiet", "--no-table-headers", "name", "type"
+            local_stack.rabbitmqctl, "list_queues", "--quiet", "--no-table-headers", "name", "type"
         )
         assert f"{name}\tquorum" in listed.splitlines()
         await channel.default_exchange.publish(
@@ -94,27 +92,27 @@ async def test_rabbitmq_accepts_amqp_and_declares_quorum_queues(stack: LocalStac
         await queue.delete(if_unused=False, if_empty=False)
 
 
-async def test_add_vhost_gives_a_working_isolated_vhost(stack: LocalStack) -> None:
+async def test_add_vhost_gives_a_working_isolated_vhost(local_stack: LocalStack) -> None:
     vhost = unique("test-vhost")
-    url = await asyncio.to_thread(stack.add_vhost, vhost)
+    url = await asyncio.to_thread(local_stack.add_vhost, vhost)
     assert url.endswith(f"/{vhost}")
     try:
         connection = await aio_pika.connect(url)
         async with connection:
             channel = await connection.channel()
             await channel.declare_queue("work", durable=True, arguments={"x-queue-type": "quorum"})
-        ctl = stack.rabbitmqctl
+        ctl = local_stack.rabbitmqctl
         in_vhost = await asyncio.to_thread(ctl, "list_queues", "-p", vhost, "--quiet", "name")
         in_default = await asyncio.to_thread(ctl, "list_queues", "-p", "/", "--quiet", "name")
         assert "work" in in_vhost.split()
         assert "work" not in in_default.split()
     finally:
-        await asyncio.to_thread(stack.delete_vhost, vhost)
+        await asyncio.to_thread(local_stack.delete_vhost, vhost)
 
 
-def test_ferretdb_answers_ping_and_enforces_unique_index(stack: LocalStack) -> None:
+def test_ferretdb_answers_ping_and_enforces_unique_index(local_stack: LocalStack) -> None:
     client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-        stack.mongo_url, serverSelectionTimeoutMS=5000
+        local_stack.mongo_url, serverSelectionTimeoutMS=5000
     )
     db_name = unique("t").replace("-", "_")
     try:
@@ -151,16 +149,16 @@ def send(stack: LocalStack, mail: EmailMessage) -> None:
         smtp.send_message(mail)
 
 
-async def test_mail_sent_over_smtp_arrives_in_imap_and_idle_reports_it(stack: LocalStack) -> None:
-    mail = make_mail(f"client@{stack.mail_domain}")
-    imap = aioimaplib.IMAP4(stack.imap_host, stack.imap_port, timeout=10)
+async def test_mail_sent_over_smtp_arrives_in_imap_and_idle_reports_it(local_stack: LocalStack) -> None:
+    mail = make_mail(f"client@{local_stack.mail_domain}")
+    imap = aioimaplib.IMAP4(local_stack.imap_host, local_stack.imap_port, timeout=10)
     await imap.wait_hello_from_server()
     assert imap.has_capability("IDLE")
     assert (await imap.login("client", "client")).result == "OK"
     assert (await imap.select("INBOX")).result == "OK"
 
     idle = await imap.idle_start(timeout=30)
-    await asyncio.to_thread(send, stack, mail)
+    await asyncio.to_thread(send, local_stack, mail)
     # IDLE (RFC 2177) pushes the new message count; await it instead of polling.
     async with asyncio.timeout(15):
         while not any(line.endswith(b"EXISTS") for line in await imap.wait_server_push()):
@@ -180,18 +178,18 @@ async def test_mail_sent_over_smtp_arrives_in_imap_and_idle_reports_it(stack: Lo
     await imap.logout()
 
 
-def test_imap_login_with_domain_maps_to_the_same_user(stack: LocalStack) -> None:
-    mail = make_mail(f"client@{stack.mail_domain}")
-    send(stack, mail)  # 250 means LMTP already stored it
-    with imaplib.IMAP4(stack.imap_host, stack.imap_port, timeout=10) as imap:
-        imap.login(f"client@{stack.mail_domain}", "client")
+def test_imap_login_with_domain_maps_to_the_same_user(local_stack: LocalStack) -> None:
+    mail = make_mail(f"client@{local_stack.mail_domain}")
+    send(local_stack, mail)  # 250 means LMTP already stored it
+    with imaplib.IMAP4(local_stack.imap_host, local_stack.imap_port, timeout=10) as imap:
+        imap.login(f"client@{local_stack.mail_domain}", "client")
         imap.select("INBOX", readonly=True)
         status, data = imap.search(None, "HEADER", "Message-ID", mail["Message-ID"])
         assert status == "OK" and len(data[0].split()) == 1
 
 
-def test_wrong_password_is_refused(stack: LocalStack) -> None:
-    with imaplib.IMAP4(stack.imap_host, stack.imap_port, timeout=10) as imap:
+def test_wrong_password_is_refused(local_stack: LocalStack) -> None:
+    with imaplib.IMAP4(local_stack.imap_host, local_stack.imap_port, timeout=10) as imap:
         with pytest.raises(imaplib.IMAP4.error):
             imap.login("client", "not-client")
 
@@ -199,8 +197,15 @@ def test_wrong_password_is_refused(stack: LocalStack) -> None:
 def test_smtp_relay_rejects_temporarily_when_lmtp_is_down() -> None:
     ports = StackPorts.free()  # nothing listens on ports.lmtp
     relay = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local.smtp_relay", "--port", str(ports.smtp)]
-        + ["--lmtp-port", str(ports.lmtp)],
+        [
+            sys.executable,
+            "-m",
+            "deploy.local.smtp_relay",
+            "--port",
+            str(ports.smtp),
+            "--lmtp-port",
+            str(ports.lmtp),
+        ],
         cwd=REPO_ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -221,9 +226,9 @@ def test_smtp_relay_rejects_temporarily_when_lmtp_is_down() -> None:
 
 
 @pytest.mark.slow
-async def test_rabbitmq_survives_kill_and_restart(stack: LocalStack) -> None:
+async def test_rabbitmq_survives_kill_and_restart(local_stack: LocalStack) -> None:
     name = unique("durable")
-    connection = await aio_pika.connect(stack.amqp_url)
+    connection = await aio_pika.connect(local_stack.amqp_url)
     async with connection:
         channel = await connection.channel()
         await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
@@ -231,15 +236,13 @@ async def test_rabbitmq_survives_kill_and_restart(stack: LocalStack) -> None:
             aio_pika.Message(b"kept", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=name,
         )
-    await asyncio.to_thread(stack.kill_rabbitmq)
-    assert not accepts_connections(stack.ports.amqp)
-    await asyncio.to_thread(stack.start_rabbitmq)
-    connection = await aio_pika.connect(stack.amqp_url)
+    await asyncio.to_thread(local_stack.kill_rabbitmq)
+    assert not accepts_connections(local_stack.ports.amqp)
+    await asyncio.to_thread(local_stack.start_rabbitmq)
+    connection = await aio_pika.connect(local_stack.amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(
-            name, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        queue = await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
         message = await queue.get(timeout=10)
         assert message is not None and message.body == b"kept"
         await message.ack()
@@ -250,8 +253,6 @@ def test_stop_releases_every_port(module_stack: LocalStack) -> None:
     module_stack.stop()
     assert not any(module_stack.running().values())
     listening = {
-        label: port
-        for label, port in asdict(module_stack.ports).items()
-        if accepts_connections(port)
+        label: port for label, port in asdict(module_stack.ports).items() if accepts_connections(port)
     }
     assert listening == {}

@@ -1,0 +1,165 @@
+"""`make bench`: figures of QUALITY.md 1 measured on the whole local stack, each printed with
+the ceiling it is compared with, measured in the same run.
+
+Figures so far:
+- chat: client frame in -> console event out, p50 / p99, against a bare aio-pika
+  publish (confirm) -> consume round trip on the same broker.
+
+Environment: BENCH_RATE (messages per second, default 200), BENCH_SECONDS (default 20; the
+target in QUALITY.md is measured over 60).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+
+from deploy.local.services import SERVICES, ServiceProcesses, StackUrls, service_env
+from deploy.local.stack import LocalStack, StackPorts
+from services.chat_ingest.ws import session_id_for
+from shared.envelope import message_id_for
+
+ROOT = Path(__file__).resolve().parent.parent
+PER_SOCKET_RATE = 4  # below the widget's per-connection frame limit
+
+
+def free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+async def bare_round_trip(amqp_url: str, count: int) -> list[float]:
+    """Ceiling: publish with confirm, consume with ack, one at a time, on a scratch queue."""
+    conn = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(exclusive=True)
+        got: asyncio.Queue[float] = asyncio.Queue()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            await message.ack()
+            got.put_nowait(time.perf_counter())
+
+        await queue.consume(on_message)
+        samples = []
+        for _ in range(count):
+            start = time.perf_counter()
+            await channel.default_exchange.publish(aio_pika.Message(b"x" * 200), routing_key=queue.name)
+            samples.append((await got.get()) - start)
+        return samples
+    finally:
+        await conn.close()
+
+
+async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> tuple[list[float], int]:
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{store}/api/session", json={"login": "sofia", "password": "sofia-demo"}) as r:
+            assert r.status == 200
+        events = await http.ws_connect(f"{store}/api/events")
+        await events.receive_json()
+        sockets = max(1, rate // PER_SOCKET_RATE)
+        clients: list[tuple[aiohttp.ClientWebSocketResponse, str]] = []
+        for _ in range(sockets):
+            ws = await http.ws_connect(f"{chat}/chat/ws")
+            await ws.send_json({"type": "start", "line": "dv"})
+            session = await ws.receive_json()
+            clients.append((ws, session_id_for(session["token"])))
+        total = rate * seconds
+        done = asyncio.Event()
+
+        async def listen() -> None:
+            async for msg in events:
+                frame = msg.json()
+                start = sent.pop(frame.get("message_id") or "", None)
+                if start is not None:
+                    latencies.append(time.perf_counter() - start)
+                    if len(latencies) == total:
+                        done.set()
+                        return
+
+        async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for _ in ws:  # acks: read so the server never sees a slow reader
+                pass
+
+        listener = asyncio.create_task(listen())
+        drains = [asyncio.create_task(drain(ws)) for ws, _ in clients]
+        began = time.perf_counter()
+        for i in range(total):
+            ws, session_id = clients[i % sockets]
+            frame_id = uuid.uuid4().hex
+            delay = began + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing the offered load, not waiting for an event
+            # The gateway derives the message id from the source, and the console event carries it.
+            sent[message_id_for(f"chat:{session_id}:{frame_id}")] = time.perf_counter()
+            await ws.send_json({"type": "message", "id": frame_id, "text": "benchmark"})
+        try:
+            await asyncio.wait_for(done.wait(), 60)
+        except TimeoutError:
+            pass
+        listener.cancel()
+        for task in drains:
+            task.cancel()
+        return latencies, total
+
+
+def main() -> None:
+    rate = int(os.environ.get("BENCH_RATE", "200"))
+    seconds = int(os.environ.get("BENCH_SECONDS", "20"))
+    with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp, \
+            LocalStack(Path(tmp) / "stack", StackPorts.free(), name="hlbench") as stack:
+        urls = StackUrls(amqp_url=stack.add_vhost("bench"), mongo_url=stack.mongo_url,
+                         imap_host="127.0.0.1", imap_port=stack.imap_port,
+                         smtp_host="127.0.0.1", smtp_port=stack.smtp_port)
+        ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
+        env = service_env(urls, ports, database="bench", line_mailbox="bench-hotline", log_format="json")
+        subprocess.run([sys.executable, "-m", "services.store.admin", "seed-demo"], cwd=ROOT,
+                       env={**os.environ, **env["store"]}, check=True, capture_output=True)
+        procs = ServiceProcesses(ROOT, Path(tmp) / "logs")
+        try:
+            for name in SERVICES:
+                procs.start(name, env[name])
+            procs.wait_ready(ports)
+            ceiling = asyncio.run(bare_round_trip(urls.amqp_url, 2000))
+            lat, total = asyncio.run(chat_to_console(
+                f"http://127.0.0.1:{ports['store']}", f"http://127.0.0.1:{ports['chat_ingest']}",
+                rate, seconds))
+        finally:
+            procs.stop_all()
+    ms = 1000
+    print(f"ceiling  bare aio-pika publish(confirm)->consume: p50 {statistics.median(ceiling) * ms:.1f} ms, "
+          f"p99 {pct(ceiling, 99) * ms:.1f} ms")
+    if lat:
+        print(f"chat     frame in -> console event, {rate} msg/s for {seconds} s: "
+              f"p50 {statistics.median(lat) * ms:.1f} ms, p99 {pct(lat, 99) * ms:.1f} ms "
+              f"(target p99 <= 50 ms); {len(lat)}/{total} events seen")
+    else:
+        print(f"chat     no console events seen for {total} messages")
+
+
+if __name__ == "__main__":
+    main()
