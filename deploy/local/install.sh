@@ -65,6 +65,24 @@ step_apt() {
     if [ -n "$created_policy" ]; then as_root rm -f "$policy"; fi
     [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} exited with $rc"
     say apt "installed: ${missing[*]}"
+
+    # On a systemd machine the units we just installed are enabled and would start at the next
+    # boot on the standard ports; the stack runs its own servers, so keep the system ones off.
+    # Units of packages that were already installed are somebody's choice and left alone.
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        local units=()
+        for pkg in "${missing[@]}"; do
+            case "$pkg" in
+                rabbitmq-server) units+=(rabbitmq-server.service) ;;
+                dovecot-imapd | dovecot-lmtpd) units+=(dovecot.service) ;;
+            esac
+        done
+        if [ ${#units[@]} -gt 0 ]; then
+            as_root systemctl disable --now "${units[@]}" >/dev/null 2>&1 ||
+                die "systemctl disable ${units[*]} failed"
+            say apt "disabled system units: ${units[*]}"
+        fi
+    fi
 }
 
 # --- FerretDB ----------------------------------------------------------------------------------------
@@ -152,8 +170,16 @@ step_venv() {
         say pip "skipped: .venv is newer than pyproject.toml"
         return
     fi
-    say pip "installing -e '.[all,dev]'"
-    .venv/bin/python -m pip install -q -e '.[all,dev]' || die "pip install -e '.[all,dev]' failed"
+    say pip "installing -e '.[all,dev]' (pyproject.toml is newer than the last install)"
+    local log
+    log=$(mktemp)
+    # pip and the build backend are chatty; their output is shown only when the install fails.
+    if ! .venv/bin/python -m pip install -q -e '.[all,dev]' >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        rm -f "$log"
+        die "pip install -e '.[all,dev]' failed (output above)"
+    fi
+    rm -f "$log"
     touch "$stamp"
     say pip "installed"
 }

@@ -851,6 +851,8 @@ first_valid_gid = {mail_user.pw_gid}
 default_internal_user = {internal_user}
 default_login_user = {login_user}
 postmaster_address = postmaster@{self.mail_domain}
+# The default "msgid=%m: %$" would put each mail's Message-ID in the log; size and outcome suffice.
+deliver_log_format = size=%p: %$
 
 service imap-login {{
   inet_listener imap {{

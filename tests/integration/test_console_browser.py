@@ -1,0 +1,81 @@
+"""The consultant console in real Chromium: log in, see a queue, take a thread, reply."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from email import policy
+from email.parser import BytesParser
+
+import pytest
+from playwright.async_api import Browser, Dialog, async_playwright, expect
+
+from tests.conftest import Gateway
+from tests.integration.helpers import Mailbox, mail, new_message_id
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def test_consultant_takes_a_mail_from_the_queue_and_replies(gateway: Gateway, browser: Browser) -> None:
+    gateway.seed_demo_accounts()
+    page = await browser.new_page()
+    requests_elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(gateway.store_url) or r.url.startswith("ws")
+            else requests_elsewhere.append(r.url))
+    dialogs: list[str] = []
+
+    async def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        await dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    await page.goto(gateway.store_url + "/")
+    await page.get_by_label("Login").fill("anna")
+    await page.get_by_label("Password").fill("anna-demo")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#who")).to_have_text("Anna (consultant)")
+    await expect(page.locator("#live")).to_have_class("on")
+    triage = page.locator('button[data-queue="113-triage"]')
+    await expect(triage.locator(".badge")).to_have_text("0")
+
+    # A mail arrives while the console is open: the waiting count updates without a reload.
+    subject = f"Вопрос {uuid.uuid4().hex[:6]}"
+    inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
+    client_addr = f"{gateway.client_mailbox}@demo.test"
+    await inbox.append(mail(client_addr, f"{gateway.line_mailbox}@demo.test", subject,
+                            "<script>alert(1)</script> Можно ли ехать по турвизе?", new_message_id()))
+    await expect(triage.locator(".badge")).to_have_text("1", timeout=20_000)
+
+    await triage.click()
+    await expect(page.locator("#threads")).to_contain_text(subject)
+    await page.get_by_role("button", name="Next").click()
+    await expect(page.locator("#thread h2")).to_contain_text(subject)
+    # Text from the network is shown as text: the script tag is visible, never run.
+    await expect(page.locator("#thread .msg.in .text")).to_contain_text("<script>alert(1)</script>")
+
+    await page.get_by_label("Reply").fill("Нет, по туристической визе работать нельзя.")
+    await page.get_by_role("button", name="Send reply").click()
+    outgoing = page.locator("#thread .msg.out")
+    await expect(outgoing).to_contain_text("по туристической визе")
+    await expect(outgoing.locator(".meta")).to_contain_text("sent", timeout=20_000)
+
+    client_box = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.client_mailbox)
+    (raw,) = await client_box.wait_for_mail(1)
+    assert BytesParser(policy=policy.default).parsebytes(raw)["Subject"] == "Re: " + subject
+    assert requests_elsewhere == []
+    assert dialogs == []  # the <script> in the mail never ran
