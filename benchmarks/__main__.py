@@ -130,33 +130,54 @@ async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> tup
 def main() -> None:
     rate = int(os.environ.get("BENCH_RATE", "200"))
     seconds = int(os.environ.get("BENCH_SECONDS", "20"))
-    with tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp, \
-            LocalStack(Path(tmp) / "stack", StackPorts.free(), name="hlbench") as stack:
-        urls = StackUrls(amqp_url=stack.add_vhost("bench"), mongo_url=stack.mongo_url,
-                         imap_host="127.0.0.1", imap_port=stack.imap_port,
-                         smtp_host="127.0.0.1", smtp_port=stack.smtp_port)
+    with (
+        tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp,
+        LocalStack(Path(tmp) / "stack", StackPorts.free(), name="hlbench") as stack,
+    ):
+        urls = StackUrls(
+            amqp_url=stack.add_vhost("bench"),
+            mongo_url=stack.mongo_url,
+            imap_host="127.0.0.1",
+            imap_port=stack.imap_port,
+            smtp_host="127.0.0.1",
+            smtp_port=stack.smtp_port,
+        )
         ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
         env = service_env(urls, ports, database="bench", line_mailbox="bench-hotline", log_format="json")
-        subprocess.run([sys.executable, "-m", "services.store.admin", "seed-demo"], cwd=ROOT,
-                       env={**os.environ, **env["store"]}, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "services.store.admin", "seed-demo"],
+            cwd=ROOT,
+            env={**os.environ, **env["store"]},
+            check=True,
+            capture_output=True,
+        )
         procs = ServiceProcesses(ROOT, Path(tmp) / "logs")
         try:
             for name in SERVICES:
                 procs.start(name, env[name])
             procs.wait_ready(ports)
             ceiling = asyncio.run(bare_round_trip(urls.amqp_url, 2000))
-            lat, total = asyncio.run(chat_to_console(
-                f"http://127.0.0.1:{ports['store']}", f"http://127.0.0.1:{ports['chat_ingest']}",
-                rate, seconds))
+            lat, total = asyncio.run(
+                chat_to_console(
+                    f"http://127.0.0.1:{ports['store']}",
+                    f"http://127.0.0.1:{ports['chat_ingest']}",
+                    rate,
+                    seconds,
+                )
+            )
         finally:
             procs.stop_all()
     ms = 1000
-    print(f"ceiling  bare aio-pika publish(confirm)->consume: p50 {statistics.median(ceiling) * ms:.1f} ms, "
-          f"p99 {pct(ceiling, 99) * ms:.1f} ms")
+    print(
+        f"ceiling  bare aio-pika publish(confirm)->consume: p50 {statistics.median(ceiling) * ms:.1f} ms, "
+        f"p99 {pct(ceiling, 99) * ms:.1f} ms"
+    )
     if lat:
-        print(f"chat     frame in -> console event, {rate} msg/s for {seconds} s: "
-              f"p50 {statistics.median(lat) * ms:.1f} ms, p99 {pct(lat, 99) * ms:.1f} ms "
-              f"(target p99 <= 50 ms); {len(lat)}/{total} events seen")
+        print(
+            f"chat     frame in -> console event, {rate} msg/s for {seconds} s: "
+            f"p50 {statistics.median(lat) * ms:.1f} ms, p99 {pct(lat, 99) * ms:.1f} ms "
+            f"(target p99 <= 50 ms); {len(lat)}/{total} events seen"
+        )
     else:
         print(f"chat     no console events seen for {total} messages")
 

@@ -26,6 +26,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import AMQPError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared import topology
@@ -35,6 +36,10 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 
 Handler = Callable[[Envelope, AbstractIncomingMessage], Awaitable[None]]
+
+
+# What a broker that is down or restarting raises while connecting.
+CONNECT_ERRORS: tuple[type[BaseException], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
 
 
 class BrokerMetrics:
@@ -70,14 +75,20 @@ class Broker:
         self._idle.set()
 
     async def connect(self) -> None:
-        self._connection = await aio_pika.connect_robust(
+        """Connect, open the confirming channel and declare the topology; on failure leave
+        nothing open, so the caller may simply try again."""
+        connection = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": self._name}
         )
-        channel = await self._connection.channel(publisher_confirms=True)
-        assert isinstance(channel, AbstractRobustChannel)
-        self._channel = channel
-        await channel.set_qos(prefetch_count=self._prefetch)
-        self.topology = await topology.declare(channel)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            assert isinstance(channel, AbstractRobustChannel)
+            await channel.set_qos(prefetch_count=self._prefetch)
+            self.topology = await topology.declare(channel)
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection, self._channel = connection, channel
 
     @property
     def channel(self) -> AbstractRobustChannel:
@@ -126,9 +137,7 @@ class Broker:
             try:
                 await self._handle(queue.name, message, handler)
             finally:
-                self._metrics.handle_seconds.labels(queue.name).observe(
-                    time.perf_counter() - started
-                )
+                self._metrics.handle_seconds.labels(queue.name).observe(time.perf_counter() - started)
                 self._in_flight -= 1
                 if self._in_flight == 0:
                     self._idle.set()
@@ -136,9 +145,7 @@ class Broker:
         tag = await queue.consume(on_message)
         self._consumers.append((queue, tag))
 
-    async def _handle(
-        self, queue: str, message: AbstractIncomingMessage, handler: Handler
-    ) -> None:
+    async def _handle(self, queue: str, message: AbstractIncomingMessage, handler: Handler) -> None:
         try:
             envelope = decode(message.type, message.body)
         except EnvelopeError as exc:

@@ -106,7 +106,5 @@ def load_config(path: Path) -> HotlineConfig:
     try:
         return HotlineConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            ".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors()
-        )
+        problems = "; ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"] for e in exc.errors())
         raise ConfigError(f"{path}: {problems}") from None

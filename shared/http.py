@@ -36,8 +36,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return problem(exc.status, exc.reason, exc.text if exc.text != exc.reason else None)
     except Exception as exc:  # the last resort of a request: log it, answer 500, stay up
-        log.exception("request_failed", method=request.method, route=_route(request),
-                      error=type(exc).__name__)
+        log.exception(
+            "request_failed", method=request.method, route=_route(request), error=type(exc).__name__
+        )
         return problem(500, "Internal error", "the failure was logged")
 
 

@@ -8,8 +8,9 @@ shutdown order is always: stop intake (consumers), drain in-flight work within
 
 from __future__ import annotations
 
+import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -48,3 +49,32 @@ def main(create_app: Callable[[S], web.Application], settings_cls: type[S]) -> N
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     run(app, settings)
+
+
+async def retry_until_ready(
+    what: str,
+    action: Callable[[], Awaitable[None]],
+    within: float,
+    errors: tuple[type[BaseException], ...],
+) -> None:
+    """Run ``action`` until it succeeds, retrying ``errors`` with backoff for ``within`` seconds.
+
+    A service may start before its broker or database answers (compose starts them together,
+    an orchestrator restarts one of them); it waits instead of failing at once, and once
+    ``within`` is spent the last error propagates so the process exits with it.
+    """
+    log = get_logger("lifecycle")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    delay = 0.5
+    while True:
+        try:
+            await action()
+            return
+        except errors as exc:
+            if loop.time() + delay > deadline:
+                log.error("dependency_unavailable", dependency=what, error=type(exc).__name__)
+                raise
+            log.warning("dependency_waiting", dependency=what, error=type(exc).__name__, retry_in=delay)
+            await asyncio.sleep(delay)  # backoff between attempts, not a wait for an event
+            delay = min(delay * 2, 5.0)

@@ -32,8 +32,6 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     amqp_url: SecretStr = Field(description="RabbitMQ URL, e.g. amqp://user:pass@host:5672/vhost")
-    mongo_url: SecretStr = Field(description="MongoDB URL, e.g. mongodb://host:27017/")
-    mongo_database: str = Field(default="hotline", description="MongoDB database name")
     http_host: str = Field(default="127.0.0.1", description="Address the HTTP server binds")
     http_port: int = Field(default=8080, ge=0, le=65535, description="Port of the HTTP server")
     config_path: Path = Field(
@@ -52,6 +50,16 @@ class ServiceSettings(BaseSettings):
     instance_id: str = Field(
         default_factory=_instance_id, description="Replica name; defaults to host-pid-random"
     )
+    startup_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for the broker and database at start"
+    )
+
+
+class DatabaseSettings(ServiceSettings):
+    """Settings of a service that keeps data in MongoDB."""
+
+    mongo_url: SecretStr = Field(description="MongoDB URL, e.g. mongodb://host:27017/")
+    mongo_database: str = Field(default="hotline", description="MongoDB database name")
 
 
 S = TypeVar("S", bound=ServiceSettings)

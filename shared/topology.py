@@ -84,9 +84,7 @@ async def declare(channel: AbstractChannel) -> Topology:
     """Declare every exchange, work queue and dead-letter queue (idempotent)."""
     topo = Topology()
     for name in (INBOUND, OUTBOUND, EVENTS, DLX):
-        topo.exchanges[name] = await channel.declare_exchange(
-            name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        topo.exchanges[name] = await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
     for wq in WORK_QUEUES:
         dead = await channel.declare_queue(
             dead_queue(wq.name), durable=True, arguments={"x-queue-type": "quorum"}

@@ -80,14 +80,17 @@ class Gateway:
     def seed_demo_accounts(self) -> None:
         subprocess.run(
             [sys.executable, "-m", "services.store.admin", "seed-demo"],
-            cwd=ROOT, check=True, capture_output=True,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
             env={**os.environ, **self.env["store"]},
         )
 
     def logs(self) -> str:
         return "".join(
             (self.processes.log_dir / f"{n}.log").read_text(errors="replace")
-            for n in SERVICES if (self.processes.log_dir / f"{n}.log").exists()
+            for n in SERVICES
+            if (self.processes.log_dir / f"{n}.log").exists()
         )
 
 
@@ -95,9 +98,12 @@ class Gateway:
 def gateway(stack: LocalStack, tmp_path: Path) -> Iterator[Gateway]:
     name = "t" + uuid.uuid4().hex[:8]
     urls = StackUrls(
-        amqp_url=stack.add_vhost(name), mongo_url=stack.mongo_url,
-        imap_host="127.0.0.1", imap_port=stack.imap_port,
-        smtp_host="127.0.0.1", smtp_port=stack.smtp_port,
+        amqp_url=stack.add_vhost(name),
+        mongo_url=stack.mongo_url,
+        imap_host="127.0.0.1",
+        imap_port=stack.imap_port,
+        smtp_host="127.0.0.1",
+        smtp_port=stack.smtp_port,
     )
     ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
     env = service_env(urls, ports, database=name, line_mailbox=f"{name}-hotline")

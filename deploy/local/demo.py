@@ -37,11 +37,15 @@ STATE = ROOT / ".stack" / "demo"
 PIDS = STATE / "services.json"
 
 SAMPLE_MAILS = [
-    ("Работа в Польше: это безопасно?",
-     "Здравствуйте! Мне предложили работу на складе в Польше через агентство. "
-     "Как проверить, что это не обман?"),
-    ("Lost passport abroad",
-     "Hello, my employer in Germany keeps my passport and I cannot leave. What can I do?"),
+    (
+        "Работа в Польше: это безопасно?",
+        "Здравствуйте! Мне предложили работу на складе в Польше через агентство. "
+        "Как проверить, что это не обман?",
+    ),
+    (
+        "Lost passport abroad",
+        "Hello, my employer in Germany keeps my passport and I cannot leave. What can I do?",
+    ),
 ]
 
 
@@ -71,8 +75,12 @@ def _stop_services() -> None:
 
 
 def _seed(env: dict[str, str], stack: LocalStack) -> None:
-    subprocess.run([sys.executable, "-m", "services.store.admin", "seed-demo"], cwd=ROOT,
-                   env={**os.environ, **env}, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "services.store.admin", "seed-demo"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=True,
+    )
     imap = imaplib.IMAP4("127.0.0.1", stack.imap_port)
     try:
         imap.login("hotline", "hotline")
@@ -98,8 +106,14 @@ def up(demo_data: bool) -> None:
     _stop_services()
     stack = _stack()
     stack.start()
-    urls = StackUrls(amqp_url=stack.amqp_url, mongo_url=stack.mongo_url, imap_host="127.0.0.1",
-                     imap_port=stack.imap_port, smtp_host="127.0.0.1", smtp_port=stack.smtp_port)
+    urls = StackUrls(
+        amqp_url=stack.amqp_url,
+        mongo_url=stack.mongo_url,
+        imap_host="127.0.0.1",
+        imap_port=stack.imap_port,
+        smtp_host="127.0.0.1",
+        smtp_port=stack.smtp_port,
+    )
     env = service_env(urls, DEFAULT_PORTS, log_format="console")
     if demo_data:
         _seed(env["store"], stack)
@@ -109,19 +123,25 @@ def up(demo_data: bool) -> None:
     procs.write_pids(PIDS)
     procs.wait_ready(DEFAULT_PORTS)
     p = DEFAULT_PORTS
+    readiness = "\n".join(
+        f"  {'Ready (200)' if i == 0 else '':20} http://127.0.0.1:{p[name]}/readyz  ({name})"
+        for i, name in enumerate(SERVICES)
+    )
     print(f"""
-hotline-gateway is running (logs in {STATE / 'logs'}):
+hotline-gateway is running (logs in {STATE / "logs"}):
 
-  Consultant console   http://127.0.0.1:{p['store']}/
-  Chat widget demo     http://127.0.0.1:{p['chat_ingest']}/chat/
-  Readiness            http://127.0.0.1:{p['store']}/readyz  :{p['chat_ingest']}  :{p['email_ingest']}  :{p['dispatcher']}
+  Consultant console   http://127.0.0.1:{p["store"]}/
+  Chat widget demo     http://127.0.0.1:{p["chat_ingest"]}/chat/
+{readiness}
   RabbitMQ management  {stack.rabbit_mgmt_url}  (guest / guest)
   Demo mailbox         IMAP 127.0.0.1:{stack.imap_port}, SMTP 127.0.0.1:{stack.smtp_port}
                        hotline/hotline (the line's inbox), client/client (a client)
 """)
     if demo_data:
-        print("  Demo accounts (password = login + '-demo'): anna (La Strada, 113), "
-              "boris (BWC, 113), vera (Gender Perspectives, DV), sofia (supervisor)\n")
+        print(
+            "  Demo accounts (password = login + '-demo'): anna (La Strada, 113), "
+            "boris (BWC, 113), vera (Gender Perspectives, DV), sofia (supervisor)\n"
+        )
     print("Stop everything with: make down")
 
 

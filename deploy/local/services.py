@@ -72,8 +72,9 @@ def service_env(
         },
     }
     return {
-        name: {PREFIX[name] + k: v for k, v in {**common, "HTTP_PORT": str(ports[name]),
-                                                  **extra[name]}.items()}
+        name: {
+            PREFIX[name] + k: v for k, v in {**common, "HTTP_PORT": str(ports[name]), **extra[name]}.items()
+        }
         for name in SERVICES
     }
 
@@ -101,8 +102,11 @@ class ServiceProcesses:
         with open(self.log_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"],
-                cwd=self.root, env={**base, **env, "PYTHONUNBUFFERED": "1"},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=detach,
+                cwd=self.root,
+                env={**base, **env, "PYTHONUNBUFFERED": "1"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=detach,
             )
         self.procs[name] = proc
         return proc

@@ -444,8 +444,14 @@ class LocalStack:
     # -- RabbitMQ administration --
 
     def rabbitmqctl(self, *args: str, timeout: float = 60.0) -> str:
-        """Run ``rabbitmqctl -n <node> args...`` against this stack's node; returns its stdout."""
-        proc = self._run_rabbitmqctl(*args, timeout=timeout)
+        """Run ``rabbitmqctl -n <node> args...`` against this stack's node; returns its stdout.
+
+        Raises StackError when it fails or takes longer than timeout seconds.
+        """
+        try:
+            proc = self._run_rabbitmqctl(*args, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise StackError(f"rabbitmqctl {' '.join(args)} took longer than {timeout:.0f} s") from None
         if proc.returncode != 0:
             raise StackError(
                 f"rabbitmqctl {' '.join(args)} exited with {proc.returncode}:\n"
@@ -714,13 +720,14 @@ class LocalStack:
         )
 
     def _run_rabbitmqctl(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run rabbitmqctl against our node; raises subprocess.TimeoutExpired after timeout."""
         return subprocess.run(
             [_rabbitmq_script("rabbitmqctl"), "-n", self.node, *args],
             env=self._rabbit_env(),
             cwd=self._rabbit_dir(),
             capture_output=True,
             text=True,
-            timeout=timeout + 30,
+            timeout=timeout,
             check=False,
         )
 
@@ -730,7 +737,10 @@ class LocalStack:
         # VM), so first wait for the registration, which is cheap to poll.
         if self.node.split("@")[0] not in (_epmd_names(self.ports.epmd) or []):
             return False
-        proc = self._run_rabbitmqctl("await_startup", "--timeout", "60", timeout=60)
+        try:
+            proc = self._run_rabbitmqctl("await_startup", "--timeout", "60", timeout=90)
+        except subprocess.TimeoutExpired:
+            return False  # _wait_ready's deadline decides
         return proc.returncode == 0 and _port_open(self.ports.amqp) and _port_open(self.ports.rabbit_mgmt)
 
     # -- FerretDB --
@@ -816,6 +826,8 @@ class LocalStack:
 
     def _dovecot_config(self, base: Path, mail: Path, users: tuple[pwd.struct_passwd, str, str]) -> str:
         mail_user, internal_user, login_user = users
+        # Without root, processes cannot chroot; Dovecot's "rootless" setup turns chroots off.
+        no_chroot = "  chroot =\n" if os.geteuid() != 0 else ""
         return f"""\
 # Written by deploy/local/stack.py at every start; edit that instead.
 instance_name = dovecot-{self.name}-{self.ports.imap}
@@ -849,13 +861,16 @@ mail_gid = {mail_user.pw_gid}
 first_valid_uid = {mail_user.pw_uid}
 first_valid_gid = {mail_user.pw_gid}
 default_internal_user = {internal_user}
+default_internal_group = {grp.getgrgid(mail_user.pw_gid).gr_name if os.geteuid() else "dovecot"}
 default_login_user = {login_user}
 postmaster_address = postmaster@{self.mail_domain}
 # The default "msgid=%m: %$" would put each mail's Message-ID in the log; size and outcome suffice.
 deliver_log_format = size=%p: %$
 
+service anvil {{
+{no_chroot}}}
 service imap-login {{
-  inet_listener imap {{
+{no_chroot}  inet_listener imap {{
     address = {LOOPBACK}
     port = {self.ports.imap}
   }}
@@ -975,6 +990,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, help="data directory (default: .stack/<profile>)")
     parser.add_argument("--name", default="hotline", help="stack name, part of the Erlang node name")
     args = parser.parse_args(argv)
+    # `... status | head` should end quietly, not with a BrokenPipeError traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     root: Path = args.root or REPO_ROOT / ".stack" / args.profile
     recorded = _load_ports(root)
 

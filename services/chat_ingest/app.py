@@ -11,10 +11,11 @@ from prometheus_client import CollectorRegistry
 from services.chat_ingest.settings import ChatIngestSettings
 from services.chat_ingest.ws import ChatHub, ChatMetrics
 from shared import topology
-from shared.broker import Broker, BrokerMetrics
+from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
 from shared.http import errors, security_headers
+from shared.lifecycle import retry_until_ready
 
 STATIC = Path(__file__).parent / "static"
 
@@ -28,15 +29,18 @@ SECURITY_HEADERS = {
 }
 
 
-
 def create_app(settings: ChatIngestSettings) -> web.Application:
     config = load_config(settings.config_path)
     registry = CollectorRegistry()
     health = Health(registry)
     app = web.Application(middlewares=[security_headers(SECURITY_HEADERS, "/chat"), errors])
     health.add_routes(app)
-    broker = Broker(settings.amqp_url.get_secret_value(), settings.prefetch,
-                    BrokerMetrics(registry), f"chat_ingest {settings.instance_id}")
+    broker = Broker(
+        settings.amqp_url.get_secret_value(),
+        settings.prefetch,
+        BrokerMetrics(registry),
+        f"chat_ingest {settings.instance_id}",
+    )
     hub = ChatHub(settings, config, broker, ChatMetrics(registry))
 
     async def broker_ready() -> bool:
@@ -60,10 +64,12 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         try:
-            await broker.connect()
+            await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             replies = await topology.declare_replica_queue(
-                broker.channel, topology.chat_outbound_queue(settings.instance_id),
-                topology.OUTBOUND, ["outbound.chat.#"],
+                broker.channel,
+                topology.chat_outbound_queue(settings.instance_id),
+                topology.OUTBOUND,
+                ["outbound.chat.#"],
             )
             await broker.consume(replies, hub.deliver)
             yield

@@ -62,10 +62,12 @@ def on_duty(config: HotlineConfig, line: str, now: datetime) -> bool:
 class ChatMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sockets = Gauge("hotline_chat_sockets", "Open chat sockets", registry=registry)
-        self.frames = Counter("hotline_chat_frames_total", "Client frames, by outcome",
-                              ["outcome"], registry=registry)
-        self.delivered = Counter("hotline_chat_delivered_total", "Replies written to sockets",
-                                 registry=registry)
+        self.frames = Counter(
+            "hotline_chat_frames_total", "Client frames, by outcome", ["outcome"], registry=registry
+        )
+        self.delivered = Counter(
+            "hotline_chat_delivered_total", "Replies written to sockets", registry=registry
+        )
 
 
 @dataclass
@@ -104,8 +106,9 @@ class Connection:
 
 
 class ChatHub:
-    def __init__(self, settings: ChatIngestSettings, config: HotlineConfig, broker: Broker,
-                 metrics: ChatMetrics) -> None:
+    def __init__(
+        self, settings: ChatIngestSettings, config: HotlineConfig, broker: Broker, metrics: ChatMetrics
+    ) -> None:
         self.s = settings
         self.config = config
         self.broker = broker
@@ -194,8 +197,12 @@ class ChatHub:
                     del self.by_session[conn.session.id]
 
     def _session_frame(self, token: str, session: Session) -> dict[str, Any]:
-        return {"type": "session", "token": token,
-                "on_duty": on_duty(self.config, session.line, utcnow()), "position": None}
+        return {
+            "type": "session",
+            "token": token,
+            "on_duty": on_duty(self.config, session.line, utcnow()),
+            "position": None,
+        }
 
     async def _on_frame(self, conn: Connection, frame: frames.ClientFrame) -> None:
         if isinstance(frame, frames.Start):
@@ -207,8 +214,7 @@ class ChatHub:
             if frame.region and frame.region not in self.config.regions:
                 raise frames.FrameError("bad_field", "unknown region")
             token = secrets.token_urlsafe(24)
-            session = Session(session_id_for(token), line, frame.language, frame.region,
-                              frame.topic)
+            session = Session(session_id_for(token), line, frame.language, frame.region, frame.topic)
             self._attach(conn, session)
             self._reply(conn, self._session_frame(token, session))
             log.info("chat_started", session=session.id, line=line)
@@ -236,13 +242,17 @@ class ChatHub:
             received_at=utcnow(),
             sender=session.id,
             text=frame.text,
-            chat=ChatFacts(session=session.id, language=session.language,
-                           region=session.region, topic=session.topic),
+            chat=ChatFacts(
+                session=session.id, language=session.language, region=session.region, topic=session.topic
+            ),
         )
         try:
             await self.broker.publish(
-                envelope, topology.INBOUND, topology.inbound_key(Channel.CHAT, session.line),
-                message_id=message_id, headers={"channel": "chat", "line": session.line},
+                envelope,
+                topology.INBOUND,
+                topology.inbound_key(Channel.CHAT, session.line),
+                message_id=message_id,
+                headers={"channel": "chat", "line": session.line},
             )
         except (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError) as exc:
             # Broker down, refused or unroutable: the client keeps the message and resends it.
@@ -263,17 +273,26 @@ class ChatHub:
             await message.reject(requeue=False)
             return
         conns = list(self.by_session.get(envelope.recipient, ()))
-        frame = {"type": "message", "message_id": envelope.message_id,
-                 "from": envelope.sender_role, "text": envelope.text,
-                 "sent_at": envelope.sent_at.isoformat()}
+        frame = {
+            "type": "message",
+            "message_id": envelope.message_id,
+            "from": envelope.sender_role,
+            "text": envelope.text,
+            "sent_at": envelope.sent_at.isoformat(),
+        }
         delivered = sum(1 for c in conns if c.send(frame))
         if delivered:
             self.metrics.delivered.inc()
-            report = DeliveryReport(message_id=envelope.message_id, thread_id=envelope.thread_id,
-                                    status=DeliveryStatus.SENT, at=utcnow(),
-                                    detail="shown to the client")
-            await self.broker.publish(report, topology.EVENTS,
-                                      topology.delivery_key(DeliveryStatus.SENT.value))
+            report = DeliveryReport(
+                message_id=envelope.message_id,
+                thread_id=envelope.thread_id,
+                status=DeliveryStatus.SENT,
+                at=utcnow(),
+                detail="shown to the client",
+            )
+            await self.broker.publish(
+                report, topology.EVENTS, topology.delivery_key(DeliveryStatus.SENT.value)
+            )
 
     async def close_all(self) -> None:
         for conn in list(self.connections):

@@ -6,15 +6,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pymongo.errors import PyMongoError
 
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from services.store.repository import Repository
 from shared import topology
-from shared.broker import Broker, BrokerMetrics
+from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
 from shared.http import errors
+from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 
 
@@ -29,8 +31,12 @@ def create_app(settings: DispatcherSettings) -> web.Application:
         client = make_client(settings.mongo_url.get_secret_value())
         db = client[settings.mongo_database]
         repo = Repository(db)
-        broker = Broker(settings.amqp_url.get_secret_value(), settings.prefetch,
-                        BrokerMetrics(registry), f"dispatcher {settings.instance_id}")
+        broker = Broker(
+            settings.amqp_url.get_secret_value(),
+            settings.prefetch,
+            BrokerMetrics(registry),
+            f"dispatcher {settings.instance_id}",
+        )
         health.add_check("database", lambda: ping(db))
 
         async def broker_ready() -> bool:
@@ -38,12 +44,12 @@ def create_app(settings: DispatcherSettings) -> web.Application:
 
         health.add_check("broker", broker_ready)
         try:
-            await repo.ensure_indexes()
-            await broker.connect()
-            dispatcher = Dispatcher(repo, broker, config)
-            await broker.consume(
-                broker.topology.queues[topology.DISPATCHER_INBOUND.name], dispatcher.handle
+            await retry_until_ready(
+                "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
+            await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
+            dispatcher = Dispatcher(repo, broker, config)
+            await broker.consume(broker.topology.queues[topology.DISPATCHER_INBOUND.name], dispatcher.handle)
             yield
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:

@@ -13,10 +13,11 @@ from services.email_ingest.imap import ImapMetrics, MailboxWatcher
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.smtp import ReplySender, SmtpMetrics
 from shared import topology
-from shared.broker import Broker, BrokerMetrics
+from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
 from shared.http import errors
+from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 
 
@@ -30,8 +31,12 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         client = make_client(settings.mongo_url.get_secret_value())
         db = client[settings.mongo_database]
-        broker = Broker(settings.amqp_url.get_secret_value(), settings.prefetch,
-                        BrokerMetrics(registry), f"email_ingest {settings.instance_id}")
+        broker = Broker(
+            settings.amqp_url.get_secret_value(),
+            settings.prefetch,
+            BrokerMetrics(registry),
+            f"email_ingest {settings.instance_id}",
+        )
         health.add_check("database", lambda: ping(db))
 
         async def broker_ready() -> bool:
@@ -40,11 +45,9 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
         health.add_check("broker", broker_ready)
         watcher_task: asyncio.Task[None] | None = None
         try:
-            await broker.connect()
+            await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             sender = ReplySender(settings, config, broker, db["smtp_sent"], SmtpMetrics(registry))
-            await broker.consume(
-                broker.topology.queues[topology.EMAIL_OUTBOUND.name], sender.handle
-            )
+            await broker.consume(broker.topology.queues[topology.EMAIL_OUTBOUND.name], sender.handle)
             watcher = MailboxWatcher(settings, broker, db["imap_cursors"], ImapMetrics(registry))
             watcher_task = asyncio.create_task(watcher.run(), name="imap-watcher")
             yield

@@ -50,14 +50,14 @@ class ImapProtocolError(Exception):
 
 class ImapMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.ingested = Counter("hotline_mail_ingested_total", "Mails handed to the broker",
-                                registry=registry)
-        self.refused = Counter("hotline_mail_refused_total", "Mails too large to ingest",
-                               registry=registry)
-        self.connected = Gauge("hotline_imap_connected", "1 while the IMAP session is up",
-                               registry=registry)
-        self.reconnects = Counter("hotline_imap_reconnects_total", "IMAP reconnects, by reason",
-                                  ["reason"], registry=registry)
+        self.ingested = Counter(
+            "hotline_mail_ingested_total", "Mails handed to the broker", registry=registry
+        )
+        self.refused = Counter("hotline_mail_refused_total", "Mails too large to ingest", registry=registry)
+        self.connected = Gauge("hotline_imap_connected", "1 while the IMAP session is up", registry=registry)
+        self.reconnects = Counter(
+            "hotline_imap_reconnects_total", "IMAP reconnects, by reason", ["reason"], registry=registry
+        )
 
 
 def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
@@ -70,8 +70,11 @@ def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
     i = 0
     while i < len(lines):
         line = lines[i]
-        if isinstance(line, bytes) and b"FETCH" in line and i + 1 < len(lines) and isinstance(
-            lines[i + 1], bytearray
+        if (
+            isinstance(line, bytes)
+            and b"FETCH" in line
+            and i + 1 < len(lines)
+            and isinstance(lines[i + 1], bytearray)
         ):
             literal = bytes(lines[i + 1])
             m = _FETCH_UID.search(line)
@@ -89,14 +92,18 @@ def parse_search(lines: list[Any]) -> list[int]:
     """UIDs from an aioimaplib SEARCH response: the untagged ``* SEARCH`` line arrives with
     its keyword stripped (``b"3 7 12"``); the last line is the tagged completion."""
     return sorted(
-        int(tok) for line in lines[:-1] if isinstance(line, bytes)
-        for tok in line.split() if tok.isdigit()
+        int(tok) for line in lines[:-1] if isinstance(line, bytes) for tok in line.split() if tok.isdigit()
     )
 
 
 class MailboxWatcher:
-    def __init__(self, settings: EmailIngestSettings, broker: Broker,
-                 cursors: AsyncCollection[dict[str, Any]], metrics: ImapMetrics) -> None:
+    def __init__(
+        self,
+        settings: EmailIngestSettings,
+        broker: Broker,
+        cursors: AsyncCollection[dict[str, Any]],
+        metrics: ImapMetrics,
+    ) -> None:
         self.s = settings
         self.broker = broker
         self.cursors = cursors
@@ -126,15 +133,18 @@ class MailboxWatcher:
         imap = IMAP4(self.s.imap_host, self.s.imap_port, timeout=30, ssl_context=context)
         try:
             await imap.wait_hello_from_server()
-            if (await imap.login(self.s.imap_user, self.s.imap_password.get_secret_value())
-                    ).result != "OK":
+            if (await imap.login(self.s.imap_user, self.s.imap_password.get_secret_value())).result != "OK":
                 raise ImapAuthError
             selected = await imap.select(self.s.imap_mailbox)
             if selected.result != "OK":
                 raise ImapProtocolError(f"SELECT {self.s.imap_mailbox} refused")
             uidvalidity = next(
-                (int(m.group(1)) for line in selected.lines if isinstance(line, bytes)
-                 and (m := _UIDVALIDITY.search(line))), 0,
+                (
+                    int(m.group(1))
+                    for line in selected.lines
+                    if isinstance(line, bytes) and (m := _UIDVALIDITY.search(line))
+                ),
+                0,
             )
             self.metrics.connected.set(1)
             log.info("imap_connected", mailbox=self.key, uidvalidity=uidvalidity)
@@ -162,8 +172,9 @@ class MailboxWatcher:
         doc = await self.cursors.find_one({"_id": self.key})
         if doc is None or doc.get("uidvalidity") != uidvalidity:
             if doc is not None:
-                log.warning("imap_uidvalidity_changed", mailbox=self.key,
-                            old=doc.get("uidvalidity"), new=uidvalidity)
+                log.warning(
+                    "imap_uidvalidity_changed", mailbox=self.key, old=doc.get("uidvalidity"), new=uidvalidity
+                )
             # A new UIDVALIDITY makes old UIDs meaningless: start over from UID 1.
             await self.cursors.replace_one(
                 {"_id": self.key},
@@ -185,8 +196,10 @@ class MailboxWatcher:
 
     async def _ingest_one(self, imap: IMAP4, uidvalidity: int, uid: int) -> None:
         size_resp = await imap.uid("fetch", str(uid), "(RFC822.SIZE)")
-        size_match = re.search(rb"RFC822\.SIZE (\d+)", b" ".join(
-            bytes(line) for line in size_resp.lines if isinstance(line, bytes | bytearray)))
+        size_match = re.search(
+            rb"RFC822\.SIZE (\d+)",
+            b" ".join(bytes(line) for line in size_resp.lines if isinstance(line, bytes | bytearray)),
+        )
         source_id = f"imap:{self.key}:{uidvalidity}:{uid}"
         if size_match and int(size_match.group(1)) > self.s.max_mail_bytes:
             # Never parse what we cannot afford to; flagged so it does not block the mailbox.
@@ -220,7 +233,9 @@ class MailboxWatcher:
             ),
         )
         await self.broker.publish(
-            envelope, topology.INBOUND, topology.inbound_key(Channel.EMAIL, self.s.line),
+            envelope,
+            topology.INBOUND,
+            topology.inbound_key(Channel.EMAIL, self.s.line),
             message_id=message_id,
             headers={"channel": Channel.EMAIL.value, "line": self.s.line},
         )
@@ -234,7 +249,6 @@ class MailboxWatcher:
             raise ImapProtocolError(f"UID STORE {uid} refused")
         await self.cursors.update_one(
             {"_id": self.key},
-            {"$set": {"uidvalidity": uidvalidity, "updated_at": utcnow()},
-             "$max": {"last_uid": uid}},
+            {"$set": {"uidvalidity": uidvalidity, "updated_at": utcnow()}, "$max": {"last_uid": uid}},
             upsert=True,
         )

@@ -21,9 +21,33 @@ _MSGID = re.compile(r"<[^<>\s]{1,250}>")
 _MAX_REFS = 50
 
 _ALLOWED_TAGS = {
-    "p", "br", "div", "span", "b", "strong", "i", "em", "u", "ul", "ol", "li",
-    "blockquote", "pre", "code", "table", "thead", "tbody", "tr", "td", "th", "a", "hr",
-    "h1", "h2", "h3", "h4",
+    "p",
+    "br",
+    "div",
+    "span",
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ul",
+    "ol",
+    "li",
+    "blockquote",
+    "pre",
+    "code",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "td",
+    "th",
+    "a",
+    "hr",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
 }
 
 

@@ -5,10 +5,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import DatabaseSettings
 
 
-class EmailIngestSettings(ServiceSettings):
+class EmailIngestSettings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMAIL_INGEST_")
 
     http_port: int = Field(default=8082, ge=0, le=65535, description="Health and metrics port")
@@ -20,7 +20,9 @@ class EmailIngestSettings(ServiceSettings):
     imap_password: SecretStr = Field(description="IMAP password of the line's mailbox")
     imap_mailbox: str = Field(default="INBOX", description="Folder to watch")
     idle_seconds: float = Field(
-        default=300, gt=0, le=1740,
+        default=300,
+        gt=0,
+        le=1740,
         description="Re-issue IDLE this often (RFC 2177: servers may drop it after 29 min)",
     )
     reconnect_max_seconds: float = Field(default=60, gt=0, description="Backoff ceiling")

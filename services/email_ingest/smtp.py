@@ -62,10 +62,12 @@ def build_reply(out: OutboundMessage, from_address: str, from_name: str) -> Emai
 
 class SmtpMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.sent = Counter("hotline_mail_sent_total", "Replies accepted by the SMTP server",
-                            registry=registry)
-        self.failures = Counter("hotline_smtp_failures_total", "SMTP failures, by kind",
-                                ["kind"], registry=registry)
+        self.sent = Counter(
+            "hotline_mail_sent_total", "Replies accepted by the SMTP server", registry=registry
+        )
+        self.failures = Counter(
+            "hotline_smtp_failures_total", "SMTP failures, by kind", ["kind"], registry=registry
+        )
 
 
 class ReplySender:
@@ -77,9 +79,15 @@ class ReplySender:
     Message-ID (QUALITY.md F10).
     """
 
-    def __init__(self, settings: EmailIngestSettings, config: HotlineConfig, broker: Broker,
-                 sent: AsyncCollection[dict[str, Any]], metrics: SmtpMetrics,
-                 retry_base: float = 1.0) -> None:
+    def __init__(
+        self,
+        settings: EmailIngestSettings,
+        config: HotlineConfig,
+        broker: Broker,
+        sent: AsyncCollection[dict[str, Any]],
+        metrics: SmtpMetrics,
+        retry_base: float = 1.0,
+    ) -> None:
         self.s = settings
         self.sent = sent
         self.config = config
@@ -113,15 +121,22 @@ class ReplySender:
             return
         status, detail = await self._deliver(out)
         if status is DeliveryStatus.SENT:
-            await self.sent.update_one({"_id": out.message_id},
-                                       {"$setOnInsert": {"at": utcnow()}}, upsert=True)
-        log.info("reply_delivery", message_id=out.message_id, thread_id=out.thread_id,
-                 status=status.value, detail=detail)
+            await self.sent.update_one(
+                {"_id": out.message_id}, {"$setOnInsert": {"at": utcnow()}}, upsert=True
+            )
+        log.info(
+            "reply_delivery",
+            message_id=out.message_id,
+            thread_id=out.thread_id,
+            status=status.value,
+            detail=detail,
+        )
         await self._report(out, status, detail)
 
     async def _report(self, out: OutboundMessage, status: DeliveryStatus, detail: str) -> None:
-        report = DeliveryReport(message_id=out.message_id, thread_id=out.thread_id,
-                                status=status, at=utcnow(), detail=detail)
+        report = DeliveryReport(
+            message_id=out.message_id, thread_id=out.thread_id, status=status, at=utcnow(), detail=detail
+        )
         await self.broker.publish(report, topology.EVENTS, topology.delivery_key(status.value))
 
     async def _deliver(self, out: OutboundMessage) -> tuple[DeliveryStatus, str]:

@@ -27,13 +27,10 @@ ROLES = ("consultant", "supervisor", "admin")
 
 # Demo only (README): password = login + "-demo".
 DEMO_ACCOUNTS: list[dict[str, Any]] = [
-    {"_id": "anna", "name": "Anna", "role": "consultant", "organisation": "lastrada",
-     "lines": ["113"]},
-    {"_id": "boris", "name": "Boris", "role": "consultant", "organisation": "bwc",
-     "lines": ["113"]},
+    {"_id": "anna", "name": "Anna", "role": "consultant", "organisation": "lastrada", "lines": ["113"]},
+    {"_id": "boris", "name": "Boris", "role": "consultant", "organisation": "bwc", "lines": ["113"]},
     {"_id": "vera", "name": "Vera", "role": "consultant", "organisation": "gp", "lines": ["dv"]},
-    {"_id": "sofia", "name": "Sofia", "role": "supervisor", "organisation": None,
-     "lines": ["113", "dv"]},
+    {"_id": "sofia", "name": "Sofia", "role": "supervisor", "organisation": None, "lines": ["113", "dv"]},
 ]
 
 
@@ -51,19 +48,32 @@ async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
         if args.command == "seed-demo":
             for account in DEMO_ACCOUNTS:
                 await repo.upsert_consultant(
-                    {**account, "password_hash": hash_password(f"{account['_id']}-demo"),
-                     "disabled": False, "status": "offline"})
+                    {
+                        **account,
+                        "password_hash": hash_password(f"{account['_id']}-demo"),
+                        "disabled": False,
+                        "status": "offline",
+                    }
+                )
             return "demo accounts: " + ", ".join(str(a["_id"]) for a in DEMO_ACCOUNTS)
         if args.command == "add-user":
-            password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
-                        else getpass.getpass("password: "))
+            password = (
+                sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
+            )
             if len(password) < 10:
                 raise SystemExit("a password has at least 10 characters")
-            await repo.upsert_consultant({
-                "_id": args.login, "name": args.name or args.login, "role": args.role,
-                "organisation": args.organisation, "lines": args.lines.split(","),
-                "password_hash": hash_password(password), "disabled": False, "status": "offline",
-            })
+            await repo.upsert_consultant(
+                {
+                    "_id": args.login,
+                    "name": args.name or args.login,
+                    "role": args.role,
+                    "organisation": args.organisation,
+                    "lines": args.lines.split(","),
+                    "password_hash": hash_password(password),
+                    "disabled": False,
+                    "status": "offline",
+                }
+            )
             return f"user {args.login} saved"
         res = await repo.consultants.update_one({"_id": args.login}, {"$set": {"disabled": True}})
         await repo.sessions.delete_many({"login": args.login})

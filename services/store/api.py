@@ -45,8 +45,9 @@ def thread_view(doc: Doc) -> dict[str, Any]:
 
 
 class ConsultantApi:
-    def __init__(self, settings: StoreSettings, config: HotlineConfig, repo: Repository,
-                 broker: Broker) -> None:
+    def __init__(
+        self, settings: StoreSettings, config: HotlineConfig, repo: Repository, broker: Broker
+    ) -> None:
         self.s = settings
         self.config = config
         self.repo = repo
@@ -74,8 +75,9 @@ class ConsultantApi:
         if request.content_type != "application/json":
             raise web.HTTPUnsupportedMediaType(text="send application/json")
         if request.content_length is not None and request.content_length > self.s.max_body_bytes:
-            raise web.HTTPRequestEntityTooLarge(max_size=self.s.max_body_bytes,
-                                                actual_size=request.content_length)
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self.s.max_body_bytes, actual_size=request.content_length
+            )
         try:
             body = json.loads(await request.text())
         except ValueError:
@@ -96,8 +98,14 @@ class ConsultantApi:
         return user, thread
 
     async def _event(self, name: str, thread: Doc, **data: Any) -> None:
-        event = ConsoleEvent(name=name, thread_id=thread["_id"], at=utcnow(), queue=thread["queue"],
-                             line=thread["line"], data=data)
+        event = ConsoleEvent(
+            name=name,
+            thread_id=thread["_id"],
+            at=utcnow(),
+            queue=thread["queue"],
+            line=thread["line"],
+            data=data,
+        )
         await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
 
     # --- routes ---------------------------------------------------------------------------
@@ -118,8 +126,15 @@ class ConsultantApi:
         user, token, csrf = result
         log.info("login", consultant=user.login)
         resp = web.json_response({"consultant": user.public(), "csrf_token": csrf})
-        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=self.s.cookie_secure,
-                        path="/", max_age=int(self.s.session_hours * 3600))
+        resp.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="Strict",
+            secure=self.s.cookie_secure,
+            path="/",
+            max_age=int(self.s.session_hours * 3600),
+        )
         return resp
 
     async def logout(self, request: web.Request) -> web.Response:
@@ -145,11 +160,17 @@ class ConsultantApi:
     async def queues(self, request: web.Request) -> web.Response:
         names = self.visible_queues(request["user"])
         summary = await self.repo.queue_summary(names)
-        return web.json_response([
-            {"name": n, "line": self.config.queues[n].line, "title": self.config.queues[n].title,
-             **_jsonable(summary[n])}
-            for n in names
-        ])
+        return web.json_response(
+            [
+                {
+                    "name": n,
+                    "line": self.config.queues[n].line,
+                    "title": self.config.queues[n].title,
+                    **_jsonable(summary[n]),
+                }
+                for n in names
+            ]
+        )
 
     async def threads(self, request: web.Request) -> web.Response:
         user: User = request["user"]
@@ -202,15 +223,19 @@ class ConsultantApi:
             return problem(422, "text is required")
         if thread["status"] != "active" or thread.get("assignee") != user.login:
             return problem(409, "Claim the thread before replying")
-        doc, created = await self.repo.add_reply(thread, user.login, text, key,
-                                                 self.s.message_id_domain)
+        doc, created = await self.repo.add_reply(thread, user.login, text, key, self.s.message_id_domain)
         if not doc.get("published"):
             # A retried request whose first attempt stored the reply but failed to publish it
             # publishes it now; one that was published is not sent again.
             await self._publish_reply(thread, doc)
             await self.repo.mark_published(doc["_id"])
-        log.info("reply_accepted", thread_id=thread["_id"], message_id=doc["_id"],
-                 consultant=user.login, created=created)
+        log.info(
+            "reply_accepted",
+            thread_id=thread["_id"],
+            message_id=doc["_id"],
+            consultant=user.login,
+            created=created,
+        )
         if created:
             await self._event("MessageSent", thread, message_id=doc["_id"])
         return web.json_response(_jsonable(doc), status=202)
@@ -231,8 +256,9 @@ class ConsultantApi:
             in_reply_to=email.get("last_client_message_id"),
             references=list(email.get("references", [])),
         )
-        await self.broker.publish(out, topology.OUTBOUND, topology.outbound_key(channel, thread["line"]),
-                                  message_id=doc["_id"])
+        await self.broker.publish(
+            out, topology.OUTBOUND, topology.outbound_key(channel, thread["line"]), message_id=doc["_id"]
+        )
 
     async def close(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)

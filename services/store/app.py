@@ -7,16 +7,18 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pymongo.errors import PyMongoError
 
 from services.store.api import ConsultantApi
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.repository import Repository
 from services.store.settings import StoreSettings
 from shared import topology
-from shared.broker import Broker, BrokerMetrics
+from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
 from shared.http import errors, security_headers
+from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 
 STATIC = Path(__file__).parent / "static"
@@ -32,7 +34,6 @@ CONSOLE_HEADERS = {
 }
 
 
-
 def create_app(settings: StoreSettings) -> web.Application:
     config = load_config(settings.config_path)
     registry = CollectorRegistry()
@@ -40,12 +41,18 @@ def create_app(settings: StoreSettings) -> web.Application:
     client = make_client(settings.mongo_url.get_secret_value())
     db = client[settings.mongo_database]
     repo = Repository(db)
-    broker = Broker(settings.amqp_url.get_secret_value(), settings.prefetch,
-                    BrokerMetrics(registry), f"store {settings.instance_id}")
+    broker = Broker(
+        settings.amqp_url.get_secret_value(),
+        settings.prefetch,
+        BrokerMetrics(registry),
+        f"store {settings.instance_id}",
+    )
     api = ConsultantApi(settings, config, repo, broker)
     hub = ConsoleHub(api.sessions, api.visible_queues)
-    app = web.Application(middlewares=[security_headers(CONSOLE_HEADERS), errors, api.middleware],
-                          client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[security_headers(CONSOLE_HEADERS), errors, api.middleware],
+        client_max_size=settings.max_body_bytes,
+    )
     health.add_routes(app)
     api.add_routes(app)
     app.router.add_get("/api/events", hub.handle_ws)
@@ -64,15 +71,20 @@ def create_app(settings: StoreSettings) -> web.Application:
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         try:
-            await repo.ensure_indexes()
-            await broker.connect()
+            await retry_until_ready(
+                "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
+            )
+            await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             events = await topology.declare_replica_queue(
-                broker.channel, topology.console_events_queue(settings.instance_id),
-                topology.EVENTS, ["event.#"],
+                broker.channel,
+                topology.console_events_queue(settings.instance_id),
+                topology.EVENTS,
+                ["event.#"],
             )
             await broker.consume(events, hub.on_event)
-            await broker.consume(broker.topology.queues[topology.STORE_DELIVERY.name],
-                                 DeliveryRecorder(repo, broker).handle)
+            await broker.consume(
+                broker.topology.queues[topology.STORE_DELIVERY.name], DeliveryRecorder(repo, broker).handle
+            )
             yield
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:

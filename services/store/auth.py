@@ -53,12 +53,22 @@ class User:
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> User:
-        return cls(doc["_id"], doc.get("name", doc["_id"]), doc["role"], doc.get("organisation"),
-                   list(doc.get("lines", [])))
+        return cls(
+            doc["_id"],
+            doc.get("name", doc["_id"]),
+            doc["role"],
+            doc.get("organisation"),
+            list(doc.get("lines", [])),
+        )
 
     def public(self) -> dict[str, Any]:
-        return {"login": self.login, "name": self.name, "role": self.role,
-                "organisation": self.organisation, "lines": self.lines}
+        return {
+            "login": self.login,
+            "name": self.name,
+            "role": self.role,
+            "organisation": self.organisation,
+            "lines": self.lines,
+        }
 
 
 class LoginThrottle:

@@ -95,17 +95,28 @@ class DeliveryRecorder:
         if not isinstance(envelope, DeliveryReport):
             await message.reject(requeue=False)
             return
-        doc = await self.repo.set_delivery(envelope.message_id, envelope.status.value,
-                                           envelope.at, envelope.detail)
-        log.info("delivery_recorded", message_id=envelope.message_id,
-                 status=envelope.status.value, applied=doc is not None)
+        doc = await self.repo.set_delivery(
+            envelope.message_id, envelope.status.value, envelope.at, envelope.detail
+        )
+        log.info(
+            "delivery_recorded",
+            message_id=envelope.message_id,
+            status=envelope.status.value,
+            applied=doc is not None,
+        )
         if doc is None:
             return
         thread = await self.repo.thread(doc["thread_id"])
         if thread is None:
             return
         data: dict[str, Any] = {"status": envelope.status.value}
-        event = ConsoleEvent(name="MessageDelivered", thread_id=thread["_id"], at=utcnow(),
-                             queue=thread["queue"], line=thread["line"],
-                             message_id=envelope.message_id, data=data)
+        event = ConsoleEvent(
+            name="MessageDelivered",
+            thread_id=thread["_id"],
+            at=utcnow(),
+            queue=thread["queue"],
+            line=thread["line"],
+            message_id=envelope.message_id,
+            data=data,
+        )
         await self.broker.publish(event, topology.EVENTS, topology.event_key(event.name))

@@ -54,13 +54,15 @@ class Repository:
     async def ensure_indexes(self) -> None:
         await self.threads.create_index([("key", ASCENDING)], unique=True, name="key_unique")
         await self.threads.create_index(
-            [("queue", ASCENDING), ("status", ASCENDING), ("priority", DESCENDING),
-             ("waiting_since", ASCENDING)],
+            [
+                ("queue", ASCENDING),
+                ("status", ASCENDING),
+                ("priority", DESCENDING),
+                ("waiting_since", ASCENDING),
+            ],
             name="queue_order",
         )
-        await self.messages.create_index(
-            [("source_id", ASCENDING)], unique=True, name="source_unique"
-        )
+        await self.messages.create_index([("source_id", ASCENDING)], unique=True, name="source_unique")
         await self.messages.create_index(
             [("thread_id", ASCENDING), ("created_at", ASCENDING)], name="thread_messages"
         )
@@ -96,9 +98,7 @@ class Repository:
         refs = [*msg.email.in_reply_to, *msg.email.references]
         if not refs:
             return None
-        ours = await self.messages.find_one(
-            {"email_message_id": {"$in": refs}, "direction": "out"}
-        )
+        ours = await self.messages.find_one({"email_message_id": {"$in": refs}, "direction": "out"})
         if ours is None:
             return None
         thread = await self.thread(ours["thread_id"])
@@ -106,8 +106,7 @@ class Repository:
             return None
         return thread
 
-    async def accept_inbound(self, msg: InboundMessage, thread_doc: Doc | None,
-                             new_thread: Doc) -> Accepted:
+    async def accept_inbound(self, msg: InboundMessage, thread_doc: Doc | None, new_thread: Doc) -> Accepted:
         """Store ``msg`` in ``thread_doc`` (or in ``new_thread``, created if its key is new).
 
         Safe to call again with the same message: nothing is stored twice.
@@ -142,8 +141,10 @@ class Repository:
             refs = [*msg.email.references]
             if msg.email.header_message_id not in refs:
                 refs.append(msg.email.header_message_id)
-            update["$set"] = {"email.last_client_message_id": msg.email.header_message_id,
-                              "email.references": refs[-20:]}
+            update["$set"] = {
+                "email.last_client_message_id": msg.email.header_message_id,
+                "email.references": refs[-20:],
+            }
         await self.threads.update_one({"_id": thread["_id"]}, update)
         reopened = False
         if not created and thread.get("status") == "closed":
@@ -151,24 +152,26 @@ class Repository:
             # to reopen the same thread reopen it once.
             reopened_doc = await self.threads.find_one_and_update(
                 {"_id": thread["_id"], "status": "closed", "closed_at": {"$lt": msg.received_at}},
-                {"$set": {"status": "waiting", "waiting_since": msg.received_at,
-                          "assignee": None}},
+                {"$set": {"status": "waiting", "waiting_since": msg.received_at, "assignee": None}},
                 return_document=ReturnDocument.AFTER,
             )
             if reopened_doc is not None:
                 thread, reopened = reopened_doc, True
         return Accepted(thread, created, stored, reopened)
 
-    async def list_threads(self, queues: list[str], status: str | None,
-                           assignee: str | None, limit: int = 200) -> list[Doc]:
+    async def list_threads(
+        self, queues: list[str], status: str | None, assignee: str | None, limit: int = 200
+    ) -> list[Doc]:
         query: Doc = {"queue": {"$in": queues}}
         if status:
             query["status"] = status
         if assignee:
             query["assignee"] = assignee
-        cursor = self.threads.find(query).sort(
-            [("priority", DESCENDING), ("waiting_since", ASCENDING)]
-        ).limit(limit)
+        cursor = (
+            self.threads.find(query)
+            .sort([("priority", DESCENDING), ("waiting_since", ASCENDING)])
+            .limit(limit)
+        )
         return [t async for t in cursor]
 
     async def queue_summary(self, queues: list[str]) -> dict[str, Doc]:
@@ -203,8 +206,11 @@ class Repository:
         """Claim one thread; None when someone else holds it or it is closed."""
         now = utcnow()
         return await self.threads.find_one_and_update(
-            {"_id": thread_id, "$or": [{"status": "waiting"}, {"assignee": login}],
-             "status": {"$ne": "closed"}},
+            {
+                "_id": thread_id,
+                "$or": [{"status": "waiting"}, {"assignee": login}],
+                "status": {"$ne": "closed"},
+            },
             {"$set": {"status": "active", "assignee": login, "claimed_at": now, "updated_at": now}},
             return_document=ReturnDocument.AFTER,
         )
@@ -213,8 +219,15 @@ class Repository:
         now = utcnow()
         return await self.threads.find_one_and_update(
             {"_id": thread_id, "status": "active", "assignee": login},
-            {"$set": {"status": "closed", "closed_at": now, "closed_by": login, "case": case,
-                      "updated_at": now}},
+            {
+                "$set": {
+                    "status": "closed",
+                    "closed_at": now,
+                    "closed_by": login,
+                    "case": case,
+                    "updated_at": now,
+                }
+            },
             return_document=ReturnDocument.AFTER,
         )
 
@@ -224,8 +237,9 @@ class Repository:
         cursor = self.messages.find({"thread_id": thread_id}).sort("created_at", ASCENDING)
         return [m async for m in cursor]
 
-    async def add_reply(self, thread: Doc, login: str, text: str, idempotency_key: str,
-                        email_domain: str) -> tuple[Doc, bool]:
+    async def add_reply(
+        self, thread: Doc, login: str, text: str, idempotency_key: str, email_domain: str
+    ) -> tuple[Doc, bool]:
         """Store a consultant's reply once per (consultant, Idempotency-Key); (doc, created)."""
         message_id = new_id()
         now = utcnow()
@@ -243,9 +257,7 @@ class Repository:
         if thread["channel"] == "email":
             # Opaque: says nothing about the client; carries the thread's reply token so a
             # reply to it can be matched even if a client's mailer trims References.
-            doc["email_message_id"] = (
-                f"<{message_id}.{thread['reply_token']}@{email_domain}>"
-            )
+            doc["email_message_id"] = f"<{message_id}.{thread['reply_token']}@{email_domain}>"
         try:
             await self.messages.insert_one(doc)
         except DuplicateKeyError:
@@ -260,8 +272,9 @@ class Repository:
     async def mark_published(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})
 
-    async def set_delivery(self, message_id: str, status: str, at: datetime,
-                           detail: str | None) -> Doc | None:
+    async def set_delivery(
+        self, message_id: str, status: str, at: datetime, detail: str | None
+    ) -> Doc | None:
         # A later report never overwrites a final one with an earlier state.
         return await self.messages.find_one_and_update(
             {"_id": message_id, "delivery.status": {"$ne": DeliveryStatus.SENT.value}},
@@ -277,8 +290,7 @@ class Repository:
     async def upsert_consultant(self, doc: Doc) -> None:
         await self.consultants.replace_one({"_id": doc["_id"]}, doc, upsert=True)
 
-    async def create_session(self, token_hash: str, login: str, csrf: str,
-                             expires_at: datetime) -> None:
+    async def create_session(self, token_hash: str, login: str, csrf: str, expires_at: datetime) -> None:
         await self.sessions.insert_one(
             {"_id": token_hash, "login": login, "csrf": csrf, "expires_at": expires_at}
         )

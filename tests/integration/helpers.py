@@ -25,15 +25,17 @@ class Consultant:
         self.events: aiohttp.ClientWebSocketResponse | None = None
 
     async def login(self, login: str, password: str) -> dict[str, Any]:
-        async with self.http.post(f"{self.base}/api/session",
-                                  json={"login": login, "password": password}) as resp:
+        async with self.http.post(
+            f"{self.base}/api/session", json={"login": login, "password": password}
+        ) as resp:
             body = await resp.json(content_type=None)
             assert resp.status == 200, body
         self.csrf = body["csrf_token"]
         return body
 
-    async def call(self, method: str, path: str, body: Any = None,
-                   headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def call(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         h = {"X-CSRF-Token": self.csrf, **(headers or {})}
         async with self.http.request(method, f"{self.base}{path}", json=body, headers=h) as resp:
             data = await resp.json(content_type=None) if resp.status != 204 else None
@@ -44,7 +46,7 @@ class Consultant:
         hello = await self.events.receive_json(timeout=10)
         assert hello["type"] == "hello"
 
-    async def wait_event(self, match: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    async def wait_event(self, match: Callable[[dict[str, Any]], bool], within: float = 30) -> dict[str, Any]:
         """The next live event for which ``match`` is true (others are skipped)."""
         assert self.events is not None
 
@@ -57,7 +59,7 @@ class Consultant:
                 if frame.get("type") == "event" and match(frame):
                     return frame
 
-        return await asyncio.wait_for(loop(), timeout)
+        return await asyncio.wait_for(loop(), within)
 
     async def close(self) -> None:
         if self.events is not None:
@@ -65,8 +67,15 @@ class Consultant:
         await self.http.close()
 
 
-def mail(from_addr: str, to_addr: str, subject: str, body: str, message_id: str,
-         in_reply_to: str | None = None, references: list[str] | None = None) -> bytes:
+def mail(
+    from_addr: str,
+    to_addr: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    in_reply_to: str | None = None,
+    references: list[str] | None = None,
+) -> bytes:
     from email.message import EmailMessage
 
     msg = EmailMessage()
@@ -106,10 +115,11 @@ class Mailbox:
         finally:
             await imap.logout()
 
-    async def wait_for_mail(self, count: int = 1, timeout: float = 30) -> list[bytes]:
+    async def wait_for_mail(self, count: int = 1, within: float = 30) -> list[bytes]:
         """Wait (IMAP IDLE, no polling) until INBOX holds ``count`` mails; return them all."""
         imap = await self._open()
         try:
+
             async def loop() -> list[bytes]:
                 while True:
                     await imap.select("INBOX")
@@ -117,12 +127,12 @@ class Mailbox:
                     mails = [raw for _, raw in parse_fetch(resp.lines)] if resp.result == "OK" else []
                     if len(mails) >= count:
                         return mails
-                    idle = await imap.idle_start(timeout=timeout)
-                    push = await imap.wait_server_push(timeout=timeout)
+                    idle = await imap.idle_start(timeout=within)
+                    push = await imap.wait_server_push(timeout=within)
                     imap.idle_done()
                     await asyncio.wait_for(idle, 10)
                     assert push != STOP_WAIT_SERVER_PUSH, "no mail arrived"
 
-            return await asyncio.wait_for(loop(), timeout)
+            return await asyncio.wait_for(loop(), within)
         finally:
             await imap.logout()

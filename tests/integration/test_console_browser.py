@@ -22,8 +22,14 @@ async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as p:
         b = await p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         try:
             yield b
@@ -35,8 +41,14 @@ async def test_consultant_takes_a_mail_from_the_queue_and_replies(gateway: Gatew
     gateway.seed_demo_accounts()
     page = await browser.new_page()
     requests_elsewhere: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith(gateway.store_url) or r.url.startswith("ws")
-            else requests_elsewhere.append(r.url))
+    page.on(
+        "request",
+        lambda r: (
+            None
+            if r.url.startswith(gateway.store_url) or r.url.startswith("ws")
+            else requests_elsewhere.append(r.url)
+        ),
+    )
     dialogs: list[str] = []
 
     async def on_dialog(dialog: Dialog) -> None:
@@ -57,8 +69,15 @@ async def test_consultant_takes_a_mail_from_the_queue_and_replies(gateway: Gatew
     subject = f"Вопрос {uuid.uuid4().hex[:6]}"
     inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
     client_addr = f"{gateway.client_mailbox}@demo.test"
-    await inbox.append(mail(client_addr, f"{gateway.line_mailbox}@demo.test", subject,
-                            "<script>alert(1)</script> Можно ли ехать по турвизе?", new_message_id()))
+    await inbox.append(
+        mail(
+            client_addr,
+            f"{gateway.line_mailbox}@demo.test",
+            subject,
+            "<script>alert(1)</script> Можно ли ехать по турвизе?",
+            new_message_id(),
+        )
+    )
     await expect(triage.locator(".badge")).to_have_text("1", timeout=20_000)
 
     await triage.click()

@@ -27,8 +27,15 @@ async def test_mail_becomes_a_thread_and_the_reply_threads_back(gateway: Gateway
         await anna.open_events()
 
         first_id = new_message_id()
-        await inbox.append(mail(client_addr, line_addr, "Работа за границей",
-                                f"Мне предложили работу в Польше. {canary}", first_id))
+        await inbox.append(
+            mail(
+                client_addr,
+                line_addr,
+                "Работа за границей",
+                f"Мне предложили работу в Польше. {canary}",
+                first_id,
+            )
+        )
         queued = await anna.wait_event(lambda e: e["name"] == "ThreadQueued")
         thread_id = queued["thread_id"]
         assert queued["queue"] == "113-triage"  # a mail says nothing of the region
@@ -51,17 +58,28 @@ async def test_mail_becomes_a_thread_and_the_reply_threads_back(gateway: Gateway
         assert thread["subject"] == "Работа за границей"
 
         key = uuid.uuid4().hex
-        status, reply = await anna.call("POST", f"/api/threads/{thread_id}/messages",
-                                        {"text": "Здравствуйте! Давайте проверим вакансию."},
-                                        {"Idempotency-Key": key})
+        status, reply = await anna.call(
+            "POST",
+            f"/api/threads/{thread_id}/messages",
+            {"text": "Здравствуйте! Давайте проверим вакансию."},
+            {"Idempotency-Key": key},
+        )
         assert status == 202 and reply["delivery"]["status"] == "queued"
         # The same request again (a retry after a lost response) stores nothing new.
-        status, again = await anna.call("POST", f"/api/threads/{thread_id}/messages",
-                                        {"text": "Здравствуйте! Давайте проверим вакансию."},
-                                        {"Idempotency-Key": key})
+        status, again = await anna.call(
+            "POST",
+            f"/api/threads/{thread_id}/messages",
+            {"text": "Здравствуйте! Давайте проверим вакансию."},
+            {"Idempotency-Key": key},
+        )
         assert status == 202 and again["id"] == reply["id"]
-        await anna.wait_event(lambda e: e["name"] == "MessageDelivered"
-                              and e["message_id"] == reply["id"] and e["data"]["status"] == "sent")
+        await anna.wait_event(
+            lambda e: (
+                e["name"] == "MessageDelivered"
+                and e["message_id"] == reply["id"]
+                and e["data"]["status"] == "sent"
+            )
+        )
 
         (raw,) = await client_box.wait_for_mail(1)
         received = BytesParser(policy=policy.default).parsebytes(raw)
@@ -73,16 +91,31 @@ async def test_mail_becomes_a_thread_and_the_reply_threads_back(gateway: Gateway
 
         # The client answers the reply: it joins the same thread.
         answer_id = new_message_id()
-        await inbox.append(mail(client_addr, line_addr, "Re: Работа за границей", "Спасибо!",
-                                answer_id, in_reply_to=reply["email_message_id"],
-                                references=[first_id, reply["email_message_id"]]))
+        await inbox.append(
+            mail(
+                client_addr,
+                line_addr,
+                "Re: Работа за границей",
+                "Спасибо!",
+                answer_id,
+                in_reply_to=reply["email_message_id"],
+                references=[first_id, reply["email_message_id"]],
+            )
+        )
         joined = await anna.wait_event(lambda e: e["name"] == "MessageReceived")
         assert joined["thread_id"] == thread_id
 
         # A stranger who quotes the same Message-ID does not get into the client's thread.
-        await inbox.append(mail("stranger@elsewhere.example", line_addr, "Re: Работа за границей",
-                                "let me in", new_message_id(),
-                                in_reply_to=reply["email_message_id"]))
+        await inbox.append(
+            mail(
+                "stranger@elsewhere.example",
+                line_addr,
+                "Re: Работа за границей",
+                "let me in",
+                new_message_id(),
+                in_reply_to=reply["email_message_id"],
+            )
+        )
         stranger = await anna.wait_event(lambda e: e["name"] == "ThreadQueued")
         assert stranger["thread_id"] != thread_id
 
@@ -128,19 +161,22 @@ async def test_chat_message_reaches_a_consultant_and_the_reply_reaches_the_clien
             await ws.send_json({"type": "message", "id": frame_id, "text": f"Мне страшно. {canary}"})
             again = await ws.receive_json(timeout=10)
             assert again == ack
-            await vera.wait_event(lambda e: e["name"] == "MessageReceived"
-                                  and e["thread_id"] == thread_id)
+            await vera.wait_event(lambda e: e["name"] == "MessageReceived" and e["thread_id"] == thread_id)
 
-            status, reply = await vera.call("POST", f"/api/threads/{thread_id}/messages",
-                                            {"text": "Вы в безопасности сейчас?"},
-                                            {"Idempotency-Key": uuid.uuid4().hex})
+            status, reply = await vera.call(
+                "POST",
+                f"/api/threads/{thread_id}/messages",
+                {"text": "Вы в безопасности сейчас?"},
+                {"Idempotency-Key": uuid.uuid4().hex},
+            )
             assert status == 202
             got = await ws.receive_json(timeout=10)
             assert got["type"] == "message" and got["from"] == "consultant"
             assert got["text"] == "Вы в безопасности сейчас?"
             assert got["message_id"] == reply["id"]
-            await vera.wait_event(lambda e: e["name"] == "MessageDelivered"
-                                  and e["message_id"] == reply["id"])
+            await vera.wait_event(
+                lambda e: e["name"] == "MessageDelivered" and e["message_id"] == reply["id"]
+            )
 
             status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
             assert [m["direction"] for m in thread["messages"]] == ["in", "out"]

@@ -17,17 +17,28 @@ from shared.envelope import (
 )
 
 texts = st.text(max_size=200)
-aware = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+aware = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC))
+
+
+@given(
+    source=texts,
+    text=texts,
+    sender=texts,
+    when=aware,
+    subject=st.none() | texts,
+    refs=st.lists(texts, max_size=5),
+    region=st.none() | st.sampled_from(["minsk", "brest"]),
 )
-
-
-@given(source=texts, text=texts, sender=texts, when=aware, subject=st.none() | texts,
-       refs=st.lists(texts, max_size=5), region=st.none() | st.sampled_from(["minsk", "brest"]))
 def test_inbound_round_trip(source, text, sender, when, subject, refs, region):
     msg = InboundMessage(
-        message_id=message_id_for(source), source_id=source, channel=Channel.EMAIL, line="113",
-        received_at=when, sender=sender, text=text, subject=subject,
+        message_id=message_id_for(source),
+        source_id=source,
+        channel=Channel.EMAIL,
+        line="113",
+        received_at=when,
+        sender=sender,
+        text=text,
+        subject=subject,
         email=EmailFacts(header_message_id="<a@b>", references=refs),
         chat=ChatFacts(session="s1", region=region),
     )
@@ -40,8 +51,15 @@ def test_message_id_is_stable_per_source_and_differs_between_sources():
 
 
 def test_unknown_fields_are_ignored_so_minor_versions_interoperate():
-    msg = InboundMessage(message_id="m", source_id="s", channel=Channel.CHAT, line="dv",
-                         received_at=datetime(2026, 1, 1, tzinfo=UTC), sender="x", text="hi")
+    msg = InboundMessage(
+        message_id="m",
+        source_id="s",
+        channel=Channel.CHAT,
+        line="dv",
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+        sender="x",
+        text="hi",
+    )
     body = encode(msg)[:-1] + b',"added_in_v1_1":true}'
     assert decode("inbound_message", body) == msg
 
@@ -61,8 +79,15 @@ def test_invalid_body_error_does_not_repeat_the_content():
 
 def test_naive_times_are_refused():
     with pytest.raises(ValueError):
-        InboundMessage(message_id="m", source_id="s", channel=Channel.CHAT, line="dv",
-                       received_at=datetime(2026, 1, 1), sender="x", text="hi")
+        InboundMessage(
+            message_id="m",
+            source_id="s",
+            channel=Channel.CHAT,
+            line="dv",
+            received_at=datetime(2026, 1, 1),
+            sender="x",
+            text="hi",
+        )
 
 
 def test_every_kind_is_registered_by_its_name():

@@ -12,8 +12,9 @@ def parse(frame: object) -> object:
 
 
 def test_start_with_all_choices():
-    assert parse({"type": "start", "line": "113", "language": "ru", "region": "minsk",
-                  "topic": "work_abroad"}) == Start("113", "ru", "minsk", "work_abroad")
+    assert parse(
+        {"type": "start", "line": "113", "language": "ru", "region": "minsk", "topic": "work_abroad"}
+    ) == Start("113", "ru", "minsk", "work_abroad")
 
 
 def test_start_with_nothing_chosen():
@@ -25,24 +26,28 @@ def test_unknown_fields_are_ignored():
 
 
 def test_message_and_resume():
-    assert parse({"type": "message", "id": "6b0f2d0e-1c7e-4a53-9e70-2f2d9a3c4b10", "text": "hi"}) == \
-        Message("6b0f2d0e-1c7e-4a53-9e70-2f2d9a3c4b10", "hi")
+    assert parse({"type": "message", "id": "6b0f2d0e-1c7e-4a53-9e70-2f2d9a3c4b10", "text": "hi"}) == Message(
+        "6b0f2d0e-1c7e-4a53-9e70-2f2d9a3c4b10", "hi"
+    )
     assert parse({"type": "resume", "token": "abc_DEF-1"}) == Resume("abc_DEF-1")
 
 
-@pytest.mark.parametrize(("raw", "code"), [
-    ("not json", "bad_json"),
-    ("[1, 2]", "bad_frame"),
-    ('{"type": 5}', "bad_frame"),
-    ('{"type": "launch"}', "unknown_type"),
-    ('{"type": "message", "id": "x"}', "bad_field"),
-    ('{"type": "message", "id": "x", "text": "   "}', "bad_field"),
-    ('{"type": "message", "id": "../../etc", "text": "a"}', "bad_field"),
-    ('{"type": "message", "id": "x", "text": "' + "a" * 101 + '"}', "too_long"),
-    ('{"type": "start", "region": {"$ne": 1}}', "bad_field"),
-    ('{"type": "resume"}', "bad_field"),
-    ("[" * 100_000, "bad_json"),
-])
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("not json", "bad_json"),
+        ("[1, 2]", "bad_frame"),
+        ('{"type": 5}', "bad_frame"),
+        ('{"type": "launch"}', "unknown_type"),
+        ('{"type": "message", "id": "x"}', "bad_field"),
+        ('{"type": "message", "id": "x", "text": "   "}', "bad_field"),
+        ('{"type": "message", "id": "../../etc", "text": "a"}', "bad_field"),
+        ('{"type": "message", "id": "x", "text": "' + "a" * 101 + '"}', "too_long"),
+        ('{"type": "start", "region": {"$ne": 1}}', "bad_field"),
+        ('{"type": "resume"}', "bad_field"),
+        ("[" * 100_000, "bad_json"),
+    ],
+)
 def test_bad_frames_get_a_code(raw, code):
     with pytest.raises(FrameError) as info:
         parse_client_frame(raw, max_text_chars=100)

@@ -17,8 +17,7 @@ def test_windows_1251_body_and_rfc2047_subject():
         b"Message-ID: <abc@example.org>\r\n"
         b"MIME-Version: 1.0\r\n"
         b"Content-Type: text/plain; charset=windows-1251\r\n"
-        b"Content-Transfer-Encoding: 8bit\r\n\r\n"
-        + "Здравствуйте, мне нужна помощь".encode("cp1251")
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n" + "Здравствуйте, мне нужна помощь".encode("cp1251")
     )
     mail = parse_mail(raw)
     assert mail.subject == "Помогите"
@@ -33,7 +32,7 @@ def test_html_only_mail_is_sanitised_and_gives_text():
     msg.set_content(
         '<p onclick="steal()">Help <b>me</b></p><script>alert(1)</script>'
         '<img src="https://tracker.example/p.gif"><a href="javascript:alert(1)">x</a>'
-        '<style>body{background:url(https://t.example/x)}</style>',
+        "<style>body{background:url(https://t.example/x)}</style>",
         subtype="html",
     )
     mail = parse_mail(msg.as_bytes())
@@ -45,8 +44,11 @@ def test_html_only_mail_is_sanitised_and_gives_text():
 
 
 def test_auto_replies_and_reports_are_recognised():
-    for header, value in [("Auto-Submitted", "auto-replied"), ("Precedence", "bulk"),
-                          ("List-Id", "<list.example.org>")]:
+    for header, value in [
+        ("Auto-Submitted", "auto-replied"),
+        ("Precedence", "bulk"),
+        ("List-Id", "<list.example.org>"),
+    ]:
         msg = EmailMessage()
         msg["From"] = "robot@example.org"
         msg[header] = value
@@ -80,10 +82,16 @@ def test_sanitiser_never_lets_a_script_tag_through(html):
 
 def test_reply_headers_cannot_be_injected():
     out = OutboundMessage(
-        message_id="m1", thread_id="t1", channel=Channel.EMAIL, line="113",
-        recipient="client@demo.test\r\nBcc: victim@example.org", text="Answer",
-        sent_at=utcnow(), subject="Help\r\nBcc: spy@example.org",
-        email_message_id=make_msgid(domain="demo.test"), in_reply_to="<c1@example.org>",
+        message_id="m1",
+        thread_id="t1",
+        channel=Channel.EMAIL,
+        line="113",
+        recipient="client@demo.test\r\nBcc: victim@example.org",
+        text="Answer",
+        sent_at=utcnow(),
+        subject="Help\r\nBcc: spy@example.org",
+        email_message_id=make_msgid(domain="demo.test"),
+        in_reply_to="<c1@example.org>",
         references=["<c0@example.org>", "<c1@example.org>"],
     )
     mail = build_reply(out, "hotline@demo.test", "")

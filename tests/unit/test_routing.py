@@ -43,8 +43,13 @@ def test_unknown_line_is_an_error(config):
 
 def _msg(channel: Channel, source: str, session: str | None = None) -> InboundMessage:
     return InboundMessage(
-        message_id="m", source_id=source, channel=channel, line="dv",
-        received_at=datetime(2026, 1, 1, tzinfo=UTC), sender="x", text="t",
+        message_id="m",
+        source_id=source,
+        channel=channel,
+        line="dv",
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+        sender="x",
+        text="t",
         chat=ChatFacts(session=session) if session else None,
     )
 
