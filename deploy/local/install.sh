@@ -174,12 +174,18 @@ step_venv() {
     local log
     log=$(mktemp)
     # pip and the build backend are chatty; their output is shown only when the install fails.
-    if ! .venv/bin/python -m pip install -q -e '.[all,dev]' >"$log" 2>&1; then
+    # A current pip first: the one python -m venv bundles may not match `.[all]`'s self-referencing
+    # extras (email_ingest vs email-ingest, PEP 685) and then installs without them, only warning.
+    if ! { .venv/bin/python -m pip install -q --upgrade 'pip>=25' &&
+           .venv/bin/python -m pip install -q -e '.[all,dev]'; } >"$log" 2>&1; then
         tail -n 30 "$log" >&2
         rm -f "$log"
         die "pip install -e '.[all,dev]' failed (output above)"
     fi
     rm -f "$log"
+    # Every service's dependencies must be there, whatever pip said.
+    .venv/bin/python -c 'import aioimaplib, aiosmtplib, argon2, nh3, pymongo, playwright, aiosmtpd' ||
+        die "the venv lacks a dependency after pip install -e '.[all,dev]'"
     touch "$stamp"
     say pip "installed"
 }
