@@ -180,7 +180,30 @@ async def test_chat_message_reaches_a_consultant_and_the_reply_reaches_the_clien
 
             status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
             assert [m["direction"] for m in thread["messages"]] == ["in", "out"]
+            # Another organisation's consultant cannot see it (404, as for a thread that does not exist).
+            anna = Consultant(gateway.store_url)
+            try:
+                await anna.login("anna", "anna-demo")
+                assert (await anna.call("GET", f"/api/threads/{thread_id}"))[0] == 404
+                assert (await anna.call("POST", f"/api/threads/{thread_id}/claim"))[0] == 404
+            finally:
+                await anna.close()
             assert thread["messages"][1]["delivery"]["status"] == "sent"
+
+            # Closing asks for the case form; the client writing again reopens the thread.
+            status, problem = await vera.call(
+                "POST", f"/api/threads/{thread_id}/close", {"case": {"gender": "f"}}
+            )
+            assert status == 422 and "client_role" in problem["detail"] and "age_group" in problem["detail"]
+            case = {"client_role": "survivor", "gender": "f", "age_group": "27-40"}
+            status, closed = await vera.call("POST", f"/api/threads/{thread_id}/close", {"case": case})
+            assert status == 200 and closed["status"] == "closed" and closed["case"] == case
+            await ws.send_json({"type": "message", "id": str(uuid.uuid4()), "text": "Ещё вопрос"})
+            assert (await ws.receive_json(timeout=10))["type"] == "ack"
+            reopened = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
+            assert reopened["thread_id"] == thread_id and reopened["queue"] == "gp-dv"
+            status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
+            assert thread["status"] == "waiting" and thread["assignee"] is None
 
             # A malformed frame gets an error frame and the socket stays usable.
             await ws.send_str("{not json")
