@@ -6,9 +6,10 @@ an organisation, region, queue or language is a change to the YAML only.
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import date, time
 from pathlib import Path
 from typing import Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -24,9 +25,29 @@ class Organisation(_Strict):
 
 
 class Hours(_Strict):
+    """When consultants are on duty: every day from ``open`` to ``close`` local time,
+    except on ``holidays`` (closed all day)."""
+
     timezone: str = "Europe/Minsk"
     open: time = time(8, 0)
     close: time = time(20, 0)
+    holidays: list[date] = Field(default_factory=list, description="dates with no duty at all")
+
+    @model_validator(mode="after")
+    def _valid(self) -> Self:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        if not self.open < self.close:
+            raise ValueError("open must be before close")
+        return self
+
+
+class Topic(_Strict):
+    title: dict[str, str] = Field(default_factory=dict, description="name by language")
+    skill: str | None = Field(default=None, description="skill a conversation on it needs")
+    crisis: bool = Field(default=False, description="urgent: answered first")
 
 
 class Queue(_Strict):
@@ -44,6 +65,31 @@ class Line(_Strict):
     region_queues: dict[str, str] = Field(
         default_factory=dict, description="region -> queue (the partner NGO serving it)"
     )
+    skill_queues: dict[str, str] = Field(
+        default_factory=dict, description="skill -> queue, for topics that need a specialist"
+    )
+    topics: dict[str, Topic] = Field(default_factory=dict)
+
+
+class AutoAnswers(_Strict):
+    """Texts the gateway sends by itself, by language. ``{opens}`` in the out-of-hours text
+    is replaced by the next opening time."""
+
+    acknowledgement: dict[str, str] = Field(min_length=1)
+    out_of_hours: dict[str, str] = Field(min_length=1)
+
+
+class QueuePolicy(_Strict):
+    capacity: dict[str, int] = Field(
+        default_factory=lambda: {"chat": 3, "telegram": 3, "email": 10},
+        description="conversations one consultant may hold at once, per channel",
+    )
+    claim_timeout_minutes: float = Field(
+        default=15, gt=0, description="a claimed thread with no reply goes back after this"
+    )
+    crisis_escalation_minutes: float = Field(
+        default=10, gt=0, description="a crisis waiting this long is bumped and raised"
+    )
 
 
 class CaseForm(_Strict):
@@ -55,6 +101,11 @@ class CaseForm(_Strict):
 
 class HotlineConfig(_Strict):
     case_form: CaseForm = CaseForm()
+    queue_policy: QueuePolicy = QueuePolicy()
+    danger_words: dict[str, list[str]] = Field(
+        default_factory=dict, description="language -> words that make a message urgent"
+    )
+    auto_answers: AutoAnswers
     languages: list[str] = Field(min_length=1)
     regions: dict[str, dict[str, str]] = Field(description="region id -> names by language")
     organisations: dict[str, Organisation] = Field(min_length=1)
@@ -77,6 +128,17 @@ class HotlineConfig(_Strict):
                     raise ValueError(f"lines.{lname}.region_queues: unknown region {region!r}")
                 if qname not in self.queues:
                     raise ValueError(f"lines.{lname}.region_queues.{region}: unknown queue {qname!r}")
+            for skill, qname in line.skill_queues.items():
+                if qname not in self.queues:
+                    raise ValueError(f"lines.{lname}.skill_queues.{skill}: unknown queue {qname!r}")
+            for tname, topic in line.topics.items():
+                if topic.skill and topic.skill not in line.skill_queues:
+                    raise ValueError(f"lines.{lname}.topics.{tname}.skill: no queue for {topic.skill!r}")
+        for kind in ("acknowledgement", "out_of_hours"):
+            texts = getattr(self.auto_answers, kind)
+            missing = [lang for lang in self.languages if lang not in texts]
+            if missing:
+                raise ValueError(f"auto_answers.{kind}: no text for {', '.join(missing)}")
         return self
 
     def queues_visible_to(self, organisation: str | None, lines: list[str]) -> list[str]:
