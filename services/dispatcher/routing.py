@@ -24,11 +24,19 @@ def thread_key(msg: InboundMessage) -> str:
     return f"{msg.channel.value}:{msg.source_id}"
 
 
-def choose_queue(config: HotlineConfig, line: str, region: str | None) -> str:
-    """The queue of a new conversation: the region's partner NGO, else the line's default."""
+def choose_queue(config: HotlineConfig, line: str, region: str | None, topic: str | None = None) -> str:
+    """The queue of a new conversation.
+
+    A topic that needs a specialist goes to the line's queue for that skill; otherwise the
+    region's partner NGO; otherwise (no region, or one the line does not list) the line's
+    default queue, which on a shared line is the triage queue every partner sees.
+    """
     spec = config.lines.get(line)
     if spec is None:
         raise UnknownLine(f"unknown line {line!r}")
+    skill = spec.topics[topic].skill if topic in spec.topics else None
+    if skill is not None:
+        return spec.skill_queues[skill]
     if region and region in spec.region_queues:
         return spec.region_queues[region]
     return spec.default_queue

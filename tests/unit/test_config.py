@@ -53,5 +53,5 @@ def test_broken_yaml_names_the_file(tmp_path):
 
 def test_visibility_follows_organisation_and_line(config):
     assert config.queues_visible_to("bwc", ["113"]) == ["113-triage", "bwc-migration"]
-    assert config.queues_visible_to("gp", ["dv"]) == ["gp-dv"]
+    assert config.queues_visible_to("gp", ["dv"]) == ["gp-dv", "gp-legal"]
     assert config.queues_visible_to("gp", ["113"]) == []

@@ -1,0 +1,103 @@
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.dispatcher.autoanswer import decide
+from services.dispatcher.priority import NORMAL, URGENT, danger_in, priority
+from services.dispatcher.routing import choose_queue
+
+MINSK = ZoneInfo("Europe/Minsk")
+OPEN = datetime(2026, 3, 10, 12, tzinfo=MINSK)
+EVENING = datetime(2026, 3, 10, 21, tzinfo=MINSK)
+NIGHT = datetime(2026, 3, 11, 3, tzinfo=MINSK)
+NEW_YEAR = datetime(2026, 1, 1, 12, tzinfo=MINSK)  # a holiday of line 113
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Он сказал, что убьёт меня",
+        "муж меня избивает каждый день",
+        "Работодатель ОТОБРАЛ ПАСПОРТ... то есть отобрали паспорт!",
+        "Ён пагражае мне",
+        "He threatens me and I am locked in",
+        "please, help me now",
+    ],
+)
+def test_danger_words_in_each_language(config, text):
+    assert danger_in(config, text)
+
+
+@pytest.mark.parametrize(
+    "text", ["Хочу учиться в Польше", "Как оформить визу?", "I need advice on au-pair", ""]
+)
+def test_ordinary_questions_are_not_urgent(config, text):
+    assert not danger_in(config, text)
+    assert priority(config, "113", "study_abroad", text) == NORMAL
+
+
+def test_crisis_topic_is_urgent_without_any_word(config):
+    assert priority(config, "113", "crisis_abroad", "Здравствуйте") == URGENT
+    assert priority(config, "dv", "danger_now", "") == URGENT
+
+
+def test_long_text_is_scanned_in_bounded_time(config):
+    assert not danger_in(config, "a" * 5_000_000)
+
+
+def test_topic_needing_a_lawyer_goes_to_the_lawyers_queue(config):
+    assert choose_queue(config, "dv", None, "legal") == "gp-legal"
+    assert choose_queue(config, "dv", "brest", "psychological") == "gp-dv"
+    assert choose_queue(config, "113", "brest", "crisis_abroad") == "bwc-migration"
+
+
+def _decide(config, **kw):
+    base = dict(
+        line="113",
+        language="ru",
+        now=OPEN,
+        first_message=True,
+        last_out_of_hours=None,
+        robot=False,
+        backlog=False,
+    )
+    return decide(config, **{**base, **kw})
+
+
+def test_first_contact_in_hours_is_acknowledged_once(config):
+    assert _decide(config).kind == "acknowledgement"
+    assert _decide(config, first_message=False) is None
+
+
+def test_out_of_hours_notice_names_the_opening_and_emergency_numbers(config):
+    answer = _decide(config, now=EVENING, language="en")
+    assert answer.kind == "out_of_hours"
+    assert "11.03 08:00" in answer.text and "102" in answer.text and "103" in answer.text
+
+
+def test_out_of_hours_notice_once_per_closed_period(config):
+    first = _decide(config, now=EVENING)
+    assert _decide(config, now=NIGHT, first_message=False, last_out_of_hours=first.period) is None
+    next_night = datetime(2026, 3, 11, 22, tzinfo=MINSK)
+    assert _decide(config, now=next_night, first_message=False, last_out_of_hours=first.period) is not None
+
+
+def test_holiday_is_out_of_hours_and_opens_after_it(config):
+    answer = _decide(config, now=NEW_YEAR, language="be")
+    assert answer.kind == "out_of_hours" and "02.01 08:00" in answer.text
+
+
+def test_same_morning_opening_is_said_as_a_time(config):
+    answer = _decide(config, now=datetime(2026, 3, 10, 6, tzinfo=MINSK))
+    assert "08:00" in answer.text and "10.03" not in answer.text
+
+
+@pytest.mark.parametrize("flags", [{"robot": True}, {"backlog": True}])
+def test_robots_and_backlog_get_no_answer(config, flags):
+    assert _decide(config, **flags) is None
+    assert _decide(config, now=EVENING, **flags) is None
+
+
+def test_unknown_language_falls_back_to_the_first(config):
+    assert _decide(config, language="xx").text == config.auto_answers.acknowledgement["ru"]
