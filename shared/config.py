@@ -99,6 +99,24 @@ class CaseForm(_Strict):
     )
 
 
+class MailboxSpec(_Strict):
+    """One watched mailbox (docs/email.md). The password is never in the file: it is read
+    from the environment variable named by ``password_env``."""
+
+    line: str = Field(description="the line whose inbox this is")
+    organisation: str | None = Field(default=None, description="the organisation it belongs to, if one")
+    imap_host: str
+    imap_port: int = Field(default=993, ge=1, le=65535)
+    imap_tls: bool = Field(default=True, description="implicit TLS (IMAPS); off only on loopback")
+    user: str
+    password_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$", description="environment variable")
+    folder: str = "INBOX"
+    from_address: str | None = Field(default=None, description="From of replies; default: the line's email")
+    from_name: str | None = Field(default=None, description="display name of replies; '' for none")
+    reply_subject: str | None = Field(default=None, description="a fixed, neutral subject for replies")
+    send_per_minute: int | None = Field(default=None, ge=1, description="reply rate limit of this line")
+
+
 class HotlineConfig(_Strict):
     case_form: CaseForm = CaseForm()
     queue_policy: QueuePolicy = QueuePolicy()
@@ -111,6 +129,9 @@ class HotlineConfig(_Strict):
     organisations: dict[str, Organisation] = Field(min_length=1)
     lines: dict[str, Line] = Field(min_length=1)
     queues: dict[str, Queue] = Field(min_length=1)
+    mailboxes: dict[str, MailboxSpec] = Field(
+        default_factory=dict, description="mailboxes email_ingest watches, by name (besides its env one)"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -139,6 +160,11 @@ class HotlineConfig(_Strict):
             missing = [lang for lang in self.languages if lang not in texts]
             if missing:
                 raise ValueError(f"auto_answers.{kind}: no text for {', '.join(missing)}")
+        for mname, box in self.mailboxes.items():
+            if box.line not in self.lines:
+                raise ValueError(f"mailboxes.{mname}.line: unknown line {box.line!r}")
+            if box.organisation is not None and box.organisation not in self.organisations:
+                raise ValueError(f"mailboxes.{mname}.organisation: unknown organisation {box.organisation!r}")
         return self
 
     def queues_visible_to(self, organisation: str | None, lines: list[str]) -> list[str]:

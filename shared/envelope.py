@@ -43,6 +43,17 @@ class Envelope(BaseModel):
     v: int = 1
 
 
+class AttachmentRef(BaseModel):
+    """An attachment kept outside the broker (``mail_attachments``), referenced by id."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    filename: str
+    content_type: str
+    size: int
+    stored: bool = Field(description="false when it exceeded the size cap and only its facts were kept")
+
+
 class EmailFacts(BaseModel):
     """What the dispatcher needs of an e-mail's headers to thread it."""
 
@@ -52,6 +63,13 @@ class EmailFacts(BaseModel):
     references: list[str] = Field(default_factory=list)
     to: str | None = None
     auto_submitted: bool = False
+    # v1 minor additions (optional; older readers ignore them):
+    kind: Literal["person", "auto_reply", "bulk", "bounce"] = "person"
+    bounce_of: list[str] = Field(default_factory=list, description="Message-IDs a bounce reports on")
+    backlog: bool = Field(default=False, description="imported from a backlog: never auto-answered")
+    quoted: str = Field(default="", description="quoted history, folded by the console")
+    attachments: list[AttachmentRef] = Field(default_factory=list)
+    mailbox: str | None = Field(default=None, description="name of the mailbox it came from")
 
 
 class ChatFacts(BaseModel):

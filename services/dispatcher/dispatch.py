@@ -11,6 +11,12 @@ from __future__ import annotations
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.dispatcher import routing
+from services.dispatcher.email_threading import (
+    is_bounce_of_ours,
+    may_join,
+    references,
+    reply_tokens,
+)
 from services.store.repository import Repository, new_id, new_reply_token
 from shared import topology
 from shared.broker import Broker
@@ -52,6 +58,40 @@ class Dispatcher:
             "last_message_at": msg.received_at,
         }
 
+    async def _email_thread(self, msg: InboundMessage) -> dict[str, object] | None:
+        """The thread a mail continues, if it refers to us and comes from the thread's client."""
+        refs = references(msg)
+        thread = await self.repo.email_thread_by_reference(refs, reply_tokens(refs))
+        if thread is not None and not may_join(thread, msg):
+            log.info("email_thread_refused", message_id=msg.message_id, thread_id=thread["_id"])
+            return None
+        return thread
+
+    async def _bounce(self, msg: InboundMessage) -> bool:
+        """A delivery-status report about our replies: mark them failed so the consultant sees
+        it; the report itself is kept in the raw-mail store, not shown as a client message.
+        False when it names none of ours (then it is handled as an ordinary, robot, mail)."""
+        assert msg.email is not None
+        changed = await self.repo.mark_bounced(msg.email.bounce_of, msg.received_at, "bounced")
+        if not changed and not await self.repo.email_thread_by_reference(msg.email.bounce_of, []):
+            return False
+        for doc in changed:
+            thread = await self.repo.thread(doc["thread_id"])
+            if thread is None:
+                continue
+            event = ConsoleEvent(
+                name="MessageDelivered",
+                thread_id=thread["_id"],
+                at=utcnow(),
+                queue=thread["queue"],
+                line=thread["line"],
+                message_id=doc["_id"],
+                data={"status": "failed", "detail": "bounced"},
+            )
+            await self.broker.publish(event, topology.EVENTS, topology.event_key(event.name))
+        log.info("processed", message_id=msg.message_id, channel="email", bounce=True, marked=len(changed))
+        return True
+
     async def handle(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
         if not isinstance(envelope, InboundMessage):
             log.error("unexpected_envelope", kind=envelope.kind)
@@ -64,7 +104,9 @@ class Dispatcher:
             return
         existing = None
         if msg.channel is Channel.EMAIL:
-            existing = await self.repo.thread_for_email_reply(msg)
+            if is_bounce_of_ours(msg) and await self._bounce(msg):
+                return
+            existing = await self._email_thread(msg)
         if existing is None:
             existing = await self.repo.thread_by_key(routing.thread_key(msg))
         new_thread = self._new_thread(msg) if existing is None else {}

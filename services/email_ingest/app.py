@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pymongo.errors import PyMongoError
 
-from services.email_ingest.imap import ImapMetrics, MailboxWatcher
+from services.email_ingest.imap import ImapMetrics, MailboxWatcher, mailboxes_from
+from services.email_ingest.rawstore import RawStore
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.smtp import ReplySender, SmtpMetrics
 from shared import topology
@@ -23,6 +25,7 @@ from shared.mongo import make_client, ping
 
 def create_app(settings: EmailIngestSettings) -> web.Application:
     config = load_config(settings.config_path)
+    mailboxes = mailboxes_from(settings, config)  # refuses to start on a missing password
     registry = CollectorRegistry()
     health = Health(registry)
     app = web.Application(middlewares=[errors])
@@ -43,22 +46,29 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
             return broker.is_ready()
 
         health.add_check("broker", broker_ready)
-        watcher_task: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
+            raw = RawStore(db)
+            await retry_until_ready("database", raw.ensure_indexes, settings.startup_timeout, (PyMongoError,))
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             sender = ReplySender(settings, config, broker, db["smtp_sent"], SmtpMetrics(registry))
             await broker.consume(broker.topology.queues[topology.EMAIL_OUTBOUND.name], sender.handle)
-            watcher = MailboxWatcher(settings, broker, db["imap_cursors"], ImapMetrics(registry))
-            watcher_task = asyncio.create_task(watcher.run(), name="imap-watcher")
+            metrics = ImapMetrics(registry)
+            for box in mailboxes:
+                watcher = MailboxWatcher(box, settings, broker, db["imap_cursors"], raw, metrics)
+                tasks.append(asyncio.create_task(watcher.run(), name=f"imap-watcher {box.name}"))
             yield
-            # Stop intake first: the watcher, then the reply consumer, then drain.
-            watcher_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher_task
+            # Stop intake first: the watchers, then the reply consumer, then drain.
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
-            if watcher_task is not None and not watcher_task.done():
-                watcher_task.cancel()
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
             await broker.close()
             await client.close()
 

@@ -1,60 +1,179 @@
-"""Watching a line's mailbox over IMAP and handing each new mail to the broker.
+"""Watching the lines' mailboxes over IMAP and handing each new mail to the broker.
 
 Order of effects for one mail (so nothing is lost and nothing doubled):
 1. fetch it by UID (``BODY.PEEK[]``, so fetching alone changes nothing on the server);
-2. publish one InboundMessage and wait for the broker's confirm;
-3. flag it ``$HotlineIngested`` on the server and advance the cursor (UIDVALIDITY + last
-   UID) in the database.
-A crash between 2 and 3 re-publishes the mail with the same source id
-(mailbox/UIDVALIDITY/UID), which the dispatcher stores once.
+2. store the raw bytes once in ``mail_raw`` (key: mailbox + UIDVALIDITY + UID);
+3. parse it; a mail we cannot read is marked ``quarantined`` with the reason and goes no
+   further (an operator lists and replays it: ``python -m services.email_ingest.quarantine``);
+4. publish one InboundMessage and wait for the broker's confirm;
+5. flag it ``$HotlineIngested`` on the server (quarantined ones also ``$HotlineQuarantined``),
+   mark it ``published`` and advance the cursor (UIDVALIDITY + last UID) in the database.
+A crash between 2 and 5 fetches the mail again: its raw record says whether it was
+published; if not it is published again with the same source id, which the dispatcher
+stores once.
 
-New mail is found by UID, never by date (STYLE.md): the cursor says where to resume; a
-changed UIDVALIDITY starts from UID 1 again and relies on the keyword and the source id.
-IDLE (RFC 2177) pushes new mail; it is re-issued every ``idle_seconds`` and a watchdog
-treats a silent connection as dead.
+New mail is found by UID, never by date (STYLE.md): the cursor says where to resume. A
+changed UIDVALIDITY (RFC 3501 2.3.1.1) starts again from UID 1; mails whose bytes were
+already stored under the old UIDVALIDITY are recognised by their SHA-256 and only flagged.
+
+IDLE (RFC 2177) pushes new mail; it is re-issued every ``idle_seconds`` (well inside the
+29 minutes a server may allow) and each re-issue also polls. A server without IDLE is
+polled every ``poll_seconds``. Watchdog: every command, and the end of every IDLE, must
+answer within ``watchdog_seconds``, and a closed socket is noticed at once; otherwise the
+session is torn down and rebuilt with jittered exponential backoff.
+
+Failures are told apart: a refused login or folder waits the longest backoff and says so
+(an operator must act); a network failure reconnects quickly; a broker or database failure
+reconnects once they are back; a mail that does not parse is quarantined, never retried in
+a loop, never blocking the mailbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import ssl
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
 
+from aio_pika.exceptions import AMQPError
 from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH, Abort, CommandTimeout
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
 
-from services.email_ingest.mime import parse_mail
+from services.email_ingest.inbound import is_backlog, source_id_for, to_envelope
+from services.email_ingest.mime import Unparseable, parse_mail
+from services.email_ingest.rawstore import PUBLISHED, QUARANTINED, RawStore, fingerprint
 from services.email_ingest.settings import EmailIngestSettings
 from shared import topology
 from shared.broker import Broker
-from shared.envelope import Channel, EmailFacts, InboundMessage, message_id_for, utcnow
+from shared.config import ConfigError, HotlineConfig
+from shared.envelope import Channel, InboundMessage, utcnow
 from shared.logs import get_logger
 
 log = get_logger(__name__)
 
 KEYWORD = "$HotlineIngested"
+QUARANTINE_KEYWORD = "$HotlineQuarantined"
 _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _FETCH_UID = re.compile(rb"UID (\d+)")
+_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]{1,40})"')
+# A UID FETCH of bodies asks for at most this many bytes at once (besides fetch_batch).
+_FETCH_BYTES = 8 * 1024 * 1024
+
+T = TypeVar("T")
 
 
 class ImapAuthError(Exception):
     """The server refused our credentials: an operator must fix the settings."""
 
 
+class ImapMailboxError(Exception):
+    """The server refused to open the folder: it does not exist or we may not read it."""
+
+
 class ImapProtocolError(Exception):
     """The server answered a command with NO/BAD."""
+
+
+class ConnectionLost(Exception):
+    """The socket closed, or the watchdog saw no answer in time."""
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One watched mailbox. ``name`` keys its cursor and its mails' source ids."""
+
+    name: str
+    line: str
+    host: str
+    port: int
+    tls: bool
+    user: str
+    password: str
+    folder: str = "INBOX"
+
+
+def mailboxes_from(
+    settings: EmailIngestSettings, config: HotlineConfig, environ: Mapping[str, str] | None = None
+) -> list[Mailbox]:
+    """The mailboxes to watch: the one in the environment (if ``IMAP_USER`` is set) and those of
+    the configuration's ``mailboxes``. Raise ConfigError naming what is missing."""
+    env = os.environ if environ is None else environ
+    boxes: list[Mailbox] = []
+    if settings.imap_user:
+        if settings.imap_password is None:
+            raise ConfigError("EMAIL_INGEST_IMAP_PASSWORD: required when EMAIL_INGEST_IMAP_USER is set")
+        boxes.append(
+            Mailbox(
+                # Kept in this form: earlier versions keyed cursors and source ids by it.
+                name=f"{settings.imap_user}@{settings.imap_host}:{settings.imap_port}/{settings.imap_mailbox}",
+                line=settings.line,
+                host=settings.imap_host,
+                port=settings.imap_port,
+                tls=settings.imap_tls,
+                user=settings.imap_user,
+                password=settings.imap_password.get_secret_value(),
+                folder=settings.imap_mailbox,
+            )
+        )
+    for name, spec in config.mailboxes.items():
+        password = env.get(spec.password_env)
+        if not password:
+            raise ConfigError(
+                f"mailboxes.{name}.password_env: environment variable {spec.password_env} is not set"
+            )
+        boxes.append(
+            Mailbox(
+                name,
+                spec.line,
+                spec.imap_host,
+                spec.imap_port,
+                spec.imap_tls,
+                spec.user,
+                password,
+                spec.folder,
+            )
+        )
+    if not boxes:
+        raise ConfigError("no mailbox: set EMAIL_INGEST_IMAP_USER or add mailboxes to the configuration")
+    names = [b.name for b in boxes]
+    if len(set(names)) != len(names):
+        raise ConfigError("mailboxes: two mailboxes have the same name")
+    return boxes
 
 
 class ImapMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.ingested = Counter(
-            "hotline_mail_ingested_total", "Mails handed to the broker", registry=registry
+            "hotline_mail_ingested_total", "Mails handed to the broker", ["mailbox"], registry=registry
         )
-        self.refused = Counter("hotline_mail_refused_total", "Mails too large to ingest", registry=registry)
-        self.connected = Gauge("hotline_imap_connected", "1 while the IMAP session is up", registry=registry)
+        self.quarantined = Counter(
+            "hotline_mail_quarantined_total",
+            "Mails kept but not ingested, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.refetched = Counter(
+            "hotline_mail_refetched_total",
+            "Mails the server gave us again (after a crash or drop)",
+            registry=registry,
+        )
+        self.resync_skipped = Counter(
+            "hotline_mail_resync_skipped_total",
+            "Mails recognised as already ingested after a UIDVALIDITY change",
+            registry=registry,
+        )
+        self.connected = Gauge(
+            "hotline_imap_connected", "1 while the IMAP session is up", ["mailbox"], registry=registry
+        )
         self.reconnects = Counter(
             "hotline_imap_reconnects_total", "IMAP reconnects, by reason", ["reason"], registry=registry
         )
@@ -88,6 +207,28 @@ def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
     return out
 
 
+def parse_meta(lines: list[Any]) -> dict[int, tuple[int, datetime | None]]:
+    """uid -> (RFC822.SIZE, INTERNALDATE) from a ``UID FETCH (UID RFC822.SIZE INTERNALDATE)``."""
+    out: dict[int, tuple[int, datetime | None]] = {}
+    for line in lines:
+        if not isinstance(line, bytes | bytearray) or b"FETCH" not in line:
+            continue
+        uid, size = _FETCH_UID.search(line), _SIZE.search(line)
+        if uid is None or size is None:
+            continue
+        when = None
+        if (d := _INTERNALDATE.search(line)) is not None:
+            try:
+                when = datetime.strptime(d.group(1).decode(), "%d-%b-%Y %H:%M:%S %z")
+            except ValueError:
+                try:
+                    when = parsedate_to_datetime(d.group(1).decode())
+                except (ValueError, TypeError):
+                    when = None
+        out[int(uid.group(1))] = (int(size.group(1)), when)
+    return out
+
+
 def parse_search(lines: list[Any]) -> list[int]:
     """UIDs from an aioimaplib SEARCH response: the untagged ``* SEARCH`` line arrives with
     its keyword stripped (``b"3 7 12"``); the last line is the tagged completion."""
@@ -96,48 +237,104 @@ def parse_search(lines: list[Any]) -> list[int]:
     )
 
 
+def uid_set(uids: list[int]) -> str:
+    return ",".join(str(u) for u in uids)
+
+
+@dataclass
+class _Outcome:
+    uid: int
+    source_id: str
+    envelope: InboundMessage | None = None
+    quarantined: bool = False
+
+
 class MailboxWatcher:
     def __init__(
         self,
+        box: Mailbox,
         settings: EmailIngestSettings,
         broker: Broker,
         cursors: AsyncCollection[dict[str, Any]],
+        raw: RawStore,
         metrics: ImapMetrics,
     ) -> None:
+        self.box = box
         self.s = settings
         self.broker = broker
         self.cursors = cursors
+        self.raw = raw
         self.metrics = metrics
-        self.key = f"{settings.imap_user}@{settings.imap_host}:{settings.imap_port}/{settings.imap_mailbox}"
+        self.key = box.name
+        self._lost = asyncio.Event()
+        self._connected_once = False
 
     async def run(self) -> None:
         """Watch the mailbox until cancelled, reconnecting with jittered backoff."""
         delay = 1.0
         while True:
+            self._connected_once = False
+            reason = "network"
             try:
                 await self._session()
             except ImapAuthError:
+                reason = "auth"
                 log.error("imap_login_refused", mailbox=self.key)
-                self.metrics.reconnects.labels("auth").inc()
-                delay = self.s.reconnect_max_seconds
-            except (OSError, TimeoutError, Abort, CommandTimeout, ImapProtocolError) as exc:
+            except ImapMailboxError:
+                reason = "mailbox"
+                log.error("imap_folder_refused", mailbox=self.key, folder=self.box.folder)
+            except PyMongoError as exc:
+                reason = "database"
+                log.warning("imap_database_unavailable", mailbox=self.key, error=type(exc).__name__)
+            except AMQPError as exc:
+                reason = "broker"
+                log.warning("imap_broker_unavailable", mailbox=self.key, error=type(exc).__name__)
+            except (OSError, TimeoutError, Abort, CommandTimeout, ImapProtocolError, ConnectionLost) as exc:
                 log.warning("imap_connection_lost", mailbox=self.key, error=type(exc).__name__)
-                self.metrics.reconnects.labels("network").inc()
             finally:
-                self.metrics.connected.set(0)
+                self.metrics.connected.labels(self.key).set(0)
+            self.metrics.reconnects.labels(reason).inc()
+            if self._connected_once:
+                delay = 1.0  # the session worked: a fresh failure starts the backoff again
+            if reason in {"auth", "mailbox"}:
+                delay = self.s.reconnect_max_seconds  # retrying fast cannot fix a setting
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter, not crypto)
             delay = min(delay * 2, self.s.reconnect_max_seconds)
 
-    async def _session(self) -> None:
-        context = ssl.create_default_context() if self.s.imap_tls else None
-        imap = IMAP4(self.s.imap_host, self.s.imap_port, timeout=30, ssl_context=context)
+    async def _cmd(self, aw: Awaitable[T]) -> T:
+        """Run one IMAP command under the watchdog: a closed socket or a silence longer
+        than ``watchdog_seconds`` raises ConnectionLost instead of hanging."""
+        task = asyncio.ensure_future(aw)
+        lost = asyncio.ensure_future(self._lost.wait())
         try:
-            await imap.wait_hello_from_server()
-            if (await imap.login(self.s.imap_user, self.s.imap_password.get_secret_value())).result != "OK":
+            done, _ = await asyncio.wait(
+                {task, lost}, timeout=self.s.watchdog_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            lost.cancel()
+        if task in done:
+            return task.result()
+        task.cancel()
+        raise ConnectionLost("closed" if self._lost.is_set() else "watchdog")
+
+    async def _session(self) -> None:
+        context = ssl.create_default_context() if self.box.tls else None
+        self._lost = asyncio.Event()
+        lost = self._lost
+        imap = IMAP4(
+            self.box.host,
+            self.box.port,
+            timeout=self.s.watchdog_seconds,
+            ssl_context=context,
+            conn_lost_cb=lambda _exc: lost.set(),
+        )
+        try:
+            await self._cmd(imap.wait_hello_from_server())
+            if (await self._cmd(imap.login(self.box.user, self.box.password))).result != "OK":
                 raise ImapAuthError
-            selected = await imap.select(self.s.imap_mailbox)
+            selected = await self._cmd(imap.select(self.box.folder))
             if selected.result != "OK":
-                raise ImapProtocolError(f"SELECT {self.s.imap_mailbox} refused")
+                raise ImapMailboxError
             uidvalidity = next(
                 (
                     int(m.group(1))
@@ -146,31 +343,57 @@ class MailboxWatcher:
                 ),
                 0,
             )
-            self.metrics.connected.set(1)
+            self._connected_once = True
+            self.metrics.connected.labels(self.key).set(1)
             log.info("imap_connected", mailbox=self.key, uidvalidity=uidvalidity)
+            can_idle = "IDLE" in imap.protocol.capabilities
             while True:
                 await self._sync(imap, uidvalidity)
-                await self._idle(imap)
+                if can_idle:
+                    await self._idle(imap)
+                else:
+                    await self._poll_wait()
         finally:
             try:
-                await asyncio.wait_for(imap.logout(), 5)
+                await asyncio.wait_for(imap.logout(), 2)
             except (OSError, TimeoutError, Abort, CommandTimeout, asyncio.CancelledError):
                 pass
 
+    async def _poll_wait(self) -> None:
+        """The fallback for servers without IDLE: wait ``poll_seconds`` (or a lost socket)."""
+        try:
+            await asyncio.wait_for(self._lost.wait(), self.s.poll_seconds)
+        except TimeoutError:
+            return
+        raise ConnectionLost("closed")
+
     async def _idle(self, imap: IMAP4) -> None:
         """Wait for the server to push a change, at most ``idle_seconds``."""
-        idle = await imap.idle_start(timeout=self.s.idle_seconds)
-        # Watchdog: idle_start stops the wait after idle_seconds; if even that does not
-        # come back, the connection is dead and wait_for raises TimeoutError.
-        push = await imap.wait_server_push(timeout=self.s.idle_seconds + 30)
-        imap.idle_done()
-        await asyncio.wait_for(idle, 30)
+        idle = await self._cmd(imap.idle_start(timeout=self.s.idle_seconds))
+        push_task = asyncio.ensure_future(
+            imap.wait_server_push(timeout=self.s.idle_seconds + self.s.watchdog_seconds)
+        )
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            done, _ = await asyncio.wait({push_task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if push_task not in done:
+            push_task.cancel()
+            raise ConnectionLost("closed during IDLE")
+        push = push_task.result()  # TimeoutError here: not even idle_start's own DONE came back
+        if imap.has_pending_idle():
+            imap.idle_done()
+        # Watchdog: DONE must be answered promptly, or the connection is dead.
+        await self._cmd(asyncio.wait_for(idle, self.s.watchdog_seconds))
         if push != STOP_WAIT_SERVER_PUSH:
             log.debug("imap_push", mailbox=self.key)
 
-    async def _cursor(self, uidvalidity: int) -> int:
+    async def _cursor(self, uidvalidity: int) -> tuple[int, bool]:
+        """(last UID, resyncing): where to resume, and whether a UIDVALIDITY change happened."""
         doc = await self.cursors.find_one({"_id": self.key})
         if doc is None or doc.get("uidvalidity") != uidvalidity:
+            resync = doc is not None
             if doc is not None:
                 log.warning(
                     "imap_uidvalidity_changed", mailbox=self.key, old=doc.get("uidvalidity"), new=uidvalidity
@@ -178,77 +401,142 @@ class MailboxWatcher:
             # A new UIDVALIDITY makes old UIDs meaningless: start over from UID 1.
             await self.cursors.replace_one(
                 {"_id": self.key},
-                {"uidvalidity": uidvalidity, "last_uid": 0, "updated_at": utcnow()},
+                {"uidvalidity": uidvalidity, "last_uid": 0, "resync": resync, "updated_at": utcnow()},
                 upsert=True,
             )
-            return 0
-        return int(doc.get("last_uid", 0))
+            return 0, resync
+        return int(doc.get("last_uid", 0)), bool(doc.get("resync"))
 
     async def _sync(self, imap: IMAP4, uidvalidity: int) -> None:
-        last_uid = await self._cursor(uidvalidity)
-        found = await imap.uid_search(f"UID {last_uid + 1}:*", "UNKEYWORD", KEYWORD, charset=None)
+        last_uid, resync = await self._cursor(uidvalidity)
+        found = await self._cmd(imap.uid_search(f"UID {last_uid + 1}:*", "UNKEYWORD", KEYWORD, charset=None))
         if found.result != "OK":
             raise ImapProtocolError("UID SEARCH refused")
-        uids = parse_search(found.lines)
         # "n:*" always includes the highest UID, even below n (RFC 3501 6.4.8).
-        for uid in (u for u in uids if u > last_uid):
-            await self._ingest_one(imap, uidvalidity, uid)
+        uids = [u for u in parse_search(found.lines) if u > last_uid]
+        for start in range(0, len(uids), self.s.fetch_batch):
+            await self._batch(imap, uidvalidity, uids[start : start + self.s.fetch_batch], resync)
 
-    async def _ingest_one(self, imap: IMAP4, uidvalidity: int, uid: int) -> None:
-        size_resp = await imap.uid("fetch", str(uid), "(RFC822.SIZE)")
-        size_match = re.search(
-            rb"RFC822\.SIZE (\d+)",
-            b" ".join(bytes(line) for line in size_resp.lines if isinstance(line, bytes | bytearray)),
-        )
-        source_id = f"imap:{self.key}:{uidvalidity}:{uid}"
-        if size_match and int(size_match.group(1)) > self.s.max_mail_bytes:
-            # Never parse what we cannot afford to; flagged so it does not block the mailbox.
-            log.error("mail_too_large", uid=uid, size=int(size_match.group(1)))
-            self.metrics.refused.inc()
-            await self._done(imap, uidvalidity, uid)
+    async def _batch(self, imap: IMAP4, uidvalidity: int, uids: list[int], resync: bool) -> None:
+        meta_resp = await self._cmd(imap.uid("fetch", uid_set(uids), "(UID RFC822.SIZE INTERNALDATE)"))
+        if meta_resp.result != "OK":
+            raise ImapProtocolError("UID FETCH (sizes) refused")
+        meta = parse_meta(meta_resp.lines)
+        outcomes: list[_Outcome] = []
+        wanted: list[list[int]] = [[]]
+        size_sum = 0
+        for uid in uids:
+            if uid not in meta:
+                continue  # expunged meanwhile
+            size = meta[uid][0]
+            if size > self.s.max_mail_bytes:
+                # Never fetch what we cannot afford to keep; recorded, flagged, left on the server.
+                source_id = source_id_for(self.key, uidvalidity, uid)
+                await self.raw.record_too_large(source_id, self.key, uidvalidity, uid, size)
+                self.metrics.quarantined.labels("too_large").inc()
+                log.error("mail_quarantined", mailbox=self.key, uid=uid, reason="too_large", size=size)
+                outcomes.append(_Outcome(uid, source_id, quarantined=True))
+                continue
+            if size_sum + size > _FETCH_BYTES and wanted[-1]:
+                wanted.append([])
+                size_sum = 0
+            wanted[-1].append(uid)
+            size_sum += size
+        for group in (g for g in wanted if g):
+            resp = await self._cmd(imap.uid("fetch", uid_set(group), "(UID BODY.PEEK[])"))
+            if resp.result != "OK":
+                raise ImapProtocolError("UID FETCH refused")
+            for uid, raw in parse_fetch(resp.lines):
+                outcomes.append(await self._prepare(uidvalidity, uid, raw, meta[uid][1], resync))
+        publish = [o.envelope for o in outcomes if o.envelope is not None]
+        results = await asyncio.gather(*(self._publish(e) for e in publish), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # nothing of this batch is flagged: it is fetched again
+        done = sorted(o.uid for o in outcomes)
+        if not done:
             return
-        resp = await imap.uid("fetch", str(uid), "(UID BODY.PEEK[])")
-        fetched = parse_fetch(resp.lines)
-        if resp.result != "OK" or not fetched:
-            raise ImapProtocolError(f"UID FETCH {uid} gave nothing")
-        raw = fetched[0][1]
-        mail = parse_mail(raw)
-        message_id = message_id_for(source_id)
-        envelope = InboundMessage(
-            message_id=message_id,
-            source_id=source_id,
-            channel=Channel.EMAIL,
-            line=self.s.line,
-            received_at=utcnow(),
-            sender=mail.from_address,
-            text=mail.text,
-            subject=mail.subject,
-            html=mail.html,
-            email=EmailFacts(
-                header_message_id=mail.message_id,
-                in_reply_to=mail.in_reply_to,
-                references=mail.references,
-                to=mail.to,
-                auto_submitted=mail.auto_submitted,
-            ),
+        quarantined = sorted(o.uid for o in outcomes if o.quarantined)
+        await self._flag(imap, done, KEYWORD)
+        if quarantined:
+            await self._flag(imap, quarantined, QUARANTINE_KEYWORD)
+        if publish:
+            await self.raw.raw.update_many(
+                {"_id": {"$in": [e.source_id for e in publish]}, "status": {"$ne": QUARANTINED}},
+                {"$set": {"status": PUBLISHED, "updated_at": utcnow()}},
+            )
+        await self.cursors.update_one(
+            {"_id": self.key},
+            {"$set": {"uidvalidity": uidvalidity, "updated_at": utcnow()}, "$max": {"last_uid": max(done)}},
+            upsert=True,
         )
+        for envelope in publish:
+            self.metrics.ingested.labels(self.key).inc()
+            log.info(
+                "mail_ingested",
+                mailbox=self.key,
+                message_id=envelope.message_id,
+                backlog=bool(envelope.email and envelope.email.backlog),
+            )
+
+    async def _prepare(
+        self, uidvalidity: int, uid: int, raw: bytes, internaldate: datetime | None, resync: bool
+    ) -> _Outcome:
+        """Store one fetched mail and make its envelope (or quarantine it)."""
+        source_id = source_id_for(self.key, uidvalidity, uid)
+        if resync and await self.raw.seen_under_other_uidvalidity(self.key, fingerprint(raw), uidvalidity):
+            self.metrics.resync_skipped.inc()
+            return _Outcome(uid, source_id)
+        stored = await self.raw.store(source_id, self.key, uidvalidity, uid, raw, internaldate)
+        if not stored.created:
+            self.metrics.refetched.inc()
+            if stored.doc.get("status") == PUBLISHED:
+                return _Outcome(uid, source_id)
+            if stored.doc.get("status") == QUARANTINED:
+                return _Outcome(uid, source_id, quarantined=True)
+        reason = None
+        try:
+            mail = parse_mail(raw)
+        except Unparseable as exc:
+            reason = exc.reason
+        except Exception as exc:
+            # A parser bug on one mail must not block the mailbox: keep it, say why, move on.
+            reason = f"parser_error:{type(exc).__name__}"
+        else:
+            if not mail.from_address:
+                reason = "no_sender"
+        if reason is not None:
+            await self.raw.mark(source_id, QUARANTINED, reason)
+            self.metrics.quarantined.labels(reason.split(":")[0]).inc()
+            log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=len(raw))
+            return _Outcome(uid, source_id, quarantined=True)
+        attachments = await self.raw.store_attachments(
+            source_id, mail.attachments, self.s.max_attachment_bytes
+        )
+        now = utcnow()
+        envelope = to_envelope(
+            mail,
+            source_id=source_id,
+            line=self.box.line,
+            mailbox=self.key,
+            now=now,
+            internaldate=internaldate,
+            backlog=is_backlog(internaldate, now, self.s.backlog_after_seconds),
+            attachments=attachments,
+        )
+        return _Outcome(uid, source_id, envelope=envelope)
+
+    async def _publish(self, envelope: InboundMessage) -> None:
         await self.broker.publish(
             envelope,
             topology.INBOUND,
-            topology.inbound_key(Channel.EMAIL, self.s.line),
-            message_id=message_id,
-            headers={"channel": Channel.EMAIL.value, "line": self.s.line},
+            topology.inbound_key(Channel.EMAIL, envelope.line),
+            message_id=envelope.message_id,
+            headers={"channel": Channel.EMAIL.value, "line": envelope.line},
         )
-        await self._done(imap, uidvalidity, uid)
-        self.metrics.ingested.inc()
-        log.info("mail_ingested", message_id=message_id, uid=uid, size=len(raw))
 
-    async def _done(self, imap: IMAP4, uidvalidity: int, uid: int) -> None:
-        stored = await imap.uid("store", str(uid), "+FLAGS.SILENT", f"({KEYWORD} \\Seen)")
+    async def _flag(self, imap: IMAP4, uids: list[int], keyword: str) -> None:
+        flags = f"({keyword} \\Seen)" if keyword == KEYWORD else f"({keyword})"
+        stored = await self._cmd(imap.uid("store", uid_set(uids), "+FLAGS.SILENT", flags))
         if stored.result != "OK":
-            raise ImapProtocolError(f"UID STORE {uid} refused")
-        await self.cursors.update_one(
-            {"_id": self.key},
-            {"$set": {"uidvalidity": uidvalidity, "updated_at": utcnow()}, "$max": {"last_uid": uid}},
-            upsert=True,
-        )
+            raise ImapProtocolError("UID STORE refused")

@@ -3,22 +3,38 @@
 The standard library's parser with the modern policy does the MIME work; HTML is
 sanitised with nh3 (no scripts, no event handlers, no remote images: only the tags and
 attributes a reader needs) before it leaves this module.
+
+What this module decides, and why:
+- a mail is *quarantined* (:class:`Unparseable`) rather than half-read when its structure
+  is beyond what we afford (too many parts, nesting too deep, headers too large): the raw
+  bytes are kept by the caller, an operator sees the reason and can replay it;
+- robots are classified (:func:`classify`): RFC 3834 ``Auto-Submitted``, ``Precedence``,
+  list headers and RFC 3464 delivery-status reports are never answered automatically;
+- attachments are returned as bytes for the caller to store outside the broker;
+- quoted history is split from the new text (:func:`split_quoted`) so the console folds it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import policy
-from email.message import EmailMessage, MIMEPart
+from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
-from email.utils import getaddresses
+from email.utils import getaddresses, parsedate_to_datetime
 
 import nh3
 
 # Message-IDs in In-Reply-To / References: bounded, no nested brackets, so no backtracking.
 _MSGID = re.compile(r"<[^<>\s]{1,250}>")
 _MAX_REFS = 50
+# Structure we refuse to walk (QUALITY.md 3: 10,000 parts, deep nesting, huge headers).
+MAX_PARTS = 500
+MAX_DEPTH = 20
+MAX_HEADER_BYTES = 256 * 1024
+# Text we keep per mail; the raw mail stays whole in the raw-mail store.
+MAX_TEXT_CHARS = 200_000
 
 _ALLOWED_TAGS = {
     "p",
@@ -50,6 +66,27 @@ _ALLOWED_TAGS = {
     "h4",
 }
 
+# Kinds of mail (see classify): only "person" may ever get an automatic answer.
+PERSON = "person"
+AUTO_REPLY = "auto_reply"
+BULK = "bulk"
+BOUNCE = "bounce"
+
+
+class Unparseable(ValueError):
+    """The mail cannot be read within our limits; ``reason`` is a short code for operators."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
 
 @dataclass(frozen=True)
 class ParsedMail:
@@ -62,6 +99,12 @@ class ParsedMail:
     references: list[str] = field(default_factory=list)
     to: str | None = None
     auto_submitted: bool = False
+    kind: str = PERSON
+    bounce_of: list[str] = field(default_factory=list)
+    bounce_action: str | None = None
+    quoted: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    date: datetime | None = None
 
 
 def sanitise_html(html: str) -> str:
@@ -84,62 +127,233 @@ def _ids(value: object) -> list[str]:
     return _MSGID.findall(str(value or ""))[:_MAX_REFS]
 
 
-def _header(msg: EmailMessage, name: str) -> str | None:
+def _header(msg: Message, name: str) -> str | None:
     try:
         value = msg.get(name)
-    except (ValueError, IndexError):  # a header the parser could not make sense of
+    except (ValueError, IndexError, TypeError, LookupError, AttributeError):
+        # A header the parser could not make sense of (bad RFC 2047 word, broken address).
         return None
     return None if value is None else str(value)
 
 
-def is_automatic(msg: EmailMessage) -> bool:
-    """RFC 3834 auto-replies, bulk/list mail and delivery reports are never answered."""
+def _one_line(value: str) -> str:
+    return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+# --- robots ---------------------------------------------------------------------------------
+
+
+def classify(msg: EmailMessage) -> str:
+    """person, auto_reply, bulk or bounce.
+
+    RFC 3834 5: any ``Auto-Submitted`` other than ``no`` is automatic; ``Precedence``
+    bulk/junk/list (RFC 2076, de facto) and ``List-Id``/``List-Unsubscribe`` (RFC 2919,
+    2369) mark list mail; a ``multipart/report`` with ``report-type=delivery-status``
+    (RFC 3464) is a bounce, as is mail from the null sender's usual names.
+    """
+    if msg.get_content_type() == "multipart/report":
+        return BOUNCE
     auto = (_header(msg, "Auto-Submitted") or "no").strip().lower()
     precedence = (_header(msg, "Precedence") or "").strip().lower()
-    return (
-        auto != "no"
-        or precedence in {"bulk", "junk", "list", "auto_reply"}
-        or msg.get_content_type() == "multipart/report"
+    if auto != "no" or precedence == "auto_reply" or _header(msg, "X-Autoreply") is not None:
+        return AUTO_REPLY
+    if (
+        precedence in {"bulk", "junk", "list"}
         or _header(msg, "List-Id") is not None
-    )
+        or _header(msg, "List-Unsubscribe") is not None
+    ):
+        return BULK
+    return PERSON
+
+
+def is_automatic(msg: EmailMessage) -> bool:
+    """RFC 3834 auto-replies, bulk/list mail and delivery reports are never answered."""
+    return classify(msg) != PERSON
+
+
+_ACTION = re.compile(r"(?im)^action:\s*([a-z]{1,20})")
+
+
+def _bounce_facts(msg: EmailMessage) -> tuple[list[str], str | None]:
+    """(Message-IDs of the mail that bounced, RFC 3464 action) from a delivery report."""
+    refs: list[str] = []
+    action: str | None = None
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype == "message/delivery-status":
+            body = part.as_string() if isinstance(part, Message) else ""
+            if m := _ACTION.search(body):
+                action = m.group(1).lower()
+        elif ctype in {"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"}:
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                refs += _ids(_header(payload[0], "Message-ID"))
+            else:
+                text = payload if isinstance(payload, str) else ""
+                inner = BytesParser(policy=policy.default).parsebytes(
+                    text.encode("utf-8", "replace"), headersonly=True
+                )
+                refs += _ids(_header(inner, "Message-ID"))
+    return refs[:_MAX_REFS], action
+
+
+# --- quoted history ---------------------------------------------------------------------------
+
+# Lines that introduce quoted history in the mailers hotline clients use (Gmail, Outlook,
+# Yandex, Mail.ru, Apple Mail), in English, Russian and Belarusian. Anchored, bounded.
+_ATTRIBUTION = re.compile(
+    r"(?i)^(?:"
+    r"-{2,}\s*(?:original message|исходное сообщение|пересылаемое сообщение|forwarded message)\s*-{2,}"
+    r"|on .{1,300} wrote:"
+    r"|.{1,300}\s(?:пишет|написал|написала|напісаў|напісала):"
+    r"|from:\s.{1,300}"
+    r"|от:\s.{1,300}"
+    r")\s*$"
+)
+
+
+def split_quoted(text: str) -> tuple[str, str]:
+    """(new text, quoted history). The history starts at the first attribution line or
+    at the first run of ``>`` lines that continues to the end (ignoring blank lines and a
+    signature marker). When everything looks quoted, it is all new text."""
+    lines = text.split("\n")
+    cut = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if len(stripped) <= 400 and _ATTRIBUTION.match(stripped):
+            cut = i
+            break
+        if stripped.startswith(">") and all(
+            not rest.strip() or rest.lstrip().startswith(">") for rest in lines[i:]
+        ):
+            cut = i
+            break
+    if cut is None:
+        return text, ""
+    new, quoted = "\n".join(lines[:cut]).strip(), "\n".join(lines[cut:]).strip()
+    return (new, quoted) if new else (text, "")
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+
+def decode_undeclared(payload: bytes) -> str:
+    """Bytes whose charset is missing or lying: UTF-8 if valid, else windows-1251 (the
+    usual undeclared 8-bit of Russian and Belarusian mail), never an exception."""
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return payload.decode("cp1251", "replace")
 
 
 def _decode_part(part: MIMEPart) -> str:
     try:
         content = part.get_content()
-    except (LookupError, UnicodeError, AssertionError):
-        # Unknown or lying charset: keep the text readable rather than lose the mail.
-        payload = part.get_payload(decode=True)
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+    except (LookupError, UnicodeError, AssertionError, ValueError):
+        content = None
+    if isinstance(content, str) and "\ufffd" not in content:
+        return content
+    # Unknown or lying charset, or undeclared 8-bit: keep the text readable, never lose the mail.
+    payload = part.get_payload(decode=True)
+    return decode_undeclared(payload) if isinstance(payload, bytes) else (content or "")
+
+
+def _check_structure(msg: EmailMessage, raw: bytes) -> None:
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    if len(head) > MAX_HEADER_BYTES:
+        raise Unparseable("headers_too_large")
+    parts = 0
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if parts > MAX_PARTS:
+            raise Unparseable("too_many_parts")
+        if depth > MAX_DEPTH:
+            raise Unparseable("nesting_too_deep")
+        if part.is_multipart():
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                stack.extend((p, depth + 1) for p in payload if isinstance(p, Message))
+
+
+def _filename(part: MIMEPart) -> str:
+    try:
+        name = part.get_filename() or ""
+    except (ValueError, LookupError, TypeError):
+        name = ""
+    # A name for display only, never a path: no directories, no control characters.
+    name = re.sub(r"[\x00-\x1f\x7f/\\]", "_", name).strip()[:200]
+    return name or "attachment"
+
+
+def _attachments(msg: EmailMessage) -> list[Attachment]:
+    out: list[Attachment] = []
+    for part in msg.iter_attachments():
+        if not isinstance(part, MIMEPart):
+            continue
+        ctype = part.get_content_type()
+        if part.is_multipart() or ctype.startswith("message/"):
+            data = part.as_bytes(policy=policy.SMTP) if ctype.startswith("message/") else b""
+        else:
+            payload = part.get_payload(decode=True)
+            data = payload if isinstance(payload, bytes) else b""
+        out.append(Attachment(_filename(part), ctype, data))
+    return out
 
 
 def parse_mail(raw: bytes) -> ParsedMail:
+    """Everything the gateway needs of one mail. Raises :class:`Unparseable` (with a reason
+    an operator can read) for mail beyond our limits; never anything else for bad input."""
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
+    _check_structure(msg, raw)
     from_header = _header(msg, "From") or ""
-    addresses = [a for _, a in getaddresses([from_header]) if a]
-    to_addresses = [a for _, a in getaddresses([_header(msg, "To") or ""]) if a]
+    try:
+        addresses = [a for _, a in getaddresses([from_header]) if a and "@" in a]
+        to_addresses = [a for _, a in getaddresses([_header(msg, "To") or ""]) if a]
+    except (ValueError, IndexError, TypeError):
+        addresses, to_addresses = [], []
     text = ""
     html = None
-    plain = msg.get_body(preferencelist=("plain",))
-    rich = msg.get_body(preferencelist=("html",))
+    kind = classify(msg)
+    try:
+        plain = msg.get_body(preferencelist=("plain",))
+        rich = msg.get_body(preferencelist=("html",))
+        attachments = [] if kind == BOUNCE else _attachments(msg)
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise Unparseable(f"mime_structure:{type(exc).__name__}") from None
     if rich is not None:
-        html = sanitise_html(_decode_part(rich))
+        html = sanitise_html(_decode_part(rich)[:MAX_TEXT_CHARS])
     if plain is not None:
-        text = _decode_part(plain)
+        text = _decode_part(plain)[:MAX_TEXT_CHARS]
     elif html is not None:
         text = html_to_text(html)
+    text = text.replace("\r\n", "\n").strip()
+    new_text, quoted = split_quoted(text)
+    bounce_of, action = _bounce_facts(msg) if kind == BOUNCE else ([], None)
     mids = _ids(_header(msg, "Message-ID"))
     subject = _header(msg, "Subject")
+    date = None
+    try:
+        date_header = _header(msg, "Date")
+        date = parsedate_to_datetime(date_header) if date_header else None
+    except (ValueError, TypeError, IndexError):
+        date = None
     return ParsedMail(
-        from_address=addresses[0] if addresses else "",
-        subject=subject.replace("\r", " ").replace("\n", " ") if subject else None,
-        text=text.strip(),
+        from_address=_one_line(addresses[0]) if addresses else "",
+        subject=_one_line(subject) if subject else None,
+        text=new_text,
         html=html,
         message_id=mids[0] if mids else None,
         in_reply_to=_ids(_header(msg, "In-Reply-To")),
         references=_ids(_header(msg, "References")),
-        to=to_addresses[0] if to_addresses else None,
-        auto_submitted=is_automatic(msg),
+        to=_one_line(to_addresses[0]) if to_addresses else None,
+        auto_submitted=kind != PERSON,
+        kind=kind,
+        bounce_of=bounce_of,
+        bounce_action=action,
+        quoted=quoted,
+        attachments=attachments,
+        date=date,
     )

@@ -11,6 +11,8 @@ mailer shows one mail.
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Any
@@ -29,35 +31,88 @@ from shared.logs import get_logger
 
 log = get_logger(__name__)
 
-ATTEMPTS = 4
-
 
 def _one_line(value: str) -> str:
     # CR/LF must never reach a header (header injection); the policy also refuses them.
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
 
-def build_reply(out: OutboundMessage, from_address: str, from_name: str) -> EmailMessage:
-    """The reply mail: our Message-ID, threaded to the client's last mail."""
+def build_reply(
+    out: OutboundMessage, from_address: str, from_name: str, fixed_subject: str | None = None
+) -> EmailMessage:
+    """The reply mail: our Message-ID, threaded to the client's last mail.
+
+    ``fixed_subject`` replaces "Re: <client's subject>" with a neutral subject, for lines
+    whose clients may read mail on a watched device.
+    """
     mail = EmailMessage()
     mail["From"] = formataddr((_one_line(from_name), from_address)) if from_name else from_address
     mail["To"] = _one_line(out.recipient)
-    subject = _one_line(out.subject or "")
-    if subject and not subject.lower().startswith("re:"):
-        subject = f"Re: {subject}"
+    if fixed_subject is not None:
+        subject = _one_line(fixed_subject)
+    else:
+        subject = _one_line(out.subject or "")
+        if subject and not subject.lower().startswith("re:"):
+            subject = f"Re: {subject}"
     mail["Subject"] = subject or "Re:"
     mail["Date"] = format_datetime(out.sent_at)
     if out.email_message_id:
-        mail["Message-ID"] = out.email_message_id
+        mail["Message-ID"] = _one_line(out.email_message_id)
     if out.in_reply_to:
-        mail["In-Reply-To"] = out.in_reply_to
-    refs = [r for r in out.references if r]
+        mail["In-Reply-To"] = _one_line(out.in_reply_to)
+    refs = [_one_line(r) for r in out.references if r]
     if refs:
         mail["References"] = " ".join(refs)
     # Replies from a hotline are written by a person: RFC 3834 says mark nothing; no
     # read-receipt or tracking headers are ever added (QUALITY.md 4).
     mail.set_content(out.text)
     return mail
+
+
+@dataclass(frozen=True)
+class Identity:
+    """How a line's replies look and how fast they may leave."""
+
+    from_address: str
+    from_name: str
+    subject: str | None
+    per_minute: int
+
+
+def identity_for(line: str, settings: EmailIngestSettings, config: HotlineConfig) -> Identity:
+    """The line's mailbox in the configuration wins, then the line's address, then the settings."""
+    spec = next((m for m in config.mailboxes.values() if m.line == line), None)
+    line_spec = config.lines.get(line)
+    return Identity(
+        from_address=(spec.from_address if spec else None)
+        or (line_spec.email if line_spec else None)
+        or settings.from_address,
+        from_name=spec.from_name if spec and spec.from_name is not None else settings.from_name,
+        subject=(spec.reply_subject if spec else None) or settings.reply_subject,
+        per_minute=(spec.send_per_minute if spec else None) or settings.send_per_minute,
+    )
+
+
+class RateLimiter:
+    """A token bucket per line: up to ``per_minute`` sends in a burst, refilled evenly.
+
+    Pure: the caller passes the clock and sleeps for the returned delay, so providers'
+    per-mailbox limits are respected without a timer in here.
+    """
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.tokens = self.capacity
+        self.at: float | None = None
+
+    def reserve(self, now: float) -> float:
+        """Take one send; return how many seconds to wait before it may happen."""
+        if self.at is not None:
+            self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        self.tokens -= 1
+        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
 class SmtpMetrics:
@@ -67,6 +122,9 @@ class SmtpMetrics:
         )
         self.failures = Counter(
             "hotline_smtp_failures_total", "SMTP failures, by kind", ["kind"], registry=registry
+        )
+        self.throttled = Counter(
+            "hotline_smtp_throttled_total", "Sends delayed by the per-line rate limit", registry=registry
         )
 
 
@@ -86,18 +144,22 @@ class ReplySender:
         broker: Broker,
         sent: AsyncCollection[dict[str, Any]],
         metrics: SmtpMetrics,
-        retry_base: float = 1.0,
     ) -> None:
         self.s = settings
         self.sent = sent
         self.config = config
         self.broker = broker
         self.metrics = metrics
-        self.retry_base = retry_base
+        self.limiters: dict[str, RateLimiter] = {}
+        self._lock = asyncio.Lock()
 
-    def _from_address(self, line: str) -> str:
-        spec = self.config.lines.get(line)
-        return (spec.email if spec and spec.email else None) or self.s.from_address
+    async def _wait_turn(self, line: str, per_minute: int) -> None:
+        limiter = self.limiters.setdefault(line, RateLimiter(per_minute))
+        async with self._lock:  # reservations in arrival order
+            delay = limiter.reserve(time.monotonic())
+        if delay > 0:
+            self.metrics.throttled.inc()
+            await asyncio.sleep(delay)
 
     async def _send(self, mail: EmailMessage) -> None:
         await aiosmtplib.send(
@@ -141,9 +203,12 @@ class ReplySender:
 
     async def _deliver(self, out: OutboundMessage) -> tuple[DeliveryStatus, str]:
         """Hand the mail to the SMTP server, retrying temporary failures with backoff."""
-        mail = build_reply(out, self._from_address(out.line), self.s.from_name)
+        who = identity_for(out.line, self.s, self.config)
+        mail = build_reply(out, who.from_address, who.from_name, who.subject)
         status, detail = DeliveryStatus.FAILED, "not sent"
-        for attempt in range(1, ATTEMPTS + 1):
+        attempts = self.s.smtp_attempts
+        for attempt in range(1, attempts + 1):
+            await self._wait_turn(out.line, who.per_minute)
             try:
                 await self._send(mail)
             except aiosmtplib.SMTPResponseException as exc:
@@ -160,6 +225,6 @@ class ReplySender:
                 status, detail = DeliveryStatus.SENT, "accepted by SMTP server"
                 self.metrics.sent.inc()
                 break
-            if attempt < ATTEMPTS:
-                await asyncio.sleep(self.retry_base * 2 ** (attempt - 1))
+            if attempt < attempts:
+                await asyncio.sleep(self.s.smtp_retry_seconds * 2 ** (attempt - 1))
         return status, detail

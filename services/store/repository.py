@@ -106,6 +106,34 @@ class Repository:
             return None
         return thread
 
+    async def email_thread_by_reference(self, refs: list[str], tokens: list[str]) -> Doc | None:
+        """The thread one of our replies (named in ``refs``) belongs to, else the thread whose
+        reply token is in ``tokens``. Who may join it is the caller's decision."""
+        if refs:
+            ours = await self.messages.find_one(
+                {"email_message_id": {"$in": refs[:50]}, "direction": "out"}, {"thread_id": 1}
+            )
+            if ours is not None:
+                return await self.thread(ours["thread_id"])
+        if tokens:
+            return await self.threads.find_one({"reply_token": {"$in": tokens[:50]}, "channel": "email"})
+        return None
+
+    async def mark_bounced(self, email_message_ids: list[str], at: datetime, detail: str) -> list[Doc]:
+        """Mark our replies named by a delivery-status report as failed, even if the SMTP server
+        had accepted them (a bounce comes later). Returns the messages changed."""
+        changed: list[Doc] = []
+        cursor = self.messages.find({"email_message_id": {"$in": email_message_ids[:50]}, "direction": "out"})
+        async for doc in cursor:
+            updated = await self.messages.find_one_and_update(
+                {"_id": doc["_id"], "delivery.bounced": {"$ne": True}},
+                {"$set": {"delivery": {"status": "failed", "at": at, "detail": detail, "bounced": True}}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is not None:
+                changed.append(updated)
+        return changed
+
     async def accept_inbound(self, msg: InboundMessage, thread_doc: Doc | None, new_thread: Doc) -> Accepted:
         """Store ``msg`` in ``thread_doc`` (or in ``new_thread``, created if its key is new).
 
@@ -129,6 +157,12 @@ class Repository:
         }
         if msg.email is not None:
             doc["email_message_id"] = msg.email.header_message_id
+            # E-mail extras: quoted history (folded by the console), attachments (by id),
+            # and whether a robot or a backlog import sent it (never auto-answered).
+            doc["quoted"] = msg.email.quoted or None
+            doc["attachments"] = [a.model_dump() for a in msg.email.attachments]
+            doc["email_kind"] = msg.email.kind
+            doc["backlog"] = msg.email.backlog
         stored = True
         try:
             await self.messages.insert_one(doc)

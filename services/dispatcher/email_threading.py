@@ -1,0 +1,65 @@
+"""Pure e-mail threading decisions (PRODUCT.md 3.1). No I/O.
+
+A mail joins an existing thread only when both hold:
+1. it refers to us: one of its In-Reply-To/References is one of our reply Message-IDs, or
+   carries the thread's reply token (our Message-IDs are ``<message id>.<token>@<domain>``,
+   so the token survives a mailer that keeps only the last reference, and replies whose
+   message record is gone);
+2. it comes from the thread's client (the address compared case-insensitively).
+Anything else starts a new thread. Subjects never merge anything: two strangers writing
+"Help" must never share a thread.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from shared.envelope import InboundMessage
+
+# <32 hex>.<token_urlsafe(12): 16 chars>@domain, as written by Repository.add_reply.
+_OURS = re.compile(r"^<[0-9a-f]{32}\.([A-Za-z0-9_-]{16})@[^<>@\s]{1,200}>$")
+
+
+def references(msg: InboundMessage) -> list[str]:
+    if msg.email is None:
+        return []
+    return [*msg.email.in_reply_to, *msg.email.references]
+
+
+def reply_tokens(refs: list[str]) -> list[str]:
+    """The reply tokens carried by those references that look like our Message-IDs."""
+    out: list[str] = []
+    for ref in refs:
+        m = _OURS.match(ref)
+        if m and m.group(1) not in out:
+            out.append(m.group(1))
+    return out
+
+
+def same_sender(thread: dict[str, Any], sender: str) -> bool:
+    address = str((thread.get("client") or {}).get("address") or "")
+    return bool(address) and address.casefold() == sender.casefold()
+
+
+def may_join(thread: dict[str, Any] | None, msg: InboundMessage) -> bool:
+    """Whether ``msg`` (which refers to ``thread``) may join it: only from the thread's client,
+    and only within the same channel and line."""
+    return (
+        thread is not None
+        and thread.get("channel") == msg.channel.value
+        and thread.get("line") == msg.line
+        and same_sender(thread, msg.sender)
+    )
+
+
+def may_answer_automatically(msg: InboundMessage) -> bool:
+    """No automatic answer to robots (RFC 3834 5: auto-replies, bounces, list and bulk mail)
+    nor to mail imported from a backlog: answering those makes loops or wakes old threads."""
+    if msg.email is None:
+        return True
+    return msg.email.kind == "person" and not msg.email.auto_submitted and not msg.email.backlog
+
+
+def is_bounce_of_ours(msg: InboundMessage) -> bool:
+    return msg.email is not None and msg.email.kind == "bounce" and bool(msg.email.bounce_of)
