@@ -54,7 +54,7 @@ def service_env(
     }
     extra: dict[str, dict[str, str]] = {
         "store": {"COOKIE_SECURE": "false", "MESSAGE_ID_DOMAIN": urls.mail_domain},
-        "dispatcher": {},
+        "dispatcher": {"MESSAGE_ID_DOMAIN": urls.mail_domain},
         "chat_ingest": {},
         "email_ingest": {
             "LINE": line,
@@ -95,11 +95,15 @@ class ServiceProcesses:
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, env: dict[str, str], *, detach: bool = False) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, env: dict[str, str], *, detach: bool = False, replica: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start service ``name``; ``replica`` names a second process of the same service."""
+        key = replica or name
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Only what a service needs: PATH, the locale and its own settings.
         base = {k: v for k, v in os.environ.items() if k in {"PATH", "LANG", "LC_ALL", "HOME", "TZ"}}
-        with open(self.log_dir / f"{name}.log", "ab") as log:
+        with open(self.log_dir / f"{key}.log", "ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{name}"],
                 cwd=self.root,
@@ -108,7 +112,7 @@ class ServiceProcesses:
                 stderr=subprocess.STDOUT,
                 start_new_session=detach,
             )
-        self.procs[name] = proc
+        self.procs[key] = proc
         return proc
 
     def wait_ready(self, ports: dict[str, int], timeout: float = 60) -> None:

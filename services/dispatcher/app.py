@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,6 +12,7 @@ from pymongo.errors import PyMongoError
 
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.sweeper import Sweeper
 from services.store.repository import Repository
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
@@ -48,9 +51,15 @@ def create_app(settings: DispatcherSettings) -> web.Application:
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
-            dispatcher = Dispatcher(repo, broker, config)
+            dispatcher = Dispatcher(repo, broker, config, settings.message_id_domain)
             await broker.consume(broker.topology.queues[topology.DISPATCHER_INBOUND.name], dispatcher.handle)
+            sweeper = asyncio.create_task(
+                Sweeper(repo, broker, config).run(settings.sweep_seconds), name="sweeper"
+            )
             yield
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
             await broker.close()

@@ -1,23 +1,27 @@
-"""Handling one inbound message: find or create its thread, store it, announce it.
+"""Handling one inbound message: find or create its thread, store it, decide its urgency
+and automatic answer, announce it.
 
 Ack policy: the broker module acks only after :meth:`Dispatcher.handle` returns, i.e.
-after the database writes. A redelivered message finds its thread (unique key) and its
-message (unique source id) already there and changes nothing; the console event is
-published again, which consoles treat as a refresh, never as a new message.
+after the database writes and the publishes. A redelivered message finds its thread
+(unique key) and its message (unique source id) already there and changes nothing; an
+automatic answer is keyed by thread, kind and closed period, so it is stored and sent once;
+the console event is published again, which consoles treat as a refresh, never as a new
+message.
 """
 
 from __future__ import annotations
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from services.dispatcher import routing
+from services.dispatcher import autoanswer, priority, routing
 from services.dispatcher.email_threading import (
     is_bounce_of_ours,
     may_join,
     references,
     reply_tokens,
 )
-from services.store.repository import Repository, new_id, new_reply_token
+from services.store.outbound import publish_outbound
+from services.store.repository import Doc, Repository, new_id, new_reply_token
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
@@ -28,14 +32,22 @@ log = get_logger(__name__)
 
 
 class Dispatcher:
-    def __init__(self, repo: Repository, broker: Broker, config: HotlineConfig) -> None:
+    def __init__(
+        self,
+        repo: Repository,
+        broker: Broker,
+        config: HotlineConfig,
+        message_id_domain: str = "hotline.invalid",
+    ) -> None:
         self.repo = repo
         self.broker = broker
         self.config = config
+        self.message_id_domain = message_id_domain
 
     def _new_thread(self, msg: InboundMessage) -> dict[str, object]:
         region = msg.chat.region if msg.chat else None
-        queue = routing.choose_queue(self.config, msg.line, region)
+        topic = msg.chat.topic if msg.chat else None
+        queue = routing.choose_queue(self.config, msg.line, region, topic)
         now = utcnow()
         return {
             "_id": new_id(),
@@ -45,14 +57,15 @@ class Dispatcher:
             "queue": queue,
             "organisations": self.config.queues[queue].organisations,
             "status": "waiting",
-            "priority": 0,
+            "priority": priority.priority(self.config, msg.line, topic, msg.text),
             "client": {"address": msg.sender},
             "subject": msg.subject,
             "language": msg.chat.language if msg.chat else None,
             "region": region,
-            "topic": msg.chat.topic if msg.chat else None,
+            "topic": topic,
             "reply_token": new_reply_token(),
             "assignee": None,
+            "claim_seq": 0,
             "created_at": now,
             "waiting_since": msg.received_at,
             "last_message_at": msg.received_at,
@@ -112,6 +125,14 @@ class Dispatcher:
         new_thread = self._new_thread(msg) if existing is None else {}
         accepted = await self.repo.accept_inbound(msg, existing, new_thread)
         thread = accepted.thread
+        if not accepted.thread_created and thread["status"] == "waiting":
+            urgency = priority.priority(self.config, msg.line, None, msg.text)
+            if urgency > thread.get("priority", 0):
+                # Danger said in a later message still moves the conversation up.
+                await self.repo.bump_priority(thread["_id"], urgency)
+        if accepted.message_stored and (accepted.thread_created or accepted.reopened):
+            await self.repo.record_event(thread["_id"], "ThreadQueued", queue=thread["queue"])
+        await self._auto_answer(msg, thread)
         log.info(
             "processed",
             message_id=msg.message_id,
@@ -132,3 +153,24 @@ class Dispatcher:
             message_id=msg.message_id,
         )
         await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
+
+    async def _auto_answer(self, msg: InboundMessage, thread: Doc) -> None:
+        auto = thread.get("auto") or {}
+        email = msg.email
+        answer = autoanswer.decide(
+            self.config,
+            line=thread["line"],
+            language=thread.get("language"),
+            now=msg.received_at,
+            first_message="acknowledgement" not in auto,
+            last_out_of_hours=auto.get("out_of_hours"),
+            robot=bool(email and email.auto_submitted),
+            backlog=bool(email and getattr(email, "backlog", False)),
+        )
+        if answer is None:
+            return
+        source_id = f"auto:{thread['_id']}:{answer.kind}:{answer.period}"
+        doc, _ = await self.repo.add_outbound(thread, "bot", answer.text, source_id, self.message_id_domain)
+        await publish_outbound(self.broker, self.repo, thread, doc)
+        await self.repo.set_auto_answered(thread["_id"], answer.kind, answer.period)
+        log.info("auto_answered", thread_id=thread["_id"], kind=answer.kind, message_id=doc["_id"])

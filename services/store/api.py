@@ -15,12 +15,13 @@ from typing import Any
 from aiohttp import web
 
 from services.store.auth import COOKIE, LoginThrottle, Sessions, User, csrf_ok
+from services.store.outbound import publish_outbound
 from services.store.repository import Doc, Repository
 from services.store.settings import StoreSettings
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
-from shared.envelope import Channel, ConsoleEvent, OutboundMessage, utcnow
+from shared.envelope import ConsoleEvent, utcnow
 from shared.http import Handler, problem
 from shared.logs import get_logger
 
@@ -97,16 +98,23 @@ class ConsultantApi:
             raise web.HTTPNotFound(text="no such thread")
         return user, thread
 
-    async def _event(self, name: str, thread: Doc, **data: Any) -> None:
+    async def _event(self, name: str, thread: Doc, by: str | None = None, **data: Any) -> None:
+        """Record a fact about a thread (for reports) and announce it to live consoles."""
+        await self.repo.record_event(thread["_id"], name, by, **data)
         event = ConsoleEvent(
             name=name,
             thread_id=thread["_id"],
             at=utcnow(),
             queue=thread["queue"],
             line=thread["line"],
-            data=data,
+            data={"by": by, **data},
         )
         await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
+
+    async def _full_channels(self, user: User) -> list[str]:
+        counts = await self.repo.active_counts(user.login)
+        capacity = self.config.queue_policy.capacity
+        return [ch for ch, cap in capacity.items() if counts.get(ch, 0) >= cap]
 
     # --- routes ---------------------------------------------------------------------------
 
@@ -155,6 +163,10 @@ class ConsultantApi:
         if status not in {"available", "away", "offline"}:
             return problem(422, "status must be available, away or offline")
         await self.repo.consultants.update_one({"_id": user.login}, {"$set": {"status": status}})
+        if status == "offline":
+            # Nobody is left holding a conversation for a consultant who is not there.
+            for thread in await self.repo.release_all(user.login):
+                await self._event("ThreadReleased", thread, user.login, reason="offline")
         return web.json_response({"status": status})
 
     async def queues(self, request: web.Request) -> web.Response:
@@ -190,20 +202,69 @@ class ConsultantApi:
         queue = request.match_info["queue"]
         if queue not in self.visible_queues(user):
             return problem(404, "no such queue")
-        thread = await self.repo.claim_next(queue, user.login)
+        full = await self._full_channels(user)
+        thread = await self.repo.claim_next(queue, user.login, full)
         if thread is None:
+            if full and await self.repo.threads.count_documents({"queue": queue, "status": "waiting"}):
+                return problem(
+                    409, "At capacity", "you hold as many conversations as you may: " + ", ".join(full)
+                )
             return web.Response(status=204)
         log.info("thread_claimed", thread_id=thread["_id"], consultant=user.login)
-        await self._event("ThreadClaimed", thread, assignee=user.login)
+        await self._event("ThreadClaimed", thread, user.login, assignee=user.login)
         return web.json_response(thread_view(thread))
 
     async def claim(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
+        if thread.get("assignee") != user.login and thread["channel"] in await self._full_channels(user):
+            return problem(
+                409, "At capacity", f"you hold as many {thread['channel']} conversations as you may"
+            )
         claimed = await self.repo.claim(thread["_id"], user.login)
         if claimed is None:
             return problem(409, "Someone else holds this thread, or it is closed")
-        await self._event("ThreadClaimed", claimed, assignee=user.login)
+        await self._event("ThreadClaimed", claimed, user.login, assignee=user.login)
         return web.json_response(thread_view(claimed))
+
+    async def release(self, request: web.Request) -> web.Response:
+        user, thread = await self._thread(request)
+        holder = None if user.role in {"supervisor", "admin"} else user.login
+        released = await self.repo.release(thread["_id"], holder)
+        if released is None:
+            return problem(
+                409, "Only the consultant holding an active thread (or a supervisor) can release it"
+            )
+        await self._event("ThreadReleased", released, user.login, reason="released")
+        return web.json_response(thread_view(released))
+
+    async def note(self, request: web.Request) -> web.Response:
+        user, thread = await self._thread(request)
+        text = (await self._json(request)).get("text")
+        if not isinstance(text, str) or not text.strip():
+            return problem(422, "text is required")
+        doc = await self.repo.add_note(thread, user.login, text)
+        await self._event("NoteAdded", thread, user.login, message_id=doc["_id"])
+        return web.json_response(_jsonable(doc), status=201)
+
+    async def transfer(self, request: web.Request) -> web.Response:
+        user, thread = await self._thread(request)
+        body = await self._json(request)
+        queue, note = body.get("queue"), body.get("note")
+        if not isinstance(queue, str) or queue not in self.config.queues:
+            return problem(422, "queue must name a queue of the configuration")
+        if note is not None and not isinstance(note, str):
+            return problem(422, "note must be text")
+        is_supervisor = user.role in {"supervisor", "admin"}
+        if not is_supervisor and not (thread["status"] == "active" and thread.get("assignee") == user.login):
+            return problem(409, "Claim the thread before transferring it")
+        target = self.config.queues[queue]
+        moved = await self.repo.transfer(thread["_id"], queue, target.organisations, target.line)
+        if moved is None:
+            return problem(409, "A closed thread cannot be transferred")
+        if note and note.strip():
+            await self.repo.add_note(moved, user.login, note)
+        await self._event("ThreadTransferred", moved, user.login, from_queue=thread["queue"], to_queue=queue)
+        return web.json_response(thread_view(moved))
 
     async def thread(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
@@ -224,11 +285,9 @@ class ConsultantApi:
         if thread["status"] != "active" or thread.get("assignee") != user.login:
             return problem(409, "Claim the thread before replying")
         doc, created = await self.repo.add_reply(thread, user.login, text, key, self.s.message_id_domain)
-        if not doc.get("published"):
-            # A retried request whose first attempt stored the reply but failed to publish it
-            # publishes it now; one that was published is not sent again.
-            await self._publish_reply(thread, doc)
-            await self.repo.mark_published(doc["_id"])
+        # A retried request whose first attempt stored the reply but failed to publish it
+        # publishes it now; one that was published is not sent again.
+        await publish_outbound(self.broker, self.repo, thread, doc)
         log.info(
             "reply_accepted",
             thread_id=thread["_id"],
@@ -237,28 +296,8 @@ class ConsultantApi:
             created=created,
         )
         if created:
-            await self._event("MessageSent", thread, message_id=doc["_id"])
+            await self._event("MessageSent", thread, user.login, message_id=doc["_id"])
         return web.json_response(_jsonable(doc), status=202)
-
-    async def _publish_reply(self, thread: Doc, doc: Doc) -> None:
-        email = thread.get("email") or {}
-        channel = Channel(thread["channel"])
-        out = OutboundMessage(
-            message_id=doc["_id"],
-            thread_id=thread["_id"],
-            channel=channel,
-            line=thread["line"],
-            recipient=thread["client"]["address"],
-            text=doc["text"],
-            sent_at=doc["created_at"],
-            subject=thread.get("subject"),
-            email_message_id=doc.get("email_message_id"),
-            in_reply_to=email.get("last_client_message_id"),
-            references=list(email.get("references", [])),
-        )
-        await self.broker.publish(
-            out, topology.OUTBOUND, topology.outbound_key(channel, thread["line"]), message_id=doc["_id"]
-        )
 
     async def close(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
@@ -271,7 +310,7 @@ class ConsultantApi:
         closed = await self.repo.close(thread["_id"], user.login, case)
         if closed is None:
             return problem(409, "Only the consultant holding an active thread can close it")
-        await self._event("ThreadClosed", closed)
+        await self._event("ThreadClosed", closed, user.login)
         return web.json_response(thread_view(closed))
 
     def add_routes(self, app: web.Application) -> None:
@@ -287,3 +326,6 @@ class ConsultantApi:
         r.add_get("/api/threads/{id}", self.thread)
         r.add_post("/api/threads/{id}/messages", self.reply)
         r.add_post("/api/threads/{id}/close", self.close)
+        r.add_post("/api/threads/{id}/release", self.release)
+        r.add_post("/api/threads/{id}/notes", self.note)
+        r.add_post("/api/threads/{id}/transfer", self.transfer)

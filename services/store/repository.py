@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -27,6 +27,11 @@ from pymongo.errors import DuplicateKeyError
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
 
 Doc = dict[str, Any]
+
+
+# How long a claim may stay half-done (claim stored, thread not yet updated) before others
+# complete it: far longer than the two writes take, far shorter than a client's patience.
+STALE_CLAIM_SECONDS = 10
 
 
 def new_id() -> str:
@@ -50,6 +55,8 @@ class Repository:
         self.messages: AsyncCollection[Doc] = db["messages"]
         self.consultants: AsyncCollection[Doc] = db["consultants"]
         self.sessions: AsyncCollection[Doc] = db["sessions"]
+        self.thread_events: AsyncCollection[Doc] = db["thread_events"]
+        self.claims: AsyncCollection[Doc] = db["claims"]
 
     async def ensure_indexes(self) -> None:
         await self.threads.create_index([("key", ASCENDING)], unique=True, name="key_unique")
@@ -68,6 +75,10 @@ class Repository:
         )
         await self.messages.create_index([("email_message_id", ASCENDING)], name="email_mid")
         await self.sessions.create_index([("expires_at", ASCENDING)], name="expiry")
+        await self.thread_events.create_index(
+            [("thread_id", ASCENDING), ("at", ASCENDING)], name="thread_events"
+        )
+        await self.threads.create_index([("assignee", ASCENDING), ("status", ASCENDING)], name="held")
 
     # --- threads -----------------------------------------------------------------------
 
@@ -153,7 +164,10 @@ class Repository:
             "text": msg.text,
             "html": msg.html,
             "subject": msg.subject,
-            "created_at": msg.received_at,
+            # Stored time orders a thread: a source's own time (a mail's arrival on the IMAP
+            # server, to the second) can fall before an answer the gateway already sent.
+            "created_at": utcnow(),
+            "received_at": msg.received_at,
         }
         if msg.email is not None:
             doc["email_message_id"] = msg.email.header_message_id
@@ -226,28 +240,195 @@ class Repository:
             }
         return summary
 
-    async def claim_next(self, queue: str, login: str) -> Doc | None:
-        """Atomically hand the highest-priority, longest-waiting thread of ``queue`` to ``login``."""
-        now = utcnow()
-        return await self.threads.find_one_and_update(
-            {"queue": queue, "status": "waiting"},
-            {"$set": {"status": "active", "assignee": login, "claimed_at": now, "updated_at": now}},
-            sort=[("priority", DESCENDING), ("waiting_since", ASCENDING)],
-            return_document=ReturnDocument.AFTER,
-        )
+    async def active_counts(self, login: str) -> dict[str, int]:
+        """How many active threads ``login`` holds, per channel."""
+        counts: dict[str, int] = {}
+        async for t in self.threads.find({"status": "active", "assignee": login}, {"channel": 1}):
+            counts[t["channel"]] = counts.get(t["channel"], 0) + 1
+        return counts
+
+    async def claim_next(self, queue: str, login: str, full_channels: list[str] | None = None) -> Doc | None:
+        """Hand the highest-priority, longest-waiting thread of ``queue`` to ``login``.
+
+        ``full_channels``: channels in which ``login`` is at capacity; their threads are passed
+        over so the consultant gets the next one they can take.
+        """
+        query: Doc = {"queue": queue, "status": "waiting"}
+        if full_channels:
+            query["channel"] = {"$nin": full_channels}
+        for _ in range(5):  # others may take the candidates first; look again a few times
+            cursor = (
+                self.threads.find(query)
+                .sort([("priority", DESCENDING), ("waiting_since", ASCENDING)])
+                .limit(20)
+            )
+            candidates = [t async for t in cursor]
+            if not candidates:
+                return None
+            for thread in candidates:
+                claimed = await self._take(thread, login)
+                if claimed is not None:
+                    return claimed
+        return None
 
     async def claim(self, thread_id: str, login: str) -> Doc | None:
         """Claim one thread; None when someone else holds it or it is closed."""
+        thread = await self.thread(thread_id)
+        if thread is None:
+            return None
+        if thread["status"] == "active" and thread.get("assignee") == login:
+            return thread
+        if thread["status"] != "waiting":
+            return None
+        return await self._take(thread, login)
+
+    async def _take(self, thread: Doc, login: str) -> Doc | None:
+        """Make ``login`` the holder of ``thread`` (read as waiting), or None if another won.
+
+        Who holds a thread is decided by a unique insert, not by a conditional update: the
+        n-th claim of a thread is the document ``claims/<thread>:<n>``, and only one insert
+        of it can succeed. That holds on every MongoDB-compatible server, including those
+        whose conditional updates are not atomic under concurrency (FerretDB v1 is one).
+        """
+        seq = int(thread.get("claim_seq", 0)) + 1
         now = utcnow()
+        try:
+            await self.claims.insert_one(
+                {"_id": f"{thread['_id']}:{seq}", "thread_id": thread["_id"], "login": login, "at": now}
+            )
+        except DuplicateKeyError:
+            await self._complete_stale_claim(thread, seq)
+            return None
         return await self.threads.find_one_and_update(
+            {"_id": thread["_id"]},
             {
-                "_id": thread_id,
-                "$or": [{"status": "waiting"}, {"assignee": login}],
-                "status": {"$ne": "closed"},
+                "$set": {
+                    "status": "active",
+                    "assignee": login,
+                    "claim_seq": seq,
+                    "claimed_at": now,
+                    "updated_at": now,
+                }
             },
-            {"$set": {"status": "active", "assignee": login, "claimed_at": now, "updated_at": now}},
             return_document=ReturnDocument.AFTER,
         )
+
+    async def _complete_stale_claim(self, thread: Doc, seq: int) -> None:
+        """A claim whose winner died before updating the thread would block it forever: after
+        a grace period, anyone who finds it completes it for its winner (the claim time-out
+        then gives the thread back if they never answer)."""
+        claim = await self.claims.find_one({"_id": f"{thread['_id']}:{seq}"})
+        if claim is None or claim["at"] > utcnow() - timedelta(seconds=STALE_CLAIM_SECONDS):
+            return
+        # Threads stored before claims were counted have no claim_seq: null matches them.
+        previous: Any = seq - 1 if seq > 1 else {"$in": [0, None]}
+        await self.threads.update_one(
+            {"_id": thread["_id"], "claim_seq": previous, "status": "waiting"},
+            {
+                "$set": {
+                    "status": "active",
+                    "assignee": claim["login"],
+                    "claim_seq": seq,
+                    "claimed_at": claim["at"],
+                }
+            },
+        )
+
+    async def release(self, thread_id: str, holder: str | None = None) -> Doc | None:
+        """Give an active thread back to its queue (by its holder, or by anyone when None).
+
+        It keeps its place: ``waiting_since`` is not reset, so it is taken again first.
+        """
+        query: Doc = {"_id": thread_id, "status": "active"}
+        if holder is not None:
+            query["assignee"] = holder
+        return await self.threads.find_one_and_update(
+            query,
+            {"$set": {"status": "waiting", "assignee": None, "updated_at": utcnow()}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def release_all(self, login: str) -> list[Doc]:
+        """Every thread ``login`` holds goes back to its queue (they went offline)."""
+        released = []
+        async for t in self.threads.find({"status": "active", "assignee": login}, {"_id": 1}):
+            doc = await self.release(t["_id"], login)
+            if doc is not None:
+                released.append(doc)
+        return released
+
+    async def transfer(self, thread_id: str, queue: str, organisations: list[str], line: str) -> Doc | None:
+        """Move an open thread to another queue (possibly another organisation), waiting."""
+        return await self.threads.find_one_and_update(
+            {"_id": thread_id, "status": {"$ne": "closed"}},
+            {
+                "$set": {
+                    "queue": queue,
+                    "organisations": organisations,
+                    "line": line,
+                    "status": "waiting",
+                    "assignee": None,
+                    "updated_at": utcnow(),
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def bump_priority(self, thread_id: str, priority: int) -> None:
+        await self.threads.update_one({"_id": thread_id}, {"$max": {"priority": priority}})
+
+    async def release_unanswered(self, claimed_before: datetime) -> list[Doc]:
+        """Active threads claimed before ``claimed_before`` whose holder has not replied since
+        go back to their queue. Each update is conditional, so replicas sweeping at once
+        release a thread once."""
+        released = []
+        query: Doc = {"status": "active", "claimed_at": {"$lt": claimed_before}}
+        async for t in self.threads.find(query, {"claimed_at": 1, "last_reply_at": 1, "assignee": 1}):
+            replied = t.get("last_reply_at")
+            if replied is not None and replied >= t["claimed_at"]:
+                continue
+            doc = await self.threads.find_one_and_update(
+                {
+                    "_id": t["_id"],
+                    "status": "active",
+                    "assignee": t["assignee"],
+                    "claimed_at": t["claimed_at"],
+                },
+                {"$set": {"status": "waiting", "assignee": None, "updated_at": utcnow()}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                released.append(doc)
+        return released
+
+    async def escalate_waiting_crises(
+        self, waiting_before: datetime, urgent: int, escalated: int
+    ) -> list[Doc]:
+        """Urgent threads waiting since before ``waiting_before`` are raised to ``escalated``."""
+        out = []
+        query: Doc = {"status": "waiting", "priority": urgent, "waiting_since": {"$lt": waiting_before}}
+        async for t in self.threads.find(query, {"_id": 1}):
+            doc = await self.threads.find_one_and_update(
+                {"_id": t["_id"], "status": "waiting", "priority": urgent},
+                {"$set": {"priority": escalated, "escalated_at": utcnow()}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                out.append(doc)
+        return out
+
+    async def record_event(self, thread_id: str, name: str, by: str | None = None, **data: Any) -> None:
+        """Keep a fact about a thread with its time, for wait and response-time reports."""
+        await self.thread_events.insert_one(
+            {"_id": new_id(), "thread_id": thread_id, "name": name, "at": utcnow(), "by": by, "data": data}
+        )
+
+    async def thread_history(self, thread_id: str) -> list[Doc]:
+        cursor = self.thread_events.find({"thread_id": thread_id}).sort("at", ASCENDING)
+        return [e async for e in cursor]
+
+    async def set_auto_answered(self, thread_id: str, kind: str, period: str) -> None:
+        await self.threads.update_one({"_id": thread_id}, {"$set": {f"auto.{kind}": period}})
 
     async def close(self, thread_id: str, login: str, case: Doc) -> Doc | None:
         now = utcnow()
@@ -275,14 +456,27 @@ class Repository:
         self, thread: Doc, login: str, text: str, idempotency_key: str, email_domain: str
     ) -> tuple[Doc, bool]:
         """Store a consultant's reply once per (consultant, Idempotency-Key); (doc, created)."""
+        doc, created = await self.add_outbound(
+            thread, f"consultant:{login}", text, f"reply:{login}:{idempotency_key}", email_domain
+        )
+        if created:
+            await self.threads.update_one(
+                {"_id": thread["_id"]}, {"$set": {"last_reply_at": doc["created_at"]}}
+            )
+        return doc, created
+
+    async def add_outbound(
+        self, thread: Doc, author: str, text: str, source_id: str, email_domain: str
+    ) -> tuple[Doc, bool]:
+        """Store an outbound message once per ``source_id``; (doc, created)."""
         message_id = new_id()
         now = utcnow()
         doc: Doc = {
             "_id": message_id,
-            "source_id": f"reply:{login}:{idempotency_key}",
+            "source_id": source_id,
             "thread_id": thread["_id"],
             "direction": "out",
-            "author": f"consultant:{login}",
+            "author": author,
             "channel": thread["channel"],
             "text": text,
             "created_at": now,
@@ -295,13 +489,26 @@ class Repository:
         try:
             await self.messages.insert_one(doc)
         except DuplicateKeyError:
-            existing = await self.messages.find_one({"source_id": doc["source_id"]})
+            existing = await self.messages.find_one({"source_id": source_id})
             assert existing is not None
             return existing, False
-        await self.threads.update_one(
-            {"_id": thread["_id"]}, {"$set": {"updated_at": now, "last_reply_at": now}}
-        )
+        await self.threads.update_one({"_id": thread["_id"]}, {"$set": {"updated_at": now}})
         return doc, True
+
+    async def add_note(self, thread: Doc, login: str, text: str) -> Doc:
+        """An internal note: shown to consultants, never sent to the client."""
+        doc: Doc = {
+            "_id": new_id(),
+            "source_id": f"note:{new_id()}",
+            "thread_id": thread["_id"],
+            "direction": "note",
+            "author": f"consultant:{login}",
+            "channel": thread["channel"],
+            "text": text,
+            "created_at": utcnow(),
+        }
+        await self.messages.insert_one(doc)
+        return doc
 
     async def mark_published(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})
@@ -334,6 +541,109 @@ class Repository:
 
     async def delete_session(self, token_hash: str) -> None:
         await self.sessions.delete_one({"_id": token_hash})
+
+
+class ChatRepository:
+    """What chat_ingest reads and writes: chat sessions, a client's waiting replies, queue
+    positions, Telegram chat choices and processed Telegram updates.
+
+    Threads and messages stay the dispatcher's and the store's to write; chat_ingest only
+    reads them, through the same collections and rules as :class:`Repository`.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.threads: AsyncCollection[Doc] = db["threads"]
+        self.messages: AsyncCollection[Doc] = db["messages"]
+        self.sessions: AsyncCollection[Doc] = db["chat_sessions"]
+        self.telegram_chats: AsyncCollection[Doc] = db["telegram_chats"]
+        self.telegram_updates: AsyncCollection[Doc] = db["telegram_updates"]
+
+    # --- web chat sessions ---------------------------------------------------------------
+
+    async def create_session(self, session_id: str, facts: Doc) -> None:
+        """Remember a started chat (its line and pre-chat choices) so any replica can resume it."""
+        await self.sessions.insert_one({"_id": session_id, **facts, "started_at": utcnow(), "ended": False})
+
+    async def session(self, session_id: str) -> Doc | None:
+        """A chat that was started and not ended; None for an unknown or ended token."""
+        return await self.sessions.find_one({"_id": session_id, "ended": False})
+
+    async def end_session(self, session_id: str) -> None:
+        """The client ended the chat: its token can never resume it again."""
+        await self.sessions.update_one({"_id": session_id}, {"$set": {"ended": True, "ended_at": utcnow()}})
+
+    async def thread_by_key(self, key: str) -> Doc | None:
+        return await self.threads.find_one({"key": key})
+
+    async def thread(self, thread_id: str) -> Doc | None:
+        return await self.threads.find_one({"_id": thread_id})
+
+    async def waiting_replies(self, thread_id: str) -> list[Doc]:
+        """Replies to the client not yet shown to them, oldest first (the resume backlog)."""
+        cursor = self.messages.find(
+            {
+                "thread_id": thread_id,
+                "direction": "out",
+                "delivery.status": {"$ne": DeliveryStatus.SENT.value},
+            }
+        ).sort("created_at", ASCENDING)
+        return [m async for m in cursor]
+
+    async def position(self, thread: Doc) -> int | None:
+        """1-based place of a waiting thread in its queue, in the order "next" hands them out
+        (priority, then longest waiting); None when it is not waiting."""
+        if thread.get("status") != "waiting":
+            return None
+        priority = thread.get("priority", 0)
+        ahead = await self.threads.count_documents(
+            {
+                "queue": thread["queue"],
+                "status": "waiting",
+                "_id": {"$ne": thread["_id"]},
+                "$or": [
+                    {"priority": {"$gt": priority}},
+                    {"priority": priority, "waiting_since": {"$lt": thread["waiting_since"]}},
+                ],
+            }
+        )
+        return ahead + 1
+
+    # --- Telegram -------------------------------------------------------------------------
+
+    async def telegram_chat(self, key: str) -> Doc:
+        return await self.telegram_chats.find_one({"_id": key}) or {"_id": key}
+
+    async def set_telegram_chat(self, key: str, fields: Doc) -> None:
+        await self.telegram_chats.update_one({"_id": key}, {"$set": fields}, upsert=True)
+
+    async def begin_update(self, update_key: str, stale_after: float) -> str:
+        """Claim a Telegram update for processing: ``new`` (go on), ``done`` (a redelivery of one
+        that was handled: answer 200 and do nothing) or ``busy`` (another request handles it
+        now). A claim older than ``stale_after`` seconds was abandoned and is taken over."""
+        now = utcnow()
+        try:
+            await self.telegram_updates.insert_one({"_id": update_key, "state": "busy", "at": now})
+            return "new"
+        except DuplicateKeyError:
+            pass
+        taken = await self.telegram_updates.find_one_and_update(
+            {
+                "_id": update_key,
+                "state": "busy",
+                "at": {"$lt": datetime.fromtimestamp(now.timestamp() - stale_after, now.tzinfo)},
+            },
+            {"$set": {"at": now}},
+        )
+        if taken is not None:
+            return "new"
+        doc = await self.telegram_updates.find_one({"_id": update_key})
+        return "done" if doc is not None and doc.get("state") == "done" else "busy"
+
+    async def finish_update(self, update_key: str) -> None:
+        await self.telegram_updates.update_one({"_id": update_key}, {"$set": {"state": "done"}})
+
+    async def abandon_update(self, update_key: str) -> None:
+        await self.telegram_updates.delete_one({"_id": update_key, "state": "busy"})
 
 
 def new_reply_token() -> str:

@@ -136,3 +136,32 @@ class Mailbox:
             return await asyncio.wait_for(loop(), within)
         finally:
             await imap.logout()
+
+
+class Frames:
+    """Reads a chat socket: ``next(type)`` returns the next frame of that type, keeping every
+    frame read in ``seen`` (so a test can check what else arrived, e.g. position updates)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+        self._pending: list[dict[str, Any]] = []
+
+    async def next(self, kind: str, sender: str | None = None, within: float = 15) -> dict[str, Any]:
+        def wanted(f: dict[str, Any]) -> bool:
+            return f.get("type") == kind and (sender is None or f.get("from") == sender)
+
+        for f in self._pending:
+            if wanted(f):
+                self._pending.remove(f)
+                return f
+
+        async def loop() -> dict[str, Any]:
+            while True:
+                frame = await self.ws.receive_json()
+                self.seen.append(frame)
+                if wanted(frame):
+                    return frame
+                self._pending.append(frame)
+
+        return await asyncio.wait_for(loop(), within)

@@ -11,7 +11,7 @@ from email.parser import BytesParser
 import aiohttp
 
 from tests.conftest import Gateway
-from tests.integration.helpers import Consultant, Mailbox, mail, new_message_id
+from tests.integration.helpers import Consultant, Frames, Mailbox, mail, new_message_id
 
 
 async def test_mail_becomes_a_thread_and_the_reply_threads_back(gateway: Gateway) -> None:
@@ -53,7 +53,12 @@ async def test_mail_becomes_a_thread_and_the_reply_threads_back(gateway: Gateway
 
         status, thread = await anna.call("GET", f"/api/threads/{thread_id}")
         assert status == 200
-        assert [m["direction"] for m in thread["messages"]] == ["in"]
+        # The client's mail, then the gateway's own first answer (an acknowledgement, or out of
+        # duty hours a notice with the emergency numbers).
+        assert [(m["direction"], m["author"]) for m in thread["messages"]] == [
+            ("in", "client"),
+            ("out", "bot"),
+        ]
         assert canary in thread["messages"][0]["text"]
         assert thread["subject"] == "Работа за границей"
 
@@ -81,8 +86,11 @@ async def test_mail_becomes_a_thread_and_the_reply_threads_back(gateway: Gateway
             )
         )
 
-        (raw,) = await client_box.wait_for_mail(1)
-        received = BytesParser(policy=policy.default).parsebytes(raw)
+        mails = [
+            BytesParser(policy=policy.default).parsebytes(raw) for raw in await client_box.wait_for_mail(2)
+        ]
+        assert len(mails) == 2  # the automatic answer and the consultant's reply, once each
+        (received,) = [m for m in mails if m["Message-ID"] == reply["email_message_id"]]
         assert received["In-Reply-To"] == first_id
         assert received["Message-ID"] == reply["email_message_id"]
         assert first_id in received["References"]
@@ -120,8 +128,13 @@ async def test_mail_becomes_a_thread_and_the_reply_threads_back(gateway: Gateway
         assert stranger["thread_id"] != thread_id
 
         status, thread = await anna.call("GET", f"/api/threads/{thread_id}")
-        assert [m["direction"] for m in thread["messages"]] == ["in", "out", "in"]
-        assert thread["messages"][1]["delivery"]["status"] == "sent"
+        assert [(m["direction"], m["author"]) for m in thread["messages"]] == [
+            ("in", "client"),
+            ("out", "bot"),
+            ("out", "consultant:anna"),
+            ("in", "client"),
+        ]
+        assert thread["messages"][2]["delivery"]["status"] == "sent"
     finally:
         await anna.close()
     assert canary not in gateway.logs()  # message text never reaches a log
@@ -139,13 +152,14 @@ async def test_chat_message_reaches_a_consultant_and_the_reply_reaches_the_clien
             await vera.open_events()
             ws = await http.ws_connect(f"{gateway.chat_url}/chat/ws")
             await ws.send_json({"type": "start", "line": "dv", "language": "ru"})
-            session = await ws.receive_json(timeout=10)
+            frames = Frames(ws)
+            session = await frames.next("session")
             assert session["type"] == "session" and session["token"]
             assert isinstance(session["on_duty"], bool)
 
             frame_id = str(uuid.uuid4())
             await ws.send_json({"type": "message", "id": frame_id, "text": f"Мне страшно. {canary}"})
-            ack = await ws.receive_json(timeout=10)
+            ack = await frames.next("ack")
             assert ack["type"] == "ack" and ack["id"] == frame_id and ack["message_id"]
 
             queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
@@ -153,13 +167,13 @@ async def test_chat_message_reaches_a_consultant_and_the_reply_reaches_the_clien
             status, thread = await vera.call("POST", "/api/queues/gp-dv/next")
             assert status == 200 and thread["id"] == thread_id and thread["channel"] == "chat"
             status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
-            assert [m["id"] for m in thread["messages"]] == [ack["message_id"]]
+            assert [m["id"] for m in thread["messages"] if m["direction"] == "in"] == [ack["message_id"]]
             assert canary in thread["messages"][0]["text"]
 
             # A resend after a reconnect (same frame id) is acknowledged with the same id
             # and stored once.
             await ws.send_json({"type": "message", "id": frame_id, "text": f"Мне страшно. {canary}"})
-            again = await ws.receive_json(timeout=10)
+            again = await frames.next("ack")
             assert again == ack
             await vera.wait_event(lambda e: e["name"] == "MessageReceived" and e["thread_id"] == thread_id)
 
@@ -170,8 +184,8 @@ async def test_chat_message_reaches_a_consultant_and_the_reply_reaches_the_clien
                 {"Idempotency-Key": uuid.uuid4().hex},
             )
             assert status == 202
-            got = await ws.receive_json(timeout=10)
-            assert got["type"] == "message" and got["from"] == "consultant"
+            got = await frames.next("message", sender="consultant")
+            assert got["from"] == "consultant"
             assert got["text"] == "Вы в безопасности сейчас?"
             assert got["message_id"] == reply["id"]
             await vera.wait_event(
@@ -179,7 +193,13 @@ async def test_chat_message_reaches_a_consultant_and_the_reply_reaches_the_clien
             )
 
             status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
-            assert [m["direction"] for m in thread["messages"]] == ["in", "out"]
+            assert [(m["direction"], m["author"]) for m in thread["messages"]] == [
+                ("in", "client"),
+                ("out", "bot"),
+                ("out", "consultant:vera"),
+            ]
+            # The automatic first answer reached the client's socket, once.
+            assert [f["from"] for f in frames.seen if f["type"] == "message"] == ["bot", "consultant"]
             # Another organisation's consultant cannot see it (404, as for a thread that does not exist).
             anna = Consultant(gateway.store_url)
             try:
@@ -199,7 +219,7 @@ async def test_chat_message_reaches_a_consultant_and_the_reply_reaches_the_clien
             status, closed = await vera.call("POST", f"/api/threads/{thread_id}/close", {"case": case})
             assert status == 200 and closed["status"] == "closed" and closed["case"] == case
             await ws.send_json({"type": "message", "id": str(uuid.uuid4()), "text": "Ещё вопрос"})
-            assert (await ws.receive_json(timeout=10))["type"] == "ack"
+            await frames.next("ack")
             reopened = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
             assert reopened["thread_id"] == thread_id and reopened["queue"] == "gp-dv"
             status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
@@ -207,10 +227,10 @@ async def test_chat_message_reaches_a_consultant_and_the_reply_reaches_the_clien
 
             # A malformed frame gets an error frame and the socket stays usable.
             await ws.send_str("{not json")
-            err = await ws.receive_json(timeout=10)
+            err = await frames.next("error")
             assert err == {"type": "error", "code": "bad_json", "detail": err["detail"]}
             await ws.send_json({"type": "end"})
-            assert (await ws.receive_json(timeout=10)) == {"type": "closed"}
+            assert (await frames.next("closed")) == {"type": "closed"}
             await ws.close()
         finally:
             await vera.close()

@@ -1,0 +1,73 @@
+"""Time-driven queue rules, run periodically by every dispatcher replica.
+
+- A claimed thread with no reply within ``queue_policy.claim_timeout_minutes`` goes back to
+  its queue, keeping its place.
+- A crisis waiting longer than ``queue_policy.crisis_escalation_minutes`` is bumped above
+  every other thread and raised to supervisors (a ``CrisisEscalated`` console event).
+
+Every change is a conditional single-document update, so replicas sweeping at the same time
+apply each change once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from services.dispatcher import priority
+from services.store.repository import Doc, Repository
+from shared import topology
+from shared.broker import Broker
+from shared.config import HotlineConfig
+from shared.envelope import ConsoleEvent, utcnow
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+
+class Sweeper:
+    def __init__(self, repo: Repository, broker: Broker, config: HotlineConfig) -> None:
+        self.repo = repo
+        self.broker = broker
+        self.policy = config.queue_policy
+
+    async def _announce(self, name: str, thread: Doc, **data: object) -> None:
+        await self.repo.record_event(thread["_id"], name, None, **data)
+        event = ConsoleEvent(
+            name=name,
+            thread_id=thread["_id"],
+            at=utcnow(),
+            queue=thread["queue"],
+            line=thread["line"],
+            data=data,
+        )
+        await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
+
+    async def sweep(self, now: datetime) -> tuple[int, int]:
+        """One pass; returns (threads released, crises escalated)."""
+        released = await self.repo.release_unanswered(
+            now - timedelta(minutes=self.policy.claim_timeout_minutes)
+        )
+        for thread in released:
+            log.info("claim_timed_out", thread_id=thread["_id"], queue=thread["queue"])
+            await self._announce("ThreadReleased", thread, reason="no reply in time")
+        escalated = await self.repo.escalate_waiting_crises(
+            now - timedelta(minutes=self.policy.crisis_escalation_minutes),
+            priority.URGENT,
+            priority.ESCALATED,
+        )
+        for thread in escalated:
+            log.warning("crisis_escalated", thread_id=thread["_id"], queue=thread["queue"])
+            await self._announce("CrisisEscalated", thread, waiting_since=thread["waiting_since"].isoformat())
+        return len(released), len(escalated)
+
+    async def run(self, every: float) -> None:
+        """Sweep every ``every`` seconds until cancelled; a failed pass is logged and retried."""
+        while True:
+            try:
+                await self.sweep(utcnow())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database or broker is away: the next pass retries
+                log.warning("sweep_failed", error=type(exc).__name__)
+            await asyncio.sleep(every)  # a period, not a wait for an event
