@@ -136,6 +136,25 @@ def _header(msg: Message, name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _addresses(msg: Message, name: str) -> list[str]:
+    """addr-specs of an address header: the modern policy's parse (which keeps an encoded
+    display name, even one hiding CR/LF, apart from the address), else a lenient one."""
+    try:
+        value = msg.get(name)
+        found = [a.addr_spec for a in getattr(value, "addresses", ()) if a.username and a.domain]
+    except (ValueError, IndexError, TypeError, LookupError, AttributeError):
+        found = []
+    if found:
+        return found
+    # The undecoded value: encoded words stay encoded, so a CR/LF hidden in one cannot
+    # split the header, and the address itself is plain ASCII (or SMTPUTF8) anyway.
+    raw = next((str(v) for k, v in msg.raw_items() if k.lower() == name.lower()), "")
+    try:
+        return [_one_line(a) for _, a in getaddresses([raw]) if a]
+    except (ValueError, IndexError, TypeError):
+        return []
+
+
 def _one_line(value: str) -> str:
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
@@ -308,12 +327,8 @@ def parse_mail(raw: bytes) -> ParsedMail:
     msg = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     _check_structure(msg, raw)
-    from_header = _header(msg, "From") or ""
-    try:
-        addresses = [a for _, a in getaddresses([from_header]) if a and "@" in a]
-        to_addresses = [a for _, a in getaddresses([_header(msg, "To") or ""]) if a]
-    except (ValueError, IndexError, TypeError):
-        addresses, to_addresses = [], []
+    addresses = [a for a in _addresses(msg, "From") if "@" in a]
+    to_addresses = _addresses(msg, "To")
     text = ""
     html = None
     kind = classify(msg)
