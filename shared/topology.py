@@ -62,7 +62,14 @@ class WorkQueue:
 DISPATCHER_INBOUND = WorkQueue("dispatcher.inbound", INBOUND, "inbound.#")
 EMAIL_OUTBOUND = WorkQueue("email_ingest.outbound", OUTBOUND, "outbound.email.#")
 STORE_DELIVERY = WorkQueue("store.delivery", EVENTS, "delivery.#")
-WORK_QUEUES = (DISPATCHER_INBOUND, EMAIL_OUTBOUND, STORE_DELIVERY)
+# Replies to Telegram chats: any chat_ingest replica may send them through the Bot API.
+TELEGRAM_OUTBOUND = WorkQueue("chat_ingest.telegram", OUTBOUND, "outbound.telegram.#")
+WORK_QUEUES = (DISPATCHER_INBOUND, EMAIL_OUTBOUND, STORE_DELIVERY, TELEGRAM_OUTBOUND)
+
+# Web chat replies also route here, where they expire at once. The reply is in the database
+# before it is published and a client who resumes gets it from there; this queue only keeps
+# a reply routable (publishes are mandatory) while no chat_ingest replica is running.
+CHAT_REPLY_SINK = "chat_ingest.outbound.sink"
 
 
 def chat_outbound_queue(instance_id: str) -> str:
@@ -72,6 +79,11 @@ def chat_outbound_queue(instance_id: str) -> str:
 
 def console_events_queue(instance_id: str) -> str:
     return f"store.events.{instance_id}"
+
+
+def chat_events_queue(instance_id: str) -> str:
+    """Each chat_ingest replica hears console events to tell its clients their queue position."""
+    return f"chat_ingest.events.{instance_id}"
 
 
 @dataclass
@@ -100,6 +112,10 @@ async def declare(channel: AbstractChannel) -> Topology:
         await queue.bind(topo.exchanges[wq.exchange], routing_key=wq.binding)
         topo.queues[wq.name] = queue
         topo.queues[dead.name] = dead
+    sink = await channel.declare_queue(
+        CHAT_REPLY_SINK, durable=True, arguments={"x-message-ttl": 0, "x-max-length": 0}
+    )
+    await sink.bind(topo.exchanges[OUTBOUND], routing_key="outbound.chat.#")
     return topo
 
 

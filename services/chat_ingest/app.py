@@ -1,21 +1,29 @@
-"""Composition root of chat_ingest: the widget, its socket and the reply consumer."""
+"""Composition root of chat_ingest: the widget, its socket, the reply and event consumers,
+and the Telegram webhooks."""
 
 from __future__ import annotations
 
+import resource
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pymongo.errors import PyMongoError
 
 from services.chat_ingest.settings import ChatIngestSettings
 from services.chat_ingest.ws import ChatHub, ChatMetrics
+from services.store.repository import ChatRepository
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
-from shared.config import load_config
+from shared.config import HotlineConfig, load_config
+from shared.envelope import utcnow
 from shared.health import Health
+from shared.hours import is_open, next_opening
 from shared.http import errors, security_headers
 from shared.lifecycle import retry_until_ready
+from shared.mongo import make_client, ping
 
 STATIC = Path(__file__).parent / "static"
 
@@ -27,6 +35,36 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; connect-src 'self'; img-src 'self'; "
     "style-src 'self'; script-src 'self'; frame-ancestors 'self'",
 }
+
+
+def raise_file_limit() -> None:
+    """Every chat socket is a file descriptor: use the hard limit, not the (often 1024) soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def chat_info(config: HotlineConfig) -> dict[str, Any]:
+    """What the widget shows before connecting: lines with duty hours, regions, topics."""
+    now = utcnow()
+    return {
+        "languages": config.languages,
+        "regions": config.regions,
+        "lines": {
+            name: {
+                "name": line.name,
+                "on_duty": is_open(line.hours, now),
+                "opens": next_opening(line.hours, now).isoformat(),
+                "hours": {
+                    "timezone": line.hours.timezone,
+                    "open": line.hours.open.strftime("%H:%M"),
+                    "close": line.hours.close.strftime("%H:%M"),
+                },
+                "topics": {t: topic.title for t, topic in line.topics.items()},
+            }
+            for name, line in config.lines.items()
+        },
+    }
 
 
 def create_app(settings: ChatIngestSettings) -> web.Application:
@@ -41,12 +79,16 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
         BrokerMetrics(registry),
         f"chat_ingest {settings.instance_id}",
     )
-    hub = ChatHub(settings, config, broker, ChatMetrics(registry))
+    client = make_client(settings.mongo_url.get_secret_value())
+    db = client[settings.mongo_database]
+    repo = ChatRepository(db)
+    hub = ChatHub(settings, config, broker, repo, ChatMetrics(registry))
 
     async def broker_ready() -> bool:
         return broker.is_ready()
 
     health.add_check("broker", broker_ready)
+    health.add_check("database", lambda: ping(db))
 
     async def page(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -57,25 +99,44 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     async def widget_css(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "widget.css")
 
+    async def info(request: web.Request) -> web.Response:
+        resp = web.json_response(chat_info(config))
+        # Read by the widget from the organisation's own site: public, no credentials.
+        resp.headers["Access-Control-Allow-Origin"] = "*"
+        return resp
+
     app.router.add_get("/chat/", page)
     app.router.add_get("/chat/widget.js", widget)
     app.router.add_get("/chat/widget.css", widget_css)
+    app.router.add_get("/chat/info", info)
     app.router.add_get("/chat/ws", hub.handle_ws)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
+        raise_file_limit()
         try:
+            await retry_until_ready("database", lambda: _ping(db), settings.startup_timeout, (PyMongoError,))
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
+            await hub.start()
             replies = await topology.declare_replica_queue(
                 broker.channel,
                 topology.chat_outbound_queue(settings.instance_id),
                 topology.OUTBOUND,
                 ["outbound.chat.#"],
             )
+            events = await topology.declare_replica_queue(
+                broker.channel,
+                topology.chat_events_queue(settings.instance_id),
+                topology.EVENTS,
+                [topology.event_key("#")],
+            )
             await broker.consume(replies, hub.deliver)
+            await broker.consume(events, hub.on_event)
             yield
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
+            await hub.stop()
             await broker.close()
+            await client.close()
 
     async def close_sockets(app: web.Application) -> None:
         await hub.close_all()
@@ -83,3 +144,8 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(close_sockets)
     return app
+
+
+async def _ping(db: Any) -> None:
+    if not await ping(db):
+        raise PyMongoError("database did not answer ping")

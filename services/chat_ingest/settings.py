@@ -1,12 +1,35 @@
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+import json
+import re
+from typing import Annotated, Any
 
-from shared.settings import ServiceSettings
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from shared.settings import DatabaseSettings
 
 
-class ChatIngestSettings(ServiceSettings):
+class TelegramBot(BaseModel):
+    """One Telegram bot: the line it serves and its secrets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    line: str = Field(description="line (a key under `lines:` of the hotline configuration)")
+    token: SecretStr = Field(description="Bot API token from @BotFather")
+    webhook_secret: SecretStr = Field(
+        description="secret_token given to setWebhook (16-256 of A-Z a-z 0-9 _ -); checked on every update"
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_form(cls, value: SecretStr) -> SecretStr:
+        # The Bot API accepts only these characters in secret_token; a shorter one is guessable.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", value.get_secret_value()):
+            raise ValueError("16-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+
+class ChatIngestSettings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="CHAT_INGEST_")
 
     http_port: int = Field(default=8081, ge=0, le=65535, description="Widget, socket and webhook")
@@ -18,3 +41,29 @@ class ChatIngestSettings(ServiceSettings):
     max_connections: int = Field(default=10_000, ge=1, description="Sockets held at once")
     outbound_queue: int = Field(default=64, ge=1, description="Frames buffered per slow client")
     heartbeat_seconds: float = Field(default=25, gt=0, description="WebSocket ping interval")
+    telegram_bots: Annotated[dict[str, TelegramBot], NoDecode] = Field(
+        default_factory=dict,
+        description='JSON: bot name -> {"line", "token", "webhook_secret"}; empty: no Telegram',
+    )
+    telegram_api_base: str = Field(
+        default="https://api.telegram.org", description="Bot API base URL (tests use a stand-in)"
+    )
+    telegram_max_retry_after: float = Field(
+        default=60, gt=0, description="Longest 429 retry_after waited before giving the send back"
+    )
+
+    @field_validator("telegram_bots", mode="before")
+    @classmethod
+    def _bots_json(cls, value: Any) -> Any:
+        # Compose passes an unset variable as "": no bots.
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("telegram_bots")
+    @classmethod
+    def _bot_names(cls, value: dict[str, TelegramBot]) -> dict[str, TelegramBot]:
+        for name in value:
+            if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 40:
+                raise ValueError(f"bot name {name!r}: letters, digits, - and _ only (it is a URL part)")
+        return value

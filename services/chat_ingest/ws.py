@@ -7,6 +7,18 @@ uses the same frame id; the source id is built from it, so the dispatcher stores
 Each connection has its own bounded outbound queue and writer task: a slow reader only
 ever fills its own queue, and when that is full it is disconnected (it can resume),
 never delaying anyone else. No client address or user agent is read, stored or logged.
+
+Replies (ack policy of :meth:`ChatHub.deliver`): every replica hears every web chat reply
+on its own exclusive queue; the replica holding the client's socket queues it for the
+socket and acks; the others ack and do nothing. A reply is in the database before it is
+published, with delivery ``queued``; once a writer has written it to a socket it is
+reported ``sent``. On ``resume`` every reply still ``queued`` is written again, so a client
+who was away, or whose replica died, gets each waiting reply; a connection never writes
+the same reply twice.
+
+Queue positions: each replica hears the console events (``ThreadQueued``,
+``ThreadClaimed``, ...) and recomputes, from the database, the position of the waiting
+threads of its clients in the queues that changed.
 """
 
 from __future__ import annotations
@@ -20,21 +32,24 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from pymongo.errors import PyMongoError
 
 from services.chat_ingest import frames
 from services.chat_ingest.settings import ChatIngestSettings
+from services.dispatcher.routing import session_thread_key
+from services.store.repository import ChatRepository, Doc
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import (
     Channel,
     ChatFacts,
+    ConsoleEvent,
     DeliveryReport,
     DeliveryStatus,
     Envelope,
@@ -43,9 +58,17 @@ from shared.envelope import (
     message_id_for,
     utcnow,
 )
+from shared.hours import is_open
 from shared.logs import get_logger
 
 log = get_logger(__name__)
+
+# What the broker raises when it cannot take a message now: the client keeps it and resends.
+PUBLISH_ERRORS = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
+
+# "position" frames: 1, 2, ... waiting; 0 a consultant has the conversation; None not queued
+# (no message yet, or closed).
+WITH_CONSULTANT = 0
 
 
 def session_id_for(token: str) -> str:
@@ -54,9 +77,7 @@ def session_id_for(token: str) -> str:
 
 
 def on_duty(config: HotlineConfig, line: str, now: datetime) -> bool:
-    hours = config.lines[line].hours
-    local = now.astimezone(ZoneInfo(hours.timezone)).time()
-    return hours.open <= local < hours.close
+    return is_open(config.lines[line].hours, now)
 
 
 class ChatMetrics:
@@ -68,6 +89,9 @@ class ChatMetrics:
         self.delivered = Counter(
             "hotline_chat_delivered_total", "Replies written to sockets", registry=registry
         )
+        self.replayed = Counter(
+            "hotline_chat_replayed_total", "Waiting replies written on resume", registry=registry
+        )
 
 
 @dataclass
@@ -77,6 +101,9 @@ class Session:
     language: str | None = None
     region: str | None = None
     topic: str | None = None
+    thread_id: str | None = None
+    queue: str | None = None
+    position: int | None = None
 
 
 @dataclass(eq=False)  # identity: each socket is its own connection
@@ -86,6 +113,9 @@ class Connection:
     session: Session | None = None
     tokens: float = 0.0
     stamp: float = field(default_factory=time.monotonic)
+    # Replies written (or queued) on this connection: a reply heard live and found again in
+    # the resume backlog is written once.
+    replies: set[str] = field(default_factory=set)
 
     def allow(self, rate: float, burst: int) -> bool:
         """Token bucket: ``rate`` frames a second, bursts of ``burst``."""
@@ -105,21 +135,60 @@ class Connection:
         return True
 
 
+def reply_frame(message_id: str, role: str, text: str, sent_at: datetime) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "message_id": message_id,
+        "from": role,
+        "text": text,
+        "sent_at": sent_at.isoformat(),
+    }
+
+
 class ChatHub:
     def __init__(
-        self, settings: ChatIngestSettings, config: HotlineConfig, broker: Broker, metrics: ChatMetrics
+        self,
+        settings: ChatIngestSettings,
+        config: HotlineConfig,
+        broker: Broker,
+        repo: ChatRepository,
+        metrics: ChatMetrics,
     ) -> None:
         self.s = settings
         self.config = config
         self.broker = broker
+        self.repo = repo
         self.metrics = metrics
-        self.by_session: dict[str, set[Connection]] = {}
         self.connections: set[Connection] = set()
+        self.by_session: dict[str, set[Connection]] = {}
+        self.sessions: dict[str, Session] = {}
+        self.by_thread: dict[str, str] = {}  # thread id -> session id, for attached sessions
+        self.first_messages: dict[str, str] = {}  # message id -> session id whose thread is unknown
+        self._reports: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._dirty_queues: set[str] = set()
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the background tasks: delivery reports and position updates."""
+        self._tasks = [
+            asyncio.create_task(self._report_loop(), name="chat-reports"),
+            asyncio.create_task(self._position_loop(), name="chat-positions"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
 
     # --- socket ---------------------------------------------------------------------------
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         if len(self.connections) >= self.s.max_connections:
+            self.metrics.frames.labels("refused_busy").inc()
             raise web.HTTPServiceUnavailable(text="chat is busy, try again shortly")
         ws = web.WebSocketResponse(
             heartbeat=self.s.heartbeat_seconds,
@@ -146,8 +215,15 @@ class ChatHub:
     async def _writer(self, conn: Connection) -> None:
         while True:
             frame = await conn.outbox.get()
+            close_after = frame.pop("_close", False)
+            thread_id = frame.pop("_thread", None)
             await conn.ws.send_str(json.dumps(frame, ensure_ascii=False))
-            if frame.get("type") == "closed":
+            conn.outbox.task_done()
+            if thread_id is not None:
+                # Written to the socket: the console may show it as sent.
+                self.metrics.delivered.inc()
+                self._reports.put_nowait((frame["message_id"], thread_id))
+            if close_after:
                 await conn.ws.close()
                 return
 
@@ -155,7 +231,25 @@ class ChatHub:
         if not conn.send(frame):
             # Its own queue is full: this client does not read. Drop the socket, not the others.
             log.warning("chat_slow_client_dropped")
-            asyncio.get_running_loop().create_task(conn.ws.close())
+            self.metrics.frames.labels("slow_client_dropped").inc()
+            self._spawn(conn.ws.close())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
+
+    def _send_reply(self, conn: Connection, message_id: str, thread_id: str, frame: dict[str, Any]) -> bool:
+        """Queue a reply for one connection unless it was written there already."""
+        if message_id in conn.replies:
+            return False
+        conn.replies.add(message_id)
+        self._reply(conn, {**frame, "_thread": thread_id})
+        return True
 
     async def _reader(self, conn: Connection) -> None:
         abuse = 0
@@ -169,6 +263,10 @@ class ChatHub:
                 abuse += 1
                 self.metrics.frames.labels("rate_limited").inc()
                 if abuse > self.s.frame_burst:
+                    log.warning("chat_rate_abuse_closed")
+                    # Let the writer flush the error frames first, so the client learns why.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(conn.outbox.join(), 1)
                     await conn.ws.close(code=1008, message=b"rate limit")
                     break
                 self._reply(conn, frames.error("rate_limited", "too many frames, slow down"))
@@ -185,51 +283,107 @@ class ChatHub:
 
     def _attach(self, conn: Connection, session: Session) -> None:
         self._detach(conn)
-        conn.session = session
-        self.by_session.setdefault(session.id, set()).add(conn)
+        known = self.sessions.setdefault(session.id, session)
+        conn.session = known
+        self.by_session.setdefault(known.id, set()).add(conn)
+        if known.thread_id is not None:
+            self.by_thread[known.thread_id] = known.id
 
     def _detach(self, conn: Connection) -> None:
-        if conn.session is not None:
-            peers = self.by_session.get(conn.session.id)
-            if peers is not None:
-                peers.discard(conn)
-                if not peers:
-                    del self.by_session[conn.session.id]
+        session = conn.session
+        if session is None:
+            return
+        conn.session = None
+        peers = self.by_session.get(session.id)
+        if peers is not None:
+            peers.discard(conn)
+            if not peers:
+                del self.by_session[session.id]
+                self.sessions.pop(session.id, None)
+                if session.thread_id is not None:
+                    self.by_thread.pop(session.thread_id, None)
+                for mid in [m for m, sid in self.first_messages.items() if sid == session.id]:
+                    del self.first_messages[mid]
 
     def _session_frame(self, token: str, session: Session) -> dict[str, Any]:
         return {
             "type": "session",
             "token": token,
             "on_duty": on_duty(self.config, session.line, utcnow()),
-            "position": None,
+            "position": session.position,
         }
 
     async def _on_frame(self, conn: Connection, frame: frames.ClientFrame) -> None:
         if isinstance(frame, frames.Start):
-            line = frame.line or self.s.default_line
-            if line not in self.config.lines:
-                raise frames.FrameError("bad_field", "unknown line")
-            if frame.language and frame.language not in self.config.languages:
-                raise frames.FrameError("bad_field", "unknown language")
-            if frame.region and frame.region not in self.config.regions:
-                raise frames.FrameError("bad_field", "unknown region")
-            token = secrets.token_urlsafe(24)
-            session = Session(session_id_for(token), line, frame.language, frame.region, frame.topic)
-            self._attach(conn, session)
-            self._reply(conn, self._session_frame(token, session))
-            log.info("chat_started", session=session.id, line=line)
+            await self._start(conn, frame)
         elif isinstance(frame, frames.Resume):
-            sid = session_id_for(frame.token)
-            known = next(iter(self.by_session.get(sid, ())), None)
-            session = known.session if known and known.session else Session(sid, self.s.default_line)
-            self._attach(conn, session)
-            self._reply(conn, self._session_frame(frame.token, session))
+            await self._resume(conn, frame.token)
         elif isinstance(frame, frames.Message):
             if conn.session is None:
                 raise frames.FrameError("no_session", "send start or resume first")
             await self._accept(conn, conn.session, frame)
         elif isinstance(frame, frames.End):
-            self._reply(conn, {"type": "closed"})
+            session = conn.session
+            if session is not None:
+                try:
+                    await self.repo.end_session(session.id)
+                except PyMongoError as exc:
+                    # The client is leaving anyway; the token dies with its memory.
+                    log.warning("chat_end_not_recorded", session=session.id, error=type(exc).__name__)
+                log.info("chat_ended", session=session.id)
+            self._reply(conn, {"type": "closed", "_close": True})
+
+    async def _start(self, conn: Connection, frame: frames.Start) -> None:
+        line = frame.line or self.s.default_line
+        if line not in self.config.lines:
+            raise frames.FrameError("bad_field", "unknown line")
+        if frame.language and frame.language not in self.config.languages:
+            raise frames.FrameError("bad_field", "unknown language")
+        if frame.region and frame.region not in self.config.regions:
+            raise frames.FrameError("bad_field", "unknown region")
+        if frame.topic and frame.topic not in self.config.lines[line].topics:
+            raise frames.FrameError("bad_field", "unknown topic")
+        token = secrets.token_urlsafe(24)
+        session = Session(session_id_for(token), line, frame.language, frame.region, frame.topic)
+        facts = {"line": line, "language": frame.language, "region": frame.region, "topic": frame.topic}
+        try:
+            await self.repo.create_session(session.id, facts)
+        except PyMongoError as exc:
+            log.warning("chat_start_failed", error=type(exc).__name__)
+            raise frames.FrameError("unavailable", "chat is not available right now; try again") from None
+        self._attach(conn, session)
+        self._reply(conn, self._session_frame(token, session))
+        log.info("chat_started", session=session.id, line=line)
+
+    async def _resume(self, conn: Connection, token: str) -> None:
+        sid = session_id_for(token)
+        try:
+            session = self.sessions.get(sid)
+            if session is None:
+                doc = await self.repo.session(sid)
+                if doc is None:
+                    # Unknown, forged or ended: nothing about any conversation is revealed.
+                    self.metrics.frames.labels("unknown_session").inc()
+                    raise frames.FrameError("unknown_session", "this chat has ended; start a new one")
+                session = Session(sid, doc["line"], doc.get("language"), doc.get("region"), doc.get("topic"))
+            thread = await self.repo.thread_by_key(session_thread_key(Channel.CHAT, sid))
+            if thread is not None:
+                session.thread_id, session.queue = thread["_id"], thread["queue"]
+                session.position = await self._position_of(thread)
+            # Attached before the backlog is read: a reply published meanwhile is heard live,
+            # and the connection's reply set keeps it from being written twice.
+            self._attach(conn, session)
+            self._reply(conn, self._session_frame(token, session))
+            if thread is not None:
+                for doc in await self.repo.waiting_replies(thread["_id"]):
+                    role = "bot" if str(doc.get("author", "")).startswith("bot") else "consultant"
+                    frame = reply_frame(doc["_id"], role, doc["text"], doc["created_at"])
+                    if self._send_reply(conn, doc["_id"], thread["_id"], frame):
+                        self.metrics.replayed.inc()
+        except PyMongoError as exc:
+            log.warning("chat_resume_failed", session=sid, error=type(exc).__name__)
+            raise frames.FrameError("unavailable", "cannot resume right now; try again") from None
+        log.info("chat_resumed", session=sid, thread_id=session.thread_id)
 
     async def _accept(self, conn: Connection, session: Session, frame: frames.Message) -> None:
         source_id = f"chat:{session.id}:{frame.id}"
@@ -254,45 +408,105 @@ class ChatHub:
                 message_id=message_id,
                 headers={"channel": "chat", "line": session.line},
             )
-        except (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError) as exc:
+        except PUBLISH_ERRORS as exc:
             # Broker down, refused or unroutable: the client keeps the message and resends it.
             log.warning("chat_publish_failed", session=session.id, error=type(exc).__name__)
             raise frames.FrameError("not_accepted", "not accepted yet; send it again") from None
+        if session.thread_id is None and session.id in self.sessions:
+            self.first_messages[message_id] = session.id
         self._reply(conn, {"type": "ack", "id": frame.id, "message_id": message_id})
 
     # --- replies from consultants -----------------------------------------------------------
 
     async def deliver(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
-        """Write a consultant's reply to the client's sockets held by this replica.
-
-        Ack policy: every replica hears every reply; a replica that holds none of the
-        client's sockets acks and does nothing. The reply is in the database already, so
-        a client who is away gets it on resume.
-        """
+        """Queue a consultant's reply for the client's sockets held by this replica (see the
+        module's ack policy)."""
         if not isinstance(envelope, OutboundMessage):
             await message.reject(requeue=False)
             return
         conns = list(self.by_session.get(envelope.recipient, ()))
-        frame = {
-            "type": "message",
-            "message_id": envelope.message_id,
-            "from": envelope.sender_role,
-            "text": envelope.text,
-            "sent_at": envelope.sent_at.isoformat(),
-        }
-        delivered = sum(1 for c in conns if c.send(frame))
-        if delivered:
-            self.metrics.delivered.inc()
+        frame = reply_frame(envelope.message_id, envelope.sender_role, envelope.text, envelope.sent_at)
+        for conn in conns:
+            self._send_reply(conn, envelope.message_id, envelope.thread_id, frame)
+
+    async def _report_loop(self) -> None:
+        while True:
+            message_id, thread_id = await self._reports.get()
             report = DeliveryReport(
-                message_id=envelope.message_id,
-                thread_id=envelope.thread_id,
+                message_id=message_id,
+                thread_id=thread_id,
                 status=DeliveryStatus.SENT,
                 at=utcnow(),
                 detail="shown to the client",
             )
-            await self.broker.publish(
-                report, topology.EVENTS, topology.delivery_key(DeliveryStatus.SENT.value)
-            )
+            try:
+                await self.broker.publish(
+                    report, topology.EVENTS, topology.delivery_key(DeliveryStatus.SENT.value)
+                )
+            except PUBLISH_ERRORS as exc:
+                # Stays "queued" in the database: the client gets it again on resume and
+                # shows it once (replies carry their id).
+                log.warning("chat_report_failed", message_id=message_id, error=type(exc).__name__)
+
+    # --- queue positions from console events -----------------------------------------------
+
+    async def on_event(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
+        """Console events: learn a new session's thread, tell clients of closing, and mark
+        queues whose order changed. Ack policy: acked at once; positions are recomputed from
+        the database, so a missed event costs one stale position until the next."""
+        if not isinstance(envelope, ConsoleEvent):
+            return
+        sid = self.by_thread.get(envelope.thread_id)
+        if sid is None and envelope.message_id is not None:
+            sid = self.first_messages.pop(envelope.message_id, None)
+            session = self.sessions.get(sid) if sid else None
+            if session is not None:
+                session.thread_id, session.queue = envelope.thread_id, envelope.queue
+                self.by_thread[envelope.thread_id] = session.id
+                for mid in [m for m, s in self.first_messages.items() if s == session.id]:
+                    del self.first_messages[mid]
+        if envelope.name.startswith("Thread"):
+            if envelope.queue:
+                self._dirty_queues.add(envelope.queue)
+            session = self.sessions.get(sid) if sid else None
+            if session is not None:
+                if session.queue:
+                    self._dirty_queues.add(session.queue)  # it may have moved (transfer)
+                if envelope.name == "ThreadClosed":
+                    session.position = None
+                    for conn in list(self.by_session.get(session.id, ())):
+                        self._reply(conn, {"type": "closed"})
+            if self._dirty_queues:
+                self._dirty.set()
+
+    async def _position_of(self, thread: Doc) -> int | None:
+        if thread.get("status") == "active":
+            return WITH_CONSULTANT
+        return await self.repo.position(thread)
+
+    async def _position_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            queues, self._dirty_queues = self._dirty_queues, set()
+            try:
+                await self._refresh_positions(queues)
+            except PyMongoError as exc:
+                log.warning("chat_positions_failed", error=type(exc).__name__)
+
+    async def _refresh_positions(self, queues: set[str]) -> None:
+        for session in list(self.sessions.values()):
+            if session.thread_id is None or session.queue not in queues:
+                continue
+            thread = await self.repo.thread(session.thread_id)
+            if thread is None:
+                continue
+            session.queue = thread["queue"]
+            position = None if thread.get("status") == "closed" else await self._position_of(thread)
+            if position != session.position:
+                session.position = position
+                for conn in list(self.by_session.get(session.id, ())):
+                    self._reply(conn, {"type": "position", "position": position})
 
     async def close_all(self) -> None:
         for conn in list(self.connections):

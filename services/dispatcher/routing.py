@@ -19,9 +19,15 @@ def thread_key(msg: InboundMessage) -> str:
     A chat session is one thread; a mail that continues nothing is a thread of its own,
     keyed by its source id so a redelivered copy finds the same thread.
     """
-    if msg.channel is Channel.CHAT and msg.chat is not None:
-        return f"chat:{msg.chat.session}"
+    if msg.channel in (Channel.CHAT, Channel.TELEGRAM) and msg.chat is not None:
+        return session_thread_key(msg.channel, msg.chat.session)
     return f"{msg.channel.value}:{msg.source_id}"
+
+
+def session_thread_key(channel: Channel, session: str) -> str:
+    """The thread key of a chat session (web chat session id, or ``<bot>:<chat id>`` on Telegram):
+    one conversation per session, so chat_ingest can find a client's thread on resume."""
+    return f"{channel.value}:{session}"
 
 
 def choose_queue(config: HotlineConfig, line: str, region: str | None, topic: str | None = None) -> str:

@@ -28,7 +28,7 @@ def _run(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         ("services.store", "STORE_", ["AMQP_URL", "MONGO_URL"]),
         ("services.dispatcher", "DISPATCHER_", ["AMQP_URL", "MONGO_URL"]),
         ("services.email_ingest", "EMAIL_INGEST_", ["AMQP_URL", "MONGO_URL", "FROM_ADDRESS"]),
-        ("services.chat_ingest", "CHAT_INGEST_", ["AMQP_URL"]),
+        ("services.chat_ingest", "CHAT_INGEST_", ["AMQP_URL", "MONGO_URL"]),
     ],
 )
 def test_missing_secrets_are_named(module, prefix, secrets):
