@@ -1,14 +1,76 @@
-// Hotline chat widget: one script tag. Keeps the session token in memory only, so
-// nothing stays in the browser once the page is closed or Quick exit is pressed.
+// Hotline chat widget: one script tag on any page.
+//
+//   <script src="https://chat.example.org/chat/widget.js" data-line="dv"
+//           data-exit-url="https://www.google.com/search?q=weather" data-language="ru"></script>
+//
+// Safety (the client may be on a watched device): the session token is held in memory only,
+// nothing is written to cookies, localStorage, sessionStorage or IndexedDB; Quick exit (or
+// Escape twice) ends the chat, forgets everything and replaces the page with a neutral one
+// with location.replace, so Back does not return to it. Texts from the network are shown
+// with textContent only.
 (function () {
   "use strict";
   var me = document.currentScript;
-  var line = (me && me.dataset.line) || null;
-  var exitUrl = (me && me.dataset.exitUrl) || "https://www.wikipedia.org/";
-  var wsUrl = new URL("/chat/ws", me ? me.src : location.href);
+  var data = (me && me.dataset) || {};
+  var base = new URL(me ? me.src : location.href);
+  var exitUrl = data.exitUrl || "https://www.google.com/search?q=weather";
+  var fixedLine = data.line || null;
+  var wsUrl = new URL("/chat/ws", base);
   wsUrl.protocol = wsUrl.protocol === "https:" ? "wss:" : "ws:";
 
-  var token = null, socket = null, pending = {}, shown = {}, counter = 0;
+  var TEXT = {
+    en: {
+      title: "Chat with a consultant", exit: "Quick exit", exitHint: "Leave this page at once (or press Esc twice)",
+      intro: "You can write without giving your name. You may answer these questions or skip them.",
+      line: "Line", language: "Language", region: "Region", topic: "Topic", any: "Prefer not to say",
+      start: "Start chat", skip: "Skip and start", send: "Send", yourMessage: "Your message",
+      messages: "Conversation", connecting: "Connecting…", onDuty: "Consultants are on duty now.",
+      offDuty: "Nobody is on duty now (hours {open}-{close}). Leave a message: we answer when we open.",
+      hours: "Hours: {open}-{close} daily.", position: "You are number {n} in the queue.",
+      withConsultant: "A consultant is with you.", closed: "The consultant has closed the conversation. You can write again.",
+      ended: "The chat has ended.", reconnecting: "Connection lost. Reconnecting…", notSent: "not sent yet",
+      you: "You", consultant: "Consultant", bot: "Automatic answer", emergency: "In danger now? Call 102 (police) or 103 (ambulance)."
+    },
+    ru: {
+      title: "Чат с консультантом", exit: "Быстрый выход", exitHint: "Сразу уйти с этой страницы (или дважды нажмите Esc)",
+      intro: "Можно писать, не называя имени. На вопросы ниже можно ответить или пропустить их.",
+      line: "Линия", language: "Язык", region: "Регион", topic: "Тема", any: "Не хочу указывать",
+      start: "Начать чат", skip: "Пропустить и начать", send: "Отправить", yourMessage: "Ваше сообщение",
+      messages: "Переписка", connecting: "Подключение…", onDuty: "Консультанты сейчас на связи.",
+      offDuty: "Сейчас никого нет на связи (часы работы {open}-{close}). Оставьте сообщение — мы ответим, когда начнём работу.",
+      hours: "Часы работы: {open}-{close} ежедневно.", position: "Ваш номер в очереди: {n}.",
+      withConsultant: "С вами консультант.", closed: "Консультант завершил разговор. Вы можете написать снова.",
+      ended: "Чат завершён.", reconnecting: "Связь потеряна. Подключаемся снова…", notSent: "ещё не отправлено",
+      you: "Вы", consultant: "Консультант", bot: "Автоматический ответ", emergency: "Вам угрожает опасность? Звоните 102 (милиция) или 103 (скорая)."
+    },
+    be: {
+      title: "Чат з кансультантам", exit: "Хуткі выхад", exitHint: "Адразу пакінуць гэту старонку (або двойчы націсніце Esc)",
+      intro: "Можна пісаць, не называючы імя. На пытанні ніжэй можна адказаць або прапусціць іх.",
+      line: "Лінія", language: "Мова", region: "Рэгіён", topic: "Тэма", any: "Не хачу пазначаць",
+      start: "Пачаць чат", skip: "Прапусціць і пачаць", send: "Адправіць", yourMessage: "Ваша паведамленне",
+      messages: "Перапіска", connecting: "Падключэнне…", onDuty: "Кансультанты зараз на сувязі.",
+      offDuty: "Зараз нікога няма на сувязі (гадзіны працы {open}-{close}). Пакіньце паведамленне — мы адкажам, калі пачнём працу.",
+      hours: "Гадзіны працы: {open}-{close} штодня.", position: "Ваш нумар у чарзе: {n}.",
+      withConsultant: "З вамі кансультант.", closed: "Кансультант завяршыў размову. Вы можаце напісаць зноў.",
+      ended: "Чат завершаны.", reconnecting: "Сувязь страчана. Падключаемся зноў…", notSent: "яшчэ не адпраўлена",
+      you: "Вы", consultant: "Кансультант", bot: "Аўтаматычны адказ", emergency: "Вам пагражае небяспека? Тэлефануйце 102 (міліцыя) або 103 (хуткая)."
+    }
+  };
+  var LANGS = ["ru", "be", "en"];
+  function pickLang(value) {
+    value = String(value || "").toLowerCase().slice(0, 2);
+    return LANGS.indexOf(value) >= 0 ? value : null;
+  }
+  var lang = pickLang(data.language) || pickLang(document.documentElement.lang) || "ru";
+  function t(key, vars) {
+    var s = (TEXT[lang] && TEXT[lang][key]) || TEXT.en[key] || key;
+    Object.keys(vars || {}).forEach(function (k) { s = s.split("{" + k + "}").join(String(vars[k])); });
+    return s;
+  }
+
+  // --- state: in memory only ---------------------------------------------------------------
+  var info = null, token = null, socket = null, pending = {}, shown = {}, counter = 0;
+  var line = fixedLine, position = null, onDuty = null, retry = 0, reconnectTimer = null, gone = false;
 
   function el(tag, attrs, text) {
     var e = document.createElement(tag);
@@ -17,67 +79,226 @@
     return e;
   }
 
-  var box = el("section", { "class": "hl-chat", "aria-label": "Chat with a consultant" });
+  var css = el("link", { rel: "stylesheet", href: new URL("/chat/widget.css", base).href });
+  document.head.appendChild(css);
+  var box = el("section", { "class": "hl-chat", "aria-labelledby": "hl-chat-title" });
   var head = el("header");
-  head.appendChild(el("strong", {}, "Chat"));
-  var exit = el("button", { "type": "button", "class": "hl-exit", "title": "Leave at once (Esc Esc)" }, "Quick exit");
-  head.appendChild(exit);
-  var status = el("div", { "class": "hl-status", "role": "status", "aria-live": "polite" }, "Connecting…");
-  var list = el("ol", { "aria-live": "polite", "aria-label": "Messages" });
-  var form = el("form");
-  var input = el("textarea", { "rows": "2", "aria-label": "Your message", "maxlength": "4000" });
-  var send = el("button", { "type": "submit" }, "Send");
-  form.appendChild(input); form.appendChild(send);
-  box.appendChild(head); box.appendChild(status); box.appendChild(list); box.appendChild(form);
+  var title = el("h2", { id: "hl-chat-title" });
+  var exit = el("button", { type: "button", "class": "hl-exit" });
+  head.appendChild(title); head.appendChild(exit);
+  var status = el("p", { "class": "hl-status", role: "status", "aria-live": "polite" });
+  var hours = el("p", { "class": "hl-hours" });
+  var emergency = el("p", { "class": "hl-emergency" });
+  var pre = el("form", { "class": "hl-pre" });
+  var list = el("ol", { "class": "hl-log", role: "log", "aria-live": "polite" });
+  var form = el("form", { "class": "hl-compose", hidden: "" });
+  var input = el("textarea", { rows: "2", maxlength: "4000", id: "hl-chat-input" });
+  var inputLabel = el("label", { "for": "hl-chat-input", "class": "hl-sr" });
+  var send = el("button", { type: "submit" });
+  form.appendChild(inputLabel); form.appendChild(input); form.appendChild(send);
+  [head, status, hours, emergency, pre, list, form].forEach(function (n) { box.appendChild(n); });
   document.body.appendChild(box);
 
+  function select(id, label, options, value) {
+    var wrap = el("div", { "class": "hl-field" });
+    var l = el("label", { "for": id }, label);
+    var s = el("select", { id: id });
+    options.forEach(function (o) {
+      var opt = el("option", { value: o[0] }, o[1]);
+      if (o[0] === value) { opt.selected = true; }
+      s.appendChild(opt);
+    });
+    wrap.appendChild(l); wrap.appendChild(s);
+    return wrap;
+  }
+
+  function named(names) { return (names && (names[lang] || names.en || names.ru)) || ""; }
+
+  function renderTexts() {
+    box.setAttribute("lang", lang);
+    title.textContent = t("title");
+    exit.textContent = t("exit");
+    exit.setAttribute("title", t("exitHint"));
+    exit.setAttribute("aria-label", t("exit") + ". " + t("exitHint"));
+    inputLabel.textContent = t("yourMessage");
+    send.textContent = t("send");
+    list.setAttribute("aria-label", t("messages"));
+    emergency.textContent = t("emergency");
+    renderStatus();
+  }
+
+  function renderPre() {
+    pre.textContent = "";
+    if (!info) { return; }
+    pre.appendChild(el("p", {}, t("intro")));
+    var none = ["", t("any")];
+    if (!fixedLine) {
+      pre.appendChild(select("hl-line", t("line"), Object.keys(info.lines).map(function (k) {
+        return [k, info.lines[k].name];
+      }), line || Object.keys(info.lines)[0]));
+    }
+    pre.appendChild(select("hl-language", t("language"), LANGS.filter(function (l) {
+      return info.languages.indexOf(l) >= 0;
+    }).map(function (l) { return [l, { ru: "Русский", be: "Беларуская", en: "English" }[l]]; }), lang));
+    pre.appendChild(select("hl-region", t("region"), [none].concat(Object.keys(info.regions).map(function (k) {
+      return [k, named(info.regions[k])];
+    })), ""));
+    var lineInfo = info.lines[currentLine()] || {};
+    var topics = lineInfo.topics || {};
+    pre.appendChild(select("hl-topic", t("topic"), [none].concat(Object.keys(topics).map(function (k) {
+      return [k, named(topics[k])];
+    })), ""));
+    var buttons = el("div", { "class": "hl-buttons" });
+    buttons.appendChild(el("button", { type: "submit", value: "start" }, t("start")));
+    buttons.appendChild(el("button", { type: "button", "class": "hl-skip" }, t("skip")));
+    pre.appendChild(buttons);
+    pre.querySelector(".hl-skip").addEventListener("click", function () { begin(true); });
+    var langSelect = pre.querySelector("#hl-language");
+    langSelect.addEventListener("change", function () {
+      lang = langSelect.value; renderTexts(); renderPre();
+      pre.querySelector("#hl-language").focus();
+    });
+    var lineSelect = pre.querySelector("#hl-line");
+    if (lineSelect) {
+      lineSelect.addEventListener("change", function () {
+        line = lineSelect.value; renderPre(); renderStatus();
+        pre.querySelector("#hl-line").focus();
+      });
+    }
+  }
+
+  function currentLine() {
+    return line || (info ? Object.keys(info.lines)[0] : null);
+  }
+
+  function renderStatus() {
+    var li = info && info.lines[currentLine()];
+    hours.textContent = li ? t("hours", li.hours) : "";
+    var duty = onDuty === null ? (li ? li.on_duty : null) : onDuty;
+    var parts = [];
+    if (gone) { parts.push(t("ended")); }
+    else if (socket === null && token) { parts.push(t("reconnecting")); }
+    else if (duty === true) { parts.push(t("onDuty")); }
+    else if (duty === false && li) { parts.push(t("offDuty", li.hours)); }
+    if (!gone && position === 0) { parts.push(t("withConsultant")); }
+    else if (!gone && typeof position === "number" && position > 0) { parts.push(t("position", { n: position })); }
+    status.textContent = parts.join(" ");
+  }
+
   function show(id, who, text) {
-    if (id && shown[id]) { return; }  // a resent or replayed message is shown once
+    if (id && shown[id]) { return null; }  // a resent or replayed message is shown once
     if (id) { shown[id] = true; }
-    list.appendChild(el("li", { "class": who }, text));
+    var item = el("li", { "class": "hl-" + who });
+    item.appendChild(el("span", { "class": "hl-sr" }, t(who) + ": "));
+    item.appendChild(el("span", { "class": "hl-text" }, text));
+    list.appendChild(item);
     list.scrollTop = list.scrollHeight;
+    return item;
+  }
+
+  // --- Quick exit -------------------------------------------------------------------------
+  function forget() {
+    token = null; pending = {}; shown = {}; info = null;
+    // The widget stores nothing, but leaves nothing either should an older version have.
+    try {
+      [window.sessionStorage, window.localStorage].forEach(function (store) {
+        for (var i = store.length - 1; i >= 0; i--) {
+          var k = store.key(i);
+          if (k && k.indexOf("hl-chat") === 0) { store.removeItem(k); }
+        }
+      });
+    } catch (e) { /* storage may be blocked: then nothing was stored */ }
   }
 
   function quickExit() {
-    try { if (socket) { socket.send(JSON.stringify({ type: "end" })); socket.close(); } } catch (e) { /* leaving anyway */ }
-    token = null; pending = {}; shown = {};
-    try { sessionStorage.clear(); } catch (e) { /* storage may be blocked */ }
-    document.body.textContent = "";
-    location.replace(exitUrl);  // replace: the chat page does not stay in history
+    gone = true;
+    clearTimeout(reconnectTimer);
+    try {
+      if (socket) { socket.send(JSON.stringify({ type: "end" })); socket.close(); }
+    } catch (e) { /* leaving anyway */ }
+    socket = null;
+    forget();
+    box.remove();
+    document.title = "";
+    location.replace(exitUrl);  // replace: the page with the chat does not stay in history
   }
   exit.addEventListener("click", quickExit);
   var lastEsc = 0;
   document.addEventListener("keydown", function (ev) {
     if (ev.key !== "Escape") { return; }
     var now = Date.now();
-    if (now - lastEsc < 800) { quickExit(); }
+    if (now - lastEsc < 1000) { quickExit(); }
     lastEsc = now;
-  });
+  }, true);
+
+  // --- socket -----------------------------------------------------------------------------
+  var startFrame = null;
+
+  function begin(skip) {
+    var frame = { type: "start", line: currentLine() };
+    if (!skip) {
+      var v = function (id) { var n = pre.querySelector(id); return n && n.value ? n.value : null; };
+      if (v("#hl-language")) { frame.language = v("#hl-language"); }
+      if (v("#hl-region")) { frame.region = v("#hl-region"); }
+      if (v("#hl-topic")) { frame.topic = v("#hl-topic"); }
+    } else {
+      frame.language = lang;
+    }
+    startFrame = frame;
+    pre.hidden = true;
+    form.hidden = false;
+    input.focus();
+    connect();
+  }
+  pre.addEventListener("submit", function (ev) { ev.preventDefault(); begin(false); });
+
+  function flush() {
+    Object.keys(pending).forEach(function (id) { socket.send(JSON.stringify(pending[id].frame)); });
+  }
 
   function connect() {
-    socket = new WebSocket(wsUrl);
-    socket.onopen = function () {
-      socket.send(JSON.stringify(token ? { type: "resume", token: token } : { type: "start", line: line }));
+    if (gone) { return; }
+    var ws = new WebSocket(wsUrl.href);
+    socket = ws;
+    status.textContent = t("connecting");
+    ws.onopen = function () {
+      ws.send(JSON.stringify(token ? { type: "resume", token: token } : startFrame));
     };
-    socket.onmessage = function (ev) {
-      var f = JSON.parse(ev.data);
+    ws.onmessage = function (ev) {
+      var f;
+      try { f = JSON.parse(ev.data); } catch (e) { return; }
       if (f.type === "session") {
-        token = f.token;
-        status.textContent = f.on_duty ? "A consultant will answer you here." :
-          "Nobody is on duty now. Leave a message; we answer from 08:00.";
-        Object.keys(pending).forEach(function (id) { socket.send(JSON.stringify(pending[id])); });
+        token = f.token; retry = 0; onDuty = f.on_duty; position = f.position;
+        renderStatus();
+        flush();
       } else if (f.type === "ack") {
-        delete pending[f.id];
+        var p = pending[f.id];
+        if (p) { p.item.classList.remove("hl-pending"); p.item.removeAttribute("data-state"); delete pending[f.id]; }
       } else if (f.type === "message") {
-        show(f.message_id, "them", f.text);
+        show(f.message_id, f.from === "bot" ? "bot" : "consultant", f.text);
+      } else if (f.type === "position") {
+        position = f.position; renderStatus();
       } else if (f.type === "closed") {
-        status.textContent = "The conversation has ended.";
+        position = null; renderStatus();
+        status.textContent = t("closed");
       } else if (f.type === "error") {
-        status.textContent = f.detail;
+        if (f.code === "unknown_session") {
+          // The server no longer knows this chat: begin a new one rather than lose the text.
+          token = null;
+          ws.send(JSON.stringify(startFrame));
+        } else if (f.code !== "rate_limited") {
+          status.textContent = f.detail;
+        }
       }
     };
-    socket.onclose = function () {
-      if (token) { setTimeout(connect, 1000 + Math.random() * 2000); }
+    ws.onclose = function () {
+      if (socket !== ws) { return; }
+      socket = null;
+      if (gone) { return; }
+      renderStatus();
+      retry = Math.min(retry + 1, 6);
+      // Back off with jitter so many widgets do not return all at once after a restart.
+      reconnectTimer = setTimeout(connect, 300 * Math.pow(2, retry - 1) * (0.5 + Math.random()));
     };
   }
 
@@ -86,13 +307,30 @@
     var text = input.value.trim();
     if (!text) { return; }
     counter += 1;
-    var id = (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + "-" + counter);
+    var id = (window.crypto && crypto.randomUUID) ? crypto.randomUUID() : Date.now() + "-" + counter;
     var frame = { type: "message", id: id, text: text };
-    pending[id] = frame;
-    show("me-" + id, "me", text);
+    var item = show("me-" + id, "you", text);
+    item.classList.add("hl-pending");
+    item.setAttribute("data-state", t("notSent"));
+    pending[id] = { frame: frame, item: item };
     input.value = "";
-    if (socket && socket.readyState === 1) { socket.send(JSON.stringify(frame)); }
+    if (socket && socket.readyState === 1 && token) { socket.send(JSON.stringify(frame)); }
+  });
+  input.addEventListener("keydown", function (ev) {
+    if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); form.requestSubmit(); }
   });
 
-  connect();
+  function load() {
+    fetch(new URL("/chat/info", base).href, { credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer" })
+      .then(function (r) { return r.json(); })
+      .then(function (i) {
+        if (gone) { return; }
+        info = i;
+        if (fixedLine && !info.lines[fixedLine]) { fixedLine = null; line = null; }
+        renderPre(); renderStatus();
+      })
+      .catch(function () { status.textContent = t("reconnecting"); setTimeout(load, 3000); });
+  }
+  renderTexts();
+  load();
 }());

@@ -1,0 +1,254 @@
+"""The chat widget in real Chromium, embedded with one script tag in an organisation's page
+on another origin: pre-chat choices, on-duty status, an exchange with a consultant through
+the API, Quick exit (nothing stored, page replaced, not in history), Escape twice, and
+resume after the connection dropped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
+
+from tests.conftest import Gateway
+from tests.integration.helpers import Consultant
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@dataclass
+class Site:
+    url: str
+
+    @property
+    def chat_page(self) -> str:
+        return f"{self.url}/help"
+
+    @property
+    def neutral(self) -> str:
+        return f"{self.url}/weather"
+
+
+@pytest.fixture
+async def site(gateway: Gateway) -> AsyncIterator[Site]:
+    """An organisation's own plain web site (another origin) that embeds the widget."""
+
+    async def home(request: web.Request) -> web.Response:
+        return web.Response(text="<!doctype html><title>NGO</title><p>Welcome</p>", content_type="text/html")
+
+    async def help_page(request: web.Request) -> web.Response:
+        lang = request.query.get("lang", "en")
+        html = (
+            f'<!doctype html><html lang="{lang}"><title>Help</title><h1>Help</h1>'
+            f'<script src="{gateway.chat_url}/chat/widget.js" data-line="dv" '
+            f'data-exit-url="{site.neutral}"></script></html>'
+        )
+        return web.Response(text=html, content_type="text/html")
+
+    async def weather(request: web.Request) -> web.Response:
+        return web.Response(
+            text="<!doctype html><title>Weather</title><p>Sunny</p>", content_type="text/html"
+        )
+
+    app = web.Application()
+    app.router.add_get("/", home)
+    app.router.add_get("/help", help_page)
+    app.router.add_get("/weather", weather)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    site = Site(f"http://127.0.0.1:{port}")
+    try:
+        yield site
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def vera(gateway: Gateway) -> AsyncIterator[Consultant]:
+    gateway.seed_demo_accounts()
+    c = Consultant(gateway.store_url)
+    await c.login("vera", "vera-demo")
+    await c.open_events()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def record_frames(page: Page) -> list[dict[str, Any]]:
+    """Frames the widget received (to learn its token, as an attacker with the device might)."""
+    got: list[dict[str, Any]] = []
+
+    def on_ws(ws: WebSocket) -> None:
+        ws.on("framereceived", lambda payload: got.append(json.loads(payload)))
+
+    page.on("websocket", on_ws)
+    return got
+
+
+async def storage_left(page: Page) -> dict[str, Any]:
+    return dict(
+        await page.evaluate(
+            """async () => ({
+                local: localStorage.length, session: sessionStorage.length, cookie: document.cookie,
+                idb: (await indexedDB.databases()).length,
+                caches: (await caches.keys()).length })"""
+        )
+    )
+
+
+NOTHING = {"local": 0, "session": 0, "cookie": "", "idb": 0, "caches": 0}
+
+
+async def test_start_exchange_with_a_consultant_then_quick_exit(
+    gateway: Gateway, site: Site, vera: Consultant, browser: Browser
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    frames = record_frames(page)
+    await page.goto(site.url + "/")
+    await page.goto(site.chat_page)
+
+    chat = page.get_by_role("region", name="Chat with a consultant")
+    await expect(chat).to_be_visible()
+    await expect(page.locator(".hl-hours")).to_have_text("Hours: 08:00-20:00 daily.")
+    await expect(page.get_by_role("status")).to_contain_text(
+        "on duty"
+    )  # "on duty now" or "Nobody is on duty"
+    await page.get_by_label("Region").select_option("minsk")
+    await page.get_by_label("Topic").select_option("psychological")
+    await page.get_by_role("button", name="Start chat").click()
+
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    box = page.get_by_label("Your message")
+    await expect(box).to_be_focused()
+    await box.fill(f"I need to talk {canary}")
+    await box.press("Enter")
+    mine = page.locator("li.hl-you")
+    await expect(mine).to_have_count(1)
+    await expect(mine).not_to_have_class("hl-you hl-pending")  # acked: durably accepted
+
+    queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
+    await expect(page.get_by_role("status")).to_contain_text("number 1 in the queue")
+    status, thread = await vera.call("POST", "/api/queues/gp-dv/next")
+    assert status == 200 and thread["id"] == queued["thread_id"]
+    assert (thread["region"], thread["topic"], thread["language"]) == ("minsk", "psychological", "en")
+    await expect(page.get_by_role("status")).to_contain_text("A consultant is with you.")
+    status, _ = await vera.call(
+        "POST",
+        f"/api/threads/{thread['id']}/messages",
+        {"text": "<b>Hello</b>, I am here."},
+        {"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert status == 202
+    answer = page.locator("li.hl-consultant")
+    await expect(answer).to_have_count(1)
+    await expect(answer).to_contain_text("<b>Hello</b>, I am here.")  # text, never markup
+    assert await storage_left(page) == NOTHING
+    assert await context.cookies() == []
+
+    await page.get_by_role("button", name="Quick exit").click()
+    await page.wait_for_url(site.neutral)
+    await expect(page.locator("body")).to_have_text("Sunny")
+    # Back does not return to the chat: the chat page was replaced, not left behind.
+    await page.go_back()
+    assert page.url == site.url + "/"
+    assert await storage_left(page) == NOTHING
+    assert await context.cookies() == []
+
+    # The chat was ended: someone who later finds the token gets nothing back.
+    token = next(f["token"] for f in frames if f.get("type") == "session")
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{gateway.chat_url}/chat/ws") as ws:
+        await ws.send_json({"type": "resume", "token": token})
+        assert (await ws.receive_json(timeout=10))["code"] == "unknown_session"
+    await context.close()
+    assert canary not in gateway.logs()
+
+
+async def test_escape_twice_leaves_at_once_and_texts_follow_the_language(
+    gateway: Gateway, site: Site, browser: Browser
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(site.url + "/")
+    await page.goto(site.chat_page + "?lang=be")
+    await expect(page.get_by_role("button", name="Хуткі выхад")).to_be_visible()
+    await page.get_by_label("Мова").select_option("ru")
+    await expect(page.get_by_role("button", name="Быстрый выход")).to_be_visible()
+    # Keyboard only: skip the questions and start.
+    await page.get_by_role("button", name="Пропустить и начать").focus()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_label("Ваше сообщение")).to_be_focused()
+    await page.keyboard.type("Привет")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("li.hl-you")).to_have_count(1)
+    await page.keyboard.press("Escape")
+    await page.keyboard.press("Escape")
+    await page.wait_for_url(site.neutral)
+    await page.go_back()
+    assert page.url == site.url + "/"
+    assert await storage_left(page) == NOTHING
+    await context.close()
+
+
+async def test_the_widget_resumes_after_the_connection_dropped(
+    gateway: Gateway, site: Site, vera: Consultant, browser: Browser
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(site.chat_page)
+    await page.get_by_role("button", name="Skip and start").click()
+    box = page.get_by_label("Your message")
+    await box.fill("first")
+    await box.press("Enter")
+    await expect(page.locator("li.hl-you.hl-pending")).to_have_count(0)
+    queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
+    assert (await vera.call("POST", "/api/queues/gp-dv/next"))[0] == 200
+
+    # The chat server goes away (a restart): the widget says so and keeps what is typed.
+    gateway.processes.stop("chat_ingest")
+    await expect(page.get_by_role("status")).to_contain_text("Reconnecting")
+    status, sent = await vera.call(
+        "POST",
+        f"/api/threads/{queued['thread_id']}/messages",
+        {"text": "Are you safe?"},
+        {"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert status == 202
+    await box.fill("typed while offline")
+    await box.press("Enter")
+    await expect(page.locator("li.hl-you.hl-pending")).to_have_count(1)
+
+    gateway.processes.start("chat_ingest", gateway.env["chat_ingest"])
+    gateway.processes.wait_ready(gateway.ports)
+    await expect(page.locator("li.hl-consultant")).to_have_text(["Consultant: Are you safe?"], timeout=30_000)
+    await expect(page.locator("li.hl-you.hl-pending")).to_have_count(0)
+    await vera.wait_event(lambda e: e["name"] == "MessageDelivered" and e["message_id"] == sent["id"])
+    status, thread = await vera.call("GET", f"/api/threads/{queued['thread_id']}")
+    texts = [m["text"] for m in thread["messages"] if m["direction"] == "in"]
+    assert texts == ["first", "typed while offline"]
+    await expect(page.locator("li.hl-consultant")).to_have_count(1)
+    await context.close()
