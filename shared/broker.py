@@ -127,15 +127,23 @@ class Broker:
         await ex.publish(msg, routing_key=routing_key, mandatory=True)
         self._metrics.published.labels(envelope.kind).inc()
 
-    async def consume(self, queue: AbstractQueue, handler: Handler) -> None:
-        """Start delivering ``queue`` to ``handler`` under the ack policy of this module."""
+    async def consume(
+        self, queue: AbstractQueue, handler: Handler, transient: tuple[type[BaseException], ...] = ()
+    ) -> None:
+        """Start delivering ``queue`` to ``handler`` under the ack policy of this module.
+
+        ``transient``: failures of a dependency that comes back by itself (the database
+        restarting). The handler is retried in place with backoff, holding the message
+        unacknowledged, so an outage neither spends the message's delivery attempts nor
+        dead-letters anything; prefetch bounds what is held meanwhile.
+        """
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             self._in_flight += 1
             self._idle.clear()
             started = time.perf_counter()
             try:
-                await self._handle(queue.name, message, handler)
+                await self._handle(queue.name, message, handler, transient)
             finally:
                 self._metrics.handle_seconds.labels(queue.name).observe(time.perf_counter() - started)
                 self._in_flight -= 1
@@ -145,7 +153,13 @@ class Broker:
         tag = await queue.consume(on_message)
         self._consumers.append((queue, tag))
 
-    async def _handle(self, queue: str, message: AbstractIncomingMessage, handler: Handler) -> None:
+    async def _handle(
+        self,
+        queue: str,
+        message: AbstractIncomingMessage,
+        handler: Handler,
+        transient: tuple[type[BaseException], ...] = (),
+    ) -> None:
         try:
             envelope = decode(message.type, message.body)
         except EnvelopeError as exc:
@@ -154,7 +168,7 @@ class Broker:
             await message.reject(requeue=False)
             return
         try:
-            await handler(envelope, message)
+            await self._retry_transient(queue, envelope, message, handler, transient)
         except asyncio.CancelledError:
             # Shutting down mid-message: the broker redelivers it to another consumer.
             await message.nack(requeue=True)
@@ -175,6 +189,31 @@ class Broker:
         if not message.processed:
             await message.ack()
         self._metrics.consumed.labels(queue, "acked").inc()
+
+    async def _retry_transient(
+        self,
+        queue: str,
+        envelope: Envelope,
+        message: AbstractIncomingMessage,
+        handler: Handler,
+        transient: tuple[type[BaseException], ...],
+    ) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await handler(envelope, message)
+                return
+            except transient as exc:
+                log.warning(
+                    "dependency_unavailable_retrying",
+                    queue=queue,
+                    message_id=message.message_id,
+                    error=type(exc).__name__,
+                    retry_in=delay,
+                )
+                self._metrics.consumed.labels(queue, "retried").inc()
+                await asyncio.sleep(delay)  # backoff while the dependency is away
+                delay = min(delay * 2, 10.0)
 
     async def stop_consuming(self, deadline: float) -> None:
         """Stop intake, then wait up to ``deadline`` seconds for in-flight messages to finish."""

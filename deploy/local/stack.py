@@ -429,6 +429,24 @@ class LocalStack:
             finally:
                 self._write_state()
 
+    def kill_database(self) -> None:
+        """kill -9 FerretDB (for fault tests): clients see the database vanish mid-request."""
+        with self._locked():
+            self._adopt_recorded()
+            child = self._children.pop("ferretdb", None)
+            if child is not None:
+                child.kill()
+            self._write_state()
+
+    def start_database(self) -> None:
+        """(Re)start FerretDB on the same data directory and wait until it answers."""
+        with self._locked():
+            self._adopt_recorded()
+            try:
+                self._ensure("ferretdb")
+            finally:
+                self._write_state()
+
     def __enter__(self) -> LocalStack:
         self.start()
         return self

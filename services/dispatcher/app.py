@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
@@ -52,7 +52,11 @@ def create_app(settings: DispatcherSettings) -> web.Application:
             )
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             dispatcher = Dispatcher(repo, broker, config, settings.message_id_domain)
-            await broker.consume(broker.topology.queues[topology.DISPATCHER_INBOUND.name], dispatcher.handle)
+            await broker.consume(
+                broker.topology.queues[topology.DISPATCHER_INBOUND.name],
+                dispatcher.handle,
+                transient=(ConnectionFailure,),
+            )
             sweeper = asyncio.create_task(
                 Sweeper(repo, broker, config).run(settings.sweep_seconds), name="sweeper"
             )

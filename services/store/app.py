@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from services.store.api import ConsultantApi
 from services.store.events import ConsoleHub, DeliveryRecorder
@@ -83,7 +83,9 @@ def create_app(settings: StoreSettings) -> web.Application:
             )
             await broker.consume(events, hub.on_event)
             await broker.consume(
-                broker.topology.queues[topology.STORE_DELIVERY.name], DeliveryRecorder(repo, broker).handle
+                broker.topology.queues[topology.STORE_DELIVERY.name],
+                DeliveryRecorder(repo, broker).handle,
+                transient=(ConnectionFailure,),
             )
             yield
             await broker.stop_consuming(settings.shutdown_timeout)
