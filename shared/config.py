@@ -117,8 +117,31 @@ class MailboxSpec(_Strict):
     send_per_minute: int | None = Field(default=None, ge=1, description="reply rate limit of this line")
 
 
+class DirectoryEntry(_Strict):
+    """A contact the bot and the widget give without a consultant: texts by language."""
+
+    name: dict[str, str] = Field(min_length=1, description="name by language")
+    phone: str | None = Field(default=None, max_length=40)
+    address: dict[str, str] = Field(default_factory=dict, description="address by language")
+    note: dict[str, str] = Field(default_factory=dict, description="hours, who it is for, by language")
+    url: str | None = Field(default=None, pattern=r"^https://")
+
+
+class Directory(_Strict):
+    """Emergency contacts and help by region (PRODUCT.md 3.3): the chatbot answers from it."""
+
+    emergency: list[DirectoryEntry] = Field(default_factory=list)
+    regions: dict[str, list[DirectoryEntry]] = Field(
+        default_factory=dict, description="region id -> organisations, shelters, crisis centres"
+    )
+    national: list[DirectoryEntry] = Field(
+        default_factory=list, description="shown with every region: helplines serving the whole country"
+    )
+
+
 class HotlineConfig(_Strict):
     case_form: CaseForm = CaseForm()
+    directory: Directory = Directory()
     queue_policy: QueuePolicy = QueuePolicy()
     danger_words: dict[str, list[str]] = Field(
         default_factory=dict, description="language -> words that make a message urgent"
@@ -160,6 +183,18 @@ class HotlineConfig(_Strict):
             missing = [lang for lang in self.languages if lang not in texts]
             if missing:
                 raise ValueError(f"auto_answers.{kind}: no text for {', '.join(missing)}")
+        for region in self.directory.regions:
+            if region not in self.regions:
+                raise ValueError(f"directory.regions: unknown region {region!r}")
+        entries = [("emergency", e) for e in self.directory.emergency]
+        entries += [("national", e) for e in self.directory.national]
+        entries += [(f"regions.{r}", e) for r, es in self.directory.regions.items() for e in es]
+        for where, entry in entries:
+            missing = [lang for lang in self.languages if lang not in entry.name]
+            if missing:
+                raise ValueError(
+                    f"directory.{where}: {next(iter(entry.name.values()))!r} has no name in {missing}"
+                )
         for mname, box in self.mailboxes.items():
             if box.line not in self.lines:
                 raise ValueError(f"mailboxes.{mname}.line: unknown line {box.line!r}")
