@@ -17,14 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from deploy.local.services import (
+    PREFIX,
     SERVICES,
     ServiceProcesses,
     StackUrls,
     service_env,
 )
 from deploy.local.stack import LocalStack, StackPorts
+from shared.settings import DEFAULT_CONFIG_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +98,9 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(stack: LocalStack, tmp_path: Path) -> Iterator[Gateway]:
+def gateway(stack: LocalStack, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Gateway]:
+    """The four services for one test. ``@pytest.mark.hotline_config(change)`` runs them with
+    the example hotline configuration as changed by ``change(dict)``."""
     name = "t" + uuid.uuid4().hex[:8]
     urls = StackUrls(
         amqp_url=stack.add_vhost(name),
@@ -107,6 +112,19 @@ def gateway(stack: LocalStack, tmp_path: Path) -> Iterator[Gateway]:
     )
     ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
     env = service_env(urls, ports, database=name, line_mailbox=f"{name}-hotline")
+    marker = request.node.get_closest_marker("hotline_config")
+    if marker is not None:
+        config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+        marker.args[0](config)
+        path = tmp_path / "hotline.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+        for service, variables in env.items():
+            variables[PREFIX[service] + "CONFIG_PATH"] = str(path)
+    extra = request.node.get_closest_marker("service_env")
+    if extra is not None:
+        for variable, value in extra.args[0].items():
+            service = next(n for n in SERVICES if variable.startswith(PREFIX[n]))
+            env[service][variable] = value
     procs = ServiceProcesses(ROOT, tmp_path / "logs")
     gw = Gateway(name, stack, urls, name, ports, env, procs)
     try:

@@ -226,6 +226,12 @@ class ConsultantApi:
         await self._event("ThreadClaimed", claimed, user.login, assignee=user.login)
         return web.json_response(thread_view(claimed))
 
+    async def history(self, request: web.Request) -> web.Response:
+        """Every change of a thread with its time: queued, claimed, released, transferred,
+        escalated, closed (for wait and first-response reports)."""
+        _, thread = await self._thread(request)
+        return web.json_response([_jsonable(e) for e in await self.repo.thread_history(thread["_id"])])
+
     async def release(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
         holder = None if user.role in {"supervisor", "admin"} else user.login
@@ -327,5 +333,6 @@ class ConsultantApi:
         r.add_post("/api/threads/{id}/messages", self.reply)
         r.add_post("/api/threads/{id}/close", self.close)
         r.add_post("/api/threads/{id}/release", self.release)
+        r.add_get("/api/threads/{id}/history", self.history)
         r.add_post("/api/threads/{id}/notes", self.note)
         r.add_post("/api/threads/{id}/transfer", self.transfer)
