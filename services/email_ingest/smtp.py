@@ -6,6 +6,12 @@ is retried here with backoff; once the attempts are spent, or on a permanent fai
 (5xx), the reply is reported ``failed`` so the consultant sees it. The Message-ID comes
 from the store, so a resend after a crash carries the same Message-ID and the client's
 mailer shows one mail.
+
+A connection lost after the mail went out with DATA and before the server's reply is
+ambiguous: the server may have accepted it (RFC 5321 4.1.1.4 gives the reply only after
+the final "."; RFC 1047 describes exactly this duplicate). Such a reply is resent at most
+once, with the same Message-ID; a second such loss reports it ``failed`` with a detail
+saying it may have arrived, instead of sending it a third time.
 """
 
 from __future__ import annotations
@@ -115,6 +121,23 @@ class RateLimiter:
         return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
 
 
+class UnconfirmedAfterData(Exception):
+    """The whole mail was sent with DATA, then the connection failed before the reply."""
+
+
+class _Client(aiosmtplib.SMTP):
+    """An SMTP client that tells whether DATA was under way when a failure happened."""
+
+    data_started = False
+    data_answered = False
+
+    async def data(self, message: str | bytes, /, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        self.data_started = True
+        response = await super().data(message, **kwargs)
+        self.data_answered = True
+        return response
+
+
 class SmtpMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.sent = Counter(
@@ -162,8 +185,9 @@ class ReplySender:
             await asyncio.sleep(delay)
 
     async def _send(self, mail: EmailMessage) -> None:
-        await aiosmtplib.send(
-            mail,
+        """Hand one mail to the server; raise UnconfirmedAfterData when the connection failed
+        between DATA and its reply, the server's SMTPResponseException on a refusal."""
+        client = _Client(
             hostname=self.s.smtp_host,
             port=self.s.smtp_port,
             username=self.s.smtp_user,
@@ -172,6 +196,15 @@ class ReplySender:
             start_tls=True if self.s.smtp_security == "starttls" else False,
             timeout=30,
         )
+        try:
+            async with client:
+                await client.send_message(mail)
+        except aiosmtplib.SMTPResponseException:
+            raise  # the server answered: not ambiguous
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            if client.data_started and not client.data_answered:
+                raise UnconfirmedAfterData(type(exc).__name__) from exc
+            raise
 
     async def handle(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
         if not isinstance(envelope, OutboundMessage):
@@ -207,10 +240,21 @@ class ReplySender:
         mail = build_reply(out, who.from_address, who.from_name, who.subject)
         status, detail = DeliveryStatus.FAILED, "not sent"
         attempts = self.s.smtp_attempts
+        unconfirmed = 0  # sends that may have been accepted without our hearing it
         for attempt in range(1, attempts + 1):
             await self._wait_turn(out.line, who.per_minute)
             try:
                 await self._send(mail)
+            except UnconfirmedAfterData as exc:
+                self.metrics.failures.labels("unconfirmed").inc()
+                unconfirmed += 1
+                log.warning("smtp_no_reply_after_data", message_id=out.message_id, error=str(exc))
+                if unconfirmed >= 2:
+                    # Twice sent, never answered: a third copy could be a third mail in the
+                    # client's inbox. The consultant decides.
+                    status, detail = DeliveryStatus.FAILED, "no reply after DATA; may have arrived"
+                    break
+                detail = "no reply after DATA"
             except aiosmtplib.SMTPResponseException as exc:
                 if 500 <= exc.code < 600:
                     self.metrics.failures.labels("permanent").inc()

@@ -1,5 +1,5 @@
-"""F10 (QUALITY.md 2): SMTP 4xx and 5xx, against a real
-SMTP server (aiosmtpd) that misbehaves on purpose. Ledger: sends per reply."""
+"""F10 (QUALITY.md 2): SMTP 4xx, 5xx and the connection dropped after DATA before the reply,
+against a real SMTP server (aiosmtpd) that misbehaves on purpose. Ledger: sends per reply."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections import Counter
 from email import message_from_bytes
+from typing import cast
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -16,9 +17,13 @@ from tests.conftest import Gateway, free_ports
 from tests.integration.email_support import queued_threads, restart_email_ingest
 from tests.integration.helpers import Consultant, Mailbox, mail, new_message_id
 
+DROP = "drop"
+
 
 class Faulty:
-    """Answers each new Message-ID ``fault`` ``times`` times, then accepts it."""
+    """Answers each new Message-ID ``fault`` ``times`` times, then accepts it. The fault
+    ``drop`` takes the whole mail and then cuts the connection without any reply, as a
+    server that crashed (or a NAT that forgot us) between the final "." and "250"."""
 
     def __init__(self, fault: str, times: int) -> None:
         self.fault, self.times = fault, times
@@ -30,19 +35,29 @@ class Faulty:
         mid = str(message_from_bytes(content).get("Message-ID", ""))
         self.attempts[mid] += 1
         if self.attempts[mid] <= self.times:
+            if self.fault == DROP:
+                # abort(): the socket is gone before aiosmtpd writes the reply below.
+                cast(asyncio.Transport, server.transport).abort()
+                return "250 OK (never heard)"
             return self.fault
         self.accepted[mid] += 1
         return "250 OK"
 
 
 @pytest.mark.parametrize(
-    ("fault", "times", "final", "sends"),
+    ("fault", "times", "final", "sends", "received"),
     [
-        ("451 4.3.0 try again later", 2, "sent", 1),
-        ("550 5.1.1 no such user", 99, "failed", 0),
+        ("451 4.3.0 try again later", 2, "sent", 1, 3),
+        ("550 5.1.1 no such user", 99, "failed", 0, 1),
+        # Dropped once after DATA: one resend, which is accepted.
+        (DROP, 1, "sent", 1, 2),
+        # Dropped every time: at most one resend, then shown failed (it may have arrived).
+        (DROP, 99, "failed", 0, 2),
     ],
 )
-async def test_f10_smtp_faults(gateway: Gateway, fault: str, times: int, final: str, sends: int) -> None:
+async def test_f10_smtp_faults(
+    gateway: Gateway, fault: str, times: int, final: str, sends: int, received: int
+) -> None:
     handler = Faulty(fault, times)
     (port,) = free_ports(1)
     controller = Controller(handler, hostname="127.0.0.1", port=port)
@@ -81,9 +96,13 @@ async def test_f10_smtp_faults(gateway: Gateway, fault: str, times: int, final: 
         status, thread = await sofia.call("GET", f"/api/threads/{thread_id}")
         ours = next(m for m in thread["messages"] if m["id"] == reply["id"])
         assert ours["delivery"]["status"] == final
-        mid = next(k for k in handler.attempts if reply["id"] in k)
         # Ledger: what reached the server for this reply, all under one Message-ID.
-        print(f"F10 {fault[:3]}: attempts={handler.attempts[mid]} accepted={handler.accepted[mid]}")
+        (mid,) = [k for k in handler.attempts if reply["id"] in k]
+        print(
+            f"F10 {fault[:4]}x{times}: sends per reply (DATA received)={handler.attempts[mid]} "
+            f"accepted={handler.accepted[mid]} final={final} message_ids=1"
+        )
+        assert handler.attempts[mid] == received
         assert handler.accepted[mid] == sends
         await sofia.close()
     finally:
