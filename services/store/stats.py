@@ -1,0 +1,469 @@
+"""Statistics from case forms: pure counting, no I/O (PRODUCT.md 3.5).
+
+What is counted is a *thread* (one consultation, whatever its channel). When a thread is
+closed, or a phone consultation is registered, the store keeps beside the case form a
+``facts`` document made only of categorical values, fit for grouping and free of any text
+a client or consultant wrote::
+
+    facts: {at, line, channel, organisation, fields: {gender: ["female"], topics: [...]}}
+
+Every field is a list (a topic question may have several answers); a thread with two
+topics counts once under each, so topic shares can add up to more than 100 %. Retention
+deletes free text but never ``facts``, so statistics outlive the conversations.
+
+:func:`parse_query` turns request parameters into a :class:`Query`, :class:`Tally` counts
+streamed ``facts`` documents, and :func:`build_table` turns one or two tallies (this
+window and the same window a year earlier) into rows with shares, year-on-year change
+and, for publication, small cells suppressed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+Doc = dict[str, Any]
+
+# A categorical answer is an identifier-like code ("female", "18_26", "PL"); anything else
+# (a sentence typed into a comment box) is free text and never becomes a statistic.
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,63}$")
+_FIELD = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+# Dimensions every thread has besides its case form.
+THREAD_DIMENSIONS = ("channel", "line", "organisation")
+PERIODS = ("day", "month", "year")
+# Column names of a row; a case field may not be called like one of them.
+RESERVED = frozenset({"count", "share", "previous", "change", "suppressed", "period"})
+# Request parameters that are not filters.
+PARAMETERS = frozenset({"from", "to", "by", "period", "compare", "publish", "lang"})
+MAX_DIMENSIONS = 3
+MAX_VALUES_PER_FIELD = 50
+
+
+class QueryError(ValueError):
+    """A statistics request that cannot be answered; the message says which parameter."""
+
+
+def categorical(value: Any) -> list[str] | None:
+    """The codes an answer stands for, or None when the answer is free text.
+
+    ``True``/``False`` become ``yes``/``no``; a list keeps its codes once each, in order.
+    """
+    if isinstance(value, bool):
+        return ["yes" if value else "no"]
+    if isinstance(value, int):
+        return [str(value)]
+    if isinstance(value, str):
+        return [value] if _CODE.match(value) else None
+    if isinstance(value, list):
+        codes: list[str] = []
+        for item in value[:MAX_VALUES_PER_FIELD]:
+            if isinstance(item, bool) or not isinstance(item, str | int) or not _CODE.match(str(item)):
+                return None
+            if str(item) not in codes:
+                codes.append(str(item))
+        return codes
+    return None
+
+
+def case_fields(case: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The categorical answers of a case form (free-text answers left out)."""
+    fields: dict[str, list[str]] = {}
+    for name, value in case.items():
+        if not isinstance(name, str) or not _FIELD.match(name) or name in RESERVED:
+            continue
+        if name in THREAD_DIMENSIONS:
+            continue
+        codes = categorical(value)
+        if codes is not None:
+            fields[name] = codes
+    return fields
+
+
+def make_facts(
+    case: Mapping[str, Any], *, at: datetime, line: str, channel: str, organisation: str | None
+) -> Doc:
+    """The ``facts`` document stored with a closed thread."""
+    return {
+        "at": at,
+        "line": line,
+        "channel": channel,
+        "organisation": organisation or "unknown",
+        "fields": case_fields(case),
+    }
+
+
+def organisation_of(
+    thread_organisations: list[str], closer_organisation: str | None, region_organisations: list[str]
+) -> str | None:
+    """Which organisation a consultation counts for: the closing consultant's; else the only
+    organisation of the thread's queue; else the only one serving the client's region (a
+    supervisor closing a thread of the shared triage queue); else unknown (None)."""
+    if closer_organisation:
+        return closer_organisation
+    if len(thread_organisations) == 1:
+        return thread_organisations[0]
+    if len(region_organisations) == 1:
+        return region_organisations[0]
+    return None
+
+
+# --- queries --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    """One statistics request. ``first``/``last`` are local dates, both included."""
+
+    first: date
+    last: date
+    tz: ZoneInfo
+    by: tuple[str, ...] = ()
+    period: str | None = None
+    filters: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    compare: bool = False
+    publish: bool = False
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.first, time(0), self.tz).astimezone(UTC)
+
+    @property
+    def end(self) -> datetime:
+        """Exclusive end in UTC: midnight after ``last``."""
+        return datetime.combine(self.last + timedelta(days=1), time(0), self.tz).astimezone(UTC)
+
+    def previous_year(self) -> Query:
+        """The same window a year earlier (29 February becomes 28 February)."""
+        return Query(
+            _year_back(self.first),
+            _year_back(self.last),
+            self.tz,
+            self.by,
+            self.period,
+            self.filters,
+            False,
+            self.publish,
+        )
+
+
+def _year_back(d: date) -> date:
+    try:
+        return d.replace(year=d.year - 1)
+    except ValueError:  # 29 February
+        return d.replace(year=d.year - 1, day=28)
+
+
+def _date(params: Mapping[str, str], name: str, default: date) -> date:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise QueryError(f"{name}: a date like 2026-01-31") from None
+
+
+def _flag(params: Mapping[str, str], name: str) -> bool:
+    raw = params.get(name, "0")
+    if raw not in {"0", "1", "true", "false", ""}:
+        raise QueryError(f"{name}: 1 or 0")
+    return raw in {"1", "true"}
+
+
+def parse_query(
+    params: Mapping[str, str], today: date, tz: ZoneInfo, known_fields: Iterable[str] | None = None
+) -> Query:
+    """Read ``from``, ``to`` (dates, both included; default: this year to today), ``by``
+    (up to three comma-separated dimensions), ``period`` (day, month or year), ``compare``
+    (1: add the same window a year earlier), ``publish`` (1: suppress small cells) and
+    filters: any other parameter names a dimension and its accepted values, comma-separated.
+
+    ``known_fields``: the case-form fields the configuration defines, when it defines them;
+    other names are refused. Raises :class:`QueryError`.
+    """
+    first = _date(params, "from", today.replace(month=1, day=1))
+    last = _date(params, "to", today)
+    if last < first:
+        raise QueryError("to: must not be before from")
+    if (last - first).days > 366 * 20:
+        raise QueryError("to: at most twenty years at once")
+    known = None if known_fields is None else set(known_fields) | set(THREAD_DIMENSIONS)
+
+    def dimension(name: str, param: str) -> str:
+        if not _FIELD.match(name) or name in RESERVED:
+            raise QueryError(f"{param}: {name!r} is not a dimension")
+        if known is not None and name not in known:
+            raise QueryError(f"{param}: unknown field {name!r}")
+        return name
+
+    by_raw = params.get("by", "")
+    by = tuple(dimension(b.strip(), "by") for b in by_raw.split(",") if b.strip())
+    if len(by) > MAX_DIMENSIONS:
+        raise QueryError(f"by: at most {MAX_DIMENSIONS} dimensions")
+    if len(set(by)) != len(by):
+        raise QueryError("by: a dimension is named twice")
+    period = params.get("period") or None
+    if period is not None and period not in PERIODS:
+        raise QueryError("period: day, month or year")
+    filters: dict[str, frozenset[str]] = {}
+    for name, raw in params.items():
+        if name in PARAMETERS:
+            continue
+        values = frozenset(v.strip() for v in raw.split(",") if v.strip())
+        if not values or len(values) > MAX_VALUES_PER_FIELD or not all(_CODE.match(v) for v in values):
+            raise QueryError(f"{name}: comma-separated codes")
+        filters[dimension(name, name)] = values
+    return Query(first, last, tz, by, period, filters, _flag(params, "compare"), _flag(params, "publish"))
+
+
+def period_key(at: datetime, period: str, tz: ZoneInfo) -> str:
+    local = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(tz)
+    if period == "day":
+        return local.strftime("%Y-%m-%d")
+    if period == "month":
+        return local.strftime("%Y-%m")
+    return local.strftime("%Y")
+
+
+def _shift_key(key: str) -> str:
+    """The key of the same period a year later ("2025-03" -> "2026-03")."""
+    year, sep, rest = key.partition("-")
+    return f"{int(year) + 1}{sep}{rest}"
+
+
+def values_of(facts: Mapping[str, Any], name: str) -> list[str]:
+    """The values of one dimension of a thread ([] when the form left it unanswered)."""
+    if name in THREAD_DIMENSIONS:
+        value = facts.get(name)
+        return [value] if isinstance(value, str) else []
+    fields = facts.get("fields") or {}
+    found = fields.get(name)
+    return [v for v in found if isinstance(v, str)] if isinstance(found, list) else []
+
+
+def matches(facts: Mapping[str, Any], filters: Mapping[str, frozenset[str]]) -> bool:
+    """A thread passes a filter when one of its values is among the accepted ones."""
+    return all(any(v in accepted for v in values_of(facts, name)) for name, accepted in filters.items())
+
+
+# --- counting -------------------------------------------------------------------------------
+
+Cell = tuple[str | None, ...]
+
+
+class Tally:
+    """Counts of threads per cell (period, then one value per ``by`` dimension) and per
+    period. Memory is bounded by the number of distinct cells, not of threads."""
+
+    def __init__(self, query: Query) -> None:
+        self.query = query
+        self.cells: Counter[Cell] = Counter()
+        self.periods: Counter[str | None] = Counter()
+        self.threads = 0
+
+    def add(self, facts: Mapping[str, Any]) -> None:
+        q = self.query
+        if not matches(facts, q.filters):
+            return
+        at = facts.get("at")
+        if not isinstance(at, datetime):
+            return
+        aware = at if at.tzinfo else at.replace(tzinfo=UTC)
+        if not q.start <= aware < q.end:
+            return
+        key = period_key(aware, q.period, q.tz) if q.period else None
+        self.threads += 1
+        self.periods[key] += 1
+        # A thread adds one to each combination of its values; an unanswered
+        # dimension counts under None ("not answered") so totals stay visible.
+        choices: list[list[str | None]] = []
+        for name in q.by:
+            found: list[str | None] = list(values_of(facts, name))
+            choices.append(found or [None])
+        for combo in itertools.product(*choices):
+            self.cells[(key, *combo)] += 1
+
+    def add_all(self, docs: Iterable[Mapping[str, Any]]) -> Tally:
+        for doc in docs:
+            self.add(doc)
+        return self
+
+
+def _change(now: int, before: int) -> float | None:
+    """Year-on-year change in percent, one decimal; None when there was nothing before."""
+    if before == 0:
+        return None
+    return round(100 * (now - before) / before, 1)
+
+
+def _share(count: int, total: int) -> float | None:
+    return round(100 * count / total, 1) if total else None
+
+
+def _suppress(counts: dict[Cell, int], min_cell: int, group_of: Any) -> set[Cell]:
+    """Cells to hide: every count from 1 to ``min_cell - 1`` (primary), and, in a group
+    where only one cell is hidden, the next smallest non-zero one too, so the hidden one
+    cannot be worked out from the group's total (complementary suppression)."""
+    hidden = {c for c, n in counts.items() if 0 < n < min_cell}
+    groups: dict[Any, list[Cell]] = {}
+    for c in counts:
+        groups.setdefault(group_of(c), []).append(c)
+    for cells in groups.values():
+        inside = [c for c in cells if c in hidden]
+        if len(inside) == 1:
+            rest = sorted((counts[c], c) for c in cells if c not in hidden and counts[c] > 0)
+            if rest:
+                hidden.add(rest[0][1])
+    return hidden
+
+
+def build_table(current: Tally, previous: Tally | None, min_cell: int) -> Doc:
+    """Rows with counts, shares of the period's threads and, with ``previous``, the count a
+    year earlier and the change. For publication (``query.publish``) counts below
+    ``min_cell`` are replaced by None and flagged, and the output says so."""
+    q = current.query
+    prev_cells: dict[Cell, int] = {}
+    prev_periods: dict[str | None, int] = {}
+    if previous is not None:
+        for cell, n in previous.cells.items():
+            key = cell[0] if cell[0] is None else _shift_key(cell[0])
+            prev_cells[(key, *cell[1:])] = n
+        for pkey, n in previous.periods.items():
+            prev_periods[pkey if pkey is None else _shift_key(pkey)] = n
+    keys = set(current.cells) | set(prev_cells)
+    now_counts = {c: current.cells.get(c, 0) for c in keys}
+    before_counts = {c: prev_cells.get(c, 0) for c in keys}
+    hidden_now: set[Cell] = set()
+    hidden_before: set[Cell] = set()
+    hidden_periods: set[str | None] = set()
+    if q.publish:
+        hidden_now = _suppress(now_counts, min_cell, lambda c: c[0])
+        hidden_before = _suppress(before_counts, min_cell, lambda c: c[0])
+        hidden_periods = {p for p, n in current.periods.items() if 0 < n < min_cell}
+
+    def order(cell: Cell) -> tuple[Any, ...]:
+        return (cell[0] or "", -now_counts[cell], *[v if v is not None else "~" for v in cell[1:]])
+
+    rows: list[Doc] = []
+    for cell in sorted(keys, key=order):
+        n = now_counts[cell]
+        row: Doc = {}
+        if q.period:
+            row["period"] = cell[0]
+        row.update(zip(q.by, cell[1:], strict=True))
+        hidden = cell in hidden_now or cell[0] in hidden_periods
+        row["count"] = None if hidden else n
+        row["share"] = None if hidden else _share(n, current.periods.get(cell[0], 0))
+        if previous is not None:
+            b = before_counts[cell]
+            row["previous"] = None if cell in hidden_before else b
+            row["change"] = None if hidden or cell in hidden_before else _change(n, b)
+        if q.publish:
+            row["suppressed"] = hidden or cell in hidden_before
+        rows.append(row)
+
+    periods: list[Doc] = []
+    for pkey in sorted(set(current.periods) | set(prev_periods), key=lambda p: p or ""):
+        n = current.periods.get(pkey, 0)
+        entry: Doc = {"period": pkey, "count": None if pkey in hidden_periods else n}
+        if previous is not None:
+            b = prev_periods.get(pkey, 0)
+            entry["previous"] = None if q.publish and 0 < b < min_cell else b
+            entry["change"] = None if entry["count"] is None or entry["previous"] is None else _change(n, b)
+        periods.append(entry)
+
+    total: Doc = {"count": current.threads}
+    if previous is not None:
+        total["previous"] = previous.threads
+        total["change"] = _change(current.threads, previous.threads)
+    if q.publish:
+        if 0 < current.threads < min_cell:
+            total["count"] = None
+        if previous is not None and 0 < previous.threads < min_cell:
+            total["previous"] = None
+        if total["count"] is None or total.get("previous", 0) is None:
+            total["change"] = None
+
+    result: Doc = {
+        "from": q.first.isoformat(),
+        "to": q.last.isoformat(),
+        "by": list(q.by),
+        "period": q.period,
+        "filters": {k: sorted(v) for k, v in sorted(q.filters.items())},
+        "compare": previous is not None,
+        "published": q.publish,
+        "total": total,
+        "periods": periods if q.period else [],
+        "rows": rows,
+    }
+    if q.publish:
+        result["min_cell"] = min_cell
+        result["note"] = suppression_note(min_cell)
+    else:
+        result["note"] = "Exact figures for internal use: do not publish; use publish=1 for publication."
+    return result
+
+
+def suppression_note(min_cell: int) -> str:
+    return (
+        f"Cells counting fewer than {min_cell} consultations are suppressed (shown empty or "
+        f"as <{min_cell}), and so is one more cell where a single hidden one could be worked out "
+        "from a total. A consultation with several answers to one question counts under each, "
+        "so such shares can add up to more than 100 %."
+    )
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+
+def _cell_text(value: Any, suppressed: bool, min_cell: int | None) -> str:
+    if value is None:
+        return f"<{min_cell}" if suppressed and min_cell else ""
+    return str(value)
+
+
+def to_csv(result: Mapping[str, Any]) -> str:
+    """The rows as CSV: dimensions, count, share (%), and with ``compare`` the previous
+    year's count and the change (%). Unanswered values are ``not answered``. A note
+    (suppression for publication, "not for publication" otherwise) follows a blank line."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    dims = (["period"] if result["period"] else []) + list(result["by"])
+    head = [*dims, "count", "share_percent"]
+    if result["compare"]:
+        head += ["previous_year", "change_percent"]
+    w.writerow(head)
+    min_cell = result.get("min_cell")
+    for row in result["rows"]:
+        sup = bool(row.get("suppressed"))
+        line = [row[d] if row[d] is not None else "not answered" for d in dims]
+        line += [
+            _cell_text(row["count"], sup, min_cell),
+            _cell_text(row["share"], sup, min_cell),
+        ]
+        if result["compare"]:
+            line += [
+                _cell_text(row["previous"], sup, min_cell),
+                _cell_text(row["change"], False, None),
+            ]
+        w.writerow(line)
+    w.writerow([])
+    total = result["total"]
+    w.writerow(["note", result["note"]])
+    w.writerow(["threads", _cell_text(total["count"], True, min_cell)])
+    if result["compare"]:
+        w.writerow(["threads_previous_year", _cell_text(total.get("previous"), True, min_cell)])
+        w.writerow(["change_percent", _cell_text(total.get("change"), False, None)])
+    w.writerow(["period", f"{result['from']} to {result['to']}"])
+    for name, values in result["filters"].items():
+        w.writerow(["filter", f"{name} = {' or '.join(values)}"])
+    return out.getvalue()

@@ -1,0 +1,230 @@
+"""Statistics counting, shares, year-on-year change and small-cell suppression (pure logic)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.store.stats import (
+    QueryError,
+    Tally,
+    build_table,
+    case_fields,
+    categorical,
+    make_facts,
+    organisation_of,
+    parse_query,
+    to_csv,
+)
+
+MINSK = ZoneInfo("Europe/Minsk")
+TODAY = date(2026, 12, 31)
+
+
+def facts(at: datetime, channel: str = "email", **fields: list[str]) -> dict:
+    return {"at": at, "line": "113", "channel": channel, "organisation": "lastrada", "fields": fields}
+
+
+def q(**params: str):
+    return parse_query(params, TODAY, MINSK)
+
+
+def test_only_codes_become_statistics_free_text_never_does() -> None:
+    case = {
+        "gender": "female",
+        "topics": ["work_abroad", "au_pair", "work_abroad"],
+        "crisis": True,
+        "children": 2,
+        "comment": "Она боится мужа, звонила из Варшавы",
+        "destination": "PL",
+        "mixed": ["ok", "not a code"],
+        "channel": "forged",
+    }
+    assert case_fields(case) == {
+        "gender": ["female"],
+        "topics": ["work_abroad", "au_pair"],
+        "crisis": ["yes"],
+        "children": ["2"],
+        "destination": ["PL"],
+    }
+    assert categorical({"a": 1}) is None
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    made = make_facts(case, at=at, line="dv", channel="phone", organisation=None)
+    assert made["organisation"] == "unknown" and made["channel"] == "phone" and made["at"] == at
+
+
+def test_the_organisation_a_consultation_counts_for() -> None:
+    assert organisation_of(["lastrada", "bwc"], "bwc", []) == "bwc"
+    assert organisation_of(["gp"], None, []) == "gp"
+    assert organisation_of(["lastrada", "bwc"], None, ["bwc"]) == "bwc"
+    assert organisation_of(["lastrada", "bwc"], None, []) is None
+
+
+def test_local_dates_bound_the_window() -> None:
+    query = q(**{"from": "2026-01-01", "to": "2026-01-31"})
+    # 23:30 UTC on 31 December is already 1 January in Minsk (UTC+3).
+    inside = facts(datetime(2025, 12, 31, 22, 0, tzinfo=UTC))
+    outside = facts(datetime(2026, 1, 31, 21, 0, tzinfo=UTC))  # 1 February, 00:00 in Minsk
+    before = facts(datetime(2025, 12, 31, 20, 59, tzinfo=UTC))
+    t = Tally(query).add_all([inside, outside, before])
+    assert t.threads == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"from": "2026-13-01"}, "from"),
+        ({"from": "2026-02-01", "to": "2026-01-01"}, "to"),
+        ({"by": "gender,count"}, "by"),
+        ({"by": "a,b,c,d"}, "by"),
+        ({"by": "gender,gender"}, "by"),
+        ({"period": "week"}, "period"),
+        ({"gender": "fe male"}, "gender"),
+        ({"Gender": "female"}, "Gender"),
+        ({"publish": "yes"}, "publish"),
+    ],
+)
+def test_bad_requests_name_the_parameter(params: dict[str, str], message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        q(**params)
+
+
+def test_fields_outside_the_configured_form_are_refused() -> None:
+    with pytest.raises(QueryError, match="unknown field 'shoe_size'"):
+        parse_query({"by": "shoe_size"}, TODAY, MINSK, known_fields=["gender"])
+    assert parse_query({"by": "gender,channel"}, TODAY, MINSK, known_fields=["gender"]).by == (
+        "gender",
+        "channel",
+    )
+
+
+def generated_year(seed: int, year: int, n: int) -> list[dict]:
+    rnd = random.Random(seed)
+    out = []
+    start = datetime(year, 1, 1, tzinfo=MINSK)
+    for _ in range(n):
+        at = start + timedelta(minutes=rnd.randrange(365 * 24 * 60))
+        fields: dict[str, list[str]] = {"gender": [rnd.choice(["female", "male", "other"])]}
+        if rnd.random() < 0.9:
+            fields["topics"] = rnd.sample(["work_abroad", "study_abroad", "au_pair", "crisis_abroad"], 2)
+        out.append(facts(at.astimezone(UTC), rnd.choice(["email", "chat", "phone"]), **fields))
+    return out
+
+
+def test_a_generated_year_gives_exact_counts_and_shares_by_month_and_topic() -> None:
+    docs = generated_year(7, 2026, 900)
+    query = q(**{"from": "2026-01-01", "to": "2026-12-31", "by": "topics", "period": "month"})
+    result = build_table(Tally(query).add_all(docs), None, 5)
+    # Independently: local month of each thread, one count per topic it names.
+    expected: dict[tuple[str, str | None], int] = {}
+    per_month: dict[str, int] = {}
+    for d in docs:
+        month = d["at"].astimezone(MINSK).strftime("%Y-%m")
+        per_month[month] = per_month.get(month, 0) + 1
+        for topic in d["fields"].get("topics") or [None]:
+            expected[(month, topic)] = expected.get((month, topic), 0) + 1
+    got = {(r["period"], r["topics"]): r["count"] for r in result["rows"]}
+    assert got == expected
+    assert result["total"]["count"] == 900
+    assert {p["period"]: p["count"] for p in result["periods"]} == per_month
+    for r in result["rows"]:
+        assert r["share"] == round(100 * r["count"] / per_month[r["period"]], 1)
+    assert "do not publish" in result["note"]
+
+
+def test_filters_keep_threads_with_one_of_the_values() -> None:
+    docs = generated_year(3, 2026, 400)
+    query = q(by="gender", channel="email,phone", topics="au_pair")
+    result = build_table(Tally(query).add_all(docs), None, 5)
+    expected: dict[str, int] = {}
+    for d in docs:
+        if d["channel"] in {"email", "phone"} and "au_pair" in d["fields"].get("topics", []):
+            g = d["fields"]["gender"][0]
+            expected[g] = expected.get(g, 0) + 1
+    assert {r["gender"]: r["count"] for r in result["rows"]} == expected
+    assert result["total"]["count"] == sum(expected.values())
+    assert result["filters"] == {"channel": ["email", "phone"], "topics": ["au_pair"]}
+
+
+def test_year_on_year_compares_the_same_window_a_year_earlier() -> None:
+    now = generated_year(11, 2026, 600)
+    before = generated_year(12, 2025, 500)
+    query = q(**{"from": "2026-01-01", "to": "2026-12-31", "by": "channel", "period": "year", "compare": "1"})
+    result = build_table(
+        Tally(query).add_all(now + before), Tally(query.previous_year()).add_all(now + before), 5
+    )
+    count_now = {c: sum(d["channel"] == c for d in now) for c in ("email", "chat", "phone")}
+    count_before = {c: sum(d["channel"] == c for d in before) for c in ("email", "chat", "phone")}
+    for r in result["rows"]:
+        assert r["period"] == "2026"
+        assert r["count"] == count_now[r["channel"]]
+        assert r["previous"] == count_before[r["channel"]]
+        expected = round(
+            100 * (count_now[r["channel"]] - count_before[r["channel"]]) / count_before[r["channel"]], 1
+        )
+        assert r["change"] == expected
+    assert result["total"] == {"count": 600, "previous": 500, "change": 20.0}
+    assert result["periods"] == [{"period": "2026", "count": 600, "previous": 500, "change": 20.0}]
+
+
+def test_a_leap_day_window_compares_with_28_february() -> None:
+    query = q(**{"from": "2028-02-29", "to": "2028-02-29"})
+    prev = query.previous_year()
+    assert (prev.first, prev.last) == (date(2027, 2, 28), date(2027, 2, 28))
+
+
+def test_publication_suppresses_small_cells_and_one_more_per_group() -> None:
+    at = datetime(2026, 5, 5, 12, tzinfo=UTC)
+    docs = (
+        [facts(at, gender=["female"]) for _ in range(20)]
+        + [facts(at, gender=["male"]) for _ in range(6)]
+        + [facts(at, gender=["other"]) for _ in range(2)]
+    )
+    exact = build_table(Tally(q(by="gender")).add_all(docs), None, 5)
+    assert {r["gender"]: r["count"] for r in exact["rows"]} == {"female": 20, "male": 6, "other": 2}
+    published = build_table(Tally(q(by="gender", publish="1")).add_all(docs), None, 5)
+    rows = {r["gender"]: r for r in published["rows"]}
+    assert rows["other"]["count"] is None and rows["other"]["suppressed"]
+    # 28 - 20 - 6 would give "other" away: the next smallest cell is hidden as well.
+    assert rows["male"]["count"] is None and rows["male"]["share"] is None and rows["male"]["suppressed"]
+    assert rows["female"] == {"gender": "female", "count": 20, "share": 71.4, "suppressed": False}
+    assert "fewer than 5" in published["note"] and published["min_cell"] == 5
+    # A threshold from configuration applies as given.
+    high = build_table(Tally(q(by="gender", publish="1")).add_all(docs), None, 25)
+    assert all(r["count"] is None for r in high["rows"])
+
+
+def test_publication_hides_a_small_total_and_small_previous_year_cells() -> None:
+    at = datetime(2026, 5, 5, tzinfo=UTC)
+    docs = [facts(at, gender=["female"]) for _ in range(3)]
+    docs += [facts(at - timedelta(days=365), gender=["female"]) for _ in range(2)]
+    docs += [facts(at - timedelta(days=365), gender=["male"]) for _ in range(9)]
+    query = q(by="gender", publish="1", compare="1")
+    result = build_table(Tally(query).add_all(docs), Tally(query.previous_year()).add_all(docs), 5)
+    assert result["total"] == {"count": None, "previous": 11, "change": None}
+    assert all(r["count"] is None and r["change"] is None for r in result["rows"])
+    assert {r["gender"]: r["previous"] for r in result["rows"]} == {"female": None, "male": None}
+
+
+def test_csv_carries_the_rows_and_says_what_was_suppressed() -> None:
+    at = datetime(2026, 5, 5, 12, tzinfo=UTC)
+    docs = [facts(at, gender=["female"]) for _ in range(12)] + [facts(at, gender=["male"])] * 2
+    docs += [facts(at, gender=[])]  # unanswered
+    query = q(by="gender", publish="1", compare="1")
+    result = build_table(Tally(query).add_all(docs), Tally(query.previous_year()).add_all(docs), 5)
+    lines = list(csv.reader(io.StringIO(to_csv(result))))
+    assert lines[0] == ["gender", "count", "share_percent", "previous_year", "change_percent"]
+    body = lines[1 : lines.index([])]
+    assert body == [
+        ["female", "12", "80.0", "0", ""],
+        ["male", "<5", "<5", "0", ""],
+        ["not answered", "<5", "<5", "0", ""],
+    ]
+    footer = dict(r for r in lines[lines.index([]) + 1 :] if len(r) == 2)
+    assert "fewer than 5" in footer["note"]
+    assert footer["threads"] == "15"
