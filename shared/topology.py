@@ -127,3 +127,62 @@ async def declare_replica_queue(
     for key in bindings:
         await queue.bind(exchange, routing_key=key)
     return queue
+
+
+def definitions(vhost: str = "/") -> dict[str, Any]:
+    """The exchanges, queues and bindings :func:`declare` creates, in RabbitMQ's definitions format.
+
+    Pure: what ``deploy/rabbitmq/definitions.json`` holds (``python -m deploy.definitions``
+    writes it) and what ``POST /api/definitions`` or ``rabbitmqadmin import`` load. Arguments
+    are exactly those :func:`declare` passes, so a service declaring the topology over an
+    imported one gets no PRECONDITION_FAILED. Users and permissions are left out on purpose:
+    they carry secrets, and operators create them.
+    """
+    exchanges = [
+        {
+            "name": name,
+            "vhost": vhost,
+            "type": "topic",
+            "durable": True,
+            "auto_delete": False,
+            "internal": False,
+            "arguments": {},
+        }
+        for name in (INBOUND, OUTBOUND, EVENTS, DLX)
+    ]
+    queues: list[dict[str, Any]] = []
+    bindings: list[dict[str, Any]] = []
+
+    def queue(name: str, arguments: dict[str, Any]) -> None:
+        queues.append(
+            {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": arguments}
+        )
+
+    def bind(exchange: str, name: str, key: str) -> None:
+        bindings.append(
+            {
+                "source": exchange,
+                "vhost": vhost,
+                "destination": name,
+                "destination_type": "queue",
+                "routing_key": key,
+                "arguments": {},
+            }
+        )
+
+    for wq in WORK_QUEUES:
+        queue(dead_queue(wq.name), {"x-queue-type": "quorum"})
+        bind(DLX, dead_queue(wq.name), wq.name)
+        queue(
+            wq.name,
+            {
+                "x-queue-type": "quorum",
+                "x-delivery-limit": DELIVERY_LIMIT,
+                "x-dead-letter-exchange": DLX,
+                "x-dead-letter-routing-key": wq.name,
+            },
+        )
+        bind(wq.exchange, wq.name, wq.binding)
+    queue(CHAT_REPLY_SINK, {"x-message-ttl": 0, "x-max-length": 0})
+    bind(OUTBOUND, CHAT_REPLY_SINK, "outbound.chat.#")
+    return {"exchanges": exchanges, "queues": queues, "bindings": bindings}

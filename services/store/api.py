@@ -16,6 +16,7 @@ from aiohttp import web
 
 from services.store.auth import COOKIE, LoginThrottle, Sessions, User, csrf_ok
 from services.store.outbound import publish_outbound
+from services.store import stats
 from services.store.repository import Doc, Repository
 from services.store.settings import StoreSettings
 from shared import topology
@@ -313,7 +314,8 @@ class ConsultantApi:
         missing = [f for f in self.config.case_form.required if case.get(f) in (None, "", [])]
         if missing:
             return problem(422, "Case form incomplete", "missing: " + ", ".join(missing))
-        closed = await self.repo.close(thread["_id"], user.login, case)
+        facts = stats.facts_for(self.config, thread, user.organisation, case)
+        closed = await self.repo.close(thread["_id"], user.login, case, facts)
         if closed is None:
             return problem(409, "Only the consultant holding an active thread can close it")
         await self._event("ThreadClosed", closed, user.login)

@@ -9,6 +9,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from services.store import reports
 from services.store.api import ConsultantApi
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.repository import Repository
@@ -55,6 +56,7 @@ def create_app(settings: StoreSettings) -> web.Application:
     )
     health.add_routes(app)
     api.add_routes(app)
+    reports.register(app, config, repo, api.sessions, settings.stats_timezone, settings.stats_min_cell)
     app.router.add_get("/api/events", hub.handle_ws)
 
     async def index(request: web.Request) -> web.FileResponse:

@@ -79,6 +79,8 @@ class Repository:
             [("thread_id", ASCENDING), ("at", ASCENDING)], name="thread_events"
         )
         await self.threads.create_index([("assignee", ASCENDING), ("status", ASCENDING)], name="held")
+        # Statistics read closed threads' facts by date (services/store/stats.py).
+        await self.threads.create_index([("facts.at", ASCENDING)], name="facts_at")
 
     # --- threads -----------------------------------------------------------------------
 
@@ -430,19 +432,16 @@ class Repository:
     async def set_auto_answered(self, thread_id: str, kind: str, period: str) -> None:
         await self.threads.update_one({"_id": thread_id}, {"$set": {f"auto.{kind}": period}})
 
-    async def close(self, thread_id: str, login: str, case: Doc) -> Doc | None:
+    async def close(self, thread_id: str, login: str, case: Doc, facts: Doc | None = None) -> Doc | None:
+        """Close an active thread held by ``login`` with its case form; ``facts`` are the
+        categorical answers statistics count (services/store/stats.py), kept by retention."""
         now = utcnow()
+        fields: Doc = {"status": "closed", "closed_at": now, "closed_by": login, "case": case, "updated_at": now}
+        if facts is not None:
+            fields["facts"] = facts
         return await self.threads.find_one_and_update(
             {"_id": thread_id, "status": "active", "assignee": login},
-            {
-                "$set": {
-                    "status": "closed",
-                    "closed_at": now,
-                    "closed_by": login,
-                    "case": case,
-                    "updated_at": now,
-                }
-            },
+            {"$set": fields},
             return_document=ReturnDocument.AFTER,
         )
 

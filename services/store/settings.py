@@ -18,3 +18,12 @@ class StoreSettings(DatabaseSettings):
     login_attempts: int = Field(default=5, ge=1, description="Failed logins allowed per window")
     login_window_seconds: float = Field(default=300, gt=0, description="Login rate-limit window")
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest API request body")
+    stats_timezone: str = Field(
+        default="Europe/Minsk", description="Time zone that decides a consultation's day, month and year"
+    )
+    stats_min_cell: int = Field(
+        default=5, ge=1, description="Published statistics suppress cells counting fewer consultations"
+    )
+    retention_days: int = Field(
+        default=365, ge=1, description="Free text of threads closed longer ago is deleted by the retention command"
+    )

@@ -591,3 +591,23 @@ def test_image_healthcheck_asks_readyz_on_the_service_port(name, status, healthy
         server.server_close()
         thread.join()
     assert (result.returncode == 0) == healthy, result.stderr.decode()[-500:]
+
+
+# --- the broker definitions
+
+
+def test_broker_definitions_file_is_the_topology_the_code_declares():
+    """deploy/rabbitmq/definitions.json is generated from shared/topology.py; regenerate, never edit."""
+    from deploy.definitions import DEFAULT_PATH, render
+
+    assert DEFAULT_PATH == ROOT / "deploy" / "rabbitmq" / "definitions.json"
+    assert DEFAULT_PATH.read_text() == render(), "run `python -m deploy.definitions` and commit the file"
+    defs = json.loads(DEFAULT_PATH.read_text())
+    assert set(defs) == {"exchanges", "queues", "bindings"}, "no users or permissions: they carry secrets"
+    from shared import topology
+
+    work = {q["name"]: q["arguments"] for q in defs["queues"]}
+    for wq in topology.WORK_QUEUES:
+        assert work[wq.name]["x-queue-type"] == "quorum"
+        assert work[wq.name]["x-delivery-limit"] == topology.DELIVERY_LIMIT
+        assert work[topology.dead_queue(wq.name)]["x-queue-type"] == "quorum"
