@@ -45,7 +45,10 @@ CONNECT_ERRORS: tuple[type[BaseException], ...] = (AMQPError, ConnectionError, O
 class BrokerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.published = Counter(
-            "hotline_published_total", "Envelopes published", ["kind"], registry=registry
+            "hotline_published_total",
+            "Envelopes published, by kind and channel",
+            ["kind", "channel"],
+            registry=registry,
         )
         self.consumed = Counter(
             "hotline_consumed_total",
@@ -125,7 +128,8 @@ class Broker:
         )
         # mandatory: a message no queue is bound to take is an error, not a silent drop.
         await ex.publish(msg, routing_key=routing_key, mandatory=True)
-        self._metrics.published.labels(envelope.kind).inc()
+        channel = getattr(envelope, "channel", None)
+        self._metrics.published.labels(envelope.kind, channel.value if channel is not None else "").inc()
 
     async def consume(
         self, queue: AbstractQueue, handler: Handler, transient: tuple[type[BaseException], ...] = ()

@@ -25,5 +25,10 @@ class StoreSettings(DatabaseSettings):
         default=5, ge=1, description="Published statistics suppress cells counting fewer consultations"
     )
     retention_days: int = Field(
-        default=365, ge=1, description="Free text of threads closed longer ago is deleted by the retention command"
+        default=365,
+        ge=1,
+        description="Free text of threads closed longer ago is deleted by the retention command",
+    )
+    metrics_refresh_seconds: float = Field(
+        default=15, gt=0, description="How often queue depth, oldest wait and dead letters are measured"
     )
