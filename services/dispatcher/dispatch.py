@@ -47,7 +47,9 @@ class Dispatcher:
     def _new_thread(self, msg: InboundMessage) -> dict[str, object]:
         region = msg.chat.region if msg.chat else None
         topic = msg.chat.topic if msg.chat else None
-        queue = routing.choose_queue(self.config, msg.line, region, topic)
+        mailbox = self.config.mailboxes.get(msg.email.mailbox or "") if msg.email else None
+        organisation = mailbox.organisation if mailbox else None
+        queue = routing.choose_queue(self.config, msg.line, region, topic, organisation)
         now = utcnow()
         return {
             "_id": new_id(),

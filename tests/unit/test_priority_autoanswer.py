@@ -101,3 +101,11 @@ def test_robots_and_backlog_get_no_answer(config, flags):
 
 def test_unknown_language_falls_back_to_the_first(config):
     assert _decide(config, language="xx").text == config.auto_answers.acknowledgement["ru"]
+
+
+def test_mail_to_an_ngos_own_mailbox_goes_to_that_ngo(config):
+    assert choose_queue(config, "113", None, None, organisation="bwc") == "bwc-migration"
+    assert choose_queue(config, "113", "brest", None, organisation="lastrada") == "lastrada-migration"
+    # A specialist topic still wins; an organisation without a queue of its own on the line does not route.
+    assert choose_queue(config, "dv", None, "legal", organisation="gp") == "gp-legal"
+    assert choose_queue(config, "113", None, None, organisation="gp") == "113-triage"
