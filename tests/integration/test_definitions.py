@@ -1,9 +1,10 @@
 """deploy/rabbitmq/definitions.json, imported into a real RabbitMQ, is the topology the services declare.
 
-docker-compose.yml imports the file before any service starts, and every service then declares the
-topology itself (shared/topology.declare). RabbitMQ refuses a redeclaration whose arguments differ
-(PRECONDITION_FAILED), so declaring over the imported file proves the two agree argument for argument;
-and comparing what is in the vhost before and after proves the file leaves nothing out.
+docker-compose.yml imports the file with `python -m deploy.definitions import` before any service
+starts, and every service then declares the topology itself (shared/topology.declare). RabbitMQ
+refuses a redeclaration whose arguments differ (PRECONDITION_FAILED), so declaring over the imported
+file proves the two agree argument for argument; and comparing what is in the vhost before and after
+proves the file leaves nothing out.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -64,6 +68,14 @@ def contents(stack: LocalStack, vhost: str) -> dict[str, Any]:
     }
 
 
+def run_import(stack: LocalStack, vhost: str, password: str) -> subprocess.CompletedProcess[str]:
+    """The command docker-compose.yml's rabbitmq-definitions service runs."""
+    command = [sys.executable, "-m", "deploy.definitions", "import", "--url", stack.rabbit_mgmt_url]
+    command += ["--user", "guest", "--vhost", vhost, "--file", str(DEFINITIONS), "--wait", "10"]
+    env = {**os.environ, "RABBITMQ_PASSWORD": password}
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+
+
 @pytest.fixture
 def vhost(stack: LocalStack):
     name = f"definitions-{uuid.uuid4().hex[:8]}"
@@ -75,7 +87,8 @@ def vhost(stack: LocalStack):
 async def test_services_declare_the_topology_over_the_imported_definitions(stack: LocalStack, vhost) -> None:
     name, url = vhost
     defs = json.loads(DEFINITIONS.read_text())
-    await asyncio.to_thread(management, stack, "POST", f"definitions/{quote(name, safe='')}", defs)
+    result = await asyncio.to_thread(run_import, stack, name, "guest")
+    assert result.returncode == 0, result.stderr
     imported = await asyncio.to_thread(contents, stack, name)
     assert {q[0] for q in imported["queues"]} == {q["name"] for q in defs["queues"]}
     dead = topology.dead_queue(topology.DISPATCHER_INBOUND.name)
@@ -90,3 +103,12 @@ async def test_services_declare_the_topology_over_the_imported_definitions(stack
         await connection.close()
 
     assert await asyncio.to_thread(contents, stack, name) == imported, "declare added what the file lacks"
+
+
+async def test_import_with_a_wrong_password_fails_at_once_and_imports_nothing(
+    stack: LocalStack, vhost
+) -> None:
+    name, _ = vhost
+    result = await asyncio.to_thread(run_import, stack, name, "not-the-password")
+    assert result.returncode == 1 and "HTTP 401" in result.stderr
+    assert (await asyncio.to_thread(contents, stack, name))["queues"] == []

@@ -601,7 +601,7 @@ def test_broker_definitions_file_is_the_topology_the_code_declares():
     from deploy.definitions import DEFAULT_PATH, render
 
     assert DEFAULT_PATH == ROOT / "deploy" / "rabbitmq" / "definitions.json"
-    assert DEFAULT_PATH.read_text() == render(), "run `python -m deploy.definitions` and commit the file"
+    assert DEFAULT_PATH.read_text() == render(), "run `python -m deploy.definitions write` and commit the file"
     defs = json.loads(DEFAULT_PATH.read_text())
     assert set(defs) == {"exchanges", "queues", "bindings"}, "no users or permissions: they carry secrets"
     from shared import topology
