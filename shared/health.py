@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
+Details = Callable[[], dict[str, Any]]
 
 CHECK_TIMEOUT = 2.0
 
@@ -22,9 +24,14 @@ class Health:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.checks: dict[str, ReadinessCheck] = {}
+        self.details: dict[str, Details] = {}
 
     def add_check(self, name: str, check: ReadinessCheck) -> None:
         self.checks[name] = check
+
+    def add_details(self, name: str, details: Details) -> None:
+        """Facts shown in ``/readyz`` under ``details`` that do not decide readiness."""
+        self.details[name] = details
 
     async def _run(self, check: ReadinessCheck) -> bool:
         try:
@@ -42,10 +49,10 @@ class Health:
         results = await asyncio.gather(*(self._run(self.checks[n]) for n in names))
         checks = dict(zip(names, results, strict=True))
         ready = bool(checks) and all(results)
-        return web.json_response(
-            {"status": "ready" if ready else "not ready", "checks": checks},
-            status=200 if ready else 503,
-        )
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        if self.details:
+            body["details"] = {name: get() for name, get in self.details.items()}
+        return web.json_response(body, status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.registry)

@@ -13,11 +13,12 @@ from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
 from services.chat_ingest.settings import ChatIngestSettings
+from services.chat_ingest.telegram_bot import TelegramBots
 from services.chat_ingest.ws import ChatHub, ChatMetrics
 from services.store.repository import ChatRepository
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
-from shared.config import HotlineConfig, load_config
+from shared.config import ConfigError, HotlineConfig, load_config
 from shared.envelope import utcnow
 from shared.health import Health
 from shared.hours import is_open, next_opening
@@ -83,6 +84,10 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     db = client[settings.mongo_database]
     repo = ChatRepository(db)
     hub = ChatHub(settings, config, broker, repo, ChatMetrics(registry))
+    try:
+        bots = TelegramBots(settings, config, broker, repo, registry)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
     async def broker_ready() -> bool:
         return broker.is_ready()
@@ -110,6 +115,9 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     app.router.add_get("/chat/widget.css", widget_css)
     app.router.add_get("/chat/info", info)
     app.router.add_get("/chat/ws", hub.handle_ws)
+    app.router.add_post("/telegram/{bot}/webhook", bots.handle_webhook)
+    if bots.bots:
+        health.add_details("telegram", bots.details)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         raise_file_limit()
@@ -131,9 +139,14 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
             )
             await broker.consume(replies, hub.deliver)
             await broker.consume(events, hub.on_event)
+            await bots.start()
+            if bots.bots:
+                # Only a replica that has the bots takes Telegram replies off the shared queue.
+                await broker.consume(broker.topology.queues[topology.TELEGRAM_OUTBOUND.name], bots.deliver)
             yield
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
+            await bots.stop()
             await hub.stop()
             await broker.close()
             await client.close()

@@ -436,7 +436,13 @@ class Repository:
         """Close an active thread held by ``login`` with its case form; ``facts`` are the
         categorical answers statistics count (services/store/stats.py), kept by retention."""
         now = utcnow()
-        fields: Doc = {"status": "closed", "closed_at": now, "closed_by": login, "case": case, "updated_at": now}
+        fields: Doc = {
+            "status": "closed",
+            "closed_at": now,
+            "closed_by": login,
+            "case": case,
+            "updated_at": now,
+        }
         if facts is not None:
             fields["facts"] = facts
         return await self.threads.find_one_and_update(
@@ -606,6 +612,13 @@ class ChatRepository:
             }
         )
         return ahead + 1
+
+    async def already_sent(self, message_id: str) -> bool:
+        """Whether a reply was reported shown or sent (a redelivered reply is not sent again)."""
+        doc = await self.messages.find_one(
+            {"_id": message_id, "delivery.status": DeliveryStatus.SENT.value}, {"_id": 1}
+        )
+        return doc is not None
 
     # --- Telegram -------------------------------------------------------------------------
 

@@ -11,6 +11,24 @@ from typing import Any
 
 import aiohttp
 
+from tests.conftest import Gateway, free_ports
+
+
+def start_replica(gateway: Gateway, key: str, **extra: str) -> str:
+    """Another chat_ingest process on the same broker and database; returns its URL."""
+    (port,) = free_ports(1)
+    env = {**gateway.env["chat_ingest"], "CHAT_INGEST_HTTP_PORT": str(port)}
+    env.update({f"CHAT_INGEST_{k.upper()}": v for k, v in extra.items()})
+    gateway.processes.start("chat_ingest", env, replica=key)
+    gateway.ports[key] = port
+    gateway.processes.wait_ready(gateway.ports)
+    return f"http://127.0.0.1:{port}"
+
+
+def replica_logs(gateway: Gateway) -> str:
+    """The logs of every process of the test, replicas included."""
+    return "".join(p.read_text(errors="replace") for p in sorted(gateway.processes.log_dir.glob("*.log")))
+
 
 class ChatClient:
     def __init__(self, http: aiohttp.ClientSession, base_url: str) -> None:

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.conftest import Gateway, free_ports
-from tests.integration.chat_client import ChatClient
+from tests.conftest import Gateway
+from tests.integration.chat_client import ChatClient, start_replica
 from tests.integration.helpers import Consultant
 
 
@@ -32,16 +32,6 @@ async def vera(gateway: Gateway) -> AsyncIterator[Consultant]:
         yield c
     finally:
         await c.close()
-
-
-def start_replica(gateway: Gateway, key: str, **extra: str) -> str:
-    """Another chat_ingest process on the same broker and database; returns its URL."""
-    (port,) = free_ports(1)
-    env = {**gateway.env["chat_ingest"], "CHAT_INGEST_HTTP_PORT": str(port)}
-    env.update({f"CHAT_INGEST_{k.upper()}": v for k, v in extra.items()})
-    gateway.processes.start("chat_ingest", env, replica=key)
-    gateway.processes.wait_ready({**gateway.ports, key: port})
-    return f"http://127.0.0.1:{port}"
 
 
 async def reply(vera: Consultant, thread_id: str, text: str) -> str:

@@ -1,0 +1,300 @@
+"""Telegram: the webhook of each bot, and replies to Telegram chats through the Bot API.
+
+Webhook (``POST /telegram/{bot}/webhook``): the ``X-Telegram-Bot-Api-Secret-Token`` header
+must equal the bot's secret (else 401). Each ``update_id`` is claimed in the database before
+it is handled and marked done after; a redelivered update (Telegram retries until it gets a
+2xx) is answered 200 and does nothing. Menu answers come from the configuration, without a
+consultant; a text goes to the consultants as an inbound message whose source id is
+``telegram:<bot>:<update_id>``, so even a replay that slipped past the claim is stored once.
+The answer is 200 only after the message was confirmed by the broker and the bot's answers
+were sent; on failure the claim is released and the answer is 503, so Telegram redelivers.
+
+Replies (ack policy of :meth:`TelegramBots.deliver`, on the ``chat_ingest.telegram`` work
+queue): acked after the Bot API accepted the message and its delivery report was published,
+or after a permanent refusal (reported ``failed``). Flood control (429) is waited out for
+``retry_after`` seconds in place; a longer wait, a 5xx or no network requeues the reply,
+and the queue's delivery limit dead-letters it after a bounded number of attempts. A reply
+already reported ``sent`` is not sent again.
+
+At start-up each bot's ``getWebhookInfo`` is read: its last error and pending update count
+are shown in ``/readyz`` details and in metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import aiohttp
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pymongo.errors import PyMongoError
+
+from services.chat_ingest import telegram
+from services.chat_ingest.botapi import BotApi, BotApiError, BotApiMetrics, RetryLater
+from services.chat_ingest.settings import ChatIngestSettings, TelegramBot
+from services.chat_ingest.ws import PUBLISH_ERRORS
+from services.store.repository import ChatRepository
+from shared import topology
+from shared.broker import Broker
+from shared.config import HotlineConfig
+from shared.envelope import (
+    Channel,
+    ChatFacts,
+    DeliveryReport,
+    DeliveryStatus,
+    Envelope,
+    InboundMessage,
+    OutboundMessage,
+    message_id_for,
+    utcnow,
+)
+from shared.hours import is_open
+from shared.http import problem
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name, not a secret)
+MAX_UPDATE_BYTES = 64 * 1024  # a text update is a few KiB; anything larger is not one
+STALE_CLAIM_SECONDS = 60.0
+
+
+class TelegramMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.updates = Counter(
+            "hotline_telegram_updates_total",
+            "Webhook updates, by outcome",
+            ["bot", "outcome"],
+            registry=registry,
+        )
+        self.pending = Gauge(
+            "hotline_telegram_webhook_pending_updates",
+            "pending_update_count of getWebhookInfo at start-up",
+            ["bot"],
+            registry=registry,
+        )
+        self.last_error = Gauge(
+            "hotline_telegram_webhook_last_error_timestamp_seconds",
+            "last_error_date of getWebhookInfo (0: none)",
+            ["bot"],
+            registry=registry,
+        )
+        self.replies = Counter(
+            "hotline_telegram_replies_total",
+            "Replies to Telegram chats, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+
+
+class TelegramBots:
+    def __init__(
+        self,
+        settings: ChatIngestSettings,
+        config: HotlineConfig,
+        broker: Broker,
+        repo: ChatRepository,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.s = settings
+        self.config = config
+        self.broker = broker
+        self.repo = repo
+        self.metrics = TelegramMetrics(registry)
+        self.api_metrics = BotApiMetrics(registry)
+        self.bots: dict[str, TelegramBot] = dict(settings.telegram_bots)
+        for name, bot in self.bots.items():
+            if bot.line not in config.lines:
+                raise ValueError(f"CHAT_INGEST_TELEGRAM_BOTS.{name}.line: unknown line {bot.line!r}")
+        self.apis: dict[str, BotApi] = {}
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession()
+        for name, bot in self.bots.items():
+            self.apis[name] = BotApi(
+                self._http,
+                self.s.telegram_api_base,
+                bot.token.get_secret_value(),
+                self.s.telegram_max_retry_after,
+                self.api_metrics,
+            )
+            await self.check_webhook(name)
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def check_webhook(self, name: str) -> None:
+        """Read getWebhookInfo: an operator sees a broken webhook (wrong URL, certificate,
+        our 5xx) and a backlog without opening Telegram."""
+        try:
+            info = await self.apis[name].webhook_info()
+        except (BotApiError, RetryLater) as exc:
+            self.webhooks[name] = {"reachable": False, "error": type(exc).__name__}
+            log.warning("telegram_webhook_info_failed", bot=name, error=type(exc).__name__)
+            return
+        pending = int(info.get("pending_update_count") or 0)
+        last_error_date = int(info.get("last_error_date") or 0)
+        self.webhooks[name] = {
+            "reachable": True,
+            "url_set": bool(info.get("url")),
+            "pending_update_count": pending,
+            "last_error_date": last_error_date or None,
+            "last_error_message": info.get("last_error_message"),
+        }
+        self.metrics.pending.labels(name).set(pending)
+        self.metrics.last_error.labels(name).set(last_error_date)
+        log.info(
+            "telegram_webhook_info",
+            bot=name,
+            pending=pending,
+            last_error=info.get("last_error_message"),
+            url_set=bool(info.get("url")),
+        )
+
+    def details(self) -> dict[str, Any]:
+        return dict(self.webhooks)
+
+    # --- webhook --------------------------------------------------------------------------
+
+    async def handle_webhook(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["bot"]
+        bot = self.bots.get(name)
+        if bot is None:
+            return problem(404, "No such bot")
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), bot.webhook_secret.get_secret_value().encode()):
+            self.metrics.updates.labels(name, "bad_secret").inc()
+            log.warning("telegram_bad_secret", bot=name)
+            return problem(401, "Wrong or missing secret token")
+        if request.content_length is not None and request.content_length > MAX_UPDATE_BYTES:
+            self.metrics.updates.labels(name, "too_large").inc()
+            return problem(413, "Update too large")
+        body = await request.content.read(MAX_UPDATE_BYTES + 1)
+        if len(body) > MAX_UPDATE_BYTES:
+            self.metrics.updates.labels(name, "too_large").inc()
+            return problem(413, "Update too large")
+        try:
+            update = telegram.parse_update(body)
+        except telegram.BadUpdate as exc:
+            self.metrics.updates.labels(name, "bad_update").inc()
+            return problem(400, "Not a Telegram update", str(exc))
+        if update is None or not update.private:
+            # Edits, channel posts, groups: not a client writing to us. Nothing to redo.
+            self.metrics.updates.labels(name, "ignored").inc()
+            return web.json_response({"ok": True})
+        key = f"{name}:{update.update_id}"
+        try:
+            claim = await self.repo.begin_update(key, STALE_CLAIM_SECONDS)
+        except PyMongoError as exc:
+            log.warning("telegram_update_unclaimed", bot=name, error=type(exc).__name__)
+            return problem(503, "Try again later")
+        if claim == "done":
+            self.metrics.updates.labels(name, "duplicate").inc()
+            log.info("telegram_update_duplicate", bot=name, update_id=update.update_id)
+            return web.json_response({"ok": True})
+        if claim == "busy":
+            self.metrics.updates.labels(name, "busy").inc()
+            return problem(503, "This update is being handled")
+        try:
+            await self._handle(name, bot, update)
+            await self.repo.finish_update(key)
+        except (RetryLater, BotApiError, PyMongoError, *PUBLISH_ERRORS) as exc:
+            self.metrics.updates.labels(name, "failed").inc()
+            log.warning(
+                "telegram_update_failed", bot=name, update_id=update.update_id, error=type(exc).__name__
+            )
+            try:
+                await self.repo.abandon_update(key)
+            except PyMongoError:
+                pass  # the claim goes stale and the redelivery takes it over
+            return problem(503, "Try again later")
+        self.metrics.updates.labels(name, "handled").inc()
+        return web.json_response({"ok": True})
+
+    async def _handle(self, name: str, bot: TelegramBot, update: telegram.Update) -> None:
+        chat_key = f"{name}:{update.chat_id}"
+        chat = await self.repo.telegram_chat(chat_key)
+        decision = telegram.decide(
+            self.config, bot.line, chat, update, is_open(self.config.lines[bot.line].hours, utcnow())
+        )
+        if decision.remember:
+            await self.repo.set_telegram_chat(chat_key, decision.remember)
+            chat = {**chat, **decision.remember}
+        if decision.forward is not None:
+            source_id = f"telegram:{name}:{update.update_id}"
+            message_id = message_id_for(source_id)
+            envelope = InboundMessage(
+                message_id=message_id,
+                source_id=source_id,
+                channel=Channel.TELEGRAM,
+                line=bot.line,
+                received_at=utcnow(),
+                sender=chat_key,
+                text=decision.forward,
+                chat=ChatFacts(
+                    session=chat_key,
+                    language=chat.get("language"),
+                    region=chat.get("region"),
+                    topic=chat.get("topic"),
+                ),
+            )
+            await self.broker.publish(
+                envelope,
+                topology.INBOUND,
+                topology.inbound_key(Channel.TELEGRAM, bot.line),
+                message_id=message_id,
+                headers={"channel": "telegram", "line": bot.line},
+            )
+            log.info("telegram_forwarded", bot=name, message_id=message_id, update_id=update.update_id)
+        api = self.apis[name]
+        if update.callback_id is not None:
+            await api.answer_callback(update.callback_id)
+        for reply in decision.replies:
+            await api.send_message(reply.payload(update.chat_id))
+
+    # --- replies --------------------------------------------------------------------------
+
+    async def deliver(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
+        """Send a consultant's (or the bot's) reply to a Telegram chat (see the module's ack policy)."""
+        if not isinstance(envelope, OutboundMessage):
+            await message.reject(requeue=False)
+            return
+        name, _, chat_id = envelope.recipient.partition(":")
+        api = self.apis.get(name)
+        if api is None or not chat_id.lstrip("-").isdigit():
+            await self._report(envelope, DeliveryStatus.FAILED, "no such Telegram bot here")
+            return
+        if await self.repo.already_sent(envelope.message_id):
+            self.metrics.replies.labels("duplicate").inc()
+            return
+        try:
+            await api.send_message({"chat_id": int(chat_id), "text": envelope.text[: telegram.MAX_TEXT]})
+        except BotApiError as exc:
+            # Blocked by the user (403), chat gone (400): retrying will not help.
+            self.metrics.replies.labels("failed").inc()
+            await self._report(envelope, DeliveryStatus.FAILED, f"Telegram refused it ({exc.code})")
+            return
+        self.metrics.replies.labels("sent").inc()
+        await self._report(envelope, DeliveryStatus.SENT, "sent to Telegram")
+
+    async def _report(self, envelope: OutboundMessage, status: DeliveryStatus, detail: str) -> None:
+        log.info(
+            "telegram_reply",
+            message_id=envelope.message_id,
+            thread_id=envelope.thread_id,
+            status=status.value,
+        )
+        report = DeliveryReport(
+            message_id=envelope.message_id,
+            thread_id=envelope.thread_id,
+            status=status,
+            at=utcnow(),
+            detail=detail,
+        )
+        await self.broker.publish(report, topology.EVENTS, topology.delivery_key(status.value))

@@ -1,0 +1,174 @@
+"""The Telegram bot against the real services and a local stand-in for the Bot API: webhook
+secret, the menu answered from the configuration, a text to a consultant and the reply back,
+and getWebhookInfo in readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+
+from tests.conftest import Gateway
+from tests.fakes.telegram import FakeBotApi, Telegram
+from tests.integration.chat_client import replica_logs, start_replica
+from tests.integration.helpers import Consultant
+
+TOKEN = "123456:TEST-token"
+SECRET = "webhook-secret-" + "x" * 16
+
+
+@dataclass
+class Bot:
+    api: FakeBotApi
+    telegram: Telegram
+    url: str  # the chat_ingest replica that has the bot
+
+
+@pytest.fixture
+async def bot(gateway: Gateway) -> AsyncIterator[Bot]:
+    api = FakeBotApi({TOKEN})
+    api.webhook_info = {
+        "url": "https://chat.example.org/telegram/dvbot/webhook",
+        "has_custom_certificate": False,
+        "pending_update_count": 3,
+        "last_error_date": 1_700_000_000,
+        "last_error_message": "Wrong response from the webhook: 502 Bad Gateway",
+    }
+    await api.start()
+    bots = {"dvbot": {"line": "dv", "token": TOKEN, "webhook_secret": SECRET}}
+    # In a thread: the stand-in must answer the replica's start-up calls on this loop meanwhile.
+    url = await asyncio.to_thread(
+        start_replica,
+        gateway,
+        "chat_ingest_telegram",
+        telegram_bots=json.dumps(bots),
+        telegram_api_base=api.url,
+        telegram_max_retry_after="5",
+    )
+    async with aiohttp.ClientSession() as http:
+        try:
+            yield Bot(api, Telegram(http, f"{url}/telegram/dvbot/webhook", SECRET), url)
+        finally:
+            await api.stop()
+
+
+@pytest.fixture
+async def vera(gateway: Gateway) -> AsyncIterator[Consultant]:
+    gateway.seed_demo_accounts()
+    c = Consultant(gateway.store_url)
+    await c.login("vera", "vera-demo")
+    await c.open_events()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+async def test_the_webhook_takes_only_signed_updates_and_reports_the_webhook_state(bot: Bot) -> None:
+    tg = bot.telegram
+    update = tg.text(501, "/start")
+    assert await tg.post(update, secret="") == 401
+    assert await tg.post(update, secret="wrong-secret-" + "y" * 16) == 401
+    async with tg.http.post(
+        bot.url + "/telegram/nobot/webhook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    ) as resp:
+        assert resp.status == 404
+    assert await tg.post(None, raw=b"{not json") == 400
+    assert await tg.post(None, raw=b'{"message": {}}') == 400
+    assert await tg.post(None, raw=b"[" * 5000 + b"]" * 5000) == 400
+    assert await tg.post(None, raw=b'{"update_id": 1, "message": {"text": "' + b"x" * 70_000 + b'"}}') == 413
+    # An edit or a group message is not a client writing to us: accepted and ignored.
+    assert await tg.post({"update_id": 7, "edited_message": {"chat": {"id": 1}}}) == 200
+    assert bot.api.sent() == []
+    assert await tg.post(update) == 200  # the right one still works
+    await bot.api.wait_for(lambda: len(bot.api.sent(501)) == 1)
+
+    async with tg.http.get(bot.url + "/readyz") as resp:
+        ready = await resp.json()
+    assert resp.status == 200
+    assert ready["details"]["telegram"]["dvbot"] == {
+        "reachable": True,
+        "url_set": True,
+        "pending_update_count": 3,
+        "last_error_date": 1_700_000_000,
+        "last_error_message": "Wrong response from the webhook: 502 Bad Gateway",
+    }
+    async with tg.http.get(bot.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert 'hotline_telegram_webhook_pending_updates{bot="dvbot"} 3.0' in metrics
+    assert 'hotline_telegram_webhook_last_error_timestamp_seconds{bot="dvbot"} 1.7e+09' in metrics
+
+
+async def test_the_bot_answers_the_menu_from_the_configuration_without_a_consultant(bot: Bot) -> None:
+    tg, api, chat = bot.telegram, bot.api, 502
+    assert await tg.post(tg.text(chat, "/start", lang="en")) == 200
+    (menu,) = api.sent(chat)
+    buttons = [row[0]["callback_data"] for row in menu.body["reply_markup"]["inline_keyboard"]]
+    assert buttons == ["e", "d", "c"]
+    assert "Emergency contacts" in json.dumps(menu.body)
+
+    assert await tg.post(tg.button(chat, "e", lang="en")) == 200
+    emergency = api.sent(chat)[-1].body["text"]
+    for number in ("102", "103", "8-801-100-8-801", "113"):
+        assert number in emergency
+    assert [c.body["callback_query_id"] for c in api.calls if c.method == "answerCallbackQuery"] != []
+
+    assert await tg.post(tg.button(chat, "d", lang="en")) == 200
+    regions = [r[0]["callback_data"] for r in api.sent(chat)[-1].body["reply_markup"]["inline_keyboard"]]
+    assert "d:brest" in regions and "d:minsk_city" in regions
+    assert await tg.post(tg.button(chat, "d:brest", lang="en")) == 200
+    directory = api.sent(chat)[-1].body["text"]
+    assert "Brest region" in directory and "Crisis room" in directory and "8-801-100-8-801" in directory
+
+    # The language the user picked in Telegram is remembered (be here), and texts follow it.
+    other = 503
+    assert await tg.post(tg.text(other, "/start", lang="be")) == 200
+    assert "Экстраныя кантакты" in json.dumps(api.sent(other)[-1].body, ensure_ascii=False)
+
+
+async def test_a_text_reaches_a_consultant_with_region_and_topic_and_the_reply_goes_back(
+    gateway: Gateway, bot: Bot, vera: Consultant
+) -> None:
+    tg, api, chat = bot.telegram, bot.api, 504
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    assert await tg.post(tg.button(chat, "c", lang="ru")) == 200
+    assert await tg.post(tg.button(chat, "c:gomel", lang="ru")) == 200
+    topics = [r[0]["callback_data"] for r in api.sent(chat)[-1].body["reply_markup"]["inline_keyboard"]]
+    assert "t:gomel:legal" in topics and topics[-1] == "t:gomel:-"
+    assert await tg.post(tg.button(chat, "t:gomel:psychological", lang="ru")) == 200
+    assert "Консультант ответит" in api.sent(chat)[-1].body["text"]
+
+    assert await tg.post(tg.text(chat, f"Мне нужна помощь {canary}")) == 200
+    queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
+    status, thread = await vera.call("POST", "/api/queues/gp-dv/next")
+    assert status == 200 and thread["id"] == queued["thread_id"]
+    assert (thread["channel"], thread["region"], thread["topic"], thread["language"]) == (
+        "telegram",
+        "gomel",
+        "psychological",
+        "ru",
+    )
+    # The next text of the same chat joins the same thread.
+    assert await tg.post(tg.text(chat, "Ещё одно")) == 200
+    await vera.wait_event(lambda e: e["name"] == "MessageReceived" and e["thread_id"] == thread["id"])
+
+    status, reply = await vera.call(
+        "POST",
+        f"/api/threads/{thread['id']}/messages",
+        {"text": "Здравствуйте, я здесь."},
+        {"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert status == 202
+    await api.wait_for(lambda: any(c.body.get("text") == "Здравствуйте, я здесь." for c in api.sent(chat)))
+    await vera.wait_event(lambda e: e["name"] == "MessageDelivered" and e["message_id"] == reply["id"])
+    status, thread = await vera.call("GET", f"/api/threads/{thread['id']}")
+    texts = [m["text"] for m in thread["messages"] if m["direction"] == "in"]
+    assert texts == [f"Мне нужна помощь {canary}", "Ещё одно"]
+    assert [m["delivery"]["status"] for m in thread["messages"] if m["id"] == reply["id"]] == ["sent"]
+    assert canary not in replica_logs(gateway)
+    assert TOKEN not in replica_logs(gateway) and SECRET not in replica_logs(gateway)
