@@ -14,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from services.store import stats
 from services.store.auth import COOKIE, LoginThrottle, Sessions, User, csrf_ok
 from services.store.outbound import publish_outbound
-from services.store import stats
 from services.store.repository import Doc, Repository
 from services.store.settings import StoreSettings
 from shared import topology

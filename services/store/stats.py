@@ -467,3 +467,24 @@ def to_csv(result: Mapping[str, Any]) -> str:
     for name, values in result["filters"].items():
         w.writerow(["filter", f"{name} = {' or '.join(values)}"])
     return out.getvalue()
+
+
+def facts_for(
+    config: Any, thread: Mapping[str, Any], closer_organisation: str | None, case: Mapping[str, Any]
+) -> Doc:
+    """The ``facts`` of ``thread`` closed with ``case`` by a member of ``closer_organisation``
+    (None for a supervisor of whole lines). ``config`` is the :class:`HotlineConfig`: it says
+    which organisation serves the client's region on a shared line."""
+    line = config.lines.get(thread["line"])
+    region = case.get("region") or thread.get("region")
+    region_orgs: list[str] = []
+    if line is not None and isinstance(region, str) and region in line.region_queues:
+        region_orgs = list(config.queues[line.region_queues[region]].organisations)
+    organisation = organisation_of(list(thread.get("organisations") or []), closer_organisation, region_orgs)
+    return make_facts(
+        case,
+        at=thread["created_at"],
+        line=thread["line"],
+        channel=thread["channel"],
+        organisation=organisation,
+    )
