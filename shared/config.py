@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, time
 from pathlib import Path
-from typing import Self
+from typing import Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -92,11 +92,41 @@ class QueuePolicy(_Strict):
     )
 
 
+class CaseField(_Strict):
+    """One question of the case form: categorical answers only, so statistics can count them.
+
+    Its options are either listed (value id -> label by language) or taken from the
+    configuration (``options_from``: the regions, or the topics of the thread's line).
+    """
+
+    label: dict[str, str] = Field(min_length=1, description="question by language")
+    multiple: bool = Field(default=False, description="a list of options may be chosen")
+    options: dict[str, dict[str, str]] = Field(default_factory=dict, description="value -> label by language")
+    options_from: Literal["regions", "topics"] | None = None
+    lines: list[str] | None = Field(default=None, description="asked only on these lines; default: all")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if bool(self.options) == bool(self.options_from):
+            raise ValueError("give either options or options_from")
+        return self
+
+
 class CaseForm(_Strict):
     required: list[str] = Field(
         default_factory=lambda: ["client_role", "gender", "age_group"],
-        description="fields a consultant must answer to close a thread",
+        description="fields a consultant must answer to close a thread (where the field is asked)",
     )
+    fields: dict[str, CaseField] = Field(
+        default_factory=dict, description="the questionnaire; empty: any answers, only required checked"
+    )
+
+
+class CannedAnswer(_Strict):
+    """A ready answer a consultant can insert and edit: a title and a text by language."""
+
+    title: dict[str, str] = Field(min_length=1)
+    text: dict[str, str] = Field(min_length=1)
 
 
 class MailboxSpec(_Strict):
@@ -141,6 +171,9 @@ class Directory(_Strict):
 
 class HotlineConfig(_Strict):
     case_form: CaseForm = CaseForm()
+    canned_answers: dict[str, list[CannedAnswer]] = Field(
+        default_factory=dict, description="line -> ready answers consultants may insert"
+    )
     directory: Directory = Directory()
     queue_policy: QueuePolicy = QueuePolicy()
     danger_words: dict[str, list[str]] = Field(
@@ -200,7 +233,69 @@ class HotlineConfig(_Strict):
                 raise ValueError(f"mailboxes.{mname}.line: unknown line {box.line!r}")
             if box.organisation is not None and box.organisation not in self.organisations:
                 raise ValueError(f"mailboxes.{mname}.organisation: unknown organisation {box.organisation!r}")
+        for fname, cfield in self.case_form.fields.items():
+            for lname in cfield.lines or []:
+                if lname not in self.lines:
+                    raise ValueError(f"case_form.fields.{fname}.lines: unknown line {lname!r}")
+        if self.case_form.fields:
+            for fname in self.case_form.required:
+                if fname not in self.case_form.fields:
+                    raise ValueError(f"case_form.required: no field {fname!r}")
+        for lname in self.canned_answers:
+            if lname not in self.lines:
+                raise ValueError(f"canned_answers: unknown line {lname!r}")
         return self
+
+    def case_fields(self, line: str) -> dict[str, dict[str, Any]]:
+        """The case form asked on ``line``: per field its label, whether several answers may be
+        chosen, whether it is required, and its options (value -> label by language)."""
+        if line not in self.lines:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        for name, f in self.case_form.fields.items():
+            if f.lines is not None and line not in f.lines:
+                continue
+            if f.options_from == "regions":
+                options = self.regions
+            elif f.options_from == "topics":
+                options = {t: topic.title for t, topic in self.lines[line].topics.items()}
+            else:
+                options = f.options
+            out[name] = {
+                "label": f.label,
+                "multiple": f.multiple,
+                "required": name in self.case_form.required,
+                "options": options,
+            }
+        return out
+
+    def check_case(self, line: str, case: dict[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
+        """Validate a case form for a thread of ``line``: (the answers to keep, missing fields,
+        invalid fields). Kept answers are option ids: a string, or a list for a field with
+        ``multiple`` (statistics count them as they are)."""
+        fields = self.case_fields(line)
+        if not self.case_form.fields:  # no questionnaire configured: only the required check
+            missing = [f for f in self.case_form.required if case.get(f) in (None, "", [])]
+            return case, missing, []
+        kept: dict[str, Any] = {}
+        invalid = sorted(k for k in case if k not in fields)
+        for name, spec in fields.items():
+            value = case.get(name)
+            if value in (None, "", []):
+                continue
+            options = spec["options"]
+            if spec["multiple"]:
+                values = value if isinstance(value, list) else None
+                if values is None or not all(isinstance(v, str) and v in options for v in values):
+                    invalid.append(name)
+                    continue
+                kept[name] = sorted(set(values))
+            elif isinstance(value, str) and value in options:
+                kept[name] = value
+            else:
+                invalid.append(name)
+        missing = [n for n, spec in fields.items() if spec["required"] and n not in kept and n not in invalid]
+        return kept, missing, sorted(set(invalid))
 
     def queues_visible_to(self, organisation: str | None, lines: list[str]) -> list[str]:
         """Queue names a member of ``organisation`` working on ``lines`` may see.

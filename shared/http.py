@@ -14,11 +14,12 @@ log = get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def problem(status: int, title: str, detail: str | None = None) -> web.Response:
-    """An RFC 9457 problem-details response."""
+def problem(status: int, title: str, detail: str | None = None, **extensions: object) -> web.Response:
+    """An RFC 9457 problem-details response; ``extensions`` become extension members (section 3.2)."""
     body: dict[str, object] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
+    body.update(extensions)
     return web.json_response(body, status=status, content_type="application/problem+json")
 
 

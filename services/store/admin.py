@@ -2,10 +2,15 @@
 
     python -m services.store.admin add-user --login anna --name Anna --role consultant \\
         --organisation lastrada --lines 113 --password-stdin
+    python -m services.store.admin reset-password --login anna --password-stdin
     python -m services.store.admin disable-user --login anna
+    python -m services.store.admin enable-user --login anna
     python -m services.store.admin seed-demo        # the demo accounts of the README
 
-Reads STORE_MONGO_URL and STORE_MONGO_DATABASE like the store itself.
+Reads STORE_MONGO_URL and STORE_MONGO_DATABASE like the store itself. A new password is read
+from standard input (``--password-stdin``) or asked for without echo, never taken from the
+command line (it would be visible to every user of the machine). Resetting a password or
+disabling a user ends all of their sessions at once.
 """
 
 from __future__ import annotations
@@ -56,12 +61,28 @@ async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
                     }
                 )
             return "demo accounts: " + ", ".join(str(a["_id"]) for a in DEMO_ACCOUNTS)
-        if args.command == "add-user":
+        if args.command in {"add-user", "reset-password"}:
             password = (
                 sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
             )
             if len(password) < 10:
                 raise SystemExit("a password has at least 10 characters")
+        if args.command == "reset-password":
+            res = await repo.consultants.update_one(
+                {"_id": args.login}, {"$set": {"password_hash": hash_password(password)}}
+            )
+            if res.matched_count == 0:
+                raise SystemExit(f"no user {args.login}")
+            await repo.sessions.delete_many({"login": args.login})
+            return f"password of {args.login} reset; their sessions ended"
+        if args.command == "enable-user":
+            res = await repo.consultants.update_one({"_id": args.login}, {"$set": {"disabled": False}})
+            if res.matched_count == 0:
+                raise SystemExit(f"no user {args.login}")
+            return f"user {args.login} enabled"
+        if args.command == "add-user":
+            if args.role == "consultant" and not args.organisation:
+                raise SystemExit("a consultant belongs to an organisation: give --organisation")
             await repo.upsert_consultant(
                 {
                     "_id": args.login,
@@ -94,8 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     add.add_argument("--organisation", help="omit for a supervisor of whole lines")
     add.add_argument("--lines", required=True, help="comma-separated line ids, e.g. 113,dv")
     add.add_argument("--password-stdin", action="store_true")
+    reset = sub.add_parser("reset-password", help="set a new password and end the user's sessions")
+    reset.add_argument("--login", required=True)
+    reset.add_argument("--password-stdin", action="store_true")
     disable = sub.add_parser("disable-user", help="disable a user and end their sessions")
     disable.add_argument("--login", required=True)
+    enable = sub.add_parser("enable-user", help="let a disabled user log in again")
+    enable.add_argument("--login", required=True)
     sub.add_parser("seed-demo", help="create the demo accounts (demo only)")
     args = parser.parse_args(argv)
     print(asyncio.run(_run(args, AdminSettings())))

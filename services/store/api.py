@@ -1,9 +1,17 @@
 """The consultant HTTP API (PRODUCT.md section 4).
 
-JSON in and out; errors are RFC 9457 problem details. Every route but log-in needs a
-session; every state-changing route needs the session's CSRF token. A consultant sees
-only the queues of their organisation and lines: a thread outside them answers 404, the
-same as a thread that does not exist, so ids cannot be probed.
+JSON in and out; errors are RFC 9457 problem details. Every route but log-in and the
+OpenAPI document needs a session; every state-changing route needs the session's CSRF
+token. Who may do what:
+
+- a consultant sees the queues of their lines that list their organisation; a thread
+  outside them answers 404, the same as a thread that does not exist, so ids cannot be
+  probed;
+- a supervisor sees every queue of their lines, the overview of queues, holders and
+  crises, and who read a thread;
+- an admin manages accounts (and sees what a supervisor sees).
+
+Every read of a thread by a person is recorded (:mod:`services.store.audit`).
 """
 
 from __future__ import annotations
@@ -14,8 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
+from services.dispatcher.priority import URGENT
 from services.store import stats
+from services.store.audit import ReadAudit
 from services.store.auth import COOKIE, LoginThrottle, Sessions, User, csrf_ok
+from services.store.html import sanitise
 from services.store.outbound import publish_outbound
 from services.store.repository import Doc, Repository
 from services.store.settings import StoreSettings
@@ -29,6 +40,9 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+# Routes answered without a session: logging in, and the description of the API.
+PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
+SUPERVISORS = {"supervisor", "admin"}
 
 
 def _jsonable(value: Any) -> Any:
@@ -42,18 +56,41 @@ def _jsonable(value: Any) -> Any:
 
 
 def thread_view(doc: Doc) -> dict[str, Any]:
-    view: dict[str, Any] = _jsonable({k: v for k, v in doc.items() if k not in {"key", "reply_token"}})
+    view: dict[str, Any] = _jsonable(
+        {k: v for k, v in doc.items() if k not in {"key", "reply_token", "email", "auto"}}
+    )
     return view
+
+
+def message_view(doc: Doc) -> dict[str, Any]:
+    """A message for the console; e-mail HTML sanitised again on its way out."""
+    view: dict[str, Any] = _jsonable({k: v for k, v in doc.items() if k not in {"source_id"}})
+    if "html" in view:
+        view["html"] = sanitise(view["html"])
+    return view
+
+
+def require(request: web.Request, roles: set[str]) -> User:
+    user: User = request["user"]
+    if user.role not in roles:
+        raise web.HTTPForbidden(text="your role may not do this")
+    return user
 
 
 class ConsultantApi:
     def __init__(
-        self, settings: StoreSettings, config: HotlineConfig, repo: Repository, broker: Broker
+        self,
+        settings: StoreSettings,
+        config: HotlineConfig,
+        repo: Repository,
+        broker: Broker,
+        audit: ReadAudit,
     ) -> None:
         self.s = settings
         self.config = config
         self.repo = repo
         self.broker = broker
+        self.audit = audit
         self.sessions = Sessions(repo, settings.session_hours)
         self.throttle = LoginThrottle(settings.login_attempts, settings.login_window_seconds)
 
@@ -63,7 +100,7 @@ class ConsultantApi:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/api/"):
             return await handler(request)
-        if not (request.path == "/api/session" and request.method == "POST"):
+        if (request.method, request.path) not in PUBLIC:
             resolved = await self.sessions.resolve(request.cookies.get(COOKIE))
             if resolved is None:
                 return problem(401, "Not logged in")
@@ -89,7 +126,7 @@ class ConsultantApi:
         return body
 
     def visible_queues(self, user: User) -> list[str]:
-        org = None if user.role in {"supervisor", "admin"} else user.organisation
+        org = None if user.role in SUPERVISORS else user.organisation
         return self.config.queues_visible_to(org, user.lines)
 
     async def _thread(self, request: web.Request) -> tuple[User, Doc]:
@@ -156,7 +193,29 @@ class ConsultantApi:
 
     async def me(self, request: web.Request) -> web.Response:
         user: User = request["user"]
-        return web.json_response({"consultant": user.public()})
+        doc = await self.repo.consultant(user.login) or {}
+        return web.json_response({"consultant": {**user.public(), "status": doc.get("status", "offline")}})
+
+    async def console_config(self, request: web.Request) -> web.Response:
+        """What the console needs to draw its forms: the case form and canned answers of the
+        user's lines, every queue a thread may be transferred to, the languages."""
+        user: User = request["user"]
+        lines = [ln for ln in user.lines if ln in self.config.lines]
+        return web.json_response(
+            {
+                "languages": self.config.languages,
+                "lines": {ln: {"name": self.config.lines[ln].name} for ln in lines},
+                "case_form": {ln: self.config.case_fields(ln) for ln in lines},
+                "canned_answers": {
+                    ln: [a.model_dump() for a in self.config.canned_answers.get(ln, [])] for ln in lines
+                },
+                "queues": {
+                    name: {"line": q.line, "title": q.title, "organisations": q.organisations}
+                    for name, q in self.config.queues.items()
+                },
+                "urgent_priority": URGENT,
+            }
+        )
 
     async def set_status(self, request: web.Request) -> web.Response:
         user: User = request["user"]
@@ -230,12 +289,96 @@ class ConsultantApi:
     async def history(self, request: web.Request) -> web.Response:
         """Every change of a thread with its time: queued, claimed, released, transferred,
         escalated, closed (for wait and first-response reports)."""
-        _, thread = await self._thread(request)
+        user, thread = await self._thread(request)
+        await self.audit.record(thread["_id"], user.login, "history")
         return web.json_response([_jsonable(e) for e in await self.repo.thread_history(thread["_id"])])
+
+    async def reads(self, request: web.Request) -> web.Response:
+        """Who read this thread and when (supervisors)."""
+        require(request, SUPERVISORS)
+        _, thread = await self._thread(request)
+        return web.json_response([_jsonable(r) for r in await self.audit.of_thread(thread["_id"])])
+
+    async def overview(self, request: web.Request) -> web.Response:
+        """The supervisor's view: every queue of their lines with its waiting count, oldest
+        wait and urgent count; who holds which conversation; consultants' availability;
+        urgent conversations still waiting (crises first)."""
+        user = require(request, SUPERVISORS)
+        names = self.visible_queues(user)
+        summary = await self.repo.queue_summary(names)
+        held: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        cursor = self.repo.threads.find(
+            {"queue": {"$in": names}, "status": "active"},
+            {"queue": 1, "assignee": 1, "channel": 1, "claimed_at": 1, "priority": 1},
+        )
+        async for t in cursor:
+            held[t["queue"]].append(_jsonable(t))
+        alerts_cursor = (
+            self.repo.threads.find(
+                {"queue": {"$in": names}, "status": "waiting", "priority": {"$gte": URGENT}},
+                {"queue": 1, "channel": 1, "priority": 1, "waiting_since": 1, "escalated_at": 1},
+            )
+            .sort([("priority", -1), ("waiting_since", 1)])
+            .limit(100)
+        )
+        alerts = [_jsonable(t) async for t in alerts_cursor]
+        people = []
+        async for c in self.repo.consultants.find({"lines": {"$in": user.lines}, "disabled": {"$ne": True}}):
+            holds = sum(1 for q in held.values() for t in q if t.get("assignee") == c["_id"])
+            people.append(
+                {
+                    "login": c["_id"],
+                    "name": c.get("name", c["_id"]),
+                    "role": c["role"],
+                    "organisation": c.get("organisation"),
+                    "status": c.get("status", "offline"),
+                    "holds": holds,
+                }
+            )
+        return web.json_response(
+            {
+                "queues": [
+                    {
+                        "name": n,
+                        "line": self.config.queues[n].line,
+                        "title": self.config.queues[n].title,
+                        **_jsonable(summary[n]),
+                        "urgent_waiting": sum(1 for a in alerts if a["queue"] == n),
+                        "active": held[n],
+                    }
+                    for n in names
+                ],
+                "consultants": sorted(people, key=lambda p: p["login"]),
+                "alerts": alerts,
+            }
+        )
+
+    async def users(self, request: web.Request) -> web.Response:
+        """Accounts (admins). Password hashes never leave the database."""
+        require(request, {"admin"})
+        out = []
+        async for c in self.repo.consultants.find({}, {"password_hash": 0}).sort("_id", 1):
+            out.append(_jsonable(c))
+        return web.json_response(out)
+
+    async def disable_user(self, request: web.Request) -> web.Response:
+        """Disable an account and end its sessions at once (admins)."""
+        admin = require(request, {"admin"})
+        login = request.match_info["login"]
+        if login == admin.login:
+            return problem(409, "You cannot disable your own account")
+        res = await self.repo.consultants.update_one({"_id": login}, {"$set": {"disabled": True}})
+        if res.matched_count == 0:
+            return problem(404, "No such user")
+        await self.repo.sessions.delete_many({"login": login})
+        for thread in await self.repo.release_all(login):
+            await self._event("ThreadReleased", thread, admin.login, reason="account disabled")
+        log.info("user_disabled", consultant=login, by=admin.login)
+        return web.json_response({"login": login, "disabled": True})
 
     async def release(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
-        holder = None if user.role in {"supervisor", "admin"} else user.login
+        holder = None if user.role in SUPERVISORS else user.login
         released = await self.repo.release(thread["_id"], holder)
         if released is None:
             return problem(
@@ -261,7 +404,7 @@ class ConsultantApi:
             return problem(422, "queue must name a queue of the configuration")
         if note is not None and not isinstance(note, str):
             return problem(422, "note must be text")
-        is_supervisor = user.role in {"supervisor", "admin"}
+        is_supervisor = user.role in SUPERVISORS
         if not is_supervisor and not (thread["status"] == "active" and thread.get("assignee") == user.login):
             return problem(409, "Claim the thread before transferring it")
         target = self.config.queues[queue]
@@ -275,10 +418,12 @@ class ConsultantApi:
 
     async def thread(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
+        # Recorded before anything is sent: a read that could not be recorded is not answered.
+        await self.audit.record(thread["_id"], user.login, "thread")
         messages = await self.repo.thread_messages(thread["_id"])
         log.info("thread_read", thread_id=thread["_id"], consultant=user.login)
         view = thread_view(thread)
-        view["messages"] = [_jsonable(m) for m in messages]
+        view["messages"] = [message_view(m) for m in messages]
         return web.json_response(view)
 
     async def reply(self, request: web.Request) -> web.Response:
@@ -311,11 +456,19 @@ class ConsultantApi:
         case = (await self._json(request)).get("case")
         if not isinstance(case, dict):
             return problem(422, "case is required", "send the case form as an object")
-        missing = [f for f in self.config.case_form.required if case.get(f) in (None, "", [])]
-        if missing:
-            return problem(422, "Case form incomplete", "missing: " + ", ".join(missing))
-        facts = stats.facts_for(self.config, thread, user.organisation, case)
-        closed = await self.repo.close(thread["_id"], user.login, case, facts)
+        kept, missing, invalid = self.config.check_case(thread["line"], case)
+        if missing or invalid:
+            detail = "; ".join(
+                part
+                for part in (
+                    "missing: " + ", ".join(missing) if missing else "",
+                    "invalid: " + ", ".join(invalid) if invalid else "",
+                )
+                if part
+            )
+            return problem(422, "Case form incomplete", detail, missing=missing, invalid=invalid)
+        facts = stats.facts_for(self.config, thread, user.organisation, kept)
+        closed = await self.repo.close(thread["_id"], user.login, kept, facts)
         if closed is None:
             return problem(409, "Only the consultant holding an active thread can close it")
         await self._event("ThreadClosed", closed, user.login)
@@ -326,6 +479,11 @@ class ConsultantApi:
         r.add_post("/api/session", self.login)
         r.add_delete("/api/session", self.logout)
         r.add_get("/api/me", self.me)
+        r.add_get("/api/config", self.console_config)
+        r.add_get("/api/supervisor", self.overview)
+        r.add_get("/api/users", self.users)
+        r.add_post("/api/users/{login}/disable", self.disable_user)
+        r.add_get("/api/threads/{id}/reads", self.reads)
         r.add_put("/api/me/status", self.set_status)
         r.add_get("/api/queues", self.queues)
         r.add_get("/api/threads", self.threads)

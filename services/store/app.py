@@ -9,8 +9,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from services.store import reports
+from services.store import openapi, reports
 from services.store.api import ConsultantApi
+from services.store.audit import ReadAudit
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.repository import Repository
 from services.store.settings import StoreSettings
@@ -48,7 +49,8 @@ def create_app(settings: StoreSettings) -> web.Application:
         BrokerMetrics(registry),
         f"store {settings.instance_id}",
     )
-    api = ConsultantApi(settings, config, repo, broker)
+    audit = ReadAudit(db)
+    api = ConsultantApi(settings, config, repo, broker, audit)
     hub = ConsoleHub(api.sessions, api.visible_queues)
     app = web.Application(
         middlewares=[security_headers(CONSOLE_HEADERS), errors, api.middleware],
@@ -58,6 +60,7 @@ def create_app(settings: StoreSettings) -> web.Application:
     api.add_routes(app)
     reports.register(app, config, repo, api.sessions, settings.stats_timezone, settings.stats_min_cell)
     app.router.add_get("/api/events", hub.handle_ws)
+    app.router.add_get("/api/openapi.json", openapi.serve)
 
     async def index(request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC / "index.html")
@@ -76,6 +79,7 @@ def create_app(settings: StoreSettings) -> web.Application:
             await retry_until_ready(
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
+            await audit.ensure_indexes()
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             events = await topology.declare_replica_queue(
                 broker.channel,

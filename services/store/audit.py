@@ -1,0 +1,33 @@
+"""Who read which thread, and when (QUALITY.md 4: every read of a thread by a person).
+
+One record per read, written before the thread is sent, so a read that is not recorded is
+never answered. Records hold the consultant's login, the thread id, the route and the time:
+no client data, no IP address.
+"""
+
+from __future__ import annotations
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.store.repository import Doc, new_id
+from shared.envelope import utcnow
+
+
+class ReadAudit:
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.reads: AsyncCollection[Doc] = db["thread_reads"]
+
+    async def ensure_indexes(self) -> None:
+        await self.reads.create_index([("thread_id", ASCENDING), ("at", ASCENDING)], name="thread_reads")
+        await self.reads.create_index([("login", ASCENDING), ("at", ASCENDING)], name="reader_reads")
+
+    async def record(self, thread_id: str, login: str, what: str) -> None:
+        await self.reads.insert_one(
+            {"_id": new_id(), "thread_id": thread_id, "login": login, "what": what, "at": utcnow()}
+        )
+
+    async def of_thread(self, thread_id: str, limit: int = 500) -> list[Doc]:
+        cursor = self.reads.find({"thread_id": thread_id}).sort("at", DESCENDING).limit(limit)
+        return [r async for r in cursor]
