@@ -1,0 +1,123 @@
+"""Retention against the real database: old threads lose their free text, keep their facts,
+and statistics count them as before."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from deploy.local.stack import LocalStack
+from services.store.reports import Scope, StatsReader
+from services.store.repository import Repository, new_id, new_reply_token
+from services.store.retention import delete_free_text
+from services.store.stats import Query, build_table, make_facts
+from shared.envelope import utcnow
+from shared.mongo import make_client
+
+CANARY = "Canary-Ж-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+async def repo(stack: LocalStack) -> AsyncIterator[Repository]:
+    client = make_client(stack.mongo_url)
+    name = "r" + uuid.uuid4().hex[:10]
+    r = Repository(client[name])
+    await r.ensure_indexes()
+    try:
+        yield r
+    finally:
+        await client.drop_database(name)
+        await client.close()
+
+
+async def closed_thread(repo: Repository, closed_days_ago: float, status: str = "closed") -> str:
+    now = utcnow()
+    at = now - timedelta(days=closed_days_ago, hours=1)
+    case = {"gender": "f", "topics": ["work_abroad", "au_pair"], "comment": f"{CANARY} she is afraid"}
+    tid = new_id()
+    await repo.threads.insert_one(
+        {
+            "_id": tid,
+            "key": f"k:{tid}",
+            "channel": "email",
+            "line": "113",
+            "queue": "113-triage",
+            "organisations": ["lastrada"],
+            "status": status,
+            "client": {"address": "c@example.org"},
+            "subject": f"{CANARY} subject",
+            "reply_token": new_reply_token(),
+            "created_at": at,
+            "closed_at": now - timedelta(days=closed_days_ago),
+            "case": case,
+            "facts": make_facts(case, at=at, line="113", channel="email", organisation="lastrada"),
+        }
+    )
+    source = f"imap:box:1:{tid}"
+    await repo.db["mail_raw"].insert_one({"_id": source, "raw": CANARY.encode()})
+    await repo.db["mail_attachments"].insert_one(
+        {"_id": f"att-{tid}", "data": CANARY.encode(), "filename": "a.pdf"}
+    )
+    await repo.messages.insert_one(
+        {
+            "_id": new_id(),
+            "source_id": source,
+            "thread_id": tid,
+            "direction": "in",
+            "text": CANARY,
+            "html": f"<p>{CANARY}</p>",
+            "subject": CANARY,
+            "quoted": CANARY,
+            "created_at": at,
+            "attachments": [
+                {
+                    "id": f"att-{tid}",
+                    "filename": f"{CANARY}.pdf",
+                    "content_type": "x",
+                    "size": 1,
+                    "stored": True,
+                }
+            ],
+        }
+    )
+    await repo.add_note({"_id": tid, "channel": "email"}, "anna", f"note {CANARY}")
+    return tid
+
+
+async def test_old_threads_lose_their_free_text_and_keep_their_statistics(repo: Repository) -> None:
+    old = [await closed_thread(repo, 400) for _ in range(3)]
+    recent = await closed_thread(repo, 10)
+    reopened = await closed_thread(repo, 400, status="waiting")
+    tz = ZoneInfo("Europe/Minsk")
+    today = utcnow().astimezone(tz).date()
+    query = Query(today - timedelta(days=800), today, tz, ("topics",))
+    reader = StatsReader(repo)
+    before = build_table((await reader.tally([query], Scope(["113"], None)))[0], None, 5)
+
+    assert await delete_free_text(repo, utcnow() - timedelta(days=365)) == 3
+    assert await delete_free_text(repo, utcnow() - timedelta(days=365)) == 0  # done once
+
+    for tid in old:
+        thread = await repo.thread(tid)
+        assert thread is not None and thread["text_deleted_at"] is not None
+        assert thread["case"] == {"gender": "f", "topics": ["work_abroad", "au_pair"]}
+        assert thread["facts"]["fields"] == {"gender": ["f"], "topics": ["work_abroad", "au_pair"]}
+        for m in await repo.thread_messages(tid):
+            assert m["text"] is None and m.get("html") is None and m.get("subject") is None
+            assert m.get("quoted") is None and m.get("attachments") == []
+    # Only the recent thread and the reopened one still hold the text: 2 threads' worth.
+    holders = {
+        tid
+        for tid in [*old, recent, reopened]
+        if CANARY in repr(await repo.thread(tid))
+        or any(CANARY in repr(m) for m in await repo.thread_messages(tid))
+    }
+    assert holders == {recent, reopened}
+    raw_left = [d async for d in repo.db["mail_raw"].find({"raw": {"$ne": None}})]
+    assert len(raw_left) == 2
+    after = build_table((await reader.tally([query], Scope(["113"], None)))[0], None, 5)
+    assert after == before and after["total"]["count"] == 5
