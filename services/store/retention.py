@@ -72,7 +72,7 @@ async def delete_free_text(repo: Repository, closed_before: datetime) -> int:
                 {"_id": {"$in": attachments}},
                 {"$set": {"data": None, "filename": None, "text_deleted": True}},
             )
-        case = t.get("case") if isinstance(t.get("case"), dict) else {}
+        case: Doc = t["case"] if isinstance(t.get("case"), dict) else {}
         kept = {k: v for k, v in case.items() if categorical(v) is not None}
         done = await repo.threads.update_one(
             {"_id": t["_id"], "status": "closed"},
