@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import pytest
@@ -42,8 +42,15 @@ CONFIG_FILE = "deploy/config/hotline.yaml"
 
 SERVICES = ("store", "dispatcher", "email_ingest", "chat_ingest")
 BROKER, DATABASE = "rabbitmq", "mongodb"
-# Operators put a reverse proxy in front of exactly these (PRODUCT.md 4); the others publish nothing.
+DEFINITIONS, PROXY = "rabbitmq-definitions", "proxy"
+MONITORING = ("prometheus", "grafana")
+# The proxy serves exactly these, each on its own port (PRODUCT.md 4); nothing else is published.
 PUBLISHED = {"store", "chat_ingest"}
+# The paths that are WebSockets (PRODUCT.md 4): the proxy must pass the upgrade on.
+WEBSOCKETS = {"store": "/api/events", "chat_ingest": "/chat/ws"}
+NGINX_CONF = ROOT / "deploy" / "proxy" / "nginx.conf"
+DOCKERIGNORE = ROOT / ".dockerignore"
+REPLICA_SET = "rs0"
 
 COMPOSE_SPEC_MODULE = "github.com/compose-spec/compose-go/v2@v2.16.2"
 INSTALL_HINT = (
@@ -354,7 +361,11 @@ def test_compose_file_follows_the_compose_specification():
 def test_compose_runs_the_broker_the_database_and_every_service():
     on_disk = sorted(p.parent.name for p in (ROOT / "services").glob("*/__main__.py"))
     assert on_disk == sorted(SERVICES)
-    assert set(compose()["services"]) == {BROKER, DATABASE, *SERVICES}
+    services = compose()["services"]
+    assert set(services) == {BROKER, DATABASE, DEFINITIONS, PROXY, *SERVICES, *MONITORING}
+    optional = {name for name, service in services.items() if service.get("profiles")}
+    assert optional == set(MONITORING), "a plain `docker compose up -d` starts everything but monitoring"
+    assert all(services[name]["profiles"] == ["monitoring"] for name in MONITORING)
 
 
 def test_every_variable_is_in_env_example_and_nothing_else_is():
@@ -371,7 +382,7 @@ def test_broker_and_database_are_healthchecked_with_data_on_named_volumes():
     assert services[DATABASE]["image"] == "mongo:7"
     assert services[BROKER]["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
     mongo_check = services[DATABASE]["healthcheck"]["test"]
-    assert mongo_check[:2] == ["CMD", "mongosh"] and "ping" in " ".join(mongo_check)
+    assert mongo_check[0] == "CMD-SHELL" and mongo_check[1].startswith("mongosh ")
     for name, data_dir in ((BROKER, "/var/lib/rabbitmq"), (DATABASE, "/data/db")):
         mounts = dict(reversed(v.split(":")[:2]) for v in services[name]["volumes"])
         assert data_dir in mounts, f"{name}: no volume on {data_dir}"
@@ -400,6 +411,7 @@ def test_services_reach_the_broker_and_database_with_the_credentials_they_are_cr
             continue
         mongo = urlsplit(env[prefix + "MONGO_URL"])
         assert (mongo.scheme, mongo.hostname, mongo.port or 27017) == ("mongodb", DATABASE, 27017)
+        assert parse_qs(mongo.query).get("replicaSet") == [REPLICA_SET], "retryable writes need the set"
         assert (mongo.username, mongo.password) == (
             db_env["MONGO_INITDB_ROOT_USERNAME"],
             db_env["MONGO_INITDB_ROOT_PASSWORD"],
@@ -424,6 +436,11 @@ def test_service_runs_its_entry_point_from_its_own_image(name):
     assert build["context"] == "."
     assert (ROOT / build["dockerfile"]).resolve() == DOCKERFILE
     assert build["args"] == {"SERVICE": name}
+    # The service's own stage of the Dockerfile, the same one `--build-arg SERVICE` alone selects.
+    assert build["target"] == f"service-{name}"
+    df = parse_dockerfile(DOCKERFILE.read_text())
+    assert build["target"] in df.stage_names()
+    assert expand(df.stages[-1].base, {"SERVICE": name}) == build["target"]
     assert service["restart"] == "unless-stopped"
 
 
@@ -432,10 +449,10 @@ def test_service_starts_after_a_healthy_broker_and_database_it_uses(name):
     depends_on = compose()["services"][name]["depends_on"]
     assert isinstance(depends_on, dict), "the short list form cannot wait for health"
     uses_database = "mongo_url" in settings_class(name).model_fields
-    expected = {BROKER, DATABASE} if uses_database else {BROKER}
-    assert set(depends_on) == expected
-    for dependency in expected:
-        assert depends_on[dependency].get("condition") == "service_healthy", dependency
+    expected = {BROKER: "service_healthy", DEFINITIONS: "service_completed_successfully"}
+    if uses_database:
+        expected[DATABASE] = "service_healthy"
+    assert {dep: cond.get("condition") for dep, cond in depends_on.items()} == expected
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -479,23 +496,52 @@ def test_service_settings_load_from_the_image_and_compose_environment(name, load
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_service_healthcheck_and_published_port_are_its_listening_port(name, load_settings):
+def test_service_healthcheck_is_its_listening_port_and_it_can_be_scaled(name, load_settings):
     service = compose()["services"][name]
     port = load_settings(name, environment(service)).http_port
     test = service["healthcheck"]["test"]
     assert isinstance(test, list) and test[0] in ("CMD", "CMD-SHELL"), test
     assert [int(p) for p in READYZ_URL.findall(" ".join(test[1:]))] == [port]
-    ports = service.get("ports", [])
-    if name not in PUBLISHED:
-        assert ports == [], f"{name} must not be published on the host"
-        return
-    assert len(ports) == 1
-    entry = ports[0]
-    if isinstance(entry, str):
-        host_ip, host_port, container_port = entry.split(":")
-    else:
-        host_ip, host_port, container_port = entry.get("host_ip"), entry.get("published"), entry.get("target")
-    assert (host_ip, int(host_port), int(container_port)) == ("127.0.0.1", port, port)
+    # `docker compose up --scale name=3` fails on a fixed container name or host port.
+    assert "ports" not in service, f"{name}: only the proxy publishes ports"
+    assert "container_name" not in service
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_service_reads_the_mounted_hotline_file_and_optional_env_file(name, load_settings):
+    service = compose()["services"][name]
+    image = build_image(parse_dockerfile(DOCKERFILE.read_text()), name)
+    target = config_destination(image)
+    mounts = [v for v in service["volumes"] if isinstance(v, dict) and v["target"] == target]
+    assert len(mounts) == 1, f"{name}: the hotline file is not mounted at {target}"
+    assert mounts[0]["type"] == "bind" and mounts[0]["read_only"] is True
+    assert (ROOT / mounts[0]["source"]).resolve() == (ROOT / CONFIG_FILE).resolve()
+    env = {**{k: v for k, v in image.env.items() if k.startswith(prefix_of(name))}, **environment(service)}
+    assert str(load_settings(name, env).config_path) == target
+    # Tuning beyond .env; optional, and never sent into a build context (it may hold bot tokens).
+    assert service["env_file"] == [{"path": ".env.services", "required": False}]
+    ignored = DOCKERIGNORE.read_text().splitlines()
+    assert ".env.*" in ignored or ".env.services" in ignored
+
+
+def published(service: dict[str, Any]) -> list[tuple[str, int, int]]:
+    out = []
+    for entry in service.get("ports", []):
+        if isinstance(entry, str):
+            host_ip, host_port, container_port = entry.split(":")
+        else:
+            host_ip, host_port, container_port = entry["host_ip"], entry["published"], entry["target"]
+        out.append((host_ip, int(host_port), int(container_port)))
+    return out
+
+
+def test_only_the_proxy_publishes_and_only_on_loopback():
+    services = compose()["services"]
+    publishing = {name for name, service in services.items() if service.get("ports")}
+    assert publishing == {PROXY, "grafana"}, "everything else stays inside the compose network"
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    for name in publishing:
+        assert all(ip == "127.0.0.1" for ip, _, _ in published(services[name])), name
 
 
 # --- tests: the Dockerfile
@@ -601,7 +647,7 @@ def test_broker_definitions_file_is_the_topology_the_code_declares():
     from deploy.definitions import DEFAULT_PATH, render
 
     assert DEFAULT_PATH == ROOT / "deploy" / "rabbitmq" / "definitions.json"
-    assert DEFAULT_PATH.read_text() == render(), "run `python -m deploy.definitions write` and commit the file"
+    assert DEFAULT_PATH.read_text() == render(), "run `python -m deploy.definitions write`, commit it"
     defs = json.loads(DEFAULT_PATH.read_text())
     assert set(defs) == {"exchanges", "queues", "bindings"}, "no users or permissions: they carry secrets"
     from shared import topology
@@ -611,3 +657,172 @@ def test_broker_definitions_file_is_the_topology_the_code_declares():
         assert work[wq.name]["x-queue-type"] == "quorum"
         assert work[wq.name]["x-delivery-limit"] == topology.DELIVERY_LIMIT
         assert work[topology.dead_queue(wq.name)]["x-queue-type"] == "quorum"
+
+
+def test_database_is_a_single_node_replica_set_the_services_name():
+    mongo = compose()["services"][DATABASE]
+    command = mongo["command"]
+    assert command[0] == "mongod" and command[command.index("--replSet") + 1] == REPLICA_SET
+    # With authentication on, mongod takes --replSet only with a key file; it is made at start.
+    key_file = command[command.index("--keyFile") + 1]
+    script = mongo["entrypoint"][2]
+    assert key_file in script and "/dev/urandom" in script and 'exec docker-entrypoint.sh "$@"' in script
+    assert key_file.startswith("/data/db/"), "the key lives in the data volume, not in the image"
+    check = mongo["healthcheck"]["test"][1]
+    member = r"rs\.initiate\(\{_id: '([^']+)', members: \[\{_id: 0, host: '([^']+)'\}\]\}\)"
+    initiate = re.search(member, check)
+    assert initiate, "the health check initiates the replica set on the first start"
+    assert initiate[1] == REPLICA_SET
+    assert initiate[2] == f"{DATABASE}:27017", "members are found by the name every container resolves"
+    assert "isWritablePrimary" in check, "healthy only once writes are accepted"
+    assert "$MONGO_INITDB_ROOT_PASSWORD" in check, "the password comes from the container's environment"
+
+
+def test_broker_definitions_are_imported_once_with_the_service_credentials():
+    services = compose()["services"]
+    init = services[DEFINITIONS]
+    command = init["command"]
+    assert command[:4] == ["python", "-m", "deploy.definitions", "import"]
+    options = dict(zip(command[4::2], command[5::2], strict=True))
+    assert urlsplit(options["--url"]).hostname == BROKER
+    assert options["--user"] == environment(services[BROKER])["RABBITMQ_DEFAULT_USER"]
+    mount = [v for v in init["volumes"] if v["target"] == options["--file"]]
+    assert len(mount) == 1 and mount[0]["read_only"] is True
+    assert (ROOT / mount[0]["source"]).resolve() == ROOT / "deploy" / "rabbitmq" / "definitions.json"
+    assert init["restart"] == "no", "a one-shot job"
+    assert init["depends_on"] == {BROKER: {"condition": "service_healthy"}}
+    raw = environment(raw_compose()["services"][DEFINITIONS])
+    assert list(raw) == ["RABBITMQ_PASSWORD"] and _required_only(raw["RABBITMQ_PASSWORD"])
+    assert environment(init)["RABBITMQ_PASSWORD"] == environment(services[BROKER])["RABBITMQ_DEFAULT_PASS"]
+
+
+# --- the reverse proxy (deploy/proxy/nginx.conf)
+
+
+@dataclass
+class Block:
+    name: str
+    args: list[str]
+    directives: list[list[str]] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
+
+    def get(self, name: str) -> list[list[str]]:
+        return [d[1:] for d in self.directives if d[0] == name]
+
+    def children(self, name: str) -> list[Block]:
+        return [b for b in self.blocks if b.name == name]
+
+
+def parse_nginx(text: str) -> Block:
+    """nginx configuration as nested blocks: enough for directives, quoted strings and comments."""
+    tokens = re.findall(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|[{};]|[^\s{};#"\']+|#[^\n]*', text)
+    root = Block("", [])
+    stack, words = [root], []
+    for token in tokens:
+        if token.startswith("#"):
+            continue
+        if token == ";":
+            stack[-1].directives.append(words)
+            words = []
+        elif token == "{":
+            block = Block(words[0], words[1:])
+            stack[-1].blocks.append(block)
+            stack.append(block)
+            words = []
+        elif token == "}":
+            assert not words, f"unterminated directive {words}"
+            stack.pop()
+        else:
+            words.append(token[1:-1] if token[0] in "\"'" else token)
+    assert len(stack) == 1 and not words, "unbalanced braces"
+    return root
+
+
+def proxy_servers() -> dict[int, Block]:
+    http = parse_nginx(NGINX_CONF.read_text()).children("http")[0]
+    servers = {}
+    for server in http.children("server"):
+        (listen,) = server.get("listen")
+        servers[int(listen[0].rsplit(":", 1)[-1])] = server
+    return servers
+
+
+def upstream_address(upstream: str) -> tuple[str, int]:
+    http = parse_nginx(NGINX_CONF.read_text()).children("http")[0]
+    (block,) = [b for b in http.children("upstream") if b.args == [upstream]]
+    (server,) = block.get("server")
+    host, port = server[0].rsplit(":", 1)
+    # Re-resolved, so replicas added by --scale get traffic without a reload.
+    assert "resolve" in server[1:] and block.get("zone"), f"upstream {upstream} is resolved once"
+    return host, int(port)
+
+
+def headers_sent(*levels: Block) -> dict[str, str]:
+    """The proxy_set_header lines in force in the innermost of ``levels`` (http, server, location):
+    nginx inherits them only into a block that sets none of its own."""
+    for block in reversed(levels):
+        if block.get("proxy_set_header"):
+            return {h[0].lower(): h[1] for h in block.get("proxy_set_header")}
+    return {}
+
+
+def location(server: Block, path: str) -> Block | None:
+    for loc in server.children("location"):
+        if loc.args[-1] == path:
+            return loc
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_proxy_routes_each_published_port_to_every_replica_of_its_service(name, load_settings):
+    services = compose()["services"]
+    port = load_settings(name, environment(services[name])).http_port
+    assert (port, name) in {(8080, "store"), (8081, "chat_ingest")}, "the ports PRODUCT.md names"
+    servers = proxy_servers()
+    assert ("127.0.0.1", port, port) in published(services[PROXY])
+    root = location(servers[port], "/")
+    assert root is not None
+    (target,) = root.get("proxy_pass")
+    upstream = urlsplit(target[0]).hostname
+    assert upstream_address(upstream) == (name, port)
+    mount = [v for v in services[PROXY]["volumes"] if v["target"] == "/etc/nginx/nginx.conf"]
+    assert len(mount) == 1 and (ROOT / mount[0]["source"]).resolve() == NGINX_CONF
+    assert set(services[PROXY]["depends_on"]) == PUBLISHED
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_proxy_passes_the_websocket_upgrade_on_the_socket_path(name, load_settings):
+    port = load_settings(name, environment(compose()["services"][name])).http_port
+    path = WEBSOCKETS[name]
+    source = (ROOT / "services" / name / "app.py").read_text()
+    assert f'add_get("{path}"' in source, f"{name} no longer serves {path}"
+    server = proxy_servers()[port]
+    socket = location(server, path)
+    assert socket is not None and socket.args[0] == "=", f"no location = {path}"
+    http = parse_nginx(NGINX_CONF.read_text()).children("http")[0]
+    headers = headers_sent(http, server, socket)
+    assert headers["upgrade"] == "$http_upgrade"
+    # The same Host as every other request (the service compares a socket's Origin with it), and
+    # still no client address.
+    assert headers["host"] == "$http_host"
+    assert headers["x-forwarded-for"] == "" and headers["x-real-ip"] == ""
+    (upgrade_map,) = [m for m in http.children("map") if m.args[0] == "$http_upgrade"]
+    assert headers["connection"] == upgrade_map.args[1]
+    assert upgrade_map.get("default") == [["upgrade"]]
+    assert (socket.get("proxy_http_version") or http.get("proxy_http_version")) == [["1.1"]]
+    (timeout,) = socket.get("proxy_read_timeout")
+    assert timeout[0].endswith(("h", "m")), "an idle socket outlives the 60 s default"
+
+
+def test_proxy_keeps_metrics_inside_and_logs_no_client_address():
+    http = parse_nginx(NGINX_CONF.read_text()).children("http")[0]
+    assert http.get("access_log") == [["off"]], "an access log records clients' IP addresses"
+    for port, server in proxy_servers().items():
+        forwarded = headers_sent(http, server)
+        assert forwarded.get("x-forwarded-for") == "" and forwarded.get("x-real-ip") == "", port
+        for loc in server.children("location"):
+            sent = headers_sent(http, server, loc)
+            assert sent.get("x-forwarded-for") == "" and sent.get("x-real-ip") == "", loc.args
+    for port in (8080, 8081):
+        metrics = location(proxy_servers()[port], "/metrics")
+        assert metrics is not None and metrics.get("return") == [["404"]], port
