@@ -31,6 +31,7 @@ a loop, never blocking the mailbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -161,12 +162,6 @@ class ImapMetrics:
             ["reason"],
             registry=registry,
         )
-        self.lag = Gauge(
-            "hotline_imap_lag_seconds",
-            "Time from a mail's arrival on the IMAP server to its hand-off, last mail",
-            ["mailbox"],
-            registry=registry,
-        )
         self.refetched = Counter(
             "hotline_mail_refetched_total",
             "Mails the server gave us again (after a crash or drop)",
@@ -273,6 +268,7 @@ class MailboxWatcher:
         self.metrics = metrics
         self.key = box.name
         self._lost = asyncio.Event()
+        self._dead = False  # the watchdog gave up on this session's connection
         self._connected_once = False
 
     async def run(self) -> None:
@@ -296,7 +292,10 @@ class MailboxWatcher:
                 reason = "broker"
                 log.warning("imap_broker_unavailable", mailbox=self.key, error=type(exc).__name__)
             except (OSError, TimeoutError, Abort, CommandTimeout, ImapProtocolError, ConnectionLost) as exc:
-                log.warning("imap_connection_lost", mailbox=self.key, error=type(exc).__name__)
+                # ConnectionLost says which: "closed" (the socket) or "watchdog" (silence).
+                log.warning(
+                    "imap_connection_lost", mailbox=self.key, error=type(exc).__name__, detail=str(exc)[:80]
+                )
             finally:
                 self.metrics.connected.labels(self.key).set(0)
             self.metrics.reconnects.labels(reason).inc()
@@ -321,11 +320,13 @@ class MailboxWatcher:
         if task in done:
             return task.result()
         task.cancel()
+        self._dead = True
         raise ConnectionLost("closed" if self._lost.is_set() else "watchdog")
 
     async def _session(self) -> None:
         context = ssl.create_default_context() if self.box.tls else None
         self._lost = asyncio.Event()
+        self._dead = False
         lost = self._lost
         imap = IMAP4(
             self.box.host,
@@ -360,10 +361,20 @@ class MailboxWatcher:
                 else:
                     await self._poll_wait()
         finally:
-            try:
-                await asyncio.wait_for(imap.logout(), 2)
-            except (OSError, TimeoutError, Abort, CommandTimeout, asyncio.CancelledError):
-                pass
+            await self._close(imap)
+
+    async def _close(self, imap: IMAP4) -> None:
+        """End the session. LOGOUT only on a connection that still answers: on a closed or
+        silent one it could only wait out its timeout, delaying the reconnect. Cancellation
+        (shutdown) is never swallowed here, or the watcher would outlive its service."""
+        transport = imap.protocol.transport if imap.protocol is not None else None
+        try:
+            if transport is not None and not self._lost.is_set() and not self._dead:
+                with contextlib.suppress(OSError, TimeoutError, Abort, CommandTimeout):
+                    await asyncio.wait_for(imap.logout(), 2)
+        finally:
+            if transport is not None:
+                transport.abort()
 
     async def _poll_wait(self) -> None:
         """The fallback for servers without IDLE: wait ``poll_seconds`` (or a lost socket)."""
@@ -520,8 +531,6 @@ class MailboxWatcher:
             source_id, mail.attachments, self.s.max_attachment_bytes
         )
         now = utcnow()
-        if internaldate is not None:
-            self.metrics.lag.labels(self.key).set(max(0.0, (now - internaldate).total_seconds()))
         envelope = to_envelope(
             mail,
             source_id=source_id,

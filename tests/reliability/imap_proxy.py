@@ -1,0 +1,160 @@
+"""A TCP proxy between email_ingest and the real Dovecot that cuts or freezes a connection when
+the client sends a given command: network faults made with real parts (QUALITY.md F7, F8).
+
+A fault is armed once and fires on the first connection whose client sends bytes matching its
+trigger. ``when`` says at which point of that exchange it strikes:
+
+- ``before``: the triggering command is never forwarded (the server never sees it);
+- ``reply``: the server's next chunk is forwarded whole, then the fault strikes (e.g. right
+  after "+ idling", so the client sits in IDLE);
+- ``mid_reply``: only the first half of the server's next chunk is forwarded (e.g. inside a
+  FETCH literal).
+
+``cut`` aborts both sockets (the client sees a reset); ``freeze`` keeps them open and forwards
+nothing more in either direction (a silent connection: only a watchdog can notice it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class Fault:
+    trigger: re.Pattern[bytes]
+    action: Literal["cut", "freeze"]
+    when: Literal["before", "reply", "mid_reply"]
+    fired: asyncio.Event = field(default_factory=asyncio.Event)
+    at: float = 0.0  # time.monotonic() when it struck
+    connection: _Conn | None = None
+
+
+@dataclass
+class _Conn:
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter
+    frozen: bool = False
+    pending: Fault | None = None
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+    closed_at: float = 0.0
+
+    def abort(self) -> None:
+        for writer in (self.client, self.upstream):
+            writer.transport.abort()
+
+
+class ImapProxy:
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self.faults: list[Fault] = []
+        self.connections: list[tuple[float, _Conn]] = []
+        self._changed = asyncio.Condition()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> ImapProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for _, conn in self.connections:
+            conn.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._server.wait_closed()
+
+    def arm(
+        self,
+        trigger: bytes,
+        action: Literal["cut", "freeze"],
+        when: Literal["before", "reply", "mid_reply"],
+    ) -> Fault:
+        fault = Fault(re.compile(trigger, re.IGNORECASE), action, when)
+        self.faults.append(fault)
+        return fault
+
+    async def connection_after(self, moment: float, within: float = 60) -> float:
+        """When the first connection accepted after ``moment`` (monotonic) was made."""
+
+        def later() -> float | None:
+            return next((t for t, _ in self.connections if t > moment), None)
+
+        async def wait() -> float:
+            async with self._changed:
+                await self._changed.wait_for(lambda: later() is not None)
+            found = later()
+            assert found is not None
+            return found
+
+        return await asyncio.wait_for(wait(), within)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        conn = _Conn(writer, up_writer)
+        self.connections.append((time.monotonic(), conn))
+        async with self._changed:
+            self._changed.notify_all()
+        for pump in (self._from_client(conn, reader), self._from_server(conn, up_reader)):
+            task = asyncio.create_task(pump)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _strike(self, conn: _Conn, fault: Fault) -> None:
+        fault.at = time.monotonic()
+        fault.connection = conn
+        if fault.action == "cut":
+            conn.abort()
+        else:
+            conn.frozen = True
+        fault.fired.set()
+
+    async def _from_client(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
+        try:
+            while data := await reader.read(65536):
+                if conn.frozen:
+                    continue  # swallowed: a silent peer
+                fault = next((f for f in self.faults if f.trigger.search(data)), None)
+                if fault is not None:
+                    self.faults.remove(fault)
+                    if fault.when == "before":
+                        self._strike(conn, fault)
+                        continue
+                    conn.pending = fault
+                conn.upstream.write(data)
+                await conn.upstream.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            # The client gave up on this connection (for a frozen one: its watchdog fired).
+            conn.closed_at = time.monotonic()
+            conn.closed.set()
+            conn.abort()
+
+    async def _from_server(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
+        try:
+            while data := await reader.read(65536):
+                if conn.frozen:
+                    continue
+                fault, conn.pending = conn.pending, None
+                if fault is not None and fault.when == "mid_reply":
+                    data = data[: max(1, len(data) // 2)]
+                conn.client.write(data)
+                await conn.client.drain()
+                if fault is not None:
+                    self._strike(conn, fault)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            conn.abort()
