@@ -3,7 +3,9 @@ the ceiling it is compared with, measured in the same run.
 
 Figures so far:
 - chat: client frame in -> console event out, p50 / p99, against a bare aio-pika
-  publish (confirm) -> consume round trip on the same broker.
+  publish (confirm) -> consume round trip on the same broker;
+- e-mail: IMAP append -> thread visible p95, and backlog import against a bare aioimaplib
+  UID FETCH (benchmarks/email.py, whose docstring lists its settings).
 
 Environment: BENCH_RATE (messages per second, default 200), BENCH_SECONDS (default 20; the
 target in QUALITY.md is measured over 60).
@@ -25,6 +27,7 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 
+from benchmarks import email as email_bench
 from deploy.local.services import SERVICES, ServiceProcesses, StackUrls, service_env
 from deploy.local.stack import LocalStack, StackPorts
 from services.chat_ingest.ws import session_id_for
@@ -165,8 +168,27 @@ def main() -> None:
                     seconds,
                 )
             )
+            report_chat(ceiling, lat, total, rate, seconds)
+
+            def stop_email() -> None:
+                procs.stop("email_ingest")
+
+            def start_email() -> None:
+                procs.start("email_ingest", env["email_ingest"])
+                procs.wait_ready(ports)
+
+            email_bench.run(
+                f"http://127.0.0.1:{ports['store']}",
+                stack.imap_port,
+                "bench-hotline",
+                stop_email,
+                start_email,
+            )
         finally:
             procs.stop_all()
+
+
+def report_chat(ceiling: list[float], lat: list[float], total: int, rate: int, seconds: int) -> None:
     ms = 1000
     print(
         f"ceiling  bare aio-pika publish(confirm)->consume: p50 {statistics.median(ceiling) * ms:.1f} ms, "

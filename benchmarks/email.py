@@ -1,0 +1,175 @@
+"""E-mail figures of QUALITY.md 1, on the running local stack and services of `make bench`:
+
+- mail appended on the IMAP server -> thread visible in the queue (a console event), p50 / p95,
+  one mail at a time (IDLE push, not polling);
+- backlog import: N mails of ~20 KiB waiting while email_ingest is down, then imported, in
+  mails/s, against a bare aioimaplib UID FETCH of the same mails in the same run.
+
+Environment: BENCH_EMAIL_SAMPLES (latency samples, default 40), BENCH_EMAIL_BACKLOG (mails,
+default 1000; QUALITY.md's figure is 10000).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from email.message import EmailMessage
+
+import aiohttp
+from aioimaplib import IMAP4
+
+from services.email_ingest.imap import parse_fetch
+
+FETCH_BATCH = 50  # as email_ingest's default fetch_batch
+
+
+def _mail(size: int) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = f"client-{uuid.uuid4().hex[:8]}@example.org"
+    msg["To"] = "line@demo.test"
+    msg["Subject"] = "benchmark"
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@client.example>"
+    # ~size bytes of text in lines, as a long letter would be.
+    line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\n"
+    msg.set_content(line * max(1, size // len(line)))
+    return msg.as_bytes()
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+class _Queue:
+    """The consultant's live events: counts ThreadQueued as it arrives."""
+
+    def __init__(self, http: aiohttp.ClientSession, store: str) -> None:
+        self.http, self.store = http, store
+        self.queued = 0
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        async with self.http.post(
+            f"{self.store}/api/session", json={"login": "sofia", "password": "sofia-demo"}
+        ) as r:
+            assert r.status == 200
+        ws = await self.http.ws_connect(f"{self.store}/api/events")
+        await ws.receive_json()
+
+        async def listen() -> None:
+            async for msg in ws:
+                if json.loads(msg.data).get("name") == "ThreadQueued":
+                    self.queued += 1
+                    async with self._changed:
+                        self._changed.notify_all()
+
+        self._task = asyncio.create_task(listen())
+
+    async def until(self, cond: Callable[[], bool], within: float) -> None:
+        async def wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(cond)
+
+        await asyncio.wait_for(wait(), within)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+async def _imap(port: int, user: str) -> IMAP4:
+    imap = IMAP4("127.0.0.1", port, timeout=120)
+    await imap.wait_hello_from_server()
+    assert (await imap.login(user, user)).result == "OK"
+    return imap
+
+
+async def latency(store: str, imap_port: int, user: str, samples: int) -> list[float]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        queue = _Queue(http, store)
+        await queue.open()
+        imap = await _imap(imap_port, user)
+        out = []
+        try:
+            for _ in range(samples):
+                target = queue.queued + 1
+                raw = _mail(2_000)
+                assert (await imap.append(raw, mailbox="INBOX")).result == "OK"
+                began = time.perf_counter()  # the mail is on the server from here
+                await queue.until(lambda t=target: queue.queued >= t, 30)  # type: ignore[misc]
+                out.append(time.perf_counter() - began)
+        finally:
+            await imap.logout()
+            queue.close()
+        return out
+
+
+async def fill(imap_port: int, user: str, count: int) -> None:
+    imap = await _imap(imap_port, user)
+    try:
+        for _ in range(count):
+            assert (await imap.append(_mail(20 * 1024), mailbox="INBOX")).result == "OK"
+    finally:
+        await imap.logout()
+
+
+async def bare_fetch(imap_port: int, user: str) -> tuple[int, float]:
+    """Ceiling: UID FETCH BODY.PEEK[] of every mail not yet flagged, in batches as email_ingest."""
+    imap = await _imap(imap_port, user)
+    try:
+        await imap.select("INBOX")
+        found = await imap.uid_search("UNKEYWORD", "$HotlineIngested", charset=None)
+        uids = sorted(int(t) for line in found.lines[:-1] for t in line.split() if t.isdigit())
+        began = time.perf_counter()
+        got = 0
+        for i in range(0, len(uids), FETCH_BATCH):
+            chunk = ",".join(str(u) for u in uids[i : i + FETCH_BATCH])
+            resp = await imap.uid("fetch", chunk, "(UID BODY.PEEK[])")
+            got += len(parse_fetch(resp.lines))
+        return got, time.perf_counter() - began
+    finally:
+        await imap.logout()
+
+
+async def backlog_import(store: str, count: int, start: Callable[[], None]) -> float:
+    """Seconds from starting email_ingest to ``count`` new threads visible in the queue."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        queue = _Queue(http, store)
+        await queue.open()
+        try:
+            began = time.perf_counter()
+            await asyncio.to_thread(start)
+            await queue.until(lambda: queue.queued >= count, max(600, count))
+            return time.perf_counter() - began
+        finally:
+            queue.close()
+
+
+def run(store: str, imap_port: int, user: str, stop: Callable[[], None], start: Callable[[], None]) -> None:
+    """Measure and print; ``stop``/``start`` stop and start email_ingest."""
+    samples = int(os.environ.get("BENCH_EMAIL_SAMPLES", "40"))
+    count = int(os.environ.get("BENCH_EMAIL_BACKLOG", "1000"))
+    lat = asyncio.run(latency(store, imap_port, user, samples))
+    ms = 1000
+    print(
+        f"e-mail   appended on IMAP -> thread visible, {samples} mails one at a time: "
+        f"p50 {statistics.median(lat) * ms:.0f} ms, p95 {_pct(lat, 95) * ms:.0f} ms (target p95 <= 2000 ms)"
+    )
+    stop()
+    asyncio.run(fill(imap_port, user, count))
+    fetched, fetch_s = asyncio.run(bare_fetch(imap_port, user))
+    took = asyncio.run(backlog_import(store, count, start))
+    ceiling = fetched / fetch_s
+    rate = count / took
+    print(f"ceiling  bare aioimaplib UID FETCH of the same {fetched} mails of ~20 KiB: {ceiling:.0f} mails/s")
+    print(
+        f"e-mail   backlog import of {count} mails of ~20 KiB (start -> all threads visible): "
+        f"{rate:.0f} mails/s = {rate / ceiling:.2f} x the bare fetch "
+        f"(target >= 200 mails/s and >= 0.5 x)"
+    )
