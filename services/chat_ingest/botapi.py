@@ -64,10 +64,21 @@ class BotApi:
         self._url = f"{base_url.rstrip('/')}/bot{token}/"
         self._max_wait = max_retry_after
         self._metrics = metrics
+        # Flood control is per bot: after a 429 every call of this bot waits, not only the
+        # one that was refused (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this).
+        self._not_before = 0.0
 
     async def call(self, method: str, payload: dict[str, Any] | None = None) -> Any:
         waited = 0.0
+        loop = asyncio.get_running_loop()
         while True:
+            pause = self._not_before - loop.time()
+            if pause > 0:
+                if waited + pause > self._max_wait:
+                    raise RetryLater(f"{method}: flood control for {pause:.0f}s more")
+                waited += pause
+                await asyncio.sleep(pause)  # the wait Telegram asked for, not a guess
+                continue
             try:
                 async with self._http.post(
                     self._url + method, json=payload or {}, timeout=aiohttp.ClientTimeout(total=30)
@@ -97,8 +108,7 @@ class BotApi:
                     raise RetryLater(f"{method}: retry after {retry_after}s")
                 log.info("telegram_retry_after", method=method, retry_after=retry_after)
                 self._metrics.retry_waits.inc(retry_after)
-                waited += retry_after
-                await asyncio.sleep(retry_after)  # the wait Telegram asks for, not a guess
+                self._not_before = max(self._not_before, loop.time() + retry_after)
                 continue
             if code >= 500:
                 self._metrics.calls.labels(method, "5xx").inc()
