@@ -1,9 +1,63 @@
-// Hotline consultant console: plain DOM, no build step. All text from the network is
-// inserted with textContent, never as HTML.
+// Hotline consultant console: plain DOM, no build step.
+// Safety rule: every text from the network goes into the page with textContent, never as
+// HTML. The one exception is e-mail HTML, already sanitised twice (at ingest and when the
+// store serves it), shown inside an iframe sandboxed without scripts under the store's CSP.
 (function () {
   "use strict";
+
+  var I18N = {
+    en: {
+      title: "Hotline console", login: "Login", password: "Password", log_in: "Log in", log_out: "Log out",
+      language: "Language", availability: "Availability", available: "available", away: "away",
+      offline: "offline", supervisor_view: "Supervisor view", consultant_view: "Consultant view",
+      live: "live updates", queues: "Queues", threads: "Threads", next: "Next",
+      hint: "Pick a queue, then press Next or open a thread.", queue: "Queue", waiting: "Waiting",
+      oldest: "Oldest wait", urgent: "Urgent", held_by: "Held by", crises: "Crises waiting",
+      consultants: "Consultants", nobody_waiting: "Nobody is waiting in this queue.",
+      client: "Client", bot: "Automatic answer", note: "Internal note", status: "Status",
+      take: "Take this conversation", reply: "Reply", send_reply: "Send reply",
+      canned: "Canned answer", choose: "— choose —", add_note: "Add note", note_label: "Note",
+      transfer_to: "Transfer to", transfer_note: "Transfer note", transfer: "Transfer",
+      release: "Release", close: "Close…", close_case: "Close with this case form",
+      case_form: "Case form", cancel: "Cancel", quoted: "Quoted history", attachments: "Attachments",
+      plain_text: "Plain text", formatted: "Formatted e-mail (images and links blocked)",
+      missing: "Missing", invalid: "Not valid", delivery: "delivery", min: "min", h: "h",
+      none: "none", crisis_alert: "Crisis waiting too long", held: "holds", nothing: "—",
+      s_waiting: "waiting", s_active: "active", s_closed: "closed", mine: "yours",
+      oldest_short: "oldest"
+    },
+    ru: {
+      title: "Консоль горячей линии", login: "Логин", password: "Пароль", log_in: "Войти", log_out: "Выйти",
+      language: "Язык", availability: "Доступность", available: "на связи", away: "отошла(ёл)",
+      offline: "не в сети", supervisor_view: "Обзор супервизора", consultant_view: "Рабочее место",
+      live: "обновления в реальном времени", queues: "Очереди", threads: "Обращения", next: "Следующий",
+      hint: "Выберите очередь и нажмите «Следующий» или откройте обращение.", queue: "Очередь",
+      waiting: "Ждут", oldest: "Дольше всех", urgent: "Срочные", held_by: "У кого",
+      crises: "Кризисные в ожидании", consultants: "Консультанты",
+      nobody_waiting: "В этой очереди никто не ждёт.", client: "Клиент", bot: "Автоответ",
+      note: "Внутренняя заметка", status: "Статус", take: "Взять обращение", reply: "Ответ",
+      send_reply: "Отправить", canned: "Шаблон ответа", choose: "— выберите —", add_note: "Добавить заметку",
+      note_label: "Заметка", transfer_to: "Передать в", transfer_note: "Комментарий к передаче",
+      transfer: "Передать", release: "Вернуть в очередь", close: "Закрыть…",
+      close_case: "Закрыть с этой анкетой", case_form: "Анкета обращения", cancel: "Отмена",
+      quoted: "Цитата из переписки", attachments: "Вложения", plain_text: "Текст письма",
+      formatted: "Оформленное письмо (картинки и ссылки заблокированы)", missing: "Не заполнено",
+      invalid: "Неверно", delivery: "доставка", min: "мин", h: "ч", none: "нет",
+      crisis_alert: "Кризисное обращение ждёт слишком долго", held: "ведёт", nothing: "—",
+      s_waiting: "ждёт", s_active: "в работе", s_closed: "закрыто", mine: "ваше", oldest_short: "дольше всех"
+    }
+  };
+  var lang = localStorage.getItem("hl_lang") || ((navigator.language || "en").slice(0, 2) === "ru" ? "ru" : "en");
+  if (!I18N[lang]) { lang = "en"; }
+  function t(key) { return (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key; }
+  function pick(labels, fallback) {
+    if (!labels) { return fallback; }
+    return labels[lang] || labels.en || labels[Object.keys(labels)[0]] || fallback;
+  }
+
   var csrf = sessionStorage.getItem("hl_csrf");
-  var state = { queue: null, thread: null, me: null };
+  var state = { queue: null, thread: null, me: null, config: null, queues: [], view: null, supervisor: false };
+  var drafts = {};  // thread id -> {reply, note}: kept while live updates redraw the thread
   var $ = function (id) { return document.getElementById(id); };
 
   function el(tag, attrs, text) {
@@ -21,16 +75,41 @@
       body: body === undefined ? undefined : JSON.stringify(body) }).then(function (r) {
       if (r.status === 401) { showLogin(); throw new Error("not logged in"); }
       if (r.status === 204) { return null; }
-      return r.json().then(function (j) { if (!r.ok) { throw new Error(j.title || r.statusText); } return j; });
+      return r.json().then(function (j) {
+        if (!r.ok) { var err = new Error(j.title || r.statusText); err.problem = j; throw err; }
+        return j;
+      });
     });
   }
 
-  function showLogin() { $("app").hidden = true; $("login").hidden = false; }
+  // --- language ---------------------------------------------------------------------------
+
+  function applyLanguage() {
+    document.documentElement.lang = lang;
+    document.querySelectorAll("[data-i18n]").forEach(function (e) { e.textContent = t(e.getAttribute("data-i18n")); });
+    document.querySelectorAll("[data-i18n-title]").forEach(function (e) { e.title = t(e.getAttribute("data-i18n-title")); });
+    document.querySelectorAll(".lang-select").forEach(function (s) { s.value = lang; });
+    if (state.me) {
+      $("supervisor-toggle").textContent = t(state.supervisor ? "consultant_view" : "supervisor_view");
+      renderQueues(); loadThreads(); if (state.thread) { openThread(state.thread, true); }
+      if (state.supervisor) { loadSupervisor(); }
+    }
+  }
+  document.querySelectorAll(".lang-select").forEach(function (s) {
+    s.addEventListener("change", function () { lang = s.value; localStorage.setItem("hl_lang", lang); applyLanguage(); });
+  });
+
+  // --- log-in ------------------------------------------------------------------------------
+
+  function showLogin() { state.me = null; $("app").hidden = true; $("login").hidden = false; }
 
   function showApp(me) {
     state.me = me;
     $("login").hidden = true; $("app").hidden = false;
     $("who").textContent = me.name + " (" + me.role + ")";
+    $("availability").value = me.status || "offline";
+    $("supervisor-toggle").hidden = !(me.role === "supervisor" || me.role === "admin");
+    api("GET", "/api/config").then(function (c) { state.config = c; applyLanguage(); });
     loadQueues(); connectEvents();
   }
 
@@ -43,82 +122,373 @@
       .then(function (res) {
         if (!res.ok) { $("login-error").textContent = res.j.title; return; }
         csrf = res.j.csrf_token; sessionStorage.setItem("hl_csrf", csrf);
+        f.password.value = "";
         showApp(res.j.consultant);
       });
   });
 
   $("logout").addEventListener("click", function () {
-    api("DELETE", "/api/session").finally(function () { sessionStorage.clear(); location.reload(); });
+    api("DELETE", "/api/session").finally(function () { sessionStorage.removeItem("hl_csrf"); location.reload(); });
   });
 
+  $("availability").addEventListener("change", function () {
+    api("PUT", "/api/me/status", { status: $("availability").value }).then(refreshSoon);
+  });
+
+  $("supervisor-toggle").addEventListener("click", function () {
+    state.supervisor = !state.supervisor;
+    $("supervisor").hidden = !state.supervisor;
+    $("supervisor-toggle").textContent = t(state.supervisor ? "consultant_view" : "supervisor_view");
+    $("supervisor-toggle").setAttribute("aria-pressed", String(state.supervisor));
+    if (state.supervisor) { loadSupervisor(); }
+  });
+
+  // --- queues and threads ------------------------------------------------------------------
+
+  function since(iso) {
+    if (!iso) { return t("nothing"); }
+    var minutes = Math.max(0, Math.floor((Date.now() - new Date(iso).getTime()) / 60000));
+    return minutes < 60 ? minutes + " " + t("min") : Math.floor(minutes / 60) + " " + t("h") + " " + (minutes % 60) + " " + t("min");
+  }
+
+  function queueTitle(name) {
+    var q = state.config && state.config.queues[name];
+    return pick(q && q.title, name);
+  }
+
   function loadQueues() {
-    return api("GET", "/api/queues").then(function (queues) {
-      var ul = $("queues"); ul.textContent = "";
-      queues.forEach(function (q) {
-        var b = el("button", { "type": "button", "data-queue": q.name, "aria-current": String(q.name === state.queue) });
-        b.appendChild(el("span", {}, (q.title && (q.title.en || q.title.ru)) || q.name));
-        b.appendChild(el("span", { "class": "badge", "data-waiting": q.name }, q.waiting));
-        b.addEventListener("click", function () { state.queue = q.name; loadQueues(); loadThreads(); });
-        var li = el("li"); li.appendChild(b); ul.appendChild(li);
-      });
+    return api("GET", "/api/queues").then(function (queues) { state.queues = queues; renderQueues(); });
+  }
+
+  function renderQueues() {
+    var ul = $("queues"); ul.textContent = "";
+    state.queues.forEach(function (q) {
+      var b = el("button", { "type": "button", "data-queue": q.name, "aria-current": String(q.name === state.queue) });
+      b.appendChild(el("span", { "class": "qname" }, pick(q.title, q.name)));
+      b.appendChild(el("span", { "class": "badge", "data-waiting": q.name, "aria-label": t("waiting") }, q.waiting));
+      b.appendChild(el("span", { "class": "oldest" }, q.waiting ? t("oldest_short") + ": " + since(q.oldest_waiting_since) : ""));
+      b.addEventListener("click", function () { state.queue = q.name; renderQueues(); loadThreads(); });
+      var li = el("li"); li.appendChild(b); ul.appendChild(li);
     });
   }
 
   function loadThreads() {
     if (!state.queue) { return Promise.resolve(); }
     $("next").disabled = false;
-    $("threads-title").textContent = "Threads: " + state.queue;
+    $("threads-title").textContent = t("threads") + ": " + queueTitle(state.queue);
     return api("GET", "/api/threads?queue=" + encodeURIComponent(state.queue)).then(function (threads) {
       var ul = $("threads"); ul.textContent = "";
-      threads.filter(function (t) { return t.status !== "closed"; }).forEach(function (t) {
-        var b = el("button", { "type": "button", "data-thread": t.id, "aria-current": String(t.id === state.thread) });
-        b.appendChild(el("span", {}, "[" + t.channel + "] " + (t.subject || "chat") + " · " + t.status +
-          (t.assignee ? " · " + t.assignee : "")));
-        b.addEventListener("click", function () { openThread(t.id); });
+      threads.filter(function (th) { return th.status !== "closed"; }).forEach(function (th) {
+        var urgent = state.config && th.priority >= state.config.urgent_priority;
+        var b = el("button", { "type": "button", "data-thread": th.id, "aria-current": String(th.id === state.thread),
+          "class": urgent ? "urgent" : "" });
+        b.appendChild(el("span", {}, "[" + th.channel + "] " + (th.subject || "chat") + " · " + t("s_" + th.status) +
+          (th.assignee ? " · " + th.assignee : "") + (th.status === "waiting" ? " · " + since(th.waiting_since) : "")));
+        b.addEventListener("click", function () { openThread(th.id); });
         var li = el("li"); li.appendChild(b); ul.appendChild(li);
       });
     });
   }
 
   $("next").addEventListener("click", function () {
-    api("POST", "/api/queues/" + encodeURIComponent(state.queue) + "/next").then(function (t) {
-      if (!t) { $("thread").textContent = "Nobody is waiting in this queue."; return; }
-      openThread(t.id); loadQueues(); loadThreads();
-    });
+    api("POST", "/api/queues/" + encodeURIComponent(state.queue) + "/next").then(function (th) {
+      if (!th) { var art = $("thread"); art.textContent = ""; art.appendChild(el("p", { "class": "hint" }, t("nobody_waiting"))); return; }
+      openThread(th.id); loadQueues(); loadThreads();
+    }).catch(showError);
   });
 
-  function openThread(id) {
-    state.thread = id;
-    return api("GET", "/api/threads/" + encodeURIComponent(id)).then(function (t) {
-      var art = $("thread"); art.textContent = "";
-      art.appendChild(el("h2", {}, (t.subject || "Chat") + " [" + t.channel + "]"));
-      art.appendChild(el("p", { "class": "meta" }, "Status: " + t.status + (t.assignee ? ", held by " + t.assignee : "")));
-      t.messages.forEach(function (m) {
-        var d = el("div", { "class": "msg " + (m.direction === "in" ? "in" : "out"), "data-message": m.id });
-        d.appendChild(el("div", { "class": "meta" }, (m.direction === "in" ? "Client" : m.author) + " · " +
-          new Date(m.created_at).toLocaleString() + (m.delivery ? " · " + m.delivery.status : "")));
-        d.appendChild(el("div", { "class": "text" }, m.text));
-        art.appendChild(d);
+  function showError(err) {
+    var box = $("thread-error") || $("thread");
+    if (err && err.message !== "not logged in") {
+      var p = el("p", { "class": "error", "role": "alert" }, (err.problem && (err.problem.detail || err.problem.title)) || err.message);
+      if (box.id === "thread-error") { box.textContent = ""; }
+      box.appendChild(p);
+    }
+  }
+
+  // --- one thread ---------------------------------------------------------------------------
+
+  function authorLabel(m) {
+    if (m.direction === "note") { return t("note") + " · " + m.author.replace(/^consultant:/, ""); }
+    if (m.author === "client") { return t("client"); }
+    if (m.author === "bot") { return t("bot"); }
+    return m.author.replace(/^consultant:/, "");
+  }
+
+  function emailFrame(html) {
+    // No allow-scripts, no allow-same-origin: the frame can neither run code nor reach the console.
+    var frame = el("iframe", { "sandbox": "", "class": "html", "title": t("formatted"), "referrerpolicy": "no-referrer" });
+    frame.srcdoc = "<!doctype html><meta charset=\"utf-8\"><meta http-equiv=\"Content-Security-Policy\" " +
+      "content=\"default-src 'none'\"><body>" + html + "</body>";
+    return frame;
+  }
+
+  function renderMessage(m) {
+    var cls = m.direction === "in" ? "in" : (m.direction === "note" ? "note" : "out");
+    var d = el("div", { "class": "msg " + cls, "data-message": m.id });
+    var meta = authorLabel(m) + " · " + new Date(m.created_at).toLocaleString(lang);
+    if (m.direction === "out" && m.delivery) { meta += " · " + t("delivery") + ": " + m.delivery.status; }
+    d.appendChild(el("div", { "class": "meta" }, meta));
+    if (m.subject) { d.appendChild(el("div", { "class": "subject" }, m.subject)); }
+    if (m.html) {
+      d.appendChild(emailFrame(m.html));
+      var plain = el("details", { "class": "plain" });
+      plain.appendChild(el("summary", {}, t("plain_text")));
+      plain.appendChild(el("div", { "class": "text" }, m.text));
+      d.appendChild(plain);
+    } else {
+      d.appendChild(el("div", { "class": "text" }, m.text));
+    }
+    if (m.quoted) {
+      var q = el("details", { "class": "quoted" });
+      q.appendChild(el("summary", {}, t("quoted")));
+      q.appendChild(el("div", { "class": "text" }, m.quoted));
+      d.appendChild(q);
+    }
+    if (m.attachments && m.attachments.length) {
+      var ul = el("ul", { "class": "attachments", "aria-label": t("attachments") });
+      m.attachments.forEach(function (a) {
+        ul.appendChild(el("li", {}, a.filename + " (" + a.content_type + ", " + Math.ceil(a.size / 1024) + " KiB)"));
       });
-      if (t.status === "waiting") {
-        var claim = el("button", { "type": "button" }, "Take this conversation");
-        claim.addEventListener("click", function () {
-          api("POST", "/api/threads/" + encodeURIComponent(id) + "/claim").then(function () { openThread(id); loadThreads(); });
-        });
-        art.appendChild(claim);
-      } else if (t.status === "active" && t.assignee === state.me.login) {
-        var form = el("form", { "id": "reply-form" });
-        var ta = el("textarea", { "name": "text", "aria-label": "Reply", "required": "required" });
-        form.appendChild(ta); form.appendChild(el("button", { "type": "submit" }, "Send reply"));
-        form.addEventListener("submit", function (ev) {
-          ev.preventDefault();
-          var key = crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
-          api("POST", "/api/threads/" + encodeURIComponent(id) + "/messages", { text: ta.value },
-            { "Idempotency-Key": key }).then(function () { openThread(id); });
-        });
-        art.appendChild(form);
+      d.appendChild(ul);
+    }
+    return d;
+  }
+
+  function openThread(id, keepActions) {
+    var changedThread = state.thread !== id;
+    state.thread = id;
+    return api("GET", "/api/threads/" + encodeURIComponent(id)).then(function (th) {
+      var art = $("thread");
+      var actionKey = th.status + "|" + th.assignee + "|" + th.queue + "|" + lang;
+      var sameActions = !changedThread && state.view && state.view.actionKey === actionKey && $("actions");
+      var actions = sameActions ? $("actions") : null;
+      art.textContent = "";
+      var h = el("h2", { "tabindex": "-1" }, (th.subject || "Chat") + " [" + th.channel + "]");
+      art.appendChild(h);
+      var facts = [t("status") + ": " + t("s_" + th.status) + (th.assignee ? " (" + th.assignee + ")" : ""), queueTitle(th.queue)];
+      if (th.language) { facts.push(th.language); }
+      if (th.region) { facts.push(th.region); }
+      if (th.topic) { facts.push(th.topic); }
+      art.appendChild(el("p", { "class": "meta", "id": "thread-meta" }, facts.join(" · ")));
+      var list = el("div", { "id": "messages" });
+      th.messages.forEach(function (m) { list.appendChild(renderMessage(m)); });
+      art.appendChild(list);
+      art.appendChild(el("div", { "id": "thread-error" }));
+      art.appendChild(actions || renderActions(th));
+      state.view = { actionKey: actionKey, thread: th };
+      if (changedThread) { h.focus(); }
+    }).catch(function (err) {
+      if (err.problem && err.problem.status === 404) {
+        state.thread = null; var art = $("thread"); art.textContent = "";
+        art.appendChild(el("p", { "class": "hint" }, t("hint")));
       }
     });
+  }
+
+  function draft(id) { drafts[id] = drafts[id] || { reply: "", note: "" }; return drafts[id]; }
+
+  function labelled(text, control) {
+    var l = el("label", {}); l.appendChild(el("span", {}, text)); l.appendChild(control); return l;
+  }
+
+  function renderActions(th) {
+    var box = el("div", { "id": "actions" });
+    var id = th.id, me = state.me, isSup = me.role === "supervisor" || me.role === "admin";
+    var mine = th.status === "active" && th.assignee === me.login;
+    var path = "/api/threads/" + encodeURIComponent(id);
+    var after = function () { openThread(id); loadQueues(); loadThreads(); };
+
+    if (th.status === "waiting") {
+      var claim = el("button", { "type": "button" }, t("take"));
+      claim.addEventListener("click", function () { api("POST", path + "/claim").then(after).catch(showError); });
+      box.appendChild(claim);
+    }
+    if (mine) {
+      var form = el("form", { "id": "reply-form" });
+      var ta = el("textarea", { "name": "text", "aria-label": t("reply") });
+      ta.value = draft(id).reply;
+      ta.addEventListener("input", function () { draft(id).reply = ta.value; });
+      ta.addEventListener("keydown", function (ev) { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { form.requestSubmit(); } });
+      var canned = (state.config && state.config.canned_answers[th.line]) || [];
+      if (canned.length) {
+        var sel = el("select", { "id": "canned" });
+        sel.appendChild(el("option", { "value": "" }, t("choose")));
+        canned.forEach(function (a, i) { sel.appendChild(el("option", { "value": String(i) }, pick(a.title, "#" + i))); });
+        sel.addEventListener("change", function () {
+          if (sel.value === "") { return; }
+          var a = canned[Number(sel.value)];
+          // The client's language first, then the console's.
+          ta.value = (ta.value ? ta.value + "\n\n" : "") + ((th.language && a.text[th.language]) || pick(a.text, ""));
+          draft(id).reply = ta.value; sel.value = ""; ta.focus();
+        });
+        form.appendChild(labelled(t("canned"), sel));
+      }
+      form.appendChild(ta);
+      form.appendChild(el("button", { "type": "submit" }, t("send_reply")));
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        if (!ta.value.trim()) { return; }
+        var key = form.dataset.key || (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
+        form.dataset.key = key;  // a retry of the same reply reuses its key: sent once
+        api("POST", path + "/messages", { text: ta.value }, { "Idempotency-Key": key }).then(function () {
+          delete form.dataset.key; ta.value = ""; draft(id).reply = ""; openThread(id);
+        }).catch(showError);
+      });
+      box.appendChild(form);
+    }
+    if (mine || isSup) {
+      var nf = el("form", { "id": "note-form" });
+      var nt = el("textarea", { "name": "note", "aria-label": t("note_label"), "class": "short" });
+      nt.value = draft(id).note;
+      nt.addEventListener("input", function () { draft(id).note = nt.value; });
+      nf.appendChild(nt);
+      nf.appendChild(el("button", { "type": "submit" }, t("add_note")));
+      nf.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        if (!nt.value.trim()) { return; }
+        api("POST", path + "/notes", { text: nt.value }).then(function () { nt.value = ""; draft(id).note = ""; openThread(id); }).catch(showError);
+      });
+      box.appendChild(nf);
+    }
+    if ((mine || isSup) && th.status !== "closed") {
+      var tf = el("form", { "id": "transfer-form" });
+      var qs = el("select", { "name": "queue" });
+      Object.keys((state.config && state.config.queues) || {}).forEach(function (name) {
+        if (name !== th.queue) { qs.appendChild(el("option", { "value": name }, queueTitle(name))); }
+      });
+      tf.appendChild(labelled(t("transfer_to"), qs));
+      var tn = el("textarea", { "name": "transfer_note", "class": "short" });
+      tf.appendChild(labelled(t("transfer_note"), tn));
+      tf.appendChild(el("button", { "type": "submit" }, t("transfer")));
+      tf.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        api("POST", path + "/transfer", { queue: qs.value, note: tn.value }).then(after).catch(showError);
+      });
+      box.appendChild(tf);
+      if (th.status === "active") {
+        var rel = el("button", { "type": "button", "id": "release" }, t("release"));
+        rel.addEventListener("click", function () { api("POST", path + "/release").then(after).catch(showError); });
+        box.appendChild(rel);
+      }
+    }
+    if (mine) {
+      var closeBtn = el("button", { "type": "button", "id": "close-open" }, t("close"));
+      closeBtn.addEventListener("click", function () {
+        closeBtn.hidden = true; box.appendChild(caseForm(th, after)); $("case-form").querySelector("select, input").focus();
+      });
+      box.appendChild(closeBtn);
+    }
+    return box;
+  }
+
+  function caseForm(th, after) {
+    var form = el("form", { "id": "case-form" });
+    var fields = (state.config && state.config.case_form[th.line]) || {};
+    form.appendChild(el("h3", {}, t("case_form")));
+    Object.keys(fields).forEach(function (name) {
+      var f = fields[name];
+      var label = pick(f.label, name) + (f.required ? " *" : "");
+      var fs = el("fieldset", { "data-field": name });
+      fs.appendChild(el("legend", {}, label));
+      if (f.multiple) {
+        Object.keys(f.options).forEach(function (opt) {
+          var cb = el("input", { "type": "checkbox", "name": name, "value": opt });
+          if (name === "topics" && th.topic === opt) { cb.checked = true; }
+          var l = el("label", { "class": "check" }); l.appendChild(cb); l.appendChild(el("span", {}, pick(f.options[opt], opt)));
+          fs.appendChild(l);
+        });
+      } else {
+        var sel = el("select", { "name": name, "aria-label": pick(f.label, name) });
+        if (f.required) { sel.setAttribute("aria-required", "true"); }
+        sel.appendChild(el("option", { "value": "" }, t("choose")));
+        Object.keys(f.options).forEach(function (opt) { sel.appendChild(el("option", { "value": opt }, pick(f.options[opt], opt))); });
+        if (name === "region" && th.region) { sel.value = th.region; }
+        fs.appendChild(sel);
+      }
+      form.appendChild(fs);
+    });
+    var err = el("p", { "id": "case-error", "role": "alert", "class": "error" });
+    form.appendChild(err);
+    form.appendChild(el("button", { "type": "submit" }, t("close_case")));
+    var cancel = el("button", { "type": "button" }, t("cancel"));
+    cancel.addEventListener("click", function () { form.remove(); $("close-open").hidden = false; });
+    form.appendChild(cancel);
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var c = {};
+      Object.keys(fields).forEach(function (name) {
+        if (fields[name].multiple) {
+          var vals = Array.prototype.map.call(form.querySelectorAll("input[name=\"" + name + "\"]:checked"), function (i) { return i.value; });
+          if (vals.length) { c[name] = vals; }
+        } else {
+          var v = form.querySelector("select[name=\"" + name + "\"]").value;
+          if (v) { c[name] = v; }
+        }
+      });
+      api("POST", "/api/threads/" + encodeURIComponent(th.id) + "/close", { case: c }).then(after).catch(function (e) {
+        var p = e.problem || {};
+        var names = function (list) { return (list || []).map(function (n) { return pick(fields[n] && fields[n].label, n); }).join(", "); };
+        var parts = [];
+        if (p.missing && p.missing.length) { parts.push(t("missing") + ": " + names(p.missing)); }
+        if (p.invalid && p.invalid.length) { parts.push(t("invalid") + ": " + names(p.invalid)); }
+        err.textContent = parts.join(". ") || p.detail || e.message;
+        form.querySelectorAll("fieldset").forEach(function (fs) {
+          var bad = (p.missing || []).concat(p.invalid || []).indexOf(fs.getAttribute("data-field")) >= 0;
+          fs.classList.toggle("bad", bad);
+        });
+      });
+    });
+    return form;
+  }
+
+  // --- supervisor ----------------------------------------------------------------------------
+
+  function loadSupervisor() {
+    return api("GET", "/api/supervisor").then(function (o) {
+      var tb = $("sup-queues").querySelector("tbody"); tb.textContent = "";
+      o.queues.forEach(function (q) {
+        var tr = el("tr", { "data-queue": q.name });
+        tr.appendChild(el("td", {}, pick(q.title, q.name)));
+        tr.appendChild(el("td", { "class": "num" }, q.waiting));
+        tr.appendChild(el("td", {}, q.waiting ? since(q.oldest_waiting_since) : t("nothing")));
+        tr.appendChild(el("td", { "class": "num" + (q.urgent_waiting ? " hot" : "") }, q.urgent_waiting));
+        tr.appendChild(el("td", { "class": "holders" }, q.active.map(function (a) { return a.assignee + " [" + a.channel + "]"; }).join(", ") || t("nothing")));
+        tb.appendChild(tr);
+      });
+      var ul = $("sup-alerts"); ul.textContent = "";
+      o.alerts.forEach(function (a) {
+        var li = el("li", { "class": a.escalated_at ? "escalated" : "", "data-thread": a.id });
+        li.appendChild(el("span", {}, queueTitle(a.queue) + " · [" + a.channel + "] · " + since(a.waiting_since)));
+        ul.appendChild(li);
+      });
+      if (!o.alerts.length) { ul.appendChild(el("li", {}, t("none"))); }
+      var pl = $("sup-people"); pl.textContent = "";
+      o.consultants.forEach(function (c) {
+        pl.appendChild(el("li", { "data-login": c.login }, c.name + " · " + t(c.status) + " · " + t("held") + " " + c.holds));
+      });
+    });
+  }
+
+  function crisisAlert(ev) {
+    var box = $("alerts");
+    box.hidden = false;
+    box.appendChild(el("p", { "data-thread": ev.thread_id }, t("crisis_alert") + ": " + queueTitle(ev.queue)));
+  }
+
+  // --- live events ---------------------------------------------------------------------------
+
+  var pending = null, touched = { thread: false, supervisor: false };
+  function refreshSoon() {
+    // Bursts of events become one refresh.
+    if (pending) { return; }
+    pending = setTimeout(function () {
+      pending = null;
+      loadQueues(); loadThreads();
+      if (touched.thread && state.thread) { openThread(state.thread); }
+      if (state.supervisor) { loadSupervisor(); }
+      touched = { thread: false, supervisor: false };
+    }, 50);
   }
 
   var events = null;
@@ -127,13 +497,13 @@
     var url = new URL("/api/events", location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     events = new WebSocket(url);
-    events.onopen = function () { $("live").classList.add("on"); };
+    events.onopen = function () { $("live").classList.add("on"); refreshSoon(); };
     events.onmessage = function (ev) {
       var f = JSON.parse(ev.data);
       if (f.type !== "event") { return; }
-      loadQueues();
-      if (f.queue === state.queue) { loadThreads(); }
-      if (f.thread_id === state.thread) { openThread(state.thread); }
+      if (f.name === "CrisisEscalated" && state.me && (state.me.role === "supervisor" || state.me.role === "admin")) { crisisAlert(f); }
+      if (f.thread_id === state.thread) { touched.thread = true; }
+      refreshSoon();
     };
     events.onclose = function () {
       $("live").classList.remove("on"); events = null;
@@ -141,5 +511,9 @@
     };
   }
 
+  // Waiting times move on without events.
+  setInterval(function () { if (state.me) { renderQueues(); } }, 30000);
+
+  applyLanguage();
   api("GET", "/api/me").then(function (r) { showApp(r.consultant); }).catch(function () { showLogin(); });
 }());
