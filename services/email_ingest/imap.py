@@ -478,10 +478,7 @@ class MailboxWatcher:
         if quarantined:
             await self._flag(imap, quarantined, QUARANTINE_KEYWORD)
         if publish:
-            await self.raw.raw.update_many(
-                {"_id": {"$in": [e.source_id for e in publish]}, "status": {"$ne": QUARANTINED}},
-                {"$set": {"status": PUBLISHED, "updated_at": utcnow()}},
-            )
+            await self.raw.mark_published([e.source_id for e in publish])
         await self.cursors.update_one(
             {"_id": self.key},
             {"$set": {"uidvalidity": uidvalidity, "updated_at": utcnow()}, "$max": {"last_uid": max(done)}},

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from bson import Binary
-from pymongo import ASCENDING
+from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -122,6 +122,22 @@ class RawStore:
     async def mark(self, source_id: str, status: str, reason: str | None = None) -> None:
         await self.raw.update_one(
             {"_id": source_id}, {"$set": {"status": status, "reason": reason, "updated_at": utcnow()}}
+        )
+
+    async def mark_published(self, source_ids: list[str]) -> None:
+        """Mark these (not quarantined) mails published: one write per id, each found by
+        ``_id`` alone. FerretDB answers ``{"_id": {"$in": ...}}`` with a scan of the whole
+        collection, raw bytes included (seconds per batch at a few thousand mails)."""
+        now = utcnow()
+        await self.raw.bulk_write(
+            [
+                UpdateOne(
+                    {"_id": sid, "status": {"$ne": QUARANTINED}},
+                    {"$set": {"status": PUBLISHED, "updated_at": now}},
+                )
+                for sid in source_ids
+            ],
+            ordered=False,
         )
 
     async def get(self, source_id: str) -> Doc | None:
