@@ -226,6 +226,8 @@ async def test_two_consultants_whole_journey_live(
         await expect(boris.locator("#thread h2")).to_contain_text(subject)
         await expect(boris.locator("#thread .msg.note")).to_have_count(2)
         await expect(boris.locator("#thread .msg.out").filter(has_text="название агентства")).to_have_count(1)
+        boris_frame = boris.locator("#thread .msg.in iframe.html").first.content_frame
+        await expect(boris_frame.locator("b")).to_have_text("работать")
         if path := os.environ.get("CONSOLE_SCREENSHOT"):
             await boris.screenshot(path=path)
 
