@@ -3,7 +3,8 @@ the ceiling it is compared with, measured in the same run.
 
 Figures so far:
 - chat: client frame in -> console event out, p50 / p99, against a bare aio-pika
-  publish (confirm) -> consume round trip on the same broker;
+  publish (confirm) -> consume round trip on the same broker; idle sockets held by one
+  chat_ingest and its memory per socket (benchmarks/chat.py);
 - e-mail: IMAP append -> thread visible p95, and backlog import against a bare aioimaplib
   UID FETCH (benchmarks/email.py, whose docstring lists its settings).
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 
+from benchmarks import chat as chat_bench
 from benchmarks import email as email_bench
 from deploy.local.services import SERVICES, ServiceProcesses, StackUrls, service_env
 from deploy.local.stack import LocalStack, StackPorts
@@ -169,6 +171,7 @@ def main() -> None:
                 )
             )
             report_chat(ceiling, lat, total, rate, seconds)
+            chat_bench.run("127.0.0.1", ports["chat_ingest"], procs.pids()["chat_ingest"])
 
             def stop_email() -> None:
                 procs.stop("email_ingest")

@@ -94,7 +94,7 @@ class ChatMetrics:
         )
 
 
-@dataclass
+@dataclass(slots=True)  # one per connected client: keep them small (QUALITY.md 1: <= 20 KiB a socket)
 class Session:
     id: str
     line: str
@@ -106,16 +106,72 @@ class Session:
     position: int | None = None
 
 
-@dataclass(eq=False)  # identity: each socket is its own connection
+class Outbox:
+    """A bounded queue of frames for one connection's writer task.
+
+    asyncio.Queue would do, but it carries three deques and an Event (some 2.5 KiB); with
+    10,000 idle sockets on a small server that is 25 MiB for nothing (QUALITY.md 1 allows
+    20 KiB a socket in all).
+    """
+
+    __slots__ = ("_busy", "_drained", "_items", "_limit", "_waiter")
+
+    def __init__(self, limit: int) -> None:
+        self._items: list[dict[str, Any]] = []
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
+        self._busy = False  # the writer holds a frame it has not finished writing
+        self._drained: asyncio.Future[None] | None = None
+
+    def put_nowait(self, frame: dict[str, Any]) -> None:
+        if len(self._items) >= self._limit:
+            raise asyncio.QueueFull
+        self._items.append(frame)
+        self._wake()
+
+    async def get(self) -> dict[str, Any]:
+        """The next frame; the writer calls :meth:`done` once it is written."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self._busy = True
+        return self._items.pop(0)
+
+    def done(self) -> None:
+        self._busy = False
+        if not self._items and self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def flushed(self) -> None:
+        """Until every queued frame was written."""
+        while self._items or self._busy:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+@dataclass(eq=False, slots=True)  # identity: each socket is its own connection
 class Connection:
     ws: web.WebSocketResponse
-    outbox: asyncio.Queue[dict[str, Any]]
+    outbox: Outbox
     session: Session | None = None
     tokens: float = 0.0
     stamp: float = field(default_factory=time.monotonic)
     # Replies written (or queued) on this connection: a reply heard live and found again in
-    # the resume backlog is written once.
-    replies: set[str] = field(default_factory=set)
+    # the resume backlog is written once. Made on the first reply: most sockets idle.
+    replies: set[str] | None = None
 
     def allow(self, rate: float, burst: int) -> bool:
         """Token bucket: ``rate`` frames a second, bursts of ``burst``."""
@@ -196,7 +252,7 @@ class ChatHub:
             max_msg_size=self.s.max_frame_bytes,
         )
         await ws.prepare(request)
-        conn = Connection(ws, asyncio.Queue(self.s.outbound_queue), tokens=self.s.frame_burst)
+        conn = Connection(ws, Outbox(self.s.outbound_queue), tokens=self.s.frame_burst)
         self.connections.add(conn)
         self.metrics.sockets.inc()
         writer = asyncio.create_task(self._writer(conn), name="chat-writer")
@@ -218,7 +274,7 @@ class ChatHub:
             close_after = frame.pop("_close", False)
             thread_id = frame.pop("_thread", None)
             await conn.ws.send_str(json.dumps(frame, ensure_ascii=False))
-            conn.outbox.task_done()
+            conn.outbox.done()
             if thread_id is not None:
                 # Written to the socket: the console may show it as sent.
                 self.metrics.delivered.inc()
@@ -245,7 +301,9 @@ class ChatHub:
 
     def _send_reply(self, conn: Connection, message_id: str, thread_id: str, frame: dict[str, Any]) -> bool:
         """Queue a reply for one connection unless it was written there already."""
-        if message_id in conn.replies:
+        if conn.replies is None:
+            conn.replies = set()
+        elif message_id in conn.replies:
             return False
         conn.replies.add(message_id)
         self._reply(conn, {**frame, "_thread": thread_id})
@@ -266,7 +324,7 @@ class ChatHub:
                     log.warning("chat_rate_abuse_closed")
                     # Let the writer flush the error frames first, so the client learns why.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(conn.outbox.join(), 1)
+                        await asyncio.wait_for(conn.outbox.flushed(), 1)
                     await conn.ws.close(code=1008, message=b"rate limit")
                     break
                 self._reply(conn, frames.error("rate_limited", "too many frames, slow down"))

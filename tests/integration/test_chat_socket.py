@@ -223,3 +223,26 @@ async def test_connections_beyond_the_cap_are_refused(gateway: Gateway, http: ai
     await held[0].drop()
     again = ChatClient(http, url)
     await again.start(line="dv")
+
+
+async def test_thousands_of_idle_connections_are_held_and_a_new_client_is_served_at_once(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    from benchmarks.chat import idle_connections
+
+    pid = gateway.processes.pids()["chat_ingest"]
+    client = ChatClient(http, gateway.chat_url)
+
+    async def meanwhile() -> None:
+        await asyncio.sleep(1)  # once the idle ones are being opened
+        await client.start(line="dv")
+        await client.say("still served")
+        await client.wait(lambda: not client.pending, within=30)
+
+    figures, _ = await asyncio.gather(
+        idle_connections("127.0.0.1", gateway.ports["chat_ingest"], pid, 2000, hold=2), meanwhile()
+    )
+    print(f"idle connections: {figures}")
+    assert figures["held"] == 2000 and figures["refused"] == 0
+    # Bounded memory (the precise figure, over 10,000 sockets, is in `make bench`).
+    assert figures["kib_per_connection"] < 24

@@ -1,0 +1,80 @@
+"""The chat hub's per-connection outbox and writer, with sockets that read slowly or not at
+all: a slow reader is cut off once its own queue is full, and never delays anyone else."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from services.chat_ingest.settings import ChatIngestSettings
+from services.chat_ingest.ws import ChatHub, ChatMetrics, Connection, Outbox, Session
+from shared.config import load_config
+from shared.envelope import Channel, OutboundMessage, utcnow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Socket:
+    """Stands for an aiohttp WebSocketResponse; ``stuck`` never finishes a write."""
+
+    def __init__(self, stuck: bool) -> None:
+        self.stuck = stuck
+        self.sent: list[str] = []
+        self.closed = False
+        self.wrote = asyncio.Event()
+
+    async def send_str(self, data: str) -> None:
+        if self.stuck:
+            await asyncio.Event().wait()  # a client that never reads: the write never completes
+        self.sent.append(data)
+        self.wrote.set()
+
+    async def close(self, **_: Any) -> bool:
+        self.closed = True
+        return True
+
+
+def reply(n: int, session: str) -> OutboundMessage:
+    return OutboundMessage(
+        message_id=f"m{session}{n}",
+        thread_id="t",
+        channel=Channel.CHAT,
+        line="dv",
+        recipient=session,
+        text=f"reply {n}",
+        sent_at=utcnow(),
+    )
+
+
+async def test_a_slow_reader_is_dropped_and_the_others_get_everything_at_once() -> None:
+    settings = ChatIngestSettings(amqp_url="amqp://x", mongo_url="mongodb://x", outbound_queue=4)
+    hub = ChatHub(
+        settings,
+        load_config(ROOT / "deploy/config/hotline.yaml"),
+        None,
+        None,
+        ChatMetrics(CollectorRegistry()),
+    )  # type: ignore[arg-type]
+    slow_ws, fast_ws = Socket(stuck=True), Socket(stuck=False)
+    slow = Connection(slow_ws, Outbox(settings.outbound_queue))  # type: ignore[arg-type]
+    fast = Connection(fast_ws, Outbox(settings.outbound_queue))  # type: ignore[arg-type]
+    hub._attach(slow, Session("slow", "dv"))
+    hub._attach(fast, Session("fast", "dv"))
+    writers = [asyncio.create_task(hub._writer(c)) for c in (slow, fast)]
+    try:
+        for n in range(50):
+            await hub.deliver(reply(n, "slow"), None)  # type: ignore[arg-type]
+            await hub.deliver(reply(n, "fast"), None)  # type: ignore[arg-type]
+            await fast_ws.wrote.wait()  # the fast client has each reply before the next is sent
+            fast_ws.wrote.clear()
+        assert len(fast_ws.sent) == 50
+        assert slow_ws.sent == [] and slow_ws.closed  # its own queue overflowed: cut off, may resume
+        assert slow.outbox.qsize() <= settings.outbound_queue  # memory stays bounded
+    finally:
+        for w in writers:
+            w.cancel()
+        await asyncio.gather(*writers, return_exceptions=True)
+        await hub.stop()
