@@ -553,14 +553,28 @@ class ChatHub:
                 log.warning("chat_positions_failed", error=type(exc).__name__)
 
     async def _refresh_positions(self, queues: set[str]) -> None:
-        for session in list(self.sessions.values()):
-            if session.thread_id is None or session.queue not in queues:
+        """Recompute the positions of this replica's clients in ``queues``: two queries per
+        queue (its waiting order, and the state of the clients' threads not waiting), not
+        two per client."""
+        sessions = [s for s in self.sessions.values() if s.thread_id is not None and s.queue in queues]
+        if not sessions:
+            return
+        states = await self.repo.thread_states([s.thread_id for s in sessions if s.thread_id])
+        orders: dict[str, list[str]] = {}
+        for session in sessions:
+            state = states.get(session.thread_id or "")
+            if state is None:
                 continue
-            thread = await self.repo.thread(session.thread_id)
-            if thread is None:
-                continue
-            session.queue = thread["queue"]
-            position = None if thread.get("status") == "closed" else await self._position_of(thread)
+            session.queue = state["queue"]
+            if state.get("status") == "waiting":
+                if session.queue not in orders:
+                    orders[session.queue] = await self.repo.waiting_order(session.queue)
+                order = orders[session.queue]
+                position = order.index(session.thread_id) + 1 if session.thread_id in order else None
+            elif state.get("status") == "active":
+                position = WITH_CONSULTANT
+            else:
+                position = None
             if position != session.position:
                 session.position = position
                 for conn in list(self.by_session.get(session.id, ())):

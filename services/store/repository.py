@@ -620,6 +620,18 @@ class ChatRepository:
         )
         return doc is not None
 
+    async def waiting_order(self, queue: str) -> list[str]:
+        """Ids of the waiting threads of ``queue`` in the order "next" hands them out."""
+        cursor = self.threads.find({"queue": queue, "status": "waiting"}, {"_id": 1}).sort(
+            [("priority", DESCENDING), ("waiting_since", ASCENDING)]
+        )
+        return [t["_id"] async for t in cursor]
+
+    async def thread_states(self, thread_ids: list[str]) -> dict[str, Doc]:
+        """Status and queue of each of ``thread_ids`` (one query for many clients)."""
+        cursor = self.threads.find({"_id": {"$in": thread_ids}}, {"status": 1, "queue": 1})
+        return {t["_id"]: t async for t in cursor}
+
     # --- Telegram -------------------------------------------------------------------------
 
     async def telegram_chat(self, key: str) -> Doc:
