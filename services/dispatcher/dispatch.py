@@ -21,7 +21,7 @@ from services.dispatcher.email_threading import (
     reply_tokens,
 )
 from services.store.outbound import publish_outbound
-from services.store.repository import Doc, Repository, new_id, new_reply_token
+from services.store.repository import Doc, Repository, new_reply_token, thread_id_for
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
@@ -52,7 +52,7 @@ class Dispatcher:
         queue = routing.choose_queue(self.config, msg.line, region, topic, organisation)
         now = utcnow()
         return {
-            "_id": new_id(),
+            "_id": thread_id_for(routing.thread_key(msg)),
             "key": routing.thread_key(msg),
             "channel": msg.channel.value,
             "line": msg.line,

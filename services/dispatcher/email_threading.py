@@ -18,7 +18,7 @@ from typing import Any
 from shared.envelope import InboundMessage
 
 # <32 hex>.<token_urlsafe(12): 16 chars>@domain, as written by Repository.add_reply.
-_OURS = re.compile(r"^<[0-9a-f]{32}\.([A-Za-z0-9_-]{16})@[^<>@\s]{1,200}>$")
+_OURS = re.compile(r"^<([0-9a-f]{32})\.([A-Za-z0-9_-]{16})@[^<>@\s]{1,200}>$")
 
 
 def references(msg: InboundMessage) -> list[str]:
@@ -32,8 +32,19 @@ def reply_tokens(refs: list[str]) -> list[str]:
     out: list[str] = []
     for ref in refs:
         m = _OURS.match(ref)
-        if m and m.group(1) not in out:
-            out.append(m.group(1))
+        if m and m.group(2) not in out:
+            out.append(m.group(2))
+    return out
+
+
+def our_message_ids(refs: list[str]) -> dict[str, str]:
+    """Our message id (the stored message's ``_id``) of each reference that looks like one of
+    our Message-IDs: looking a reply up by it is a primary-key lookup."""
+    out: dict[str, str] = {}
+    for ref in refs:
+        m = _OURS.match(ref)
+        if m:
+            out[m.group(1)] = ref
     return out
 
 

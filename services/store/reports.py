@@ -41,7 +41,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.store import charts, stats
 from services.store.auth import COOKIE, Sessions, User
-from services.store.repository import Doc, Repository, new_id, new_reply_token
+from services.store.repository import Doc, Repository, new_reply_token, thread_id_for
 from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
 from shared.http import problem
@@ -448,7 +448,7 @@ class Reports:
             queue = visible[0]
         now = utcnow()
         thread: Doc = {
-            "_id": new_id(),
+            "_id": thread_id_for(f"phone:{user.login}:{key}"),
             "key": f"phone:{user.login}:{key}",
             "channel": "phone",
             "line": line,

@@ -24,6 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from services.dispatcher.email_threading import our_message_ids
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
 
 Doc = dict[str, Any]
@@ -32,6 +33,15 @@ Doc = dict[str, Any]
 # How long a claim may stay half-done (claim stored, thread not yet updated) before others
 # complete it: far longer than the two writes take, far shorter than a client's patience.
 STALE_CLAIM_SECONDS = 10
+
+
+def thread_id_for(key: str) -> str:
+    """A thread's id, derived from its key: finding the thread of a chat session or of a mail
+    is a primary-key lookup (a query on another field is a full scan on FerretDB v1)."""
+    return uuid.uuid5(_THREAD_NAMESPACE, key).hex
+
+
+_THREAD_NAMESPACE = uuid.UUID("0d9b7a4e-3f51-4c1e-8b0a-6a1c2f7e9d33")
 
 
 def new_id() -> str:
@@ -88,10 +98,14 @@ class Repository:
         return await self.threads.find_one({"_id": thread_id})
 
     async def thread_by_key(self, key: str) -> Doc | None:
-        return await self.threads.find_one({"key": key})
+        return await self.threads.find_one({"_id": thread_id_for(key)})
 
     async def create_thread(self, doc: Doc) -> tuple[Doc, bool]:
-        """Insert ``doc`` unless a thread with its key exists; return (thread, created)."""
+        """Insert ``doc`` unless a thread with its key exists; return (thread, created).
+
+        The thread's id is derived from its key, so racing creators collide on the primary key.
+        """
+        doc["_id"] = thread_id_for(doc["key"])
         try:
             await self.threads.insert_one(doc)
             return doc, True
@@ -102,31 +116,13 @@ class Repository:
                 return doc, True
             return existing, False
 
-    async def thread_for_email_reply(self, msg: InboundMessage) -> Doc | None:
-        """The thread a mail replies to, if it names one of our messages AND comes from the
-        thread's client. Anything else starts a new thread: a stranger's mail must never
-        land in a survivor's thread (PRODUCT.md 3.1)."""
-        if msg.email is None:
-            return None
-        refs = [*msg.email.in_reply_to, *msg.email.references]
-        if not refs:
-            return None
-        ours = await self.messages.find_one({"email_message_id": {"$in": refs}, "direction": "out"})
-        if ours is None:
-            return None
-        thread = await self.thread(ours["thread_id"])
-        if thread is None or thread["client"]["address"].casefold() != msg.sender.casefold():
-            return None
-        return thread
-
     async def email_thread_by_reference(self, refs: list[str], tokens: list[str]) -> Doc | None:
         """The thread one of our replies (named in ``refs``) belongs to, else the thread whose
         reply token is in ``tokens``. Who may join it is the caller's decision."""
-        if refs:
-            ours = await self.messages.find_one(
-                {"email_message_id": {"$in": refs[:50]}, "direction": "out"}, {"thread_id": 1}
-            )
-            if ours is not None:
+        # Our Message-IDs start with the stored message's id: one primary-key lookup each.
+        for message_id, ref in list(our_message_ids(refs).items())[:20]:
+            ours = await self.messages.find_one({"_id": message_id}, {"thread_id": 1, "email_message_id": 1})
+            if ours is not None and ours.get("email_message_id") == ref:
                 return await self.thread(ours["thread_id"])
         if tokens:
             return await self.threads.find_one({"reply_token": {"$in": tokens[:50]}, "channel": "email"})
@@ -578,7 +574,7 @@ class ChatRepository:
         await self.sessions.update_one({"_id": session_id}, {"$set": {"ended": True, "ended_at": utcnow()}})
 
     async def thread_by_key(self, key: str) -> Doc | None:
-        return await self.threads.find_one({"key": key})
+        return await self.threads.find_one({"_id": thread_id_for(key)})
 
     async def thread(self, thread_id: str) -> Doc | None:
         return await self.threads.find_one({"_id": thread_id})
