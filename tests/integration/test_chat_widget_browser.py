@@ -5,19 +5,25 @@ resume after the connection dropped."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 from aiohttp import web
 from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
+from pymongo import AsyncMongoClient
 
-from tests.conftest import Gateway
+from tests.conftest import ROOT, Gateway
+from tests.integration.chat_client import start_replica
 from tests.integration.helpers import Consultant
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -126,7 +132,8 @@ NOTHING = {"local": 0, "session": 0, "cookie": "", "idb": 0, "caches": 0}
 async def test_start_exchange_with_a_consultant_then_quick_exit(
     gateway: Gateway, site: Site, vera: Consultant, browser: Browser
 ) -> None:
-    context = await browser.new_context()
+    agent = f"UA-CANARY-{uuid.uuid4().hex}"  # no user agent is stored or logged
+    context = await browser.new_context(user_agent=agent)
     page = await context.new_page()
     frames = record_frames(page)
     await page.goto(site.url + "/")
@@ -185,7 +192,13 @@ async def test_start_exchange_with_a_consultant_then_quick_exit(
         await ws.send_json({"type": "resume", "token": token})
         assert (await ws.receive_json(timeout=10))["code"] == "unknown_session"
     await context.close()
-    assert canary not in gateway.logs()
+    assert canary not in gateway.logs() and agent not in gateway.logs()
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(gateway.urls.mongo_url)
+    try:
+        stored = [d async for d in mongo[gateway.database]["chat_sessions"].find({})]
+    finally:
+        await mongo.close()
+    assert stored and agent not in str(stored) and "127.0.0.1" not in str(stored)
 
 
 async def test_escape_twice_leaves_at_once_and_texts_follow_the_language(
@@ -252,3 +265,28 @@ async def test_the_widget_resumes_after_the_connection_dropped(
     assert texts == ["first", "typed while offline"]
     await expect(page.locator("li.hl-consultant")).to_have_count(1)
     await context.close()
+
+
+async def test_out_of_hours_the_widget_says_so_and_the_client_can_still_leave_a_message(
+    gateway: Gateway, browser: Browser, tmp_path: Path
+) -> None:
+    import yaml
+
+    config = yaml.safe_load((ROOT / "deploy" / "config" / "hotline.yaml").read_text(encoding="utf-8"))
+    today = datetime.now(ZoneInfo("Europe/Minsk")).date()
+    config["lines"]["dv"]["hours"]["holidays"] = [today.isoformat()]  # closed all day today
+    path = tmp_path / "hotline.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    url = await asyncio.to_thread(start_replica, gateway, "chat_ingest_closed", config_path=str(path))
+
+    page = await (await browser.new_context()).new_page()
+    await page.goto(url + "/chat/")
+    status = page.get_by_role("status")
+    await expect(status).to_contain_text("Nobody is on duty now (hours 08:00-20:00). Leave a message")
+    await page.get_by_role("button", name="Skip and start").click()
+    await expect(status).to_contain_text("Nobody is on duty now")
+    box = page.get_by_label("Your message")
+    await box.fill("I will wait")
+    await box.press("Enter")
+    await expect(page.locator("li.hl-you")).to_have_count(1)
+    await expect(page.locator("li.hl-you.hl-pending")).to_have_count(0)  # accepted all the same
