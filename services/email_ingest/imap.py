@@ -162,6 +162,12 @@ class ImapMetrics:
             ["reason"],
             registry=registry,
         )
+        self.lag = Gauge(
+            "hotline_imap_lag_seconds",
+            "Time from a mail's arrival on the IMAP server to its hand-off, last mail",
+            ["mailbox"],
+            registry=registry,
+        )
         self.refetched = Counter(
             "hotline_mail_refetched_total",
             "Mails the server gave us again (after a crash or drop)",
@@ -528,6 +534,8 @@ class MailboxWatcher:
             source_id, mail.attachments, self.s.max_attachment_bytes
         )
         now = utcnow()
+        if internaldate is not None:
+            self.metrics.lag.labels(self.key).set(max(0.0, (now - internaldate).total_seconds()))
         envelope = to_envelope(
             mail,
             source_id=source_id,

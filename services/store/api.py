@@ -27,6 +27,7 @@ from services.store import stats
 from services.store.audit import ReadAudit
 from services.store.auth import COOKIE, LoginThrottle, Sessions, User, csrf_ok
 from services.store.html import sanitise
+from services.store.metrics import StoreMetrics
 from services.store.outbound import publish_outbound
 from services.store.repository import Doc, Repository
 from services.store.settings import StoreSettings
@@ -93,6 +94,7 @@ class ConsultantApi:
         self.audit = audit
         self.sessions = Sessions(repo, settings.session_hours)
         self.throttle = LoginThrottle(settings.login_attempts, settings.login_window_seconds)
+        self.metrics: StoreMetrics | None = None  # set by the composition root
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -139,6 +141,8 @@ class ConsultantApi:
     async def _event(self, name: str, thread: Doc, by: str | None = None, **data: Any) -> None:
         """Record a fact about a thread (for reports) and announce it to live consoles."""
         await self.repo.record_event(thread["_id"], name, by, **data)
+        if name == "ThreadClaimed" and self.metrics is not None:
+            self.metrics.claims.labels(thread["queue"]).inc()
         event = ConsoleEvent(
             name=name,
             thread_id=thread["_id"],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from services.store import openapi, reports
 from services.store.api import ConsultantApi
 from services.store.audit import ReadAudit
 from services.store.events import ConsoleHub, DeliveryRecorder
+from services.store.metrics import StoreMetrics
+from services.store.migrations import migrate
 from services.store.repository import Repository
 from services.store.settings import StoreSettings
 from shared import topology
@@ -51,6 +55,8 @@ def create_app(settings: StoreSettings) -> web.Application:
     )
     audit = ReadAudit(db)
     api = ConsultantApi(settings, config, repo, broker, audit)
+    metrics = StoreMetrics(registry)
+    api.metrics = metrics
     hub = ConsoleHub(api.sessions, api.visible_queues)
     app = web.Application(
         middlewares=[security_headers(CONSOLE_HEADERS), errors, api.middleware],
@@ -79,6 +85,7 @@ def create_app(settings: StoreSettings) -> web.Application:
             await retry_until_ready(
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
+            await migrate(db)
             await audit.ensure_indexes()
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             events = await topology.declare_replica_queue(
@@ -93,7 +100,13 @@ def create_app(settings: StoreSettings) -> web.Application:
                 DeliveryRecorder(repo, broker).handle,
                 transient=(ConnectionFailure,),
             )
+            refresher = asyncio.create_task(
+                metrics.run(repo, broker, config, settings.metrics_refresh_seconds), name="metrics"
+            )
             yield
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
             await broker.close()

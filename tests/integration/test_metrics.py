@@ -39,7 +39,8 @@ async def scrape(http: aiohttp.ClientSession, port: int) -> str:
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    # The exposition format lists labels in name order.
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     m = (
         re.search(rf"^{name}\{{{re.escape(want)}\}} (\S+)$", text, re.M)
         if labels
