@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,23 +30,12 @@ import aiohttp
 from benchmarks import chat as chat_bench
 from benchmarks import email as email_bench
 from deploy.local.services import SERVICES, ServiceProcesses, StackUrls, service_env
-from deploy.local.stack import LocalStack, StackPorts
+from deploy.local.stack import LocalStack, StackPorts, free_ports
 from services.chat_ingest.ws import session_id_for
 from shared.envelope import message_id_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_SOCKET_RATE = 4  # below the widget's per-connection frame limit
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def pct(values: list[float], p: float) -> float:

@@ -26,7 +26,7 @@ from deploy.local.services import (
     StackUrls,
     service_env,
 )
-from deploy.local.stack import LocalStack, StackPorts
+from deploy.local.stack import LocalStack, StackPorts, free_ports
 from shared.settings import DEFAULT_CONFIG_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,19 +37,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     root = tmp_path_factory.mktemp("stack")
     with LocalStack(root, StackPorts.free(), name="hltest") as s:
         yield s
-
-
-def free_ports(count: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass

@@ -105,10 +105,11 @@ class StackPorts:
     @classmethod
     def free(cls) -> StackPorts:
         """Ports the kernel reports unused right now (bind to port 0), all distinct."""
-        return cls(*_free_ports(len(fields(cls))))
+        return cls(*free_ports(len(fields(cls))))
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Unused loopback ports (for servers and services started on port numbers they are given)."""
     # All sockets stay open until every port is chosen, so the kernel cannot hand out one twice.
     with contextlib.ExitStack() as stack:
         socks = [stack.enter_context(socket.socket()) for _ in range(count)]
@@ -313,7 +314,7 @@ class LocalStack:
         if not gitignore.exists():
             gitignore.write_text("*\n")
         if ports.epmd == 0:
-            ports = replace(ports, epmd=_free_ports(1)[0])
+            ports = replace(ports, epmd=free_ports(1)[0])
         self.ports = ports
         self.name = name
         # Unique per stack: epmd is per stack too, but Erlang node names also show up in logs, and

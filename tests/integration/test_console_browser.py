@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import AsyncIterator
 from email import policy
 from email.parser import BytesParser
 
-import pytest
-from playwright.async_api import Browser, Dialog, async_playwright, expect
+from playwright.async_api import Browser, Dialog, expect
 
 from tests.conftest import Gateway
 from tests.integration.helpers import Mailbox, mail, new_message_id
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def test_consultant_takes_a_mail_from_the_queue_and_replies(gateway: Gateway, browser: Browser) -> None:

@@ -5,29 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-
-from deploy.local.stack import LocalStack
 from services.dispatcher.priority import ESCALATED, NORMAL, URGENT
 from services.store.repository import Repository, new_id, new_reply_token
 from shared.envelope import utcnow
-from shared.mongo import make_client
-
-
-@pytest.fixture
-async def repo(stack: LocalStack) -> AsyncIterator[Repository]:
-    client = make_client(stack.mongo_url)
-    name = "q" + uuid.uuid4().hex[:10]
-    r = Repository(client[name])
-    await r.ensure_indexes()
-    try:
-        yield r
-    finally:
-        await client.drop_database(name)
-        await client.close()
 
 
 def thread_doc(

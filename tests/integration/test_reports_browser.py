@@ -6,39 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from tests.conftest import ROOT, Gateway
 from tests.integration.test_stats_api import YEAR, generated_threads, insert
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 DOCS = ROOT / "docs"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def inked_pixels(browser: Browser, png: bytes) -> tuple[int, int]:

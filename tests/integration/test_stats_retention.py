@@ -4,34 +4,16 @@ and statistics count them as before."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
-
-from deploy.local.stack import LocalStack
 from services.store.reports import Scope, StatsReader
 from services.store.repository import Repository, new_id, new_reply_token
 from services.store.retention import delete_free_text
 from services.store.stats import Query, build_table, make_facts
 from shared.envelope import utcnow
-from shared.mongo import make_client
 
 CANARY = "Canary-Ж-" + uuid.uuid4().hex
-
-
-@pytest.fixture
-async def repo(stack: LocalStack) -> AsyncIterator[Repository]:
-    client = make_client(stack.mongo_url)
-    name = "r" + uuid.uuid4().hex[:10]
-    r = Repository(client[name])
-    await r.ensure_indexes()
-    try:
-        yield r
-    finally:
-        await client.drop_database(name)
-        await client.close()
 
 
 async def closed_thread(repo: Repository, closed_days_ago: float, status: str = "closed") -> str:

@@ -9,20 +9,17 @@ sits in a frame sandboxed without scripts under a CSP that blocks remote request
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 from pymongo import AsyncMongoClient
 
 from services.store.html import sanitise
 from tests.conftest import Gateway
 from tests.integration.helpers import Consultant
-from tests.integration.test_console_browser import CHROMIUM
-from tests.integration.test_console_journey import LAPTOP, LAUNCH_ARGS, Tracker, Watch, logged_in
+from tests.integration.test_console_journey import LAPTOP, Tracker, Watch, logged_in
 from tests.integration.test_console_journey import tracker as tracker
 
 # {u}: a server that counts requests (tracking pixels, remote CSS); __xss: counts script runs.
@@ -64,16 +61,6 @@ ACTIVE = "img, svg, script, iframe, style, link, object, embed, video, audio, [o
 INJECTED = ", ".join(f"#app {sel.strip()}" for sel in ACTIVE.split(",")).replace(
     "#app iframe", "#app iframe:not(.html)"
 )
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def hostile_thread(gateway: Gateway, u: str) -> tuple[str, int]:

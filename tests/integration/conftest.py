@@ -1,0 +1,50 @@
+"""Fixtures the integration tests share: Debian's Chromium driven by Playwright, and a fresh
+database on the test stack's FerretDB."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from deploy.local.stack import LocalStack
+from services.store.repository import Repository
+from shared.mongo import make_client
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Headless as root, and nothing that calls out: this machine (and CI) reach no network.
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest.fixture
+async def repo(stack: LocalStack) -> AsyncIterator[Repository]:
+    """A repository on a database of its own, dropped afterwards."""
+    client = make_client(stack.mongo_url)
+    name = "q" + uuid.uuid4().hex[:10]
+    r = Repository(client[name])
+    await r.ensure_indexes()
+    try:
+        yield r
+    finally:
+        await client.drop_database(name)
+        await client.close()
