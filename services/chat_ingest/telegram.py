@@ -244,9 +244,11 @@ def decide(config: HotlineConfig, line: str, chat: dict[str, Any], update: Updat
     lang = language(config, chat.get("language"), update.language_code)
     remember: dict[str, Any] = {} if chat.get("language") == lang else {"language": lang}
     if update.kind == "text":
-        if update.text.strip().split("@", 1)[0] in {"/start", "/menu", "/help"}:
+        # "/start", "/start@hotline_bot", "/start <deep-link payload>" are all the command.
+        command = update.text.split(maxsplit=1)[0].split("@", 1)[0] if update.text.startswith("/") else ""
+        if command in {"/start", "/menu", "/help"}:
             return Decision([menu(lang)], remember=remember)
-        if update.text.strip() == "/emergency":
+        if command == "/emergency":
             return Decision([emergency(config, lang)], remember=remember)
         # Anything else is for a consultant, with or without the questions answered.
         return Decision([], forward=update.text, remember=remember)

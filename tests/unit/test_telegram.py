@@ -88,3 +88,14 @@ def test_a_directory_entry_needs_every_language(tmp_path: Path) -> None:
     (tmp_path / "h.yaml").write_text(bad, encoding="utf-8")
     with pytest.raises(ConfigError, match=r"directory\.emergency"):
         load_config(tmp_path / "h.yaml")
+
+
+@pytest.mark.parametrize("command", ["/start", "/start@hotline_bot", "/start from-site", " /menu"])
+def test_commands_with_a_bot_name_or_payload_are_commands(command: str) -> None:
+    d = decide(CONFIG, "dv", {"language": "ru"}, text(command.strip()), True)
+    assert d.forward is None and d.replies[0].keyboard
+
+
+def test_the_emergency_command() -> None:
+    (reply,) = decide(CONFIG, "dv", {"language": "ru"}, text("/emergency@hotline_bot"), True).replies
+    assert "102" in reply.text
