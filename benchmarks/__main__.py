@@ -66,8 +66,11 @@ async def bare_round_trip(amqp_url: str, count: int) -> list[float]:
         await conn.close()
 
 
-async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> tuple[list[float], int]:
+async def chat_to_console(
+    store: str, chat: str, rate: int, seconds: int, acks: list[float] | None = None
+) -> tuple[list[float], int]:
     sent: dict[str, float] = {}
+    ack_sent: dict[str, float] = {}
     latencies: list[float] = []
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.post(f"{store}/api/session", json={"login": "sofia", "password": "sofia-demo"}) as r:
@@ -95,8 +98,11 @@ async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> tup
                         return
 
         async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
-            async for _ in ws:  # acks: read so the server never sees a slow reader
-                pass
+            async for msg in ws:  # acks: read so the server never sees a slow reader
+                frame = msg.json()
+                start = ack_sent.pop(frame.get("message_id") or "", None)
+                if start is not None and acks is not None:
+                    acks.append(time.perf_counter() - start)  # chat_ingest's own part
 
         listener = asyncio.create_task(listen())
         drains = [asyncio.create_task(drain(ws)) for ws, _ in clients]
@@ -109,6 +115,7 @@ async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> tup
                 await asyncio.sleep(delay)  # pacing the offered load, not waiting for an event
             # The gateway derives the message id from the source, and the console event carries it.
             sent[message_id_for(f"chat:{session_id}:{frame_id}")] = time.perf_counter()
+            ack_sent[message_id_for(f"chat:{session_id}:{frame_id}")] = time.perf_counter()
             await ws.send_json({"type": "message", "id": frame_id, "text": "benchmark"})
         try:
             await asyncio.wait_for(done.wait(), 60)
@@ -150,15 +157,22 @@ def main() -> None:
                 procs.start(name, env[name])
             procs.wait_ready(ports)
             ceiling = asyncio.run(bare_round_trip(urls.amqp_url, 2000))
+            acks: list[float] = []
             lat, total = asyncio.run(
                 chat_to_console(
                     f"http://127.0.0.1:{ports['store']}",
                     f"http://127.0.0.1:{ports['chat_ingest']}",
                     rate,
                     seconds,
+                    acks,
                 )
             )
             report_chat(ceiling, lat, total, rate, seconds)
+            if acks:
+                print(
+                    f"chat     frame in -> ack (chat_ingest, broker confirm), {rate} msg/s: "
+                    f"p50 {statistics.median(acks) * 1000:.1f} ms, p99 {pct(acks, 99) * 1000:.1f} ms"
+                )
             chat_bench.run("127.0.0.1", ports["chat_ingest"], procs.pids()["chat_ingest"])
 
             def stop_email() -> None:

@@ -66,6 +66,9 @@ log = get_logger(__name__)
 # What the broker raises when it cannot take a message now: the client keeps it and resends.
 PUBLISH_ERRORS = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
 
+# Messages of one connection published and awaiting their broker confirm at once.
+MAX_IN_FLIGHT = 16
+
 # "position" frames: 1, 2, ... waiting; 0 a consultant has the conversation; None not queued
 # (no message yet, or closed).
 WITH_CONSULTANT = 0
@@ -172,6 +175,8 @@ class Connection:
     # Replies written (or queued) on this connection: a reply heard live and found again in
     # the resume backlog is written once. Made on the first reply: most sockets idle.
     replies: set[str] | None = None
+    # Messages published and not yet confirmed: confirms are pipelined, not awaited one by one.
+    publishing: set[asyncio.Task[None]] | None = None
 
     def allow(self, rate: float, burst: int) -> bool:
         """Token bucket: ``rate`` frames a second, bursts of ``burst``."""
@@ -259,6 +264,12 @@ class ChatHub:
         try:
             await self._reader(conn)
         finally:
+            if conn.publishing:
+                # Let confirms that are on their way arrive (the client resends what has no ack).
+                _, late = await asyncio.wait(conn.publishing, timeout=self.s.shutdown_timeout)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
             self.connections.discard(conn)
             self._detach(conn)
             self.metrics.sockets.dec()
@@ -331,13 +342,39 @@ class ChatHub:
                 continue
             try:
                 frame = frames.parse_client_frame(msg.data, self.s.max_text_chars)
-                await self._on_frame(conn, frame)
-                self.metrics.frames.labels("ok").inc()
+                if isinstance(frame, frames.Message):
+                    await self._publish_pipelined(conn, frame)
+                else:
+                    await self._on_frame(conn, frame)
+                    self.metrics.frames.labels("ok").inc()
             except frames.FrameError as exc:
                 self.metrics.frames.labels(exc.code).inc()
                 self._reply(conn, frames.error(exc.code, exc.detail))
             if conn.ws.closed:
                 break
+
+    async def _publish_pipelined(self, conn: Connection, frame: frames.Message) -> None:
+        """Publish a client's message without waiting for the previous one's confirm (at most
+        ``MAX_IN_FLIGHT`` per connection); each is acknowledged when its own confirm arrives.
+        Publishes leave in the order the frames came, on one channel."""
+        session = conn.session
+        if session is None:
+            raise frames.FrameError("no_session", "send start or resume first")
+        if conn.publishing is None:
+            conn.publishing = set()
+        while len(conn.publishing) >= MAX_IN_FLIGHT:
+            await asyncio.wait(conn.publishing, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._accept_and_answer(conn, session, frame))
+        conn.publishing.add(task)
+        task.add_done_callback(conn.publishing.discard)
+
+    async def _accept_and_answer(self, conn: Connection, session: Session, frame: frames.Message) -> None:
+        try:
+            await self._accept(conn, session, frame)
+            self.metrics.frames.labels("ok").inc()
+        except frames.FrameError as exc:
+            self.metrics.frames.labels(exc.code).inc()
+            self._reply(conn, frames.error(exc.code, exc.detail))
 
     def _attach(self, conn: Connection, session: Session) -> None:
         self._detach(conn)
