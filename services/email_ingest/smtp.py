@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
 import aiosmtplib
@@ -43,6 +45,24 @@ def _one_line(value: str) -> str:
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
 
+class InvalidRecipient(ValueError):
+    """The client's address cannot be written as a To header: the reply is reported failed."""
+
+
+def _recipient(value: str) -> str:
+    _name, address = parseaddr(_one_line(value))
+    local, at, domain = address.rpartition("@")
+    if not (at and local and domain) or any(c.isspace() or ord(c) < 32 for c in address):
+        raise InvalidRecipient("the client's address is not a usable mail address")
+    try:
+        # Parse it as the header will be parsed; the standard library's parser raises more
+        # than one kind of error on malformed addresses (and IndexError on some).
+        Address(addr_spec=address)
+    except (HeaderParseError, ValueError, IndexError):
+        raise InvalidRecipient("the client's address is not a usable mail address") from None
+    return address
+
+
 def build_reply(
     out: OutboundMessage, from_address: str, from_name: str, fixed_subject: str | None = None
 ) -> EmailMessage:
@@ -53,7 +73,7 @@ def build_reply(
     """
     mail = EmailMessage()
     mail["From"] = formataddr((_one_line(from_name), from_address)) if from_name else from_address
-    mail["To"] = _one_line(out.recipient)
+    mail["To"] = _recipient(out.recipient)
     if fixed_subject is not None:
         subject = _one_line(fixed_subject)
     else:
@@ -237,7 +257,10 @@ class ReplySender:
     async def _deliver(self, out: OutboundMessage) -> tuple[DeliveryStatus, str]:
         """Hand the mail to the SMTP server, retrying temporary failures with backoff."""
         who = identity_for(out.line, self.s, self.config)
-        mail = build_reply(out, who.from_address, who.from_name, who.subject)
+        try:
+            mail = build_reply(out, who.from_address, who.from_name, who.subject)
+        except InvalidRecipient as exc:
+            return DeliveryStatus.FAILED, str(exc)
         status, detail = DeliveryStatus.FAILED, "not sent"
         attempts = self.s.smtp_attempts
         unconfirmed = 0  # sends that may have been accepted without our hearing it

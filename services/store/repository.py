@@ -110,7 +110,11 @@ class Repository:
             await self.threads.insert_one(doc)
             return doc, True
         except DuplicateKeyError:
-            existing = await self.thread_by_key(doc["key"])
+            # A thread stored with another id (before ids were derived from keys) is found by
+            # its key: a scan, but only on this rare path.
+            existing = await self.thread_by_key(doc["key"]) or await self.threads.find_one(
+                {"key": doc["key"]}
+            )
             if existing is None:  # deleted between the two calls: try once more
                 await self.threads.insert_one(doc)
                 return doc, True

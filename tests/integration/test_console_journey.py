@@ -133,7 +133,8 @@ async def test_two_consultants_whole_journey_live(
     await expect(anna.locator("#who")).to_have_text("Anna (consultant)")
 
     # Availability: stored on the server, shown after a reload.
-    await anna.get_by_label("Availability").select_option("available")
+    async with anna.expect_response(lambda r: r.url.endswith("/api/me/status") and r.ok):
+        await anna.get_by_label("Availability").select_option("available")
     await anna.reload()
     await expect(anna.get_by_label("Availability")).to_have_value("available")
     await expect(anna.locator("#live")).to_have_class("on")
