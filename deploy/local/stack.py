@@ -772,7 +772,10 @@ class LocalStack:
         argv = [
             _ferretdb_binary(),
             "--handler=sqlite",
-            f"--sqlite-url=file:{data}/",
+            # WAL (FerretDB's default) with synchronous=NORMAL: a commit survives the server
+            # being killed (the fault tests do that) but skips one fsync per write; this stack
+            # stands in for MongoDB on one machine and is no place for power-loss durability.
+            f"--sqlite-url=file:{data}/?_pragma=synchronous(normal)",
             f"--state-dir={state}",
             f"--listen-addr={LOOPBACK}:{self.ports.mongo}",
             "--debug-addr=-",
