@@ -8,13 +8,16 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 from deploy.local.stack import LocalStack
 from services.store.repository import Repository
 from shared.mongo import make_client
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# On two busy cores a round trip through four services and the database can take seconds:
+# expectations wait for the page to show what the test expects for up to 15 s, not 5 s.
+expect.set_options(timeout=15_000)
 # Headless as root, and nothing that calls out: this machine (and CI) reach no network.
 LAUNCH_ARGS = [
     "--no-sandbox",
