@@ -92,7 +92,11 @@ async def _listen(idle: Idle) -> None:
     idle.open = False
 
 
-async def idle_connections(host: str, port: int, pid: int, count: int, hold: float) -> dict[str, float]:
+async def idle_connections(
+    host: str, port: int, pid: int, count: int, hold: float, opened_event: asyncio.Event | None = None
+) -> dict[str, float]:
+    """Open ``count`` idle chat sockets, hold them ``hold`` seconds, measure; ``opened_event``
+    is set once all are open (so a caller can act while they are held)."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     before = rss_kib(pid)
@@ -109,6 +113,8 @@ async def idle_connections(host: str, port: int, pid: int, count: int, hold: flo
             else:
                 refused += 1
     opened = time.perf_counter() - began
+    if opened_event is not None:
+        opened_event.set()
     await asyncio.sleep(hold)  # holding them idle is the measurement
     held = sum(1 for c in clients if c.open)
     after = rss_kib(pid)

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from deploy.local.services import (
 )
 from deploy.local.stack import LocalStack, StackPorts, free_ports
 from shared.settings import DEFAULT_CONFIG_PATH
+from tests.integration.helpers import Consultant
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,3 +126,16 @@ def gateway(stack: LocalStack, tmp_path: Path, request: pytest.FixtureRequest) -
         print(gw.logs()[-8000:])
     # Every service must shut down cleanly on SIGTERM (graceful shutdown is part of the contract).
     assert codes == dict.fromkeys(codes, 0), f"unclean exit: {codes}\n{gw.logs()[-3000:]}"
+
+
+@pytest.fixture
+async def vera(gateway: Gateway) -> AsyncIterator[Consultant]:
+    """Vera (Gender Perspectives, DV line), logged in and listening to live events."""
+    gateway.seed_demo_accounts()
+    c = Consultant(gateway.store_url)
+    await c.login("vera", "vera-demo")
+    await c.open_events()
+    try:
+        yield c
+    finally:
+        await c.close()

@@ -22,18 +22,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@pytest.fixture
-async def vera(gateway: Gateway) -> AsyncIterator[Consultant]:
-    gateway.seed_demo_accounts()
-    c = Consultant(gateway.store_url)
-    await c.login("vera", "vera-demo")
-    await c.open_events()
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 async def reply(vera: Consultant, thread_id: str, text: str) -> str:
     status, body = await vera.call(
         "POST", f"/api/threads/{thread_id}/messages", {"text": text}, {"Idempotency-Key": uuid.uuid4().hex}
@@ -233,14 +221,17 @@ async def test_thousands_of_idle_connections_are_held_and_a_new_client_is_served
     pid = gateway.processes.pids()["chat_ingest"]
     client = ChatClient(http, gateway.chat_url)
 
+    all_open = asyncio.Event()
+
     async def meanwhile() -> None:
-        await asyncio.sleep(1)  # once the idle ones are being opened
+        await all_open.wait()  # served while the idle ones are held
         await client.start(line="dv")
         await client.say("still served")
         await client.wait(lambda: not client.pending, within=30)
 
     figures, _ = await asyncio.gather(
-        idle_connections("127.0.0.1", gateway.ports["chat_ingest"], pid, 2000, hold=2), meanwhile()
+        idle_connections("127.0.0.1", gateway.ports["chat_ingest"], pid, 2000, hold=5, opened_event=all_open),
+        meanwhile(),
     )
     print(f"idle connections: {figures}")
     assert figures["held"] == 2000 and figures["refused"] == 0

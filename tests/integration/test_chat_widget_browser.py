@@ -92,18 +92,6 @@ async def site(gateway: Gateway) -> AsyncIterator[Site]:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def vera(gateway: Gateway) -> AsyncIterator[Consultant]:
-    gateway.seed_demo_accounts()
-    c = Consultant(gateway.store_url)
-    await c.login("vera", "vera-demo")
-    await c.open_events()
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 def record_frames(page: Page) -> list[dict[str, Any]]:
     """Frames the widget received (to learn its token, as an attacker with the device might)."""
     got: list[dict[str, Any]] = []

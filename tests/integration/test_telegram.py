@@ -57,18 +57,6 @@ async def bot(gateway: Gateway) -> AsyncIterator[Bot]:
             await api.stop()
 
 
-@pytest.fixture
-async def vera(gateway: Gateway) -> AsyncIterator[Consultant]:
-    gateway.seed_demo_accounts()
-    c = Consultant(gateway.store_url)
-    await c.login("vera", "vera-demo")
-    await c.open_events()
-    try:
-        yield c
-    finally:
-        await c.close()
-
-
 async def test_the_webhook_takes_only_signed_updates_and_reports_the_webhook_state(bot: Bot) -> None:
     tg = bot.telegram
     update = tg.text(501, "/start")

@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -31,18 +31,6 @@ pytestmark = pytest.mark.slow
 
 CLIENTS = 3  # a consultant holds at most 3 chats (queue_policy.capacity)
 ROUNDS = 4
-
-
-@pytest.fixture
-async def vera(gateway: Gateway) -> AsyncIterator[Consultant]:
-    gateway.seed_demo_accounts()
-    c = Consultant(gateway.store_url)
-    await c.login("vera", "vera-demo")
-    await c.open_events()
-    try:
-        yield c
-    finally:
-        await c.close()
 
 
 def kill(gateway: Gateway, key: str) -> None:
