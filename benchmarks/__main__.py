@@ -8,8 +8,8 @@ Figures so far:
 - e-mail: IMAP append -> thread visible p95, and backlog import against a bare aioimaplib
   UID FETCH (benchmarks/email.py, whose docstring lists its settings).
 
-Environment: BENCH_RATE (messages per second, default 200), BENCH_SECONDS (default 20; the
-target in QUALITY.md is measured over 60).
+Environment: BENCH_RATE (messages per second, default 200), BENCH_SECONDS (default 60, as in
+QUALITY.md), BENCH_ONLY (a comma-separated subset of ``latency,idle,email``; default all).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aio_pika
@@ -66,12 +67,26 @@ async def bare_round_trip(amqp_url: str, count: int) -> list[float]:
         await conn.close()
 
 
-async def chat_to_console(
-    store: str, chat: str, rate: int, seconds: int, acks: list[float] | None = None
-) -> tuple[list[float], int]:
+@dataclass
+class ChatRun:
+    """What the chat latency bench saw: ``opening`` are the first messages of the
+    conversations, sent together; ``latencies`` the sustained load that follows, with the
+    time each was sent (seconds from the start of the load) so drift shows."""
+
+    opening: list[float] = field(default_factory=list)
+    latencies: list[tuple[float, float]] = field(default_factory=list)
+    acks: list[float] = field(default_factory=list)
+    total: int = 0
+
+
+async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> ChatRun:
+    """Open ``rate / 4`` chat conversations (each client sends four messages a second, under
+    the widget's per-connection limit), then offer ``rate`` messages a second for ``seconds``
+    and time each from the frame sent to its console event."""
+    run = ChatRun(total=rate * seconds)
     sent: dict[str, float] = {}
     ack_sent: dict[str, float] = {}
-    latencies: list[float] = []
+    began = 0.0
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.post(f"{store}/api/session", json={"login": "sofia", "password": "sofia-demo"}) as r:
             assert r.status == 200
@@ -84,16 +99,23 @@ async def chat_to_console(
             await ws.send_json({"type": "start", "line": "dv"})
             session = await ws.receive_json()
             clients.append((ws, session_id_for(session["token"])))
-        total = rate * seconds
+        opened = asyncio.Event()
         done = asyncio.Event()
 
         async def listen() -> None:
             async for msg in events:
                 frame = msg.json()
                 start = sent.pop(frame.get("message_id") or "", None)
-                if start is not None:
-                    latencies.append(time.perf_counter() - start)
-                    if len(latencies) == total:
+                if start is None:
+                    continue
+                if not opened.is_set():
+                    run.opening.append(time.perf_counter() - start)
+                    if len(run.opening) == sockets:
+                        opened.set()
+                else:
+                    now = time.perf_counter()
+                    run.latencies.append((start - began, now - start))
+                    if len(run.latencies) == run.total:
                         done.set()
                         return
 
@@ -101,22 +123,32 @@ async def chat_to_console(
             async for msg in ws:  # acks: read so the server never sees a slow reader
                 frame = msg.json()
                 start = ack_sent.pop(frame.get("message_id") or "", None)
-                if start is not None and acks is not None:
-                    acks.append(time.perf_counter() - start)  # chat_ingest's own part
+                if start is not None and opened.is_set():
+                    run.acks.append(time.perf_counter() - start)  # chat_ingest's own part
+
+        async def send(ws: aiohttp.ClientWebSocketResponse, session_id: str, text: str) -> None:
+            frame_id = uuid.uuid4().hex
+            # The gateway derives the message id from the source, and the console event carries it.
+            message_id = message_id_for(f"chat:{session_id}:{frame_id}")
+            sent[message_id] = ack_sent[message_id] = time.perf_counter()
+            await ws.send_json({"type": "message", "id": frame_id, "text": text})
 
         listener = asyncio.create_task(listen())
         drains = [asyncio.create_task(drain(ws)) for ws, _ in clients]
+        # Every conversation opens at once: a new thread, its acknowledgement, queue positions.
+        for ws, session_id in clients:
+            await send(ws, session_id, "hello")
+        try:
+            await asyncio.wait_for(opened.wait(), 60)
+        except TimeoutError:
+            pass
         began = time.perf_counter()
-        for i in range(total):
+        for i in range(run.total):
             ws, session_id = clients[i % sockets]
-            frame_id = uuid.uuid4().hex
             delay = began + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)  # pacing the offered load, not waiting for an event
-            # The gateway derives the message id from the source, and the console event carries it.
-            sent[message_id_for(f"chat:{session_id}:{frame_id}")] = time.perf_counter()
-            ack_sent[message_id_for(f"chat:{session_id}:{frame_id}")] = time.perf_counter()
-            await ws.send_json({"type": "message", "id": frame_id, "text": "benchmark"})
+            await send(ws, session_id, "benchmark")
         try:
             await asyncio.wait_for(done.wait(), 60)
         except TimeoutError:
@@ -124,12 +156,17 @@ async def chat_to_console(
         listener.cancel()
         for task in drains:
             task.cancel()
-        return latencies, total
+        return run
 
 
 def main() -> None:
     rate = int(os.environ.get("BENCH_RATE", "200"))
-    seconds = int(os.environ.get("BENCH_SECONDS", "20"))
+    seconds = int(os.environ.get("BENCH_SECONDS", "60"))
+    only = {p.strip() for p in os.environ.get("BENCH_ONLY", "latency,idle,email").split(",") if p.strip()}
+    unknown = only - {"latency", "idle", "email"}
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise SystemExit(f"BENCH_ONLY: unknown part(s) {names}; use latency, idle, email")
     with (
         tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp,
         LocalStack(Path(tmp) / "stack", StackPorts.free(), name="hlbench") as stack,
@@ -156,24 +193,21 @@ def main() -> None:
             for name in SERVICES:
                 procs.start(name, env[name])
             procs.wait_ready(ports)
-            ceiling = asyncio.run(bare_round_trip(urls.amqp_url, 2000))
-            acks: list[float] = []
-            lat, total = asyncio.run(
-                chat_to_console(
-                    f"http://127.0.0.1:{ports['store']}",
-                    f"http://127.0.0.1:{ports['chat_ingest']}",
-                    rate,
-                    seconds,
-                    acks,
+            if "latency" in only:
+                ceiling = asyncio.run(bare_round_trip(urls.amqp_url, 2000))
+                run = asyncio.run(
+                    chat_to_console(
+                        f"http://127.0.0.1:{ports['store']}",
+                        f"http://127.0.0.1:{ports['chat_ingest']}",
+                        rate,
+                        seconds,
+                    )
                 )
-            )
-            report_chat(ceiling, lat, total, rate, seconds)
-            if acks:
-                print(
-                    f"chat     frame in -> ack (chat_ingest, broker confirm), {rate} msg/s: "
-                    f"p50 {statistics.median(acks) * 1000:.1f} ms, p99 {pct(acks, 99) * 1000:.1f} ms"
-                )
-            chat_bench.run("127.0.0.1", ports["chat_ingest"], procs.pids()["chat_ingest"])
+                report_chat(ceiling, run, rate, seconds)
+            if "idle" in only:
+                chat_bench.run("127.0.0.1", ports["chat_ingest"], procs.pids()["chat_ingest"])
+            if "email" not in only:
+                return
 
             def stop_email() -> None:
                 procs.stop("email_ingest")
@@ -193,20 +227,41 @@ def main() -> None:
             procs.stop_all()
 
 
-def report_chat(ceiling: list[float], lat: list[float], total: int, rate: int, seconds: int) -> None:
+def report_chat(ceiling: list[float], run: ChatRun, rate: int, seconds: int) -> None:
     ms = 1000
     print(
         f"ceiling  bare aio-pika publish(confirm)->consume: p50 {statistics.median(ceiling) * ms:.1f} ms, "
         f"p99 {pct(ceiling, 99) * ms:.1f} ms"
     )
-    if lat:
+    sockets = max(1, rate // PER_SOCKET_RATE)
+    if run.opening:
         print(
-            f"chat     frame in -> console event, {rate} msg/s for {seconds} s: "
-            f"p50 {statistics.median(lat) * ms:.1f} ms, p99 {pct(lat, 99) * ms:.1f} ms "
-            f"(target p99 <= 50 ms); {len(lat)}/{total} events seen"
+            f"chat     {sockets} conversations opened at once, first message -> console event: "
+            f"p50 {statistics.median(run.opening) * ms:.0f} ms, max {max(run.opening) * ms:.0f} ms; "
+            f"{len(run.opening)}/{sockets} seen"
         )
-    else:
-        print(f"chat     no console events seen for {total} messages")
+    lat = [latency for _, latency in run.latencies]
+    if not lat:
+        print(f"chat     no console events seen for {run.total} messages")
+        return
+    print(
+        f"chat     frame in -> console event, {rate} msg/s for {seconds} s: "
+        f"p50 {statistics.median(lat) * ms:.1f} ms, p99 {pct(lat, 99) * ms:.1f} ms "
+        f"(target p99 <= 50 ms); {len(lat)}/{run.total} events seen"
+    )
+    windows: dict[int, list[float]] = {}
+    for at, latency in run.latencies:
+        windows.setdefault(int(at // 10), []).append(latency)
+    print(
+        "chat     p99 per 10 s: "
+        + ", ".join(f"{pct(v, 99) * ms:.0f}" for _, v in sorted(windows.items()))
+        + " ms"
+    )
+    if run.acks:
+        print(
+            f"chat     frame in -> ack (chat_ingest, broker confirm), {rate} msg/s: "
+            f"p50 {statistics.median(run.acks) * ms:.1f} ms, p99 {pct(run.acks, 99) * ms:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

@@ -70,7 +70,6 @@ class Dispatcher:
             "claim_seq": 0,
             "created_at": now,
             "waiting_since": msg.received_at,
-            "last_message_at": msg.received_at,
         }
 
     async def _email_thread(self, msg: InboundMessage) -> dict[str, object] | None:
@@ -134,7 +133,11 @@ class Dispatcher:
                 await self.repo.bump_priority(thread["_id"], urgency)
         if accepted.message_stored and (accepted.thread_created or accepted.reopened):
             await self.repo.record_event(thread["_id"], "ThreadQueued", queue=thread["queue"])
-        await self._auto_answer(msg, thread)
+        # The acknowledgement is the answer to the message that opened the conversation (or
+        # to its redelivery, should its dispatcher have died before answering); the client's
+        # next messages, handled meanwhile, need not each try to send it again.
+        opener = accepted.thread_created or bool(message.redelivered)
+        await self._auto_answer(msg, thread, opener)
         log.info(
             "processed",
             message_id=msg.message_id,
@@ -156,7 +159,7 @@ class Dispatcher:
         )
         await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
 
-    async def _auto_answer(self, msg: InboundMessage, thread: Doc) -> None:
+    async def _auto_answer(self, msg: InboundMessage, thread: Doc, opener: bool) -> None:
         auto = thread.get("auto") or {}
         email = msg.email
         answer = autoanswer.decide(
@@ -164,7 +167,7 @@ class Dispatcher:
             line=thread["line"],
             language=thread.get("language"),
             now=msg.received_at,
-            first_message="acknowledgement" not in auto,
+            first_message=opener and "acknowledgement" not in auto,
             last_out_of_hours=auto.get("out_of_hours"),
             robot=bool(email and email.auto_submitted),
             backlog=bool(email and getattr(email, "backlog", False)),

@@ -463,7 +463,6 @@ class Reports:
             "claim_seq": 0,
             "created_at": at,
             "waiting_since": at,
-            "last_message_at": at,
             "closed_at": now,
             "closed_by": user.login,
             "updated_at": now,

@@ -26,6 +26,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.dispatcher.email_threading import our_message_ids
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
+from shared.mongo import InsertBatcher
 
 Doc = dict[str, Any]
 
@@ -67,6 +68,8 @@ class Repository:
         self.sessions: AsyncCollection[Doc] = db["sessions"]
         self.thread_events: AsyncCollection[Doc] = db["thread_events"]
         self.claims: AsyncCollection[Doc] = db["claims"]
+        # Inbound messages handled concurrently are stored in one write (group commit).
+        self._inbound_inserts = InsertBatcher(self.messages)
 
     async def ensure_indexes(self) -> None:
         await self.threads.create_index([("key", ASCENDING)], unique=True, name="key_unique")
@@ -179,23 +182,23 @@ class Repository:
             doc["attachments"] = [a.model_dump() for a in msg.email.attachments]
             doc["email_kind"] = msg.email.kind
             doc["backlog"] = msg.email.backlog
-        stored = True
-        try:
-            await self.messages.insert_one(doc)
-        except DuplicateKeyError:
-            stored = False
-        # Always applied (idempotent), so a dispatcher killed between the two writes
-        # leaves nothing half-done once the message is redelivered.
-        update: Doc = {"$max": {"last_message_at": msg.received_at}}
+        stored = await self._inbound_inserts.insert(doc)
         if msg.email is not None and msg.email.header_message_id:
+            # The headers a reply needs. Always applied (idempotent), so a dispatcher killed
+            # between the two writes leaves nothing half-done once the mail is redelivered.
+            # A chat message changes nothing in its thread: one write per message.
             refs = [*msg.email.references]
             if msg.email.header_message_id not in refs:
                 refs.append(msg.email.header_message_id)
-            update["$set"] = {
-                "email.last_client_message_id": msg.email.header_message_id,
-                "email.references": refs[-20:],
-            }
-        await self.threads.update_one({"_id": thread["_id"]}, update)
+            await self.threads.update_one(
+                {"_id": thread["_id"]},
+                {
+                    "$set": {
+                        "email.last_client_message_id": msg.email.header_message_id,
+                        "email.references": refs[-20:],
+                    }
+                },
+            )
         reopened = False
         if not created and thread.get("status") == "closed":
             # Conditional on the database's state, not on our read: two dispatchers racing

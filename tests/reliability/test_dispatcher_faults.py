@@ -18,6 +18,14 @@ from tests.reliability.ledger import Pipeline, chat_message, new_session, stored
 pytestmark = pytest.mark.slow
 
 
+async def assert_each_thread_answered(repo: Repository, threads: int) -> None:
+    """Every conversation got its automatic first answer (an acknowledgement, or the
+    out-of-hours notice), however its messages were duplicated or its dispatcher killed.
+    (Twice is impossible: an answer's source id, unique, names its thread and kind.)"""
+    answers = await repo.messages.find({"author": "bot"}, {"thread_id": 1}).to_list()
+    assert len({a["thread_id"] for a in answers}) == threads
+
+
 async def test_f3_every_message_published_two_to_five_times_is_stored_once(
     dispatchers: tuple[Dispatchers, str, str], pipeline: Pipeline, repo: Repository
 ) -> None:
@@ -36,6 +44,7 @@ async def test_f3_every_message_published_two_to_five_times_is_stored_once(
     assert report["lost"] == 0 and report["visibly_duplicated"] == 0
     assert await repo.threads.count_documents({}) == len(sessions)
     assert await pipeline.dead_letter_count() == 0
+    await assert_each_thread_answered(repo, len(sessions))
 
 
 async def test_f2_f13_a_dispatcher_killed_mid_stream_loses_and_doubles_nothing(
@@ -58,6 +67,7 @@ async def test_f2_f13_a_dispatcher_killed_mid_stream_loses_and_doubles_nothing(
     assert report["lost"] == 0 and report["visibly_duplicated"] == 0
     assert await repo.threads.count_documents({}) == 400
     assert await pipeline.dead_letter_count() == 0
+    await assert_each_thread_answered(repo, 400)
 
 
 async def test_f4_poison_is_dead_lettered_after_bounded_attempts_and_neighbours_pass(
