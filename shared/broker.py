@@ -84,7 +84,8 @@ class Broker:
             self._url, client_properties={"connection_name": self._name}
         )
         try:
-            channel = await connection.channel(publisher_confirms=True)
+            # on_return_raises: a mandatory message that no queue takes fails its publish.
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             assert isinstance(channel, AbstractRobustChannel)
             await channel.set_qos(prefetch_count=self._prefetch)
             self.topology = await topology.declare(channel)
@@ -126,8 +127,9 @@ class Broker:
             headers={"v": envelope.v, **(headers or {})},
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
-        # mandatory: a message no queue is bound to take is an error, not a silent drop.
-        await ex.publish(msg, routing_key=routing_key, mandatory=True)
+        # mandatory: a message no queue is bound to take is an error, not a silent drop
+        # (console events excepted: with no console listening there is nobody to tell).
+        await ex.publish(msg, routing_key=routing_key, mandatory=topology.must_route(exchange, routing_key))
         channel = getattr(envelope, "channel", None)
         self._metrics.published.labels(envelope.kind, channel.value if channel is not None else "").inc()
 

@@ -40,8 +40,26 @@ def outbound_key(channel: Channel, line: str) -> str:
     return f"outbound.{channel.value}.{line}"
 
 
+# The console events after which clients' queue positions may differ: chat_ingest replicas
+# hear only these (not one event per message).
+QUEUE_ORDER_EVENTS = (
+    "ThreadQueued",
+    "ThreadClaimed",
+    "ThreadReleased",
+    "ThreadTransferred",
+    "ThreadClosed",
+    "CrisisEscalated",
+)
+
+
 def event_key(name: str) -> str:
     return f"event.{name}"
+
+
+def must_route(exchange: str, routing_key: str) -> bool:
+    """Whether a publish must reach a queue (else it fails): everything but console events,
+    which only live consoles and chat replicas hear, and which may find none listening."""
+    return not (exchange == EVENTS and routing_key.startswith("event."))
 
 
 def delivery_key(status: str) -> str:

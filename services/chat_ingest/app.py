@@ -135,7 +135,7 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
                 broker.channel,
                 topology.chat_events_queue(settings.instance_id),
                 topology.EVENTS,
-                [topology.event_key("#")],
+                [topology.event_key(name) for name in topology.QUEUE_ORDER_EVENTS],
             )
             await broker.consume(replies, hub.deliver)
             await broker.consume(events, hub.on_event)

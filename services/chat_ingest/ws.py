@@ -42,7 +42,7 @@ from pymongo.errors import PyMongoError
 from services.chat_ingest import frames
 from services.chat_ingest.settings import ChatIngestSettings
 from services.dispatcher.routing import session_thread_key
-from services.store.repository import ChatRepository, Doc
+from services.store.repository import ChatRepository, Doc, thread_id_for
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
@@ -224,7 +224,6 @@ class ChatHub:
         self.by_session: dict[str, set[Connection]] = {}
         self.sessions: dict[str, Session] = {}
         self.by_thread: dict[str, str] = {}  # thread id -> session id, for attached sessions
-        self.first_messages: dict[str, str] = {}  # message id -> session id whose thread is unknown
         self._reports: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._dirty_queues: set[str] = set()
         self._dirty = asyncio.Event()
@@ -397,8 +396,6 @@ class ChatHub:
                 self.sessions.pop(session.id, None)
                 if session.thread_id is not None:
                     self.by_thread.pop(session.thread_id, None)
-                for mid in [m for m, sid in self.first_messages.items() if sid == session.id]:
-                    del self.first_messages[mid]
 
     def _session_frame(self, token: str, session: Session) -> dict[str, Any]:
         return {
@@ -508,7 +505,10 @@ class ChatHub:
             log.warning("chat_publish_failed", session=session.id, error=type(exc).__name__)
             raise frames.FrameError("not_accepted", "not accepted yet; send it again") from None
         if session.thread_id is None and session.id in self.sessions:
-            self.first_messages[message_id] = session.id
+            # The session's thread: its id derives from the session (the dispatcher creates
+            # it under that id), so its queue events reach this client from now on.
+            session.thread_id = thread_id_for(session_thread_key(Channel.CHAT, session.id))
+            self.by_thread[session.thread_id] = session.id
         self._reply(conn, {"type": "ack", "id": frame.id, "message_id": message_id})
 
     # --- replies from consultants -----------------------------------------------------------
@@ -546,33 +546,27 @@ class ChatHub:
     # --- queue positions from console events -----------------------------------------------
 
     async def on_event(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
-        """Console events: learn a new session's thread, tell clients of closing, and mark
-        queues whose order changed. Ack policy: acked at once; positions are recomputed from
-        the database, so a missed event costs one stale position until the next."""
-        if not isinstance(envelope, ConsoleEvent):
+        """Events that change a queue's order (``topology.QUEUE_ORDER_EVENTS``, the only ones
+        this replica's queue is bound to): tell clients of closing, and mark the queues whose
+        order changed. Ack policy: acked at once; positions are recomputed from the
+        database, so a missed event costs one stale position until the next."""
+        if not isinstance(envelope, ConsoleEvent) or envelope.name not in topology.QUEUE_ORDER_EVENTS:
             return
+        if envelope.queue:
+            self._dirty_queues.add(envelope.queue)
         sid = self.by_thread.get(envelope.thread_id)
-        if sid is None and envelope.message_id is not None:
-            sid = self.first_messages.pop(envelope.message_id, None)
-            session = self.sessions.get(sid) if sid else None
-            if session is not None:
-                session.thread_id, session.queue = envelope.thread_id, envelope.queue
-                self.by_thread[envelope.thread_id] = session.id
-                for mid in [m for m, s in self.first_messages.items() if s == session.id]:
-                    del self.first_messages[mid]
-        if envelope.name.startswith("Thread"):
-            if envelope.queue:
-                self._dirty_queues.add(envelope.queue)
-            session = self.sessions.get(sid) if sid else None
-            if session is not None:
-                if session.queue:
-                    self._dirty_queues.add(session.queue)  # it may have moved (transfer)
-                if envelope.name == "ThreadClosed":
-                    session.position = None
-                    for conn in list(self.by_session.get(session.id, ())):
-                        self._reply(conn, {"type": "closed"})
-            if self._dirty_queues:
-                self._dirty.set()
+        session = self.sessions.get(sid) if sid else None
+        if session is not None:
+            if session.queue:
+                self._dirty_queues.add(session.queue)  # it may have moved (transfer)
+            else:
+                session.queue = envelope.queue  # its thread was just queued
+            if envelope.name == "ThreadClosed":
+                session.position = None
+                for conn in list(self.by_session.get(session.id, ())):
+                    self._reply(conn, {"type": "closed"})
+        if self._dirty_queues:
+            self._dirty.set()
 
     async def _position_of(self, thread: Doc) -> int | None:
         if thread.get("status") == "active":
