@@ -138,6 +138,12 @@ class MailboxSpec(_Strict):
     imap_host: str
     imap_port: int = Field(default=993, ge=1, le=65535)
     imap_tls: bool = Field(default=True, description="implicit TLS (IMAPS); off only on loopback")
+    # A path, not a checked file: every service reads this file, only email_ingest opens it.
+    tls_ca_file: str | None = Field(
+        default=None,
+        description="CA bundle (PEM) trusted for this IMAP server instead of EMAIL_INGEST_TLS_CA_FILE "
+        "or the system's",
+    )
     user: str
     password_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$", description="environment variable")
     folder: str = "INBOX"

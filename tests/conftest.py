@@ -3,7 +3,8 @@
 The stack (RabbitMQ, FerretDB, Dovecot, SMTP relay) is started once, on free loopback
 ports with its data in a temporary directory, and stopped at the end. Each test that
 needs the services gets its own RabbitMQ vhost, database and mailboxes, so tests never
-see each other's messages.
+see each other's messages. Dovecot also serves IMAPS with a certificate from a throwaway
+CA made for the session (``tls_ca``), which no client trusts unless given its file.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 import yaml
 
 from deploy.local.services import (
@@ -26,17 +28,49 @@ from deploy.local.services import (
     StackUrls,
     service_env,
 )
-from deploy.local.stack import LocalStack, StackPorts, free_ports
+from deploy.local.stack import LocalStack, ServerCertificate, StackPorts, free_ports
 from shared.settings import DEFAULT_CONFIG_PATH
 from tests.integration.helpers import Consultant
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@dataclass(frozen=True)
+class SessionCA:
+    """A certificate authority made for one test session, and its certificate's file."""
+
+    ca: trustme.CA
+    file: Path
+
+    def server_certificate(self, directory: Path) -> ServerCertificate:
+        """Files of a certificate it issued for 127.0.0.1 and localhost."""
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        chain, key = directory / "server-chain.pem", directory / "server-key.pem"
+        cert.private_key_pem.write_to_path(str(key))
+        for i, pem in enumerate(cert.cert_chain_pems):
+            pem.write_to_path(str(chain), append=i > 0)
+        return ServerCertificate(chain, key)
+
+
+def new_ca(directory: Path) -> SessionCA:
+    ca = trustme.CA()
+    directory.mkdir(parents=True, exist_ok=True)
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    return SessionCA(ca, directory / "ca.pem")
+
+
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> SessionCA:
+    """The session's CA: it signs the local servers' certificates (Dovecot's IMAPS, the tests'
+    SMTP servers); a client trusts them only with ``tls_ca.file`` as its CA bundle."""
+    return new_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, tls_ca: SessionCA) -> Iterator[LocalStack]:
     root = tmp_path_factory.mktemp("stack")
-    with LocalStack(root, StackPorts.free(), name="hltest") as s:
+    tls = tls_ca.server_certificate(tmp_path_factory.mktemp("imaps"))
+    with LocalStack(root, StackPorts.free(), name="hltest", tls=tls) as s:
         yield s
 
 

@@ -76,6 +76,8 @@ class StackPorts:
     ``epmd`` is the Erlang port mapper of this stack's RabbitMQ node. Each stack runs its own epmd so
     stopping one stack never takes the name registry away from another's node, and nothing is left
     behind on the shared default port 4369; 0 means "pick a free port when the stack is created".
+    ``imaps`` is Dovecot's implicit-TLS listener, open only when the stack is given a server
+    certificate (``LocalStack(..., tls=...)``); 0 there too means "pick a free port".
     """
 
     amqp: int
@@ -86,6 +88,7 @@ class StackPorts:
     lmtp: int
     smtp: int
     epmd: int = 0
+    imaps: int = 0
 
     @classmethod
     def demo(cls) -> StackPorts:
@@ -100,6 +103,7 @@ class StackPorts:
             smtp=1025,
             # Not 4369: the system epmd (started by the Erlang packages) may hold it.
             epmd=14369,
+            imaps=1993,  # used only with a server certificate
         )
 
     @classmethod
@@ -292,6 +296,18 @@ class _Child:
 # --- the stack -----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ServerCertificate:
+    """PEM files of a certificate for 127.0.0.1 (its chain, leaf first) and its private key.
+
+    Given to ``LocalStack``, Dovecot also serves IMAPS with it (``ports.imaps``), so clients can be
+    tested with certificate verification on against a CA of their own (tests make a throwaway one).
+    """
+
+    chain: Path
+    key: Path
+
+
 class LocalStack:
     """Real servers for one demo or test run, all under ``root``.
 
@@ -304,7 +320,9 @@ class LocalStack:
     imap_host = LOOPBACK
     smtp_host = LOOPBACK
 
-    def __init__(self, root: Path, ports: StackPorts, name: str = "hotline") -> None:
+    def __init__(
+        self, root: Path, ports: StackPorts, name: str = "hotline", tls: ServerCertificate | None = None
+    ) -> None:
         if not name or set(name) - set(string.ascii_letters + string.digits + "_-"):
             raise ValueError(f"stack name must be letters, digits, '-' or '_': {name!r}")
         self.root = root.resolve()
@@ -315,7 +333,10 @@ class LocalStack:
             gitignore.write_text("*\n")
         if ports.epmd == 0:
             ports = replace(ports, epmd=free_ports(1)[0])
+        if tls is not None and ports.imaps == 0:
+            ports = replace(ports, imaps=free_ports(1)[0])
         self.ports = ports
+        self.tls = tls
         self.name = name
         # Unique per stack: epmd is per stack too, but Erlang node names also show up in logs, and
         # rabbitmqctl must never reach another stack's node by accident.
@@ -341,6 +362,13 @@ class LocalStack:
         return self.ports.imap
 
     @property
+    def imaps_port(self) -> int:
+        """Dovecot's implicit-TLS port; raises StackError on a stack without a certificate."""
+        if self.tls is None:
+            raise StackError("this stack serves no IMAPS: it was given no server certificate")
+        return self.ports.imaps
+
+    @property
     def smtp_port(self) -> int:
         return self.ports.smtp
 
@@ -349,7 +377,7 @@ class LocalStack:
         return self.ports.lmtp
 
     def urls(self) -> dict[str, str]:
-        return {
+        urls = {
             "amqp": self.amqp_url,
             "rabbitmq_management": self.rabbit_mgmt_url,
             "mongodb": self.mongo_url,
@@ -357,6 +385,9 @@ class LocalStack:
             "smtp": f"smtp://{self.smtp_host}:{self.smtp_port}",
             "lmtp": f"lmtp://{LOOPBACK}:{self.lmtp_port}",
         }
+        if self.tls is not None:
+            urls["imaps"] = f"imaps://{self.imap_host}:{self.ports.imaps}"
+        return urls
 
     # -- lifecycle --
 
@@ -542,7 +573,9 @@ class LocalStack:
             if service not in self._children
         }
         alive = {service: child for service, child in recorded.items() if child.alive()}
-        if alive and (state.get("ports") != asdict(self.ports) or state.get("name") != self.name):
+        # Compared as StackPorts: a stack.json written before a port was added lacks its key.
+        recorded_ports = StackPorts(**state["ports"]) if "ports" in state else None
+        if alive and (recorded_ports != self.ports or state.get("name") != self.name):
             raise StackError(
                 f"a stack with other ports or name already runs from {self.root} "
                 f"({', '.join(alive)}); stop it first: python -m deploy.local.stack down "
@@ -627,7 +660,11 @@ class LocalStack:
             "epmd": lambda: _epmd_names(self.ports.epmd) is not None,
             "rabbitmq": self._rabbitmq_ready,
             "ferretdb": self._ferretdb_ready,
-            "dovecot": lambda: _greets(self.ports.imap, b"* OK") and _greets(self.ports.lmtp, b"220"),
+            "dovecot": lambda: (
+                _greets(self.ports.imap, b"* OK")
+                and _greets(self.ports.lmtp, b"220")
+                and (self.tls is None or _port_open(self.ports.imaps))
+            ),
             "smtp": lambda: _greets(self.ports.smtp, b"220"),
         }
         child = self._children[service]
@@ -850,6 +887,20 @@ class LocalStack:
         mail_user, internal_user, login_user = users
         # Without root, processes cannot chroot; Dovecot's "rootless" setup turns chroots off.
         no_chroot = "  chroot =\n" if os.geteuid() != 0 else ""
+        if self.tls is None:
+            tls = "# Loopback demo and test server: plaintext logins without TLS.\nssl = no\n"
+            imaps_port = 0
+        else:
+            # IMAPS on its own port with the certificate the stack was given. The plain listener
+            # then offers STARTTLS but, on loopback, still takes plaintext logins.
+            tls = (
+                "# Loopback server: plaintext logins allowed; IMAPS (implicit TLS) on its own port.\n"
+                "ssl = yes\n"
+                f"ssl_cert = <{base}/tls/chain.pem\n"
+                f"ssl_key = <{base}/tls/key.pem\n"
+                "ssl_min_protocol = TLSv1.2\n"
+            )
+            imaps_port = self.ports.imaps
         return f"""\
 # Written by deploy/local/stack.py at every start; edit that instead.
 instance_name = dovecot-{self.name}-{self.ports.imap}
@@ -861,9 +912,7 @@ protocols = imap lmtp
 listen = {LOOPBACK}
 shutdown_clients = yes
 
-# Loopback demo and test server: plaintext logins without TLS.
-ssl = no
-disable_plaintext_auth = no
+{tls}disable_plaintext_auth = no
 auth_mechanisms = plain login
 # client@demo.test logs in (and receives LMTP mail) as "client".
 auth_username_format = %Ln
@@ -897,7 +946,8 @@ service imap-login {{
     port = {self.ports.imap}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {LOOPBACK}
+    port = {imaps_port}
   }}
 }}
 service lmtp {{
@@ -924,12 +974,24 @@ service lmtp {{
         # A master.pid left by a killed run names a pid that may now be someone else's, and Dovecot
         # refuses to start while that pid exists. Ours is not running (we track it), so drop it.
         (run / "master.pid").unlink(missing_ok=True)
+        if self.tls is not None:
+            # Copies beside the configuration: Dovecot reads them at start, from a place it can reach.
+            tls_dir = base / "tls"
+            tls_dir.mkdir(mode=0o700, exist_ok=True)
+            shutil.copyfile(self.tls.chain, tls_dir / "chain.pem")
+            key = tls_dir / "key.pem"
+            key.touch(mode=0o600)
+            key.write_bytes(self.tls.key.read_bytes())
         conf = base / "dovecot.conf"
         conf.write_text(self._dovecot_config(base, mail, users))
         self._spawn(
             "dovecot",
             [_program("dovecot"), "-F", "-c", str(conf)],  # -F: foreground, stays in our group
-            {"imap": self.ports.imap, "lmtp": self.ports.lmtp},
+            {
+                "imap": self.ports.imap,
+                "lmtp": self.ports.lmtp,
+                **({"imaps": self.ports.imaps} if self.tls is not None else {}),
+            },
         )
 
     # -- SMTP relay --

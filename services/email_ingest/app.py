@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from services.email_ingest.imap import ImapMetrics, MailboxWatcher, mailboxes_from
 from services.email_ingest.rawstore import RawStore
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.smtp import ReplySender, SmtpMetrics
+from services.email_ingest.tls import client_context
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import load_config
@@ -26,6 +27,12 @@ from shared.mongo import make_client, ping
 def create_app(settings: EmailIngestSettings) -> web.Application:
     config = load_config(settings.config_path)
     mailboxes = mailboxes_from(settings, config)  # refuses to start on a missing password
+    # Built (and the CA bundle read) now, so a bad file stops the start with its setting's name.
+    smtp_tls = (
+        client_context(settings.tls_ca_file, "EMAIL_INGEST_TLS_CA_FILE")
+        if settings.smtp_security != "none"
+        else None
+    )
     registry = CollectorRegistry()
     health = Health(registry)
     app = web.Application(middlewares=[errors])
@@ -49,10 +56,17 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
         tasks: list[asyncio.Task[None]] = []
         try:
             raw = RawStore(db)
-            await retry_until_ready("database", raw.ensure_indexes, settings.startup_timeout, (PyMongoError,))
+            sender = ReplySender.on(db, settings, config, broker, smtp_tls, SmtpMetrics(registry))
+            for ensure in (raw.ensure_indexes, sender.ensure_indexes):
+                await retry_until_ready("database", ensure, settings.startup_timeout, (PyMongoError,))
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
-            sender = ReplySender(settings, config, broker, db["smtp_sent"], SmtpMetrics(registry))
-            await broker.consume(broker.topology.queues[topology.EMAIL_OUTBOUND.name], sender.handle)
+            # A database outage holds the reply (retried in place) instead of spending its
+            # delivery attempts: the send ledger and the rate limit live there.
+            await broker.consume(
+                broker.topology.queues[topology.EMAIL_OUTBOUND.name],
+                sender.handle,
+                transient=(ConnectionFailure,),
+            )
             metrics = ImapMetrics(registry)
             for box in mailboxes:
                 watcher = MailboxWatcher(box, settings, broker, db["imap_cursors"], raw, metrics)

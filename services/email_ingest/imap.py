@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aio_pika.exceptions import AMQPError
@@ -52,6 +53,7 @@ from services.email_ingest.inbound import is_backlog, source_id_for, to_envelope
 from services.email_ingest.mime import Unparseable, parse_mail
 from services.email_ingest.rawstore import PUBLISHED, QUARANTINED, RawStore, fingerprint
 from services.email_ingest.settings import EmailIngestSettings
+from services.email_ingest.tls import client_context, log_refused
 from shared import topology
 from shared.broker import Broker
 from shared.config import ConfigError, HotlineConfig
@@ -90,7 +92,9 @@ class ConnectionLost(Exception):
 
 @dataclass(frozen=True)
 class Mailbox:
-    """One watched mailbox. ``name`` keys its cursor and its mails' source ids."""
+    """One watched mailbox. ``name`` keys its cursor and its mails' source ids.
+
+    ``tls_context`` (verifying, see tls.py) is used when ``tls`` is on."""
 
     name: str
     line: str
@@ -100,6 +104,7 @@ class Mailbox:
     user: str
     password: str
     folder: str = "INBOX"
+    tls_context: ssl.SSLContext | None = None
 
 
 def mailboxes_from(
@@ -109,6 +114,7 @@ def mailboxes_from(
     the configuration's ``mailboxes``. Raise ConfigError naming what is missing."""
     env = os.environ if environ is None else environ
     boxes: list[Mailbox] = []
+    default_ca = "EMAIL_INGEST_TLS_CA_FILE"
     if settings.imap_user:
         if settings.imap_password is None:
             raise ConfigError("EMAIL_INGEST_IMAP_PASSWORD: required when EMAIL_INGEST_IMAP_USER is set")
@@ -123,6 +129,7 @@ def mailboxes_from(
                 user=settings.imap_user,
                 password=settings.imap_password.get_secret_value(),
                 folder=settings.imap_mailbox,
+                tls_context=client_context(settings.tls_ca_file, default_ca) if settings.imap_tls else None,
             )
         )
     for name, spec in config.mailboxes.items():
@@ -130,6 +137,13 @@ def mailboxes_from(
         if not password:
             raise ConfigError(
                 f"mailboxes.{name}.password_env: environment variable {spec.password_env} is not set"
+            )
+        context = None
+        if spec.imap_tls:  # the mailbox's own CA bundle, else the service's, else the system's
+            context = (
+                client_context(Path(spec.tls_ca_file), f"mailboxes.{name}.tls_ca_file")
+                if spec.tls_ca_file
+                else client_context(settings.tls_ca_file, default_ca)
             )
         boxes.append(
             Mailbox(
@@ -141,6 +155,7 @@ def mailboxes_from(
                 spec.user,
                 password,
                 spec.folder,
+                context,
             )
         )
     if not boxes:
@@ -330,7 +345,7 @@ class MailboxWatcher:
         raise ConnectionLost("closed" if self._lost.is_set() else "watchdog")
 
     async def _session(self) -> None:
-        context = ssl.create_default_context() if self.box.tls else None
+        context = (self.box.tls_context or client_context(None, "imap_tls")) if self.box.tls else None
         self._lost = asyncio.Event()
         self._dead = False
         lost = self._lost
@@ -342,7 +357,13 @@ class MailboxWatcher:
             conn_lost_cb=lambda _exc: lost.set(),
         )
         try:
-            await self._cmd(imap.wait_hello_from_server())
+            try:
+                await self._cmd(imap.wait_hello_from_server())
+            except ssl.SSLCertVerificationError as exc:
+                # Nothing was sent: no login, no command. Said at every attempt; the reconnect
+                # backoff follows as for any connection failure.
+                log_refused("imap", self.box.host, self.box.port, exc, mailbox=self.key)
+                raise
             if (await self._cmd(imap.login(self.box.user, self.box.password))).result != "OK":
                 raise ImapAuthError
             selected = await self._cmd(imap.select(self.box.folder))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import DatabaseSettings
@@ -58,7 +58,13 @@ class EmailIngestSettings(DatabaseSettings):
     smtp_host: str = Field(default="127.0.0.1", description="SMTP server for replies")
     smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port")
     smtp_security: Literal["starttls", "tls", "none"] = Field(
-        default="starttls", description="STARTTLS, implicit TLS, or plain (loopback only)"
+        default="starttls",
+        description="STARTTLS (required, never a fallback to plain), implicit TLS, or plain (loopback only)",
+    )
+    tls_ca_file: FilePath | None = Field(
+        default=None,
+        description="CA bundle (PEM) trusted for the SMTP server's and the IMAP servers' certificates "
+        "instead of the system's, for servers with a private CA; certificates are always verified",
     )
     smtp_user: str | None = Field(default=None, description="SMTP login, if the server wants one")
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password")

@@ -11,13 +11,27 @@ A connection lost after the mail went out with DATA and before the server's repl
 ambiguous: the server may have accepted it (RFC 5321 4.1.1.4 gives the reply only after
 the final "."; RFC 1047 describes exactly this duplicate). Such a reply is resent at most
 once, with the same Message-ID; a second such loss reports it ``failed`` with a detail
-saying it may have arrived, instead of sending it a third time.
+saying it may have arrived, instead of sending it a third time. The count holds across
+restarts: every DATA is recorded in the database before it starts (``DataAttempts``), so a
+process killed while waiting for the answer, and the one that takes the reply over, count
+the same sends.
+
+TLS: ``starttls`` requires the server's STARTTLS (never a fallback to plain) and ``tls``
+is implicit TLS; either way the certificate is verified (tls.py). A certificate that does
+not verify is logged with the server's address and counts as a connection failure: retried
+with backoff, then reported ``failed``. Nothing is sent before the handshake, so a reply
+never leaves in clear.
+
+Rate: each send waits for its place in the line's shared limit (ratelimit.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -29,8 +43,11 @@ import aiosmtplib
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 
+from services.email_ingest.ratelimit import WINDOW_SECONDS, SendLimit
 from services.email_ingest.settings import EmailIngestSettings
+from services.email_ingest.tls import certificate_failure, log_refused
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
@@ -119,39 +136,56 @@ def identity_for(line: str, settings: EmailIngestSettings, config: HotlineConfig
     )
 
 
-class RateLimiter:
-    """A token bucket per line: up to ``per_minute`` sends in a burst, refilled evenly.
-
-    Pure: the caller passes the clock and sleeps for the returned delay, so providers'
-    per-mailbox limits are respected without a timer in here.
-    """
-
-    def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.tokens = self.capacity
-        self.at: float | None = None
-
-    def reserve(self, now: float) -> float:
-        """Take one send; return how many seconds to wait before it may happen."""
-        if self.at is not None:
-            self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        self.tokens -= 1
-        return 0.0 if self.tokens >= 0 else -self.tokens / self.rate
-
-
 class UnconfirmedAfterData(Exception):
     """The whole mail was sent with DATA, then the connection failed before the reply."""
 
 
+class DataAttempts:
+    """Every DATA of a reply, recorded before it starts; insert-only, so it is exact on
+    FerretDB v1 too (which may apply a concurrent conditional update twice).
+
+    A ``data`` record per DATA, and an ``answered`` record for one the server answered with
+    a refusal; an accepted one is recorded in ``smtp_sent``. So for a reply not yet in
+    ``smtp_sent``, data records without an answer are the copies that may have reached the
+    server unconfirmed, counted the same by every process that ever handled the reply.
+    """
+
+    def __init__(self, records: AsyncCollection[dict[str, Any]]) -> None:
+        self.records = records
+
+    async def ensure_indexes(self) -> None:
+        await self.records.create_index("message_id")
+
+    async def begin(self, message_id: str) -> str:
+        """Record that DATA of this reply starts now; returns the attempt's id."""
+        attempt = f"{message_id}:{uuid.uuid4().hex}"
+        await self.records.insert_one(
+            {"_id": attempt, "message_id": message_id, "kind": "data", "at": utcnow()}
+        )
+        return attempt
+
+    async def answered(self, message_id: str, attempt: str) -> None:
+        """Record that the server refused that DATA (so it did not deliver it)."""
+        await self.records.insert_one(
+            {"_id": f"{attempt}:answered", "message_id": message_id, "kind": "answered", "at": utcnow()}
+        )
+
+    async def unconfirmed(self, message_id: str) -> int:
+        kinds = [d["kind"] async for d in self.records.find({"message_id": message_id}, {"kind": 1})]
+        return kinds.count("data") - kinds.count("answered")
+
+
 class _Client(aiosmtplib.SMTP):
-    """An SMTP client that tells whether DATA was under way when a failure happened."""
+    """An SMTP client that records each DATA before it starts (``before_data``) and tells
+    whether DATA was under way when a failure happened."""
 
     data_started = False
     data_answered = False
+    before_data: Callable[[], Awaitable[None]] | None = None
 
     async def data(self, message: str | bytes, /, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        if self.before_data is not None:
+            await self.before_data()  # a database failure here stops the send before DATA
         self.data_started = True
         response = await super().data(message, **kwargs)
         self.data_answered = True
@@ -176,8 +210,12 @@ class ReplySender:
 
     ``sent`` records the message ids the SMTP server accepted; a redelivered outbound
     message whose id is there is reported again but not sent again. Only a crash between
-    the server's acceptance and that record can resend a reply, once, with the same
-    Message-ID (QUALITY.md F10).
+    the server's acceptance and that record can resend a reply, and only once, with the
+    same Message-ID: ``attempts`` counts its unconfirmed copies across processes
+    (QUALITY.md F10).
+
+    ``tls_context`` verifies the SMTP server's certificate (tls.py); None only with
+    ``smtp_security`` ``none``.
     """
 
     def __init__(
@@ -186,25 +224,54 @@ class ReplySender:
         config: HotlineConfig,
         broker: Broker,
         sent: AsyncCollection[dict[str, Any]],
+        attempts: DataAttempts,
+        limit: SendLimit,
+        tls_context: ssl.SSLContext | None,
         metrics: SmtpMetrics,
     ) -> None:
         self.s = settings
         self.sent = sent
+        self.attempts = attempts
+        self.limit = limit
+        self.tls_context = tls_context
         self.config = config
         self.broker = broker
         self.metrics = metrics
-        self.limiters: dict[str, RateLimiter] = {}
-        self._lock = asyncio.Lock()
+
+    @classmethod
+    def on(
+        cls,
+        db: AsyncDatabase[dict[str, Any]],
+        settings: EmailIngestSettings,
+        config: HotlineConfig,
+        broker: Broker,
+        tls_context: ssl.SSLContext | None,
+        metrics: SmtpMetrics,
+        window: float = WINDOW_SECONDS,
+    ) -> ReplySender:
+        """The sender on the service's collections; ``window``: the rate limit's (tests shorten it)."""
+        return cls(
+            settings,
+            config,
+            broker,
+            db["smtp_sent"],
+            DataAttempts(db["smtp_data_attempts"]),
+            SendLimit(db["smtp_send_slots"], window),
+            tls_context,
+            metrics,
+        )
+
+    async def ensure_indexes(self) -> None:
+        await self.attempts.ensure_indexes()
+        await self.limit.ensure_indexes()
 
     async def _wait_turn(self, line: str, per_minute: int) -> None:
-        limiter = self.limiters.setdefault(line, RateLimiter(per_minute))
-        async with self._lock:  # reservations in arrival order
-            delay = limiter.reserve(time.monotonic())
+        delay = await self.limit.reserve(line, per_minute) - time.time()
         if delay > 0:
             self.metrics.throttled.inc()
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # a point in time, not an event: nothing to await instead
 
-    async def _send(self, mail: EmailMessage) -> None:
+    async def _send(self, mail: EmailMessage, message_id: str) -> None:
         """Hand one mail to the server; raise UnconfirmedAfterData when the connection failed
         between DATA and its reply, the server's SMTPResponseException on a refusal."""
         client = _Client(
@@ -213,14 +280,25 @@ class ReplySender:
             username=self.s.smtp_user,
             password=self.s.smtp_password.get_secret_value() if self.s.smtp_password else None,
             use_tls=self.s.smtp_security == "tls",
-            start_tls=True if self.s.smtp_security == "starttls" else False,
+            start_tls=self.s.smtp_security == "starttls",
+            tls_context=self.tls_context,
             timeout=30,
         )
+        attempt: str | None = None
+
+        async def before_data() -> None:
+            nonlocal attempt
+            attempt = await self.attempts.begin(message_id)
+
+        client.before_data = before_data
         try:
             async with client:
                 await client.send_message(mail)
         except aiosmtplib.SMTPResponseException:
-            raise  # the server answered: not ambiguous
+            # The server answered: not ambiguous. A refused DATA cannot have delivered.
+            if attempt is not None:
+                await self.attempts.answered(message_id, attempt)
+            raise
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             if client.data_started and not client.data_answered:
                 raise UnconfirmedAfterData(type(exc).__name__) from exc
@@ -230,10 +308,13 @@ class ReplySender:
         if not isinstance(envelope, OutboundMessage):
             await message.reject(requeue=False)
             return
-        out = envelope
+        await self.process(envelope)
+
+    async def process(self, out: OutboundMessage) -> DeliveryStatus:
+        """Deliver one reply (unless it was already) and publish its delivery report."""
         if await self.sent.find_one({"_id": out.message_id}) is not None:
             await self._report(out, DeliveryStatus.SENT, "accepted by SMTP server")
-            return
+            return DeliveryStatus.SENT
         status, detail = await self._deliver(out)
         if status is DeliveryStatus.SENT:
             await self.sent.update_one(
@@ -247,6 +328,7 @@ class ReplySender:
             detail=detail,
         )
         await self._report(out, status, detail)
+        return status
 
     async def _report(self, out: OutboundMessage, status: DeliveryStatus, detail: str) -> None:
         report = DeliveryReport(
@@ -261,37 +343,39 @@ class ReplySender:
             mail = build_reply(out, who.from_address, who.from_name, who.subject)
         except InvalidRecipient as exc:
             return DeliveryStatus.FAILED, str(exc)
-        status, detail = DeliveryStatus.FAILED, "not sent"
-        attempts = self.s.smtp_attempts
-        unconfirmed = 0  # sends that may have been accepted without our hearing it
-        for attempt in range(1, attempts + 1):
+        detail = "not sent"
+        attempt = 0
+        while True:
+            if await self.attempts.unconfirmed(out.message_id) >= 2:
+                # Twice sent, never answered (here or in a process before a crash): a third
+                # copy could be a third mail in the client's inbox. The consultant decides.
+                return DeliveryStatus.FAILED, "no reply after DATA; may have arrived"
+            if attempt == self.s.smtp_attempts:
+                return DeliveryStatus.FAILED, detail
+            if attempt:
+                await asyncio.sleep(self.s.smtp_retry_seconds * 2 ** (attempt - 1))
+            attempt += 1
             await self._wait_turn(out.line, who.per_minute)
             try:
-                await self._send(mail)
+                await self._send(mail, out.message_id)
             except UnconfirmedAfterData as exc:
                 self.metrics.failures.labels("unconfirmed").inc()
-                unconfirmed += 1
                 log.warning("smtp_no_reply_after_data", message_id=out.message_id, error=str(exc))
-                if unconfirmed >= 2:
-                    # Twice sent, never answered: a third copy could be a third mail in the
-                    # client's inbox. The consultant decides.
-                    status, detail = DeliveryStatus.FAILED, "no reply after DATA; may have arrived"
-                    break
                 detail = "no reply after DATA"
             except aiosmtplib.SMTPResponseException as exc:
                 if 500 <= exc.code < 600:
                     self.metrics.failures.labels("permanent").inc()
-                    status, detail = DeliveryStatus.FAILED, f"SMTP {exc.code}"
-                    break
+                    return DeliveryStatus.FAILED, f"SMTP {exc.code}"
                 self.metrics.failures.labels("temporary").inc()
                 detail = f"SMTP {exc.code}"
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                self.metrics.failures.labels("network").inc()
-                detail = type(exc).__name__
+                if (cert := certificate_failure(exc)) is not None:
+                    self.metrics.failures.labels("tls").inc()
+                    log_refused("smtp", self.s.smtp_host, self.s.smtp_port, cert, message_id=out.message_id)
+                    detail = "SMTP server's TLS certificate not trusted"
+                else:
+                    self.metrics.failures.labels("network").inc()
+                    detail = type(exc).__name__
             else:
-                status, detail = DeliveryStatus.SENT, "accepted by SMTP server"
                 self.metrics.sent.inc()
-                break
-            if attempt < attempts:
-                await asyncio.sleep(self.s.smtp_retry_seconds * 2 ** (attempt - 1))
-        return status, detail
+                return DeliveryStatus.SENT, "accepted by SMTP server"

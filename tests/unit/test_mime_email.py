@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.header import Header
 from email.message import EmailMessage
@@ -30,7 +32,7 @@ from services.email_ingest.mime import (
     split_quoted,
 )
 from services.email_ingest.settings import EmailIngestSettings
-from services.email_ingest.smtp import InvalidRecipient, RateLimiter, build_reply, identity_for
+from services.email_ingest.smtp import InvalidRecipient, build_reply, identity_for
 from shared.config import ConfigError, HotlineConfig, load_config
 from shared.envelope import Channel, OutboundMessage, utcnow
 from shared.settings import DEFAULT_CONFIG_PATH
@@ -328,10 +330,11 @@ def test_several_mailboxes_from_configuration_with_passwords_from_the_environmen
         mailboxes_from(_settings(), config, {"PW_113": "a"})
     with pytest.raises(ConfigError, match="no mailbox"):
         mailboxes_from(_settings(), _config(), {})
-    env_box = mailboxes_from(_settings(imap_user="hotline", imap_password="pw"), _config(), {})
-    assert env_box == [
-        Mailbox("hotline@127.0.0.1:993/INBOX", "113", "127.0.0.1", 993, True, "hotline", "pw", "INBOX")
-    ]
+    (env_box,) = mailboxes_from(_settings(imap_user="hotline", imap_password="pw"), _config(), {})
+    assert replace(env_box, tls_context=None) == Mailbox(
+        "hotline@127.0.0.1:993/INBOX", "113", "127.0.0.1", 993, True, "hotline", "pw", "INBOX"
+    )
+    assert env_box.tls_context is not None and env_box.tls_context.verify_mode is ssl.CERT_REQUIRED
 
 
 def test_a_mailbox_of_an_unknown_line_is_refused() -> None:
@@ -417,10 +420,3 @@ def test_invalid_client_address_is_refused_not_crashed() -> None:
         build_reply(_out(recipient="Анна <anna@example.org>"), "hotline@demo.test", "")["To"]
         == "anna@example.org"
     )
-
-
-def test_rate_limiter_allows_a_burst_then_spaces_sends() -> None:
-    limiter = RateLimiter(per_minute=3)
-    assert [limiter.reserve(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.reserve(0.0) == pytest.approx(20.0)
-    assert limiter.reserve(40.0) == pytest.approx(0.0)
