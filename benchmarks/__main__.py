@@ -77,6 +77,7 @@ class ChatRun:
     latencies: list[tuple[float, float]] = field(default_factory=list)
     acks: list[float] = field(default_factory=list)
     total: int = 0
+    answered: int = 0  # conversations whose automatic first answer reached the client
 
 
 async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> ChatRun:
@@ -100,6 +101,8 @@ async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> Cha
             session = await ws.receive_json()
             clients.append((ws, session_id_for(session["token"])))
         opened = asyncio.Event()
+        answered = asyncio.Event()  # every client has its automatic first answer
+        unanswered = {ws for ws, _ in clients}
         done = asyncio.Event()
 
         async def listen() -> None:
@@ -122,6 +125,10 @@ async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> Cha
         async def drain(ws: aiohttp.ClientWebSocketResponse) -> None:
             async for msg in ws:  # acks: read so the server never sees a slow reader
                 frame = msg.json()
+                if frame.get("type") == "message" and ws in unanswered:
+                    unanswered.discard(ws)
+                    if not unanswered:
+                        answered.set()
                 start = ack_sent.pop(frame.get("message_id") or "", None)
                 if start is not None and opened.is_set():
                     run.acks.append(time.perf_counter() - start)  # chat_ingest's own part
@@ -136,12 +143,14 @@ async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> Cha
         listener = asyncio.create_task(listen())
         drains = [asyncio.create_task(drain(ws)) for ws, _ in clients]
         # Every conversation opens at once: a new thread, its acknowledgement, queue positions.
+        # The sustained load starts once all are open and answered.
         for ws, session_id in clients:
             await send(ws, session_id, "hello")
         try:
-            await asyncio.wait_for(opened.wait(), 60)
+            await asyncio.wait_for(asyncio.gather(opened.wait(), answered.wait()), 60)
         except TimeoutError:
             pass
+        run.answered = len(clients) - len(unanswered)
         began = time.perf_counter()
         for i in range(run.total):
             ws, session_id = clients[i % sockets]
@@ -238,7 +247,7 @@ def report_chat(ceiling: list[float], run: ChatRun, rate: int, seconds: int) -> 
         print(
             f"chat     {sockets} conversations opened at once, first message -> console event: "
             f"p50 {statistics.median(run.opening) * ms:.0f} ms, max {max(run.opening) * ms:.0f} ms; "
-            f"{len(run.opening)}/{sockets} seen"
+            f"{len(run.opening)}/{sockets} seen, {run.answered}/{sockets} answered"
         )
     lat = [latency for _, latency in run.latencies]
     if not lat:

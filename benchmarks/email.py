@@ -2,8 +2,9 @@
 
 - mail appended on the IMAP server -> thread visible in the queue (a console event), p50 / p95,
   one mail at a time (IDLE push, not polling);
-- backlog import: N mails of ~20 KiB waiting while email_ingest is down, then imported, in
-  mails/s, against a bare aioimaplib UID FETCH of the same mails in the same run.
+- backlog import: N mails of ~20 KiB that arrived during a 48-hour outage (so never
+  answered automatically) waiting while email_ingest is down, then imported, in mails/s,
+  against a bare aioimaplib UID FETCH of the same mails in the same run.
 
 Environment: BENCH_EMAIL_SAMPLES (latency samples, default 40), BENCH_EMAIL_BACKLOG (mails,
 default 1000; QUALITY.md's figure is 10000).
@@ -18,6 +19,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 
 import aiohttp
@@ -111,10 +113,12 @@ async def latency(store: str, imap_port: int, user: str, samples: int) -> list[f
 
 
 async def fill(imap_port: int, user: str, count: int) -> None:
+    """The mails that arrived during a 48-hour outage (their server arrival time says so)."""
+    arrived = datetime.now(UTC) - timedelta(hours=48)
     imap = await _imap(imap_port, user)
     try:
         for _ in range(count):
-            assert (await imap.append(_mail(20 * 1024), mailbox="INBOX")).result == "OK"
+            assert (await imap.append(_mail(20 * 1024), mailbox="INBOX", date=arrived)).result == "OK"
     finally:
         await imap.logout()
 

@@ -120,8 +120,10 @@ class Dispatcher:
         if msg.channel is Channel.EMAIL:
             if is_bounce_of_ours(msg) and await self._bounce(msg):
                 return
+            # A mail that continues none of ours starts a thread of its own: created by an
+            # insert (its id derives from the mail's source id), found only on redelivery.
             existing = await self._email_thread(msg)
-        if existing is None:
+        else:
             existing = await self.repo.thread_by_key(routing.thread_key(msg))
         new_thread = self._new_thread(msg) if existing is None else {}
         accepted = await self.repo.accept_inbound(msg, existing, new_thread)

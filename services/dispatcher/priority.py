@@ -7,6 +7,9 @@ a configured word matches every word of the text that starts with it ("изби�
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 from shared.config import HotlineConfig
 
 NORMAL = 0
@@ -23,19 +26,36 @@ def _normalise(text: str) -> str:
     return " ".join(text[:SCAN_CHARS].casefold().replace("ё", "е").translate(_PUNCTUATION).split())
 
 
+@dataclass(frozen=True)
+class _Matcher:
+    prefixes: dict[int, frozenset[str]]  # single-word entries by length
+    phrases: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _matcher(entries: tuple[str, ...]) -> _Matcher:
+    by_length: dict[int, set[str]] = {}
+    phrases: list[str] = []
+    for entry in entries:
+        e = _normalise(entry)
+        if " " in e:
+            phrases.append(e)
+        elif e:
+            by_length.setdefault(len(e), set()).add(e)
+    return _Matcher({n: frozenset(words) for n, words in by_length.items()}, tuple(phrases))
+
+
 def danger_in(config: HotlineConfig, text: str) -> bool:
+    """Whether a configured danger word begins a word of ``text``, or a phrase occurs in it.
+    One set lookup per word and distinct entry length: a long mail costs what its words do."""
+    matcher = _matcher(tuple(e for entries in config.danger_words.values() for e in entries))
     normal = _normalise(text)
-    words = normal.split()
     padded = f" {normal} "
-    for entries in config.danger_words.values():
-        for entry in entries:
-            e = _normalise(entry)
-            if not e:
-                continue
-            if " " in e:
-                if f" {e}" in padded:
-                    return True
-            elif any(w.startswith(e) for w in words):
+    if any(f" {phrase}" in padded for phrase in matcher.phrases):
+        return True
+    for word in set(normal.split()):
+        for length, prefixes in matcher.prefixes.items():
+            if word[:length] in prefixes:
                 return True
     return False
 

@@ -51,7 +51,7 @@ from pymongo.errors import PyMongoError
 
 from services.email_ingest.inbound import is_backlog, source_id_for, to_envelope
 from services.email_ingest.mime import Unparseable, parse_mail
-from services.email_ingest.rawstore import PUBLISHED, QUARANTINED, RawStore, fingerprint
+from services.email_ingest.rawstore import QUARANTINED, REPLAYED, RawStore, fingerprint
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.tls import client_context, log_refused
 from shared import topology
@@ -490,8 +490,19 @@ class MailboxWatcher:
             resp = await self._cmd(imap.uid("fetch", uid_set(group), "(UID BODY.PEEK[])"))
             if resp.result != "OK":
                 raise ImapProtocolError("UID FETCH refused")
-            for uid, raw in parse_fetch(resp.lines):
-                outcomes.append(await self._prepare(uidvalidity, uid, raw, meta[uid][1], resync))
+            # Prepared together, so their raw-mail records are stored with one write. A failure
+            # fails the batch: nothing of it is flagged, and it is fetched again.
+            prepared = await asyncio.gather(
+                *(
+                    self._prepare(uidvalidity, uid, raw, meta[uid][1], resync)
+                    for uid, raw in parse_fetch(resp.lines)
+                ),
+                return_exceptions=True,
+            )
+            for outcome in prepared:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                outcomes.append(outcome)
         publish = [o.envelope for o in outcomes if o.envelope is not None]
         results = await asyncio.gather(*(self._publish(e) for e in publish), return_exceptions=True)
         for result in results:
@@ -504,8 +515,6 @@ class MailboxWatcher:
         await self._flag(imap, done, KEYWORD)
         if quarantined:
             await self._flag(imap, quarantined, QUARANTINE_KEYWORD)
-        if publish:
-            await self.raw.mark_published([e.source_id for e in publish])
         await self.cursors.update_one(
             {"_id": self.key},
             {"$set": {"uidvalidity": uidvalidity, "updated_at": utcnow()}, "$max": {"last_uid": max(done)}},
@@ -531,7 +540,7 @@ class MailboxWatcher:
         stored = await self.raw.store(source_id, self.key, uidvalidity, uid, raw, internaldate)
         if not stored.created:
             self.metrics.refetched.inc()
-            if stored.doc.get("status") == PUBLISHED:
+            if stored.doc.get("status") == REPLAYED:
                 return _Outcome(uid, source_id)
             if stored.doc.get("status") == QUARANTINED:
                 return _Outcome(uid, source_id, quarantined=True)

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from services.email_ingest.imap import mailboxes_from
 from services.email_ingest.inbound import is_backlog, to_envelope
 from services.email_ingest.mime import Unparseable, parse_mail
-from services.email_ingest.rawstore import PUBLISHED, QUARANTINED, RawStore
+from services.email_ingest.rawstore import QUARANTINED, REPLAYED, RawStore
 from services.email_ingest.settings import EmailIngestSettings
 from shared import topology
 from shared.broker import Broker, BrokerMetrics
@@ -104,8 +104,8 @@ async def _replay(settings: EmailIngestSettings, source_id: str) -> int:
             message_id=envelope.message_id,
             headers={"channel": Channel.EMAIL.value, "line": line},
         )
-        await store.mark(source_id, PUBLISHED)
-        print(json.dumps({"source_id": source_id, "message_id": envelope.message_id, "status": PUBLISHED}))
+        await store.mark(source_id, REPLAYED)
+        print(json.dumps({"source_id": source_id, "message_id": envelope.message_id, "status": REPLAYED}))
         return 0
     finally:
         await broker.close()

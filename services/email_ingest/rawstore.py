@@ -4,9 +4,13 @@ Collections (the service's own; nothing else writes them):
 
 - ``mail_raw``: ``_id`` = source id (``imap:<mailbox>:<UIDVALIDITY>:<UID>``, unique by
   construction), ``mailbox``, ``uidvalidity``, ``uid``, ``sha256``, ``size``, ``raw``
-  (the bytes as fetched), ``status`` (``stored`` -> ``published`` | ``quarantined``),
+  (the bytes as fetched), ``status`` (``stored``, or ``quarantined`` -> ``replayed``),
   ``reason`` (for quarantined mail), ``fetches`` (how often the server gave it to us:
   more than one means a re-fetch after a crash or a dropped connection), times.
+  A stored mail is handed to the gateway, then flagged on the server; one fetched again
+  (the service died between the two) is handed over again, and the dispatcher, keyed on
+  its source id, stores it once. No write per mail records the hand-over: on FerretDB an
+  update finds its document by a scan of the collection, raw bytes included.
 - ``mail_attachments``: ``_id`` = a stable id derived from the source id and the part's
   position, so a re-fetch stores nothing twice; the bytes are kept only under the cap.
 
@@ -22,17 +26,18 @@ from datetime import datetime
 from typing import Any
 
 from bson import Binary
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from services.email_ingest.mime import Attachment
 from shared.envelope import AttachmentRef, message_id_for, utcnow
+from shared.mongo import InsertBatcher
 
 Doc = dict[str, Any]
 
 STORED = "stored"
-PUBLISHED = "published"
+REPLAYED = "replayed"
 QUARANTINED = "quarantined"
 
 
@@ -52,6 +57,8 @@ class RawStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self.raw = db["mail_raw"]
         self.attachments = db["mail_attachments"]
+        # The mails of one fetch are stored with one write (group commit).
+        self._inserts = InsertBatcher(self.raw)
 
     async def ensure_indexes(self) -> None:
         await self.raw.create_index([("mailbox", ASCENDING), ("sha256", ASCENDING)], name="fingerprint")
@@ -81,13 +88,11 @@ class RawStore:
             "internaldate": internaldate,
             "stored_at": utcnow(),
         }
-        try:
-            await self.raw.insert_one(doc)
+        if await self._inserts.insert(doc):
             return Stored(doc, True)
-        except DuplicateKeyError:
-            existing = await self.raw.find_one_and_update({"_id": source_id}, {"$inc": {"fetches": 1}})
-            assert existing is not None  # mail_raw is never deleted while its mail is unflagged
-            return Stored(existing, False)
+        existing = await self.raw.find_one_and_update({"_id": source_id}, {"$inc": {"fetches": 1}})
+        assert existing is not None  # mail_raw is never deleted while its mail is unflagged
+        return Stored(existing, False)
 
     async def record_too_large(
         self, source_id: str, mailbox: str, uidvalidity: int, uid: int, size: int
@@ -122,22 +127,6 @@ class RawStore:
     async def mark(self, source_id: str, status: str, reason: str | None = None) -> None:
         await self.raw.update_one(
             {"_id": source_id}, {"$set": {"status": status, "reason": reason, "updated_at": utcnow()}}
-        )
-
-    async def mark_published(self, source_ids: list[str]) -> None:
-        """Mark these (not quarantined) mails published: one write per id, each found by
-        ``_id`` alone. FerretDB answers ``{"_id": {"$in": ...}}`` with a scan of the whole
-        collection, raw bytes included (seconds per batch at a few thousand mails)."""
-        now = utcnow()
-        await self.raw.bulk_write(
-            [
-                UpdateOne(
-                    {"_id": sid, "status": {"$ne": QUARANTINED}},
-                    {"$set": {"status": PUBLISHED, "updated_at": now}},
-                )
-                for sid in source_ids
-            ],
-            ordered=False,
         )
 
     async def get(self, source_id: str) -> Doc | None:

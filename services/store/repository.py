@@ -68,8 +68,11 @@ class Repository:
         self.sessions: AsyncCollection[Doc] = db["sessions"]
         self.thread_events: AsyncCollection[Doc] = db["thread_events"]
         self.claims: AsyncCollection[Doc] = db["claims"]
-        # Inbound messages handled concurrently are stored in one write (group commit).
+        # Inbound messages, new threads and thread events written concurrently are stored
+        # in one write per collection (group commit).
         self._inbound_inserts = InsertBatcher(self.messages)
+        self._thread_inserts = InsertBatcher(self.threads)
+        self._event_inserts = InsertBatcher(self.thread_events)
 
     async def ensure_indexes(self) -> None:
         await self.threads.create_index([("key", ASCENDING)], unique=True, name="key_unique")
@@ -109,19 +112,15 @@ class Repository:
         The thread's id is derived from its key, so racing creators collide on the primary key.
         """
         doc["_id"] = thread_id_for(doc["key"])
-        try:
+        if await self._thread_inserts.insert(doc):
+            return doc, True
+        # A thread stored with another id (before ids were derived from keys) is found by
+        # its key: a scan, but only on this rare path.
+        existing = await self.thread_by_key(doc["key"]) or await self.threads.find_one({"key": doc["key"]})
+        if existing is None:  # deleted between the two calls: try once more
             await self.threads.insert_one(doc)
             return doc, True
-        except DuplicateKeyError:
-            # A thread stored with another id (before ids were derived from keys) is found by
-            # its key: a scan, but only on this rare path.
-            existing = await self.thread_by_key(doc["key"]) or await self.threads.find_one(
-                {"key": doc["key"]}
-            )
-            if existing is None:  # deleted between the two calls: try once more
-                await self.threads.insert_one(doc)
-                return doc, True
-            return existing, False
+        return existing, False
 
     async def email_thread_by_reference(self, refs: list[str], tokens: list[str]) -> Doc | None:
         """The thread one of our replies (named in ``refs``) belongs to, else the thread whose
@@ -157,7 +156,16 @@ class Repository:
         """
         created = False
         thread = thread_doc
+        # The headers a reply to a mail needs (In-Reply-To, References).
+        reply_headers: Doc | None = None
+        if msg.email is not None and msg.email.header_message_id:
+            refs = [*msg.email.references]
+            if msg.email.header_message_id not in refs:
+                refs.append(msg.email.header_message_id)
+            reply_headers = {"last_client_message_id": msg.email.header_message_id, "references": refs[-20:]}
         if thread is None:
+            if reply_headers is not None:
+                new_thread["email"] = reply_headers
             thread, created = await self.create_thread(new_thread)
         doc: Doc = {
             "_id": msg.message_id,
@@ -183,21 +191,14 @@ class Repository:
             doc["email_kind"] = msg.email.kind
             doc["backlog"] = msg.email.backlog
         stored = await self._inbound_inserts.insert(doc)
-        if msg.email is not None and msg.email.header_message_id:
-            # The headers a reply needs. Always applied (idempotent), so a dispatcher killed
-            # between the two writes leaves nothing half-done once the mail is redelivered.
-            # A chat message changes nothing in its thread: one write per message.
-            refs = [*msg.email.references]
-            if msg.email.header_message_id not in refs:
-                refs.append(msg.email.header_message_id)
+        if reply_headers is not None and not created:
+            # A mail joining a thread: its headers replace the thread's. Always applied
+            # (idempotent), so a dispatcher killed between the two writes leaves nothing
+            # half-done once the mail is redelivered. A new thread was created with them, and a
+            # chat message changes nothing in its thread: one write per message.
             await self.threads.update_one(
                 {"_id": thread["_id"]},
-                {
-                    "$set": {
-                        "email.last_client_message_id": msg.email.header_message_id,
-                        "email.references": refs[-20:],
-                    }
-                },
+                {"$set": {f"email.{k}": v for k, v in reply_headers.items()}},
             )
         reopened = False
         if not created and thread.get("status") == "closed":
@@ -424,7 +425,7 @@ class Repository:
 
     async def record_event(self, thread_id: str, name: str, by: str | None = None, **data: Any) -> None:
         """Keep a fact about a thread with its time, for wait and response-time reports."""
-        await self.thread_events.insert_one(
+        await self._event_inserts.insert(
             {"_id": new_id(), "thread_id": thread_id, "name": name, "at": utcnow(), "by": by, "data": data}
         )
 

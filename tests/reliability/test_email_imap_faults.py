@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from aioimaplib import IMAP4
 
+from services.email_ingest.imap import KEYWORD, parse_search
 from shared import topology
 from tests.conftest import Gateway
 from tests.integration.email_support import database, queued_threads, restart_email_ingest
@@ -86,6 +87,25 @@ async def ledger(db: Any, markers: list[str]) -> dict[str, int]:
     }
 
 
+_UIDVALIDITY = re.compile(r"UIDVALIDITY (\d+)")
+
+
+async def unflagged_stored(gw: Gateway, db: Any) -> int:
+    """Mails email_ingest has stored but not yet flagged on the server (Dovecot, asked directly)."""
+    imap = IMAP4("127.0.0.1", gw.urls.imap_port, timeout=30)
+    await imap.wait_hello_from_server()
+    assert (await imap.login(gw.line_mailbox, gw.line_mailbox)).result == "OK"
+    try:
+        selected = await imap.select("INBOX")
+        uidvalidity = int(_UIDVALIDITY.findall(" ".join(str(line) for line in selected.lines))[0])
+        found = await imap.uid_search("KEYWORD", KEYWORD, charset=None)
+        flagged = set(parse_search(found.lines))
+    finally:
+        await imap.logout()
+    stored = [d["uid"] async for d in db["mail_raw"].find({"uidvalidity": uidvalidity}, {"uid": 1})]
+    return sum(1 for uid in stored if uid not in flagged)
+
+
 async def settled(gw: Gateway, db: Any, within: float = 60) -> None:
     """Until email_ingest has flagged every mail it stored and the dispatcher's queue is empty
     (so a re-published mail has been through the dispatcher before the ledger is read). Both
@@ -93,7 +113,7 @@ async def settled(gw: Gateway, db: Any, within: float = 60) -> None:
     vhost = gw.name
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        unflagged = await db["mail_raw"].count_documents({"status": "stored"})
+        unflagged = await unflagged_stored(gw, db)
         out = await asyncio.to_thread(
             gw.stack.rabbitmqctl, "list_queues", "-p", vhost, "--quiet", "name", "messages"
         )
@@ -140,7 +160,7 @@ async def test_f7_kill_9_between_storing_and_flagging_loses_and_doubles_nothing(
             await append_all(gateway, [ledger_mail(m) for m in markers])
             await asyncio.wait_for(flag.fired.wait(), 60)
             await asyncio.to_thread(_kill_email_ingest, gateway)
-            in_window = await db["mail_raw"].count_documents({"status": "stored"})
+            in_window = await unflagged_stored(gateway, db)
             assert in_window >= 1, "the kill did not land between storing and flagging"
             await asyncio.to_thread(_start_email_ingest, gateway)
             await queued_threads(sofia, len(markers))

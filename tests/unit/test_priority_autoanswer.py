@@ -2,9 +2,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.dispatcher.autoanswer import decide
-from services.dispatcher.priority import NORMAL, URGENT, danger_in, priority
+from services.dispatcher.priority import NORMAL, URGENT, _normalise, danger_in, priority
 from services.dispatcher.routing import choose_queue
 
 MINSK = ZoneInfo("Europe/Minsk")
@@ -109,3 +111,32 @@ def test_mail_to_an_ngos_own_mailbox_goes_to_that_ngo(config):
     # A specialist topic still wins; an organisation without a queue of its own on the line does not route.
     assert choose_queue(config, "dv", None, "legal", organisation="gp") == "gp-legal"
     assert choose_queue(config, "113", None, None, organisation="gp") == "113-triage"
+
+
+def _naive_danger_in(config, text: str) -> bool:
+    """The rule as written in services/dispatcher/priority.py, checked word by word."""
+    normal = _normalise(text)
+    words = normal.split()
+    for entries in config.danger_words.values():
+        for entry in entries:
+            e = _normalise(entry)
+            if e and " " in e and f" {e}" in f" {normal} ":
+                return True
+            if e and " " not in e and any(w.startswith(e) for w in words):
+                return True
+    return False
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["убьёт", "избивает", "паспорт", "help", "me", "now", "locked", "in", "ён"]),
+            st.text(alphabet="абвгдеёжзийклмнопрстуфхцчшщыэюяabcdefgh .,!-\n", max_size=12),
+        ),
+        max_size=30,
+    )
+)
+def test_danger_matching_agrees_with_the_word_by_word_rule(config, words):
+    text = " ".join(words)
+    assert danger_in(config, text) == _naive_danger_in(config, text)
