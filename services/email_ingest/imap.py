@@ -50,7 +50,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from services.email_ingest.inbound import is_backlog, source_id_for, to_envelope
-from services.email_ingest.mime import Unparseable, parse_mail
+from services.email_ingest.mime import ParsedMail, Unparseable, parse_mail
 from services.email_ingest.rawstore import QUARANTINED, REPLAYED, RawStore, fingerprint
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.tls import client_context, log_refused
@@ -269,6 +269,18 @@ class _Outcome:
     source_id: str
     envelope: InboundMessage | None = None
     quarantined: bool = False
+
+
+def _parse(raw: bytes) -> ParsedMail | str:
+    """The parsed mail, or the reason it is quarantined."""
+    try:
+        mail = parse_mail(raw)
+    except Unparseable as exc:
+        return exc.reason
+    except Exception as exc:
+        # A parser bug on one mail must not block the mailbox: keep it, say why, move on.
+        return f"parser_error:{type(exc).__name__}"
+    return mail if mail.from_address else "no_sender"
 
 
 class MailboxWatcher:
@@ -490,24 +502,21 @@ class MailboxWatcher:
             resp = await self._cmd(imap.uid("fetch", uid_set(group), "(UID BODY.PEEK[])"))
             if resp.result != "OK":
                 raise ImapProtocolError("UID FETCH refused")
-            # Prepared together, so their raw-mail records are stored with one write. A failure
-            # fails the batch: nothing of it is flagged, and it is fetched again.
-            prepared = await asyncio.gather(
-                *(
-                    self._prepare(uidvalidity, uid, raw, meta[uid][1], resync)
-                    for uid, raw in parse_fetch(resp.lines)
-                ),
-                return_exceptions=True,
-            )
-            for outcome in prepared:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                outcomes.append(outcome)
+            # Each mail is parsed, then kept and handed over by a task of its own, so that
+            # while the next one is parsed the database stores the ones before it (together,
+            # in one write) and the broker confirms them.
+            kept: list[asyncio.Task[_Outcome]] = []
+            for uid, raw in parse_fetch(resp.lines):
+                parsed = _parse(raw)
+                kept.append(
+                    asyncio.create_task(self._keep(uidvalidity, uid, raw, meta[uid][1], resync, parsed))
+                )
+                await asyncio.sleep(0)  # let those tasks send their writes before the next parse
+            for result in await asyncio.gather(*kept, return_exceptions=True):
+                if isinstance(result, BaseException):
+                    raise result  # nothing of this batch is flagged: it is fetched again
+                outcomes.append(result)
         publish = [o.envelope for o in outcomes if o.envelope is not None]
-        results = await asyncio.gather(*(self._publish(e) for e in publish), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result  # nothing of this batch is flagged: it is fetched again
         done = sorted(o.uid for o in outcomes)
         if not done:
             return
@@ -529,10 +538,16 @@ class MailboxWatcher:
                 backlog=bool(envelope.email and envelope.email.backlog),
             )
 
-    async def _prepare(
-        self, uidvalidity: int, uid: int, raw: bytes, internaldate: datetime | None, resync: bool
+    async def _keep(
+        self,
+        uidvalidity: int,
+        uid: int,
+        raw: bytes,
+        internaldate: datetime | None,
+        resync: bool,
+        parsed: ParsedMail | str,
     ) -> _Outcome:
-        """Store one fetched mail and make its envelope (or quarantine it)."""
+        """Store one fetched mail, then hand its envelope over (or quarantine it)."""
         source_id = source_id_for(self.key, uidvalidity, uid)
         if resync and await self.raw.seen_under_other_uidvalidity(self.key, fingerprint(raw), uidvalidity):
             self.metrics.resync_skipped.inc()
@@ -544,22 +559,13 @@ class MailboxWatcher:
                 return _Outcome(uid, source_id)
             if stored.doc.get("status") == QUARANTINED:
                 return _Outcome(uid, source_id, quarantined=True)
-        reason = None
-        try:
-            mail = parse_mail(raw)
-        except Unparseable as exc:
-            reason = exc.reason
-        except Exception as exc:
-            # A parser bug on one mail must not block the mailbox: keep it, say why, move on.
-            reason = f"parser_error:{type(exc).__name__}"
-        else:
-            if not mail.from_address:
-                reason = "no_sender"
-        if reason is not None:
+        if isinstance(parsed, str):
+            reason = parsed
             await self.raw.mark(source_id, QUARANTINED, reason)
             self.metrics.quarantined.labels(reason.split(":")[0]).inc()
             log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=len(raw))
             return _Outcome(uid, source_id, quarantined=True)
+        mail = parsed
         attachments = await self.raw.store_attachments(
             source_id, mail.attachments, self.s.max_attachment_bytes
         )
@@ -576,6 +582,7 @@ class MailboxWatcher:
             backlog=is_backlog(internaldate, now, self.s.backlog_after_seconds),
             attachments=attachments,
         )
+        await self._publish(envelope)
         return _Outcome(uid, source_id, envelope=envelope)
 
     async def _publish(self, envelope: InboundMessage) -> None:
