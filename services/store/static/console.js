@@ -357,13 +357,20 @@
       Object.keys((state.config && state.config.queues) || {}).forEach(function (name) {
         if (name !== th.queue) { qs.appendChild(el("option", { "value": name }, queueTitle(name))); }
       });
+      // Kept in the draft like the reply and the note: a live update re-draws the thread.
+      if (draft(id).transferTo) { qs.value = draft(id).transferTo; }
+      qs.addEventListener("change", function () { draft(id).transferTo = qs.value; });
       tf.appendChild(labelled(t("transfer_to"), qs));
       var tn = el("textarea", { "name": "transfer_note", "class": "short" });
+      tn.value = draft(id).transferNote || "";
+      tn.addEventListener("input", function () { draft(id).transferNote = tn.value; });
       tf.appendChild(labelled(t("transfer_note"), tn));
       tf.appendChild(el("button", { "type": "submit" }, t("transfer")));
       tf.addEventListener("submit", function (ev) {
         ev.preventDefault();
-        api("POST", path + "/transfer", { queue: qs.value, note: tn.value }).then(after).catch(showError);
+        api("POST", path + "/transfer", { queue: qs.value, note: tn.value }).then(function () {
+          draft(id).transferNote = ""; draft(id).transferTo = ""; after();
+        }).catch(showError);
       });
       box.appendChild(tf);
       if (th.status === "active") {
