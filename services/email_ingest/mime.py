@@ -16,13 +16,16 @@ What this module decides, and why:
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
+from email.policy import EmailPolicy
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import Any
 
 import nh3
 
@@ -321,10 +324,36 @@ def _attachments(msg: EmailMessage) -> list[Attachment]:
     return out
 
 
+class _ParseOncePolicy(EmailPolicy):
+    """The modern policy, with each distinct short header value parsed once.
+
+    ``EmailMessage`` parses a header again at every read (``msg.get``, every
+    ``get_content_type`` while looking for the body), which was most of the time spent on a
+    mail. Header objects are immutable, so the parsed value is reused; long values (a huge
+    header in a hostile mail) are parsed as usual and never kept.
+    """
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if len(value) > _CACHED_HEADER_CHARS or hasattr(value, "name"):
+            return super().header_fetch_parse(name, value)
+        return _parsed_header(name, value)
+
+
+_CACHED_HEADER_CHARS = 512
+
+
+@functools.lru_cache(maxsize=2048)
+def _parsed_header(name: str, value: str) -> Any:
+    return policy.default.header_fetch_parse(name, value)
+
+
+POLICY = _ParseOncePolicy()
+
+
 def parse_mail(raw: bytes) -> ParsedMail:
     """Everything the gateway needs of one mail. Raises :class:`Unparseable` (with a reason
     an operator can read) for mail beyond our limits; never anything else for bad input."""
-    msg = BytesParser(policy=policy.default).parsebytes(raw)
+    msg = BytesParser(policy=POLICY).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     _check_structure(msg, raw)
     addresses = [a for a in _addresses(msg, "From") if "@" in a]

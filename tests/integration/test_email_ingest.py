@@ -20,8 +20,9 @@ from tests.integration.email_support import (
     database,
     queued_threads,
     restart_email_ingest,
+    supervisor,
 )
-from tests.integration.helpers import Consultant, Mailbox, mail, new_message_id
+from tests.integration.helpers import Mailbox, mail, new_message_id
 
 CORPUS = ROOT / "tests" / "corpus" / "email"
 
@@ -37,17 +38,9 @@ def quarantine_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProce
     )
 
 
-async def _sofia(gw: Gateway) -> Consultant:
-    gw.seed_demo_accounts()
-    sofia = Consultant(gw.store_url)
-    await sofia.login("sofia", "sofia-demo")
-    await sofia.open_events()
-    return sofia
-
-
 async def test_corpus_is_ingested_exactly_once_or_quarantined_with_its_reason(gateway: Gateway) -> None:
     expected = json.loads((CORPUS / "expected.json").read_text())
-    sofia = await _sofia(gateway)
+    sofia = await supervisor(gateway)
     client, db = database(gateway)
     inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
     try:
@@ -108,7 +101,7 @@ async def test_corpus_is_ingested_exactly_once_or_quarantined_with_its_reason(ga
 
 
 async def test_a_quarantined_mail_is_replayed_once_after_a_fix(gateway: Gateway) -> None:
-    sofia = await _sofia(gateway)
+    sofia = await supervisor(gateway)
     client, db = database(gateway)
     inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
     try:
@@ -166,7 +159,7 @@ async def test_several_mailboxes_from_configuration(gateway: Gateway, tmp_path: 
     gateway.env["email_ingest"] = env
     gateway.processes.start("email_ingest", env)
     gateway.processes.wait_ready(gateway.ports)
-    sofia = await _sofia(gateway)
+    sofia = await supervisor(gateway)
     client, db = database(gateway)
     try:
         for user in (gateway.line_mailbox, f"{name}-a", f"{name}-dv"):
@@ -189,7 +182,7 @@ async def test_uidvalidity_change_resyncs_without_duplicates(gateway: Gateway) -
     await imap.login(user, user)
     await imap.create("Watched")
     restart_email_ingest(gateway, IMAP_MAILBOX="Watched", IDLE_SECONDS="2", RECONNECT_MAX_SECONDS="2")
-    sofia = await _sofia(gateway)
+    sofia = await supervisor(gateway)
     client, db = database(gateway)
     try:
         raws = [mail("c@demo.test", "h@demo.test", "s", f"mail {i}", new_message_id()) for i in range(3)]
@@ -213,7 +206,7 @@ async def test_uidvalidity_change_resyncs_without_duplicates(gateway: Gateway) -
 
 
 async def test_threads_join_only_by_our_reference_and_the_same_sender(gateway: Gateway) -> None:
-    sofia = await _sofia(gateway)
+    sofia = await supervisor(gateway)
     client, db = database(gateway)
     inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
     client_addr = f"{gateway.client_mailbox}@demo.test"

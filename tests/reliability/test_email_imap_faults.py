@@ -25,8 +25,7 @@ from aioimaplib import IMAP4
 from services.email_ingest.imap import KEYWORD, parse_search
 from shared import topology
 from tests.conftest import Gateway
-from tests.integration.email_support import database, queued_threads, restart_email_ingest
-from tests.integration.helpers import Consultant
+from tests.integration.email_support import database, queued_threads, restart_email_ingest, supervisor
 from tests.reliability.imap_proxy import ImapProxy
 
 pytestmark = pytest.mark.slow
@@ -128,14 +127,6 @@ async def settled(gw: Gateway, db: Any, within: float = 60) -> None:
     raise TimeoutError("email_ingest or the dispatcher did not settle")
 
 
-async def _sofia(gw: Gateway) -> Consultant:
-    await asyncio.to_thread(gw.seed_demo_accounts)
-    sofia = Consultant(gw.store_url)
-    await sofia.login("sofia", "sofia-demo")
-    await sofia.open_events()
-    return sofia
-
-
 def _kill_email_ingest(gw: Gateway) -> None:
     proc = gw.processes.procs.pop("email_ingest")
     proc.kill()  # SIGKILL: no cleanup of any kind
@@ -148,7 +139,7 @@ def _start_email_ingest(gw: Gateway) -> None:
 
 
 async def test_f7_kill_9_between_storing_and_flagging_loses_and_doubles_nothing(gateway: Gateway) -> None:
-    sofia = await _sofia(gateway)
+    sofia = await supervisor(gateway)
     client, db = database(gateway)
     async with ImapProxy(gateway.urls.imap_port) as proxy:
         # The first UID STORE (the flag) never reaches Dovecot: the batch before it is stored in
@@ -176,7 +167,7 @@ async def test_f7_kill_9_between_storing_and_flagging_loses_and_doubles_nothing(
 
 
 async def test_f8_connections_cut_or_silenced_during_fetch_and_idle_recover(gateway: Gateway) -> None:
-    sofia = await _sofia(gateway)
+    sofia = await supervisor(gateway)
     client, db = database(gateway)
     async with ImapProxy(gateway.urls.imap_port) as proxy:
         await asyncio.to_thread(
@@ -241,7 +232,7 @@ async def test_f8_connections_cut_or_silenced_during_fetch_and_idle_recover(gate
 async def test_f9_a_48h_backlog_of_awkward_mails_is_ingested_exactly_once(gateway: Gateway) -> None:
     # CI runs 1,000; `F9_MAILS=10000` is the full figure of QUALITY.md 2.
     count = int(os.environ.get("F9_MAILS", "1000"))
-    sofia = await _sofia(gateway)
+    sofia = await supervisor(gateway)
     client, db = database(gateway)
     try:
         assert await asyncio.to_thread(gateway.processes.stop, "email_ingest") == 0  # the outage
