@@ -125,7 +125,16 @@ class Dispatcher:
             existing = await self._email_thread(msg)
         else:
             existing = await self.repo.thread_by_key(routing.thread_key(msg))
-        new_thread = self._new_thread(msg) if existing is None else {}
+        new_thread: Doc = {}
+        if existing is None:
+            new_thread = self._new_thread(msg)
+            # The automatic answer to a conversation's first message is recorded in the thread
+            # as it is created: no later write to a thread a consultant may be claiming.
+            # (FerretDB rewrites a whole document per update, so two concurrent updates of
+            # one thread can lose one of them.)
+            opening = self._decide(msg, new_thread, opener=True, last_out_of_hours=None)
+            if opening is not None:
+                new_thread["auto"] = {opening.kind: opening.period}
         accepted = await self.repo.accept_inbound(msg, existing, new_thread)
         thread = accepted.thread
         if not accepted.thread_created and thread["status"] == "waiting":
@@ -161,23 +170,34 @@ class Dispatcher:
         )
         await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
 
-    async def _auto_answer(self, msg: InboundMessage, thread: Doc, opener: bool) -> None:
-        auto = thread.get("auto") or {}
+    def _decide(
+        self, msg: InboundMessage, thread: Doc, opener: bool, last_out_of_hours: str | None
+    ) -> autoanswer.AutoAnswer | None:
         email = msg.email
-        answer = autoanswer.decide(
+        return autoanswer.decide(
             self.config,
             line=thread["line"],
             language=thread.get("language"),
             now=msg.received_at,
-            first_message=opener and "acknowledgement" not in auto,
-            last_out_of_hours=auto.get("out_of_hours"),
+            first_message=opener,
+            last_out_of_hours=last_out_of_hours,
             robot=bool(email and email.auto_submitted),
             backlog=bool(email and getattr(email, "backlog", False)),
         )
+
+    async def _auto_answer(self, msg: InboundMessage, thread: Doc, opener: bool) -> None:
+        """Store and send the automatic answer this message calls for, once: its source id
+        (thread, kind, period) is unique, so an opener handled again finds it stored."""
+        auto = thread.get("auto") or {}
+        answer = self._decide(msg, thread, opener, None if opener else auto.get("out_of_hours"))
         if answer is None:
             return
         source_id = f"auto:{thread['_id']}:{answer.kind}:{answer.period}"
-        doc, _ = await self.repo.add_outbound(thread, "bot", answer.text, source_id, self.message_id_domain)
+        doc, created = await self.repo.add_outbound(
+            thread, "bot", answer.text, source_id, self.message_id_domain
+        )
         await publish_outbound(self.broker, self.repo, thread, doc)
-        await self.repo.set_auto_answered(thread["_id"], answer.kind, answer.period)
-        log.info("auto_answered", thread_id=thread["_id"], kind=answer.kind, message_id=doc["_id"])
+        if auto.get(answer.kind) != answer.period:  # a later out-of-hours period (or an old thread)
+            await self.repo.set_auto_answered(thread["_id"], answer.kind, answer.period)
+        if created:
+            log.info("auto_answered", thread_id=thread["_id"], kind=answer.kind, message_id=doc["_id"])

@@ -501,7 +501,6 @@ class Repository:
             existing = await self.messages.find_one({"source_id": source_id})
             assert existing is not None
             return existing, False
-        await self.threads.update_one({"_id": thread["_id"]}, {"$set": {"updated_at": now}})
         return doc, True
 
     async def add_note(self, thread: Doc, login: str, text: str) -> Doc:

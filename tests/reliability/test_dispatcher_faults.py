@@ -9,9 +9,10 @@ import random
 import pytest
 
 from deploy.local.stack import LocalStack
-from services.store.repository import Repository, new_id
+from services.dispatcher.routing import session_thread_key
+from services.store.repository import Repository, new_id, thread_id_for
 from shared import deadletters, topology
-from shared.envelope import utcnow
+from shared.envelope import Channel, utcnow
 from tests.reliability.conftest import Dispatchers
 from tests.reliability.ledger import Pipeline, chat_message, new_session, stored_counts
 
@@ -188,3 +189,30 @@ async def test_operator_lists_and_replays_a_dead_letter_once_its_cause_is_fixed(
     await pipeline.wait_all_seen()
     assert await repo.messages.count_documents({"source_id": poison.source_id}) == 1
     assert await deadletters.run(amqp_url, "list", topology.DISPATCHER_INBOUND.name, None) == []
+
+
+async def test_a_conversation_claimed_while_its_first_answer_is_sent_stays_claimed(
+    dispatchers: tuple[Dispatchers, str, str], pipeline: Pipeline, repo: Repository
+) -> None:
+    """A consultant takes each new conversation the moment its thread exists, while the
+    dispatcher is still sending its automatic answer: no claim may be undone by the
+    dispatcher writing the thread behind it."""
+    d, _, _ = dispatchers
+    d.start()
+    sessions = [new_session() for _ in range(40)]
+    thread_ids = [thread_id_for(session_thread_key(Channel.CHAT, s)) for s in sessions]
+
+    async def take(thread_id: str) -> None:
+        # Claimed as soon as the thread is there (each attempt is a database round trip).
+        while await repo.claim(thread_id, "vera") is None:
+            pass
+
+    takers = [asyncio.create_task(take(t)) for t in thread_ids]
+    for s in sessions:
+        await pipeline.publish(chat_message(s, 0))
+    await asyncio.wait_for(asyncio.gather(*takers), 60)
+    await pipeline.wait_all_seen()
+    threads = await repo.threads.find({"_id": {"$in": thread_ids}}).to_list()
+    assert len(threads) == len(sessions)
+    assert [(t["status"], t["assignee"]) for t in threads] == [("active", "vera")] * len(sessions)
+    await assert_each_thread_answered(repo, len(sessions))
