@@ -10,6 +10,7 @@ under ``.stack/demo`` so ``down`` stops exactly what ``up`` started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import imaplib
 import json
 import os
@@ -69,7 +70,8 @@ def _stop_services() -> None:
                 break
             time.sleep(0.1)
         else:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may end between the two
+                os.kill(pid, signal.SIGKILL)
         print(f"stopped {name}")
     PIDS.unlink()
 
