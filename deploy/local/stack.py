@@ -197,14 +197,15 @@ def _lives(pid: int, state: str) -> bool:
         return True
     # A multi-threaded process whose main thread has exited shows "Z" while its other threads, and
     # its sockets, live on: beam.smp looks like this for a moment after SIGKILL.
+    # A process or thread that ends while it is read answers ENOENT or ESRCH.
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
     for task in tasks:
         try:
             raw = Path(f"/proc/{pid}/task/{task}/stat").read_text()
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):
             continue
         if raw[raw.rindex(")") + 2] not in ("Z", "X"):
             return True
@@ -222,12 +223,13 @@ def _start_ticks(pid: int) -> int | None:
 def _group_members(pgid: int) -> list[int]:
     """Live processes in a process group (zombies excluded: they are dead, only not yet reaped)."""
     members = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            pid = int(entry.name)
-            stat = _proc_stat(pid)
-            if stat is not None and int(stat[2]) == pgid and _lives(pid, stat[0]):
-                members.append(pid)
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                pid = int(entry.name)
+                stat = _proc_stat(pid)
+                if stat is not None and int(stat[2]) == pgid and _lives(pid, stat[0]):
+                    members.append(pid)
     return members
 
 
