@@ -116,7 +116,7 @@ class Dispatcher:
             log.error("unknown_line", message_id=msg.message_id, line=msg.line)
             await message.reject(requeue=False)
             return
-        existing = None
+        existing: Doc | None
         if msg.channel is Channel.EMAIL:
             if is_bounce_of_ours(msg) and await self._bounce(msg):
                 return
