@@ -234,20 +234,30 @@ _ATTRIBUTION = re.compile(
 )
 
 
+def _may_attribute(line: str) -> bool:
+    """Whether ``_ATTRIBUTION`` can match the stripped line: each of its forms ends with ":"
+    or "-", or starts with "from:"/"от:". Checked first, so the bounded but backtracking
+    pattern runs on a few lines of a long mail, not on every line."""
+    return line.endswith((":", "-")) or line[:5].lower().startswith(("from:", "от:"))
+
+
 def split_quoted(text: str) -> tuple[str, str]:
     """(new text, quoted history). The history starts at the first attribution line or
     at the first run of ``>`` lines that continues to the end (ignoring blank lines and a
-    signature marker). When everything looks quoted, it is all new text."""
+    signature marker). When everything looks quoted, it is all new text. Linear in the
+    number of lines."""
     lines = text.split("\n")
+    # tail: the first line from which every line to the end is blank or quoted.
+    tail = len(lines)
+    while tail > 0 and (not (rest := lines[tail - 1].strip()) or rest.startswith(">")):
+        tail -= 1
     cut = None
     for i, line in enumerate(lines):
         stripped = line.strip()
-        if len(stripped) <= 400 and _ATTRIBUTION.match(stripped):
+        if len(stripped) <= 400 and _may_attribute(stripped) and _ATTRIBUTION.match(stripped):
             cut = i
             break
-        if stripped.startswith(">") and all(
-            not rest.strip() or rest.lstrip().startswith(">") for rest in lines[i:]
-        ):
+        if stripped.startswith(">") and i >= tail:
             cut = i
             break
     if cut is None:

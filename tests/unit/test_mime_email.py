@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.header import Header
@@ -22,12 +23,14 @@ from services.dispatcher.email_threading import (
 from services.email_ingest.imap import Mailbox, mailboxes_from, parse_meta
 from services.email_ingest.inbound import is_backlog, to_envelope
 from services.email_ingest.mime import (
+    _ATTRIBUTION,
     AUTO_REPLY,
     BOUNCE,
     BULK,
     MAX_PARTS,
     PERSON,
     Unparseable,
+    _may_attribute,
     parse_mail,
     split_quoted,
 )
@@ -230,6 +233,72 @@ def test_trailing_quote_marks_and_all_quoted() -> None:
     assert split_quoted("Yes\n\n> old\n> older") == ("Yes", "> old\n> older")
     assert split_quoted("> only quoted") == ("> only quoted", "")
     assert split_quoted("a > b\n> inline quote\nmore") == ("a > b\n> inline quote\nmore", "")
+
+
+def _split_quoted_by_definition(text: str) -> tuple[str, str]:
+    """The rule of split_quoted, line by line as stated (quadratic in quoted lines)."""
+    lines = text.split("\n")
+    cut = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if len(stripped) <= 400 and _ATTRIBUTION.match(stripped):
+            cut = i
+            break
+        if stripped.startswith(">") and all(not r.strip() or r.lstrip().startswith(">") for r in lines[i:]):
+            cut = i
+            break
+    if cut is None:
+        return text, ""
+    new, quoted = "\n".join(lines[:cut]).strip(), "\n".join(lines[cut:]).strip()
+    return (new, quoted) if new else (text, "")
+
+
+_QUOTE_PIECES = st.sampled_from(
+    [
+        "> ",
+        ">",
+        " ",
+        "\t",
+        "\r",
+        "-",
+        "--",
+        ":",
+        "wrote:",
+        "On Mon ",
+        "пишет:",
+        "написала:",
+        "From: ",
+        "FROM: ",
+        "от: ",
+        "От: ",
+        "Original Message",
+        "исходное сообщение",
+        "text",
+        "ёж",
+    ]
+)
+_QUOTE_LINES = st.lists(_QUOTE_PIECES, max_size=6).map("".join)
+
+
+@given(st.lists(_QUOTE_LINES, max_size=12).map("\n".join))
+def test_split_quoted_keeps_its_rule(text: str) -> None:
+    assert split_quoted(text) == _split_quoted_by_definition(text)
+
+
+@given(_QUOTE_LINES)
+def test_attribution_lines_pass_the_quick_check(line: str) -> None:
+    stripped = line.strip()
+    if _ATTRIBUTION.match(stripped):
+        assert _may_attribute(stripped)
+
+
+def test_split_quoted_is_linear_in_interleaved_quotes() -> None:
+    # Quoted lines each followed by an answer: the old rule re-read the rest of the mail
+    # at every quoted line (2e8 line reads here, minutes).
+    text = "\n".join(["> quoted", "answer"] * 20_000)
+    began = time.perf_counter()
+    assert split_quoted(text) == (text, "")
+    assert time.perf_counter() - began < 5.0
 
 
 def test_attachments_keep_name_type_and_bytes_and_names_are_not_paths() -> None:
