@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from email import policy
 from email.parser import BytesParser
@@ -74,3 +76,38 @@ async def test_consultant_takes_a_mail_from_the_queue_and_replies(gateway: Gatew
     assert sorted(m["Subject"] for m in mails) == ["Re: " + subject] * 2
     assert requests_elsewhere == []
     assert dialogs == []  # the <script> in the mail never ran
+
+
+async def test_a_burst_of_mail_refreshes_the_console_at_most_once_a_second(
+    gateway: Gateway, browser: Browser
+) -> None:
+    gateway.seed_demo_accounts()
+    page = await browser.new_page()
+    await page.goto(gateway.store_url + "/")
+    await page.get_by_label("Login").fill("anna")
+    await page.get_by_label("Password").fill("anna-demo")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page.locator("#live")).to_have_class("on")
+    triage = page.locator('button[data-queue="113-triage"]')
+    await expect(triage.locator(".badge")).to_have_text("0")
+
+    refreshes: list[float] = []
+    page.on(
+        "request", lambda r: refreshes.append(time.monotonic()) if r.url.endswith("/api/queues") else None
+    )
+    inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
+    client_addr = f"{gateway.client_mailbox}@demo.test"
+    began = time.monotonic()
+    await asyncio.gather(
+        *(
+            inbox.append(
+                mail(client_addr, f"{gateway.line_mailbox}@demo.test", f"n{i}", "?", new_message_id())
+            )
+            for i in range(30)
+        )
+    )
+    # Each of the 30 mails is a thread of its own, and each one an event to the console.
+    await expect(triage.locator(".badge")).to_have_text("30", timeout=30_000)
+    took = time.monotonic() - began
+    # Within 50 ms of each event (the old rule) would be up to 30 refreshes here.
+    assert 1 <= len(refreshes) <= took + 3, (len(refreshes), took)

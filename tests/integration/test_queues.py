@@ -159,3 +159,24 @@ async def test_a_claim_left_half_done_by_a_crash_is_completed_not_stuck(repo: Re
     await repo.threads.update_one({"_id": doc["_id"]}, {"$set": {"claimed_at": long_ago}})
     assert [t["_id"] for t in await repo.release_unanswered(utcnow() - timedelta(minutes=1))] == [doc["_id"]]
     assert (await repo.claim(doc["_id"], "vera"))["assignee"] == "vera"
+
+
+async def test_queue_summary_counts_waiting_threads_and_their_oldest_wait(repo: Repository) -> None:
+    for waited in (30, 600, 90):
+        await repo.create_thread(thread_doc("gp-dv", waited=waited))
+    await repo.create_thread(thread_doc("gp-legal", waited=45))
+    claimed, _ = await repo.create_thread(thread_doc("gp-legal", waited=3600))
+    assert await repo.claim(claimed["_id"], "vera") is not None  # active: neither counted nor oldest
+    closed, _ = await repo.create_thread(thread_doc("gp-dv", waited=7200))
+    await repo.threads.update_one({"_id": closed["_id"]}, {"$set": {"status": "closed"}})
+    await repo.create_thread(thread_doc("113-triage", waited=10_000))  # a queue not asked for
+
+    now = utcnow()
+    summary = await repo.queue_summary(["gp-dv", "gp-legal", "lastrada-migration"])
+
+    assert set(summary) == {"gp-dv", "gp-legal", "lastrada-migration"}
+    assert summary["gp-dv"]["waiting"] == 3
+    assert summary["gp-legal"]["waiting"] == 1
+    assert summary["lastrada-migration"] == {"waiting": 0, "oldest_waiting_since": None}
+    assert 590 <= (now - summary["gp-dv"]["oldest_waiting_since"]).total_seconds() <= 700
+    assert 40 <= (now - summary["gp-legal"]["oldest_waiting_since"]).total_seconds() <= 150

@@ -485,17 +485,20 @@
 
   // --- live events ---------------------------------------------------------------------------
 
-  var pending = null, touched = { thread: false, supervisor: false };
+  // A lone event refreshes the view within 50 ms; a burst of them (a backlog of mail being
+  // imported, a busy evening) refreshes it at most once a second, with the last state.
+  var pending = null, lastRefresh = 0, touched = { thread: false, supervisor: false };
   function refreshSoon() {
-    // Bursts of events become one refresh.
     if (pending) { return; }
+    var wait = Math.max(50, lastRefresh + 1000 - Date.now());
     pending = setTimeout(function () {
       pending = null;
+      lastRefresh = Date.now();
       loadQueues(); loadThreads();
       if (touched.thread && state.thread) { openThread(state.thread); }
       if (state.supervisor) { loadSupervisor(); }
       touched = { thread: false, supervisor: false };
-    }, 50);
+    }, wait);
   }
 
   var events = null;
