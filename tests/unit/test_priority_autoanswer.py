@@ -140,3 +140,16 @@ def _naive_danger_in(config, text: str) -> bool:
 def test_danger_matching_agrees_with_the_word_by_word_rule(config, words):
     text = " ".join(words)
     assert danger_in(config, text) == _naive_danger_in(config, text)
+
+
+_SEPARATORS = '.,;:!?()[]{}<>"«»“”—–-/\\|*_~`\n\r\t '
+
+
+@given(
+    st.text(alphabet=st.sampled_from([*_SEPARATORS, "ё", "Ё", "е", "Ж", "ß", "a", "B", "\u00a0", "\u2028"]))
+)
+def test_text_is_normalised_as_stated(text):
+    # Case folded, ё as е, each punctuation mark a space, words separated by one space.
+    table = str.maketrans({c: " " for c in _SEPARATORS})
+    expected = " ".join(text.casefold().replace("ё", "е").translate(table).split())
+    assert _normalise(text) == expected
