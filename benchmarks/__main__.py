@@ -229,6 +229,7 @@ def main() -> None:
                 f"http://127.0.0.1:{ports['store']}",
                 stack.imap_port,
                 "bench-hotline",
+                stack.mongo_url,
                 stop_email,
                 start_email,
             )

@@ -74,7 +74,24 @@ class RawStore:
         internaldate: datetime | None,
     ) -> Stored:
         """Insert the mail unless its source id is there; count the fetch either way."""
-        doc: Doc = {
+        doc = self.document(source_id, mailbox, uidvalidity, uid, raw, internaldate)
+        if await self._inserts.insert(doc):
+            return Stored(doc, True)
+        existing = await self.raw.find_one_and_update({"_id": source_id}, {"$inc": {"fetches": 1}})
+        assert existing is not None  # mail_raw is never deleted while its mail is unflagged
+        return Stored(existing, False)
+
+    @staticmethod
+    def document(
+        source_id: str,
+        mailbox: str,
+        uidvalidity: int,
+        uid: int,
+        raw: bytes,
+        internaldate: datetime | None,
+    ) -> Doc:
+        """The ``mail_raw`` record of a fetched mail, as first stored."""
+        return {
             "_id": source_id,
             "mailbox": mailbox,
             "uidvalidity": uidvalidity,
@@ -88,11 +105,6 @@ class RawStore:
             "internaldate": internaldate,
             "stored_at": utcnow(),
         }
-        if await self._inserts.insert(doc):
-            return Stored(doc, True)
-        existing = await self.raw.find_one_and_update({"_id": source_id}, {"$inc": {"fetches": 1}})
-        assert existing is not None  # mail_raw is never deleted while its mail is unflagged
-        return Stored(existing, False)
 
     async def record_too_large(
         self, source_id: str, mailbox: str, uidvalidity: int, uid: int, size: int
