@@ -17,6 +17,7 @@ Every read of a thread by a person is recorded (:mod:`services.store.audit`).
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +26,15 @@ from aiohttp import web
 from services.dispatcher.priority import URGENT
 from services.store import stats
 from services.store.audit import ReadAudit
-from services.store.auth import COOKIE, LoginThrottle, Sessions, User, csrf_ok
+from services.store.auth import (
+    COOKIE,
+    DEVICE_COOKIE,
+    DEVICE_DAYS,
+    LoginThrottle,
+    Sessions,
+    User,
+    csrf_ok,
+)
 from services.store.html import sanitise
 from services.store.metrics import StoreMetrics
 from services.store.outbound import publish_outbound
@@ -93,7 +102,7 @@ class ConsultantApi:
         self.broker = broker
         self.audit = audit
         self.sessions = Sessions(repo, settings.session_hours)
-        self.throttle = LoginThrottle(settings.login_attempts, settings.login_window_seconds)
+        self.throttle = LoginThrottle(repo, settings.login_attempts, settings.login_window_seconds)
         self.metrics: StoreMetrics | None = None  # set by the composition root
 
     # --- plumbing -------------------------------------------------------------------------
@@ -165,17 +174,36 @@ class ConsultantApi:
         login, password = body.get("login"), body.get("password")
         if not isinstance(login, str) or not isinstance(password, str) or len(login) > 100:
             return problem(422, "login and password are required")
-        if self.throttle.blocked(login):
-            return problem(429, "Too many failed log-ins; wait a few minutes")
-        result = await self.sessions.login(login, password[:1024])
-        if result is None:
-            self.throttle.failed(login)
-            log.info("login_failed", login=login)
-            return problem(401, "Wrong login or password")
-        self.throttle.succeeded(login)
+        attempt = await self.throttle.attempt(login, request.remote, request.cookies.get(DEVICE_COOKIE))
+        async with self.throttle.turn(attempt):
+            wait = await self.throttle.wait_seconds(attempt)
+            if wait > 0:
+                # The password is not checked: a guess made while waiting tells nothing.
+                log.info("login_throttled", login_hash=attempt.login_hash, wait_seconds=round(wait, 1))
+                refused = problem(429, "Too many failed log-ins", f"try again in {math.ceil(wait)} seconds")
+                refused.headers["Retry-After"] = str(math.ceil(wait))
+                return refused
+            result = await self.sessions.login(login, password[:1024])
+            if result is None:
+                await self.throttle.failed(attempt)
+                # A keyed hash, not the login as typed: people type passwords into that field.
+                log.info("login_failed", login_hash=attempt.login_hash)
+                return problem(401, "Wrong login or password")
+            await self.throttle.succeeded(attempt)
         user, token, csrf = result
         log.info("login", consultant=user.login)
         resp = web.json_response({"consultant": user.public(), "csrf_token": csrf})
+        # Marks this browser as one this login has used: its attempts are counted apart from
+        # everyone else's, so others' failures never slow it (auth.LoginThrottle).
+        resp.set_cookie(
+            DEVICE_COOKIE,
+            await self.throttle.device_cookie(user.login),
+            httponly=True,
+            samesite="Strict",
+            secure=self.s.cookie_secure,
+            path="/api/session",
+            max_age=DEVICE_DAYS * 24 * 3600,
+        )
         resp.set_cookie(
             COOKIE,
             token,

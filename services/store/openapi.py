@@ -126,10 +126,15 @@ THREAD_ID = {"name": "id", "in": "path", "required": True, "schema": STR}
 OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     ("POST", "/api/session"): ("anyone", {
         "summary": "Log in: sets the HttpOnly session cookie, returns the consultant and a CSRF token",
+        "description": "Also sets the device cookie hl_device: failed log-ins are counted per "
+        "(login, source) and per source, a source being this browser once it logged in as that "
+        "login, else the peer address. Past the free failures each attempt from that source waits, "
+        "longer each time (429 with Retry-After, the password unchecked); nobody is locked out.",
         "requestBody": _body(_obj(["login", "password"], login=STR, password=STR)),
         "responses": {
             "200": _ok("logged in", _obj(["consultant", "csrf_token"], consultant=_ref("Consultant"), csrf_token=STR)),  # noqa: E501
-            "401": PROBLEM, "422": PROBLEM, "429": PROBLEM,
+            "400": PROBLEM, "401": PROBLEM, "413": PROBLEM, "415": PROBLEM, "422": PROBLEM,
+            "429": {**PROBLEM, "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},  # noqa: E501
         },
     }),
     ("DELETE", "/api/session"): ("session", {

@@ -68,6 +68,8 @@ class Repository:
         self.sessions: AsyncCollection[Doc] = db["sessions"]
         self.thread_events: AsyncCollection[Doc] = db["thread_events"]
         self.claims: AsyncCollection[Doc] = db["claims"]
+        self.login_failures: AsyncCollection[Doc] = db["login_failures"]
+        self.keys: AsyncCollection[Doc] = db["keys"]
         # Inbound messages, new threads and thread events written concurrently are stored
         # in one write per collection (group commit).
         self._inbound_inserts = InsertBatcher(self.messages)
@@ -91,6 +93,7 @@ class Repository:
         )
         await self.messages.create_index([("email_message_id", ASCENDING)], name="email_mid")
         await self.sessions.create_index([("expires_at", ASCENDING)], name="expiry")
+        await self.login_failures.create_index([("expires_at", ASCENDING)], name="expiry")
         await self.thread_events.create_index(
             [("thread_id", ASCENDING), ("at", ASCENDING)], name="thread_events"
         )
@@ -556,6 +559,46 @@ class Repository:
 
     async def delete_session(self, token_hash: str) -> None:
         await self.sessions.delete_one({"_id": token_hash})
+
+    async def shared_key(self, name: str) -> bytes:
+        """A random 32-byte key every replica shares, made by the first one that asks.
+
+        Racing replicas insert under the same ``_id``; the one insert that succeeds decides.
+        """
+        doc = await self.keys.find_one({"_id": name})
+        if doc is None:
+            try:
+                await self.keys.insert_one({"_id": name, "key": secrets.token_bytes(32), "at": utcnow()})
+            except DuplicateKeyError:
+                pass
+            doc = await self.keys.find_one({"_id": name})
+            assert doc is not None
+        return bytes(doc["key"])
+
+    # --- failed log-ins (services/store/auth.py LoginThrottle) ------------------------------
+
+    async def failure_counters(self, counter_ids: list[str]) -> list[Doc]:
+        """The failure counters named (keyed hashes); one primary-key read each, which FerretDB
+        v1 answers from its index, where an ``$in`` would scan the collection."""
+        found = [await self.login_failures.find_one({"_id": i}) for i in counter_ids]
+        return [d for d in found if d is not None]
+
+    async def add_login_failure(self, counter_id: str, next_at: datetime, expires_at: datetime) -> None:
+        """Count one failure; ``$max`` keeps the longest wait when replicas record at once."""
+        update = {"$inc": {"failures": 1}, "$max": {"next_at": next_at, "expires_at": expires_at}}
+        try:
+            await self.login_failures.update_one({"_id": counter_id}, update, upsert=True)
+        except DuplicateKeyError:  # two first failures raced to create it: count into the winner
+            await self.login_failures.update_one({"_id": counter_id}, update)
+
+    async def forget_login_failures(self, counter_id: str) -> None:
+        await self.login_failures.delete_one({"_id": counter_id})
+
+    async def prune_login_failures(self, now: datetime) -> int:
+        """Delete the counters nobody has added to for their whole memory (FerretDB v1 has no
+        TTL indexes, so expiry is this delete)."""
+        res = await self.login_failures.delete_many({"expires_at": {"$lt": now}})
+        return res.deleted_count
 
 
 class ChatRepository:

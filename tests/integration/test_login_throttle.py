@@ -1,0 +1,124 @@
+"""Log-in throttling as an attacker tries it (issue 15): hammering one consultant's login
+from one place slows that place with growing waits and never locks the consultant out; two
+store replicas count the same failures; the database keeps keyed hashes only, and forgets
+them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiohttp
+import pytest
+
+from deploy.local.stack import LocalStack, free_ports
+from services.store.auth import LoginThrottle
+from services.store.repository import Repository
+from shared.envelope import utcnow
+from shared.mongo import make_client
+from tests.conftest import Gateway
+
+ATTACKER = "127.0.0.2"  # another loopback address: a second source without any proxy header
+
+
+def session_from(address: str | None = None) -> aiohttp.ClientSession:
+    """A client whose connections leave from ``address`` (default: 127.0.0.1)."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0)) if address else aiohttp.TCPConnector()
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def try_login(http: aiohttp.ClientSession, url: str, login: str, password: str) -> tuple[int, dict]:
+    async with http.post(f"{url}/api/session", json={"login": login, "password": password}) as resp:
+        body = await resp.json(content_type=None)
+        return resp.status, {**body, "retry_after": resp.headers.get("Retry-After")}
+
+
+@pytest.fixture
+async def attacker() -> AsyncIterator[aiohttp.ClientSession]:
+    async with session_from(ATTACKER) as http:
+        yield http
+
+
+@pytest.mark.service_env({"STORE_LOGIN_ATTEMPTS": "3"})
+async def test_hammering_vera_slows_the_attacker_and_never_locks_vera_out(
+    gateway: Gateway, attacker: aiohttp.ClientSession
+) -> None:
+    gateway.seed_demo_accounts()
+    url = gateway.store_url
+    # A second store replica on the same database: it must count the same failures.
+    (port_b,) = free_ports(1)
+    gateway.processes.start(
+        "store", {**gateway.env["store"], "STORE_HTTP_PORT": str(port_b)}, replica="store_b"
+    )
+    await asyncio.to_thread(gateway.processes.wait_ready, {**gateway.ports, "store_b": port_b})
+    url_b = f"http://127.0.0.1:{port_b}"
+
+    # Three wrong passwords are answered like any wrong password...
+    for _ in range(3):
+        assert (await try_login(attacker, url, "vera", "guess"))[0] == 401
+    # ...then the attacker waits, even with the right password, and on the other replica too.
+    status, body = await try_login(attacker, url, "vera", "vera-demo")
+    assert status == 429 and body["title"] == "Too many failed log-ins", body
+    assert int(body["retry_after"]) >= 1
+    first_wait = int(body["retry_after"])
+    status, body = await try_login(attacker, url_b, "vera", "vera-demo")
+    assert status == 429 and int(body["retry_after"]) >= 1
+
+    # Vera, from her own place, logs in at once on either replica.
+    async with session_from() as vera:
+        assert (await try_login(vera, url, "vera", "vera-demo"))[0] == 200
+        assert (await try_login(vera, url_b, "vera", "vera-demo"))[0] == 200
+
+    # The wait grows: past it, one more wrong guess buys a longer one.
+    await asyncio.sleep(first_wait)  # a deadline, not an event: nothing to await but time
+    assert (await try_login(attacker, url_b, "vera", "guess"))[0] == 401
+    status, body = await try_login(attacker, url, "vera", "guess")
+    assert status == 429 and int(body["retry_after"]) > first_wait
+
+    # What the database keeps names neither the login as typed nor the address.
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        counters = [d async for d in client[gateway.database]["login_failures"].find()]
+    finally:
+        await client.close()
+    assert counters and all(d["failures"] >= 1 for d in counters)
+    stored = repr(counters)
+    assert "vera" not in stored and ATTACKER not in stored and "127.0.0.1" not in stored
+
+
+@pytest.mark.service_env({"STORE_LOGIN_ATTEMPTS": "2"})
+async def test_a_browser_vera_used_before_is_not_slowed_by_failures_from_the_same_address(
+    gateway: Gateway,
+) -> None:
+    """Behind a proxy every client has the proxy's address: the device cookie of an earlier
+    log-in keeps Vera's own browser apart from the attacker sharing that address."""
+    gateway.seed_demo_accounts()
+    url = gateway.store_url
+    async with session_from() as vera, session_from() as attacker:
+        assert (await try_login(vera, url, "vera", "vera-demo"))[0] == 200
+        for _ in range(2):
+            assert (await try_login(attacker, url, "vera", "guess"))[0] == 401
+        assert (await try_login(attacker, url, "vera", "vera-demo"))[0] == 429
+        assert (await try_login(vera, url, "vera", "vera-demo"))[0] == 200
+        # The cookie is bound to its login: it buys no fresh counter for another one.
+        device = {c.key: c.value for c in vera.cookie_jar}["hl_device"]
+        for _ in range(2):
+            assert (await try_login(attacker, url, "anna", "guess"))[0] == 401
+        attacker.cookie_jar.update_cookies({"hl_device": device})
+        assert (await try_login(attacker, url, "anna", "anna-demo"))[0] == 429
+
+
+async def test_counters_expire_and_are_pruned(stack: LocalStack, repo: Repository) -> None:
+    throttle = LoginThrottle(repo, free=1, window=0.5)
+    stale = await throttle.attempt("someone", "192.0.2.1", None)
+    await throttle.failed(stale)
+    assert await throttle.wait_seconds(stale) > 0
+    # Long after its wait and window, a counter is deleted by the next failure anyone makes.
+    await repo.login_failures.update_many({}, {"$set": {"expires_at": utcnow() - timedelta(seconds=1)}})
+    assert await throttle.wait_seconds(stale) == 0
+    throttle._last_prune = 0.0  # the once-a-minute pruning is due
+    fresh = await throttle.attempt("other", "192.0.2.2", None)
+    await throttle.failed(fresh)
+    left = {d["_id"] async for d in repo.login_failures.find()}
+    assert left == {c for c, _ in fresh.counters}
