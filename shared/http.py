@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -12,6 +13,56 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# Request bodies of our APIs nest a few levels (a case form is three); 32 leaves room and stays
+# far below the ~1,000 levels at which Python's json parser raises RecursionError.
+MAX_JSON_DEPTH = 32
+_SIGNIFICANT = re.compile(r'["\[\]{}]')
+# The rest of a string after its opening quote. Possessive, and tried once per string: an
+# unterminated string costs one pass, never one per quote inside it.
+_STRING_REST = re.compile(r'(?:[^"\\]|\\.)*+"', re.DOTALL)
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``text`` opens more than ``limit`` arrays or objects inside each other.
+
+    Cheap: a body with fewer opening brackets than ``limit`` cannot be too deep and is not
+    scanned; another is scanned once, linearly, strings skipped whole (brackets in text are
+    text). Malformed JSON (an unterminated string) is left to the parser to refuse.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, pos = 0, 0
+    while (found := _SIGNIFICANT.search(text, pos)) is not None:
+        char, pos = found.group(), found.end()
+        if char == '"':
+            rest = _STRING_REST.match(text, pos)
+            if rest is None:
+                return False
+            pos = rest.end()
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+async def check_json_depth(request: web.Request, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse (400) a JSON request body nested deeper than ``limit``, before any handler parses it.
+
+    aiohttp keeps the body it read, so the handler reads it again without a second receive.
+    """
+    if not request.can_read_body or "json" not in request.content_type:
+        return
+    try:
+        text = await request.text()
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="body is not UTF-8") from None
+    if json_too_deep(text, limit):
+        raise web.HTTPBadRequest(text=f"JSON nested deeper than {limit} levels")
 
 
 def problem(status: int, title: str, detail: str | None = None, **extensions: object) -> web.Response:

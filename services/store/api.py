@@ -44,7 +44,7 @@ from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import ConsoleEvent, utcnow
-from shared.http import Handler, problem
+from shared.http import Handler, check_json_depth, problem
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -119,6 +119,10 @@ class ConsultantApi:
             if request.method in UNSAFE and not csrf_ok(csrf, request.headers.get("X-CSRF-Token")):
                 return problem(403, "Missing or wrong CSRF token")
             request["user"] = user
+        # Every JSON body of the API (log-in included, statistics' routes too) is measured
+        # before a handler parses it: json.loads recurses once per level and would fail a
+        # deeply nested body with RecursionError, a 500.
+        await check_json_depth(request)
         return await handler(request)
 
     async def _json(self, request: web.Request) -> dict[str, Any]:

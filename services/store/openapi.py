@@ -286,7 +286,8 @@ def document(app: web.Application) -> Schema:
             "title": "hotline-gateway consultant API",
             "version": "1",
             "description": "Session cookie (HttpOnly, SameSite=Strict) from POST /api/session; "
-            "header X-CSRF-Token on every state-changing call; errors are RFC 9457 problem details.",
+            "header X-CSRF-Token on every state-changing call; errors are RFC 9457 problem details. "
+            "A JSON body nested deeper than 32 arrays or objects is refused with 400 on every route.",
         },
         "paths": dict(sorted(paths.items())),
         "components": COMPONENTS,

@@ -162,14 +162,24 @@ def _year_back(d: date) -> date:
         return d.replace(year=d.year - 1, day=28)
 
 
+# Dates a query may name: wider than any hotline's records, and far enough inside the
+# calendar that a window's UTC bounds, the day after it and the year before it all exist
+# (0001-01-01 in Minsk begins in year 0, which datetime cannot hold).
+FIRST_DATE = date(1900, 1, 1)
+LAST_DATE = date(2999, 12, 31)
+
+
 def _date(params: Mapping[str, str], name: str, default: date) -> date:
     raw = params.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise QueryError(f"{name}: a date like 2026-01-31") from None
+    if not FIRST_DATE <= day <= LAST_DATE:
+        raise QueryError(f"{name}: a date from {FIRST_DATE} to {LAST_DATE}")
+    return day
 
 
 def _flag(params: Mapping[str, str], name: str) -> bool:
@@ -182,7 +192,8 @@ def _flag(params: Mapping[str, str], name: str) -> bool:
 def parse_query(
     params: Mapping[str, str], today: date, tz: ZoneInfo, known_fields: Iterable[str] | None = None
 ) -> Query:
-    """Read ``from``, ``to`` (dates, both included; default: this year to today), ``by``
+    """Read ``from``, ``to`` (dates from 1900-01-01 to 2999-12-31, both included, at most twenty
+    years apart; default: this year to today), ``by``
     (up to three comma-separated dimensions), ``period`` (day, month or year), ``compare``
     (1: add the same window a year earlier), ``publish`` (1: suppress small cells) and
     filters: any other parameter names a dimension and its accepted values, comma-separated.
