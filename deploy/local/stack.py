@@ -10,8 +10,9 @@ stopping a server signals its whole group, so helper processes (Erlang's ``erl_c
 Dovecot's ``imap``/``auth`` workers) go with it. Pids are recorded in ``root/stack.json`` together with
 each process's start time, so ``down`` from another process never signals a recycled pid.
 
-Programs come from Debian packages (rabbitmq-server, dovecot-imapd, dovecot-lmtpd) and a FerretDB
-binary built by ``deploy/local/install.sh``. Linux only (``/proc`` is used to follow process groups).
+Programs come from Debian packages (rabbitmq-server, dovecot-imapd, dovecot-lmtpd) and the patched
+FerretDB (``ferretdb-hotline``) built by ``deploy/local/install.sh``. Linux only (``/proc`` is used to
+follow process groups).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from urllib.parse import quote
 
 LOOPBACK = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# FerretDB v1.24.2 with deploy/local/ferretdb-v1.24.2.patch, as install.sh names it.
+FERRETDB_PROGRAM = "ferretdb-hotline"
 
 # Debian's /usr/sbin/rabbitmq* wrappers `su` to the rabbitmq user and cd to /var/lib/rabbitmq when run
 # as root, which would throw away our HOME (Erlang cookie) and data directories; the scripts they wrap
@@ -814,6 +817,9 @@ class LocalStack:
             # WAL (FerretDB's default) with synchronous=NORMAL: a commit survives the server
             # being killed (the fault tests do that) but skips one fsync per write; this stack
             # stands in for MongoDB on one machine and is no place for power-loss durability.
+            # FerretDB adds busy_timeout(10000) to a URL that sets none (v1.24.2
+            # internal/backends/sqlite/metadata/pool/uri.go, setDefaultValues), so a writer waits
+            # up to 10 s for SQLite's lock instead of failing at once with SQLITE_BUSY.
             f"--sqlite-url=file:{data}/?_pragma=synchronous(normal)",
             f"--state-dir={state}",
             f"--listen-addr={LOOPBACK}:{self.ports.mongo}",
@@ -1034,15 +1040,18 @@ def _rabbitmq_script(name: str) -> str:
 
 
 def _ferretdb_binary() -> str:
-    found = shutil.which("ferretdb")
+    # Only the patched build (docs/architecture.md, "The database stand-in"), which install.sh gives a
+    # name of its own: a stock `ferretdb` scans a collection for every find by _id and lets concurrent
+    # updates of one document overwrite each other.
+    found = shutil.which(FERRETDB_PROGRAM)
     if found:
         return found
-    # Where `go install` / install.sh put it; `go env` is not asked, Go need not be on PATH here.
+    # Where install.sh puts it; `go env` is not asked, Go need not be on PATH here.
     gopath = os.environ.get("GOPATH") or str(Path.home() / "go")
     for directory in (os.environ.get("GOBIN"), f"{gopath.split(os.pathsep)[0]}/bin"):
-        if directory and Path(directory, "ferretdb").is_file():
-            return str(Path(directory, "ferretdb"))
-    raise StackError("ferretdb not found on PATH or in $GOPATH/bin; run deploy/local/install.sh")
+        if directory and Path(directory, FERRETDB_PROGRAM).is_file():
+            return str(Path(directory, FERRETDB_PROGRAM))
+    raise StackError(f"{FERRETDB_PROGRAM} not found on PATH or in $GOPATH/bin; run deploy/local/install.sh")
 
 
 # --- CLI -----------------------------------------------------------------------------------------
