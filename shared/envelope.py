@@ -97,6 +97,10 @@ class InboundMessage(Envelope):
     html: str | None = Field(default=None, description="sanitised HTML body, if any")
     email: EmailFacts | None = None
     chat: ChatFacts | None = None
+    # v1 minor addition (optional; older readers ignore it):
+    html_sanitiser: int | None = Field(
+        default=None, description="version of the sanitiser `html` went through; None: unknown"
+    )
 
 
 class OutboundMessage(Envelope):

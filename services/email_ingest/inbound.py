@@ -1,11 +1,26 @@
-"""From a parsed mail to the envelope the dispatcher gets. Pure: no I/O."""
+"""From a parsed mail to the envelope the dispatcher gets. Pure: no I/O.
+
+The envelope boundary: what :func:`to_envelope` returns encodes (JSON in UTF-8), whatever
+the mail held; a string with a lone surrogate is repaired here even if the parser let one
+through, and an envelope that still does not encode raises :class:`Unencodable`, an
+:class:`Unparseable` that the caller quarantines with its reason. Nothing else is raised.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
+from typing import Any
 
-from services.email_ingest.mime import ParsedMail
-from shared.envelope import AttachmentRef, Channel, EmailFacts, InboundMessage, message_id_for
+from services.email_ingest.mime import ParsedMail, Unencodable, repair
+from shared.envelope import (
+    AttachmentRef,
+    Channel,
+    EmailFacts,
+    InboundMessage,
+    encode,
+    message_id_for,
+)
 
 
 def source_id_for(mailbox: str, uidvalidity: int, uid: int) -> str:
@@ -33,7 +48,7 @@ def to_envelope(
     # The waiting time starts when the mail reached the server (never in the future).
     received = min(internaldate, now) if internaldate is not None else now
     message_id = message_id_for(source_id)
-    return InboundMessage(
+    envelope = InboundMessage(
         message_id=message_id,
         source_id=source_id,
         channel=Channel.EMAIL,
@@ -43,6 +58,7 @@ def to_envelope(
         text=mail.text,
         subject=mail.subject,
         html=mail.html,
+        html_sanitiser=mail.html_sanitiser,
         email=EmailFacts(
             header_message_id=mail.message_id,
             in_reply_to=mail.in_reply_to,
@@ -57,3 +73,38 @@ def to_envelope(
             mailbox=mailbox,
         ),
     )
+    return encodable(envelope)
+
+
+def _repaired(value: Any) -> Any:
+    if isinstance(value, str):
+        return repair(value)
+    if isinstance(value, list):
+        return [_repaired(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _repaired(v) for k, v in value.items()}
+    return value
+
+
+def _encodes(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode()
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        return False
+    return True
+
+
+def encodable(envelope: InboundMessage) -> InboundMessage:
+    """``envelope`` with every string repaired (see mime.repair), proven to encode.
+
+    Raises :class:`Unencodable` naming the first field that does not (never its content)."""
+    data = envelope.model_dump()
+    fixed = _repaired(data)
+    try:
+        if fixed != data:
+            envelope = InboundMessage.model_validate(fixed)
+        encode(envelope)
+    except ValueError:
+        broken = next((k for k, v in fixed.items() if not _encodes(v)), "envelope")
+        raise Unencodable(broken) from None
+    return envelope

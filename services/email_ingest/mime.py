@@ -1,8 +1,10 @@
 """Turning raw RFC 5322 bytes into what the gateway needs of a mail. Pure: no I/O.
 
 The standard library's parser with the modern policy does the MIME work; HTML is
-sanitised with nh3 (no scripts, no event handlers, no remote images: only the tags and
-attributes a reader needs) before it leaves this module.
+sanitised (with a size and nesting budget, then nh3: no scripts, no event handlers, no
+remote images, only the tags and attributes a reader needs) before it leaves this module,
+by the one sanitiser the console's HTML goes through (services/store/html.py), whose version
+travels with it so that the store never sanitises it again.
 
 What this module decides, and why:
 - a mail is *quarantined* (:class:`Unparseable`) rather than half-read when its structure
@@ -11,7 +13,12 @@ What this module decides, and why:
 - robots are classified (:func:`classify`): RFC 3834 ``Auto-Submitted``, ``Precedence``,
   list headers and RFC 3464 delivery-status reports are never answered automatically;
 - attachments are returned as bytes for the caller to store outside the broker;
-- quoted history is split from the new text (:func:`split_quoted`) so the console folds it.
+- quoted history is split from the new text (:func:`split_quoted`) so the console folds it;
+- headers are text in UTF-8 where they are (RFC 6532 3.2 allows raw UTF-8 in header values),
+  and nothing that leaves this module holds a lone surrogate (:func:`repair`): the parser
+  keeps undecodable bytes as surrogates, which neither JSON nor BSON can carry;
+- Message-IDs are accepted only in the strict RFC 5322 3.6.4 grammar, read from the raw
+  header (:func:`is_msg_id`): they are written back into our replies' headers.
 """
 
 from __future__ import annotations
@@ -29,8 +36,18 @@ from typing import Any
 
 import nh3
 
-# Message-IDs in In-Reply-To / References: bounded, no nested brackets, so no backtracking.
-_MSGID = re.compile(r"<[^<>\s]{1,250}>")
+from services.store.html import VERSION as SANITISER_VERSION
+from services.store.html import sanitise
+
+# RFC 5322 3.6.4: msg-id = "<" id-left "@" id-right ">", id-left = dot-atom-text, id-right =
+# dot-atom-text / no-fold-literal; ASCII only (atext, 3.2.3). "." and "@" are not atext, so
+# matching is linear. RFC 2047 5 forbids encoded words in a msg-id, yet "=?" is atext: an id
+# holding one is refused, as a parser that decodes it would put its CR/LF into our reply's
+# In-Reply-To (CVE-2024-6923 on Python before 3.11.10).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_MSGID = re.compile(rf"<{_DOT_ATOM}@(?:{_DOT_ATOM}|\[[\x21-\x5a\x5e-\x7e]*\])>")
+MAX_MSGID_CHARS = 250
 _MAX_REFS = 50
 # Structure we refuse to walk (QUALITY.md 3: 10,000 parts, deep nesting, huge headers).
 MAX_PARTS = 500
@@ -38,36 +55,6 @@ MAX_DEPTH = 20
 MAX_HEADER_BYTES = 256 * 1024
 # Text we keep per mail; the raw mail stays whole in the raw-mail store.
 MAX_TEXT_CHARS = 200_000
-
-_ALLOWED_TAGS = {
-    "p",
-    "br",
-    "div",
-    "span",
-    "b",
-    "strong",
-    "i",
-    "em",
-    "u",
-    "ul",
-    "ol",
-    "li",
-    "blockquote",
-    "pre",
-    "code",
-    "table",
-    "thead",
-    "tbody",
-    "tr",
-    "td",
-    "th",
-    "a",
-    "hr",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-}
 
 # Kinds of mail (see classify): only "person" may ever get an automatic answer.
 PERSON = "person"
@@ -82,6 +69,14 @@ class Unparseable(ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Unencodable(Unparseable):
+    """What was read of the mail cannot be written as an envelope (JSON in UTF-8) even after
+    :func:`repair`; quarantined with the reason ``unencodable:<field>``, never its content."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"unencodable:{field}")
 
 
 @dataclass(frozen=True)
@@ -108,17 +103,37 @@ class ParsedMail:
     quoted: str = ""
     attachments: list[Attachment] = field(default_factory=list)
     date: datetime | None = None
+    # The version of the sanitiser ``html`` went through (services/store/html.py VERSION).
+    html_sanitiser: int | None = None
 
 
 def sanitise_html(html: str) -> str:
-    """Keep structure and text; drop scripts, handlers, styles and every remote resource."""
-    return nh3.clean(
-        html,
-        tags=_ALLOWED_TAGS,
-        attributes={"a": {"href"}},
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer nofollow",
-    )
+    """Keep structure and text; drop scripts, handlers, styles and every remote resource.
+    Linear in the size of ``html`` whatever its nesting (services/store/html.py)."""
+    return sanitise(repair(html)) or ""
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]+")
+
+
+def _decode_run(match: re.Match[str]) -> str:
+    try:
+        data = match.group().encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "\ufffd"  # surrogates that do not stand for bytes: nothing to recover
+    return decode_undeclared(data)
+
+
+def repair(value: str) -> str:
+    """``value`` without lone surrogates.
+
+    The parser keeps each byte it could not decode as a surrogate (surrogateescape): raw
+    8-bit bytes in a header, or an RFC 2047 word whose bytes are not of its charset. Each run
+    of them is decoded as UTF-8 if it is (RFC 6532 3.2: header values may be UTF-8), else as
+    windows-1251, the usual undeclared 8-bit of Russian and Belarusian mail. What is still
+    unreadable becomes U+FFFD: the mail is kept, its unreadable part marked.
+    """
+    return value if value.isascii() else _SURROGATES.sub(_decode_run, value)
 
 
 def html_to_text(html: str) -> str:
@@ -126,8 +141,20 @@ def html_to_text(html: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
-def _ids(value: object) -> list[str]:
-    return _MSGID.findall(str(value or ""))[:_MAX_REFS]
+def is_msg_id(value: str) -> bool:
+    """Whether ``value`` is one msg-id of the strict grammar (see ``_MSGID``), bounded."""
+    return len(value) <= MAX_MSGID_CHARS and "=?" not in value and _MSGID.fullmatch(value) is not None
+
+
+def _ids(value: str | None) -> list[str]:
+    """The valid msg-ids in a raw (undecoded) header value, at most ``_MAX_REFS``."""
+    found = (m.group() for m in _MSGID.finditer(value or ""))
+    return [i for i in found if len(i) <= MAX_MSGID_CHARS and "=?" not in i][:_MAX_REFS]
+
+
+def _raw_header(msg: Message, name: str) -> str | None:
+    """The header's value as it came, undecoded: a msg-id is never RFC 2047-decoded."""
+    return next((str(v) for k, v in msg.raw_items() if k.lower() == name.lower()), None)
 
 
 def _header(msg: Message, name: str) -> str | None:
@@ -136,7 +163,7 @@ def _header(msg: Message, name: str) -> str | None:
     except (ValueError, IndexError, TypeError, LookupError, AttributeError):
         # A header the parser could not make sense of (bad RFC 2047 word, broken address).
         return None
-    return None if value is None else str(value)
+    return None if value is None else repair(str(value))
 
 
 def _addresses(msg: Message, name: str) -> list[str]:
@@ -148,10 +175,10 @@ def _addresses(msg: Message, name: str) -> list[str]:
     except (ValueError, IndexError, TypeError, LookupError, AttributeError):
         found = []
     if found:
-        return found
+        return [repair(a) for a in found]
     # The undecoded value: encoded words stay encoded, so a CR/LF hidden in one cannot
-    # split the header, and the address itself is plain ASCII (or SMTPUTF8) anyway.
-    raw = next((str(v) for k, v in msg.raw_items() if k.lower() == name.lower()), "")
+    # split the header, and the address itself is plain ASCII (or RFC 6532 UTF-8) anyway.
+    raw = repair(_raw_header(msg, name) or "")
     try:
         return [_one_line(a) for _, a in getaddresses([raw]) if a]
     except (ValueError, IndexError, TypeError):
@@ -209,13 +236,13 @@ def _bounce_facts(msg: EmailMessage) -> tuple[list[str], str | None]:
         elif ctype in {"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"}:
             payload = part.get_payload()
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
-                refs += _ids(_header(payload[0], "Message-ID"))
+                refs += _ids(_raw_header(payload[0], "Message-ID"))
             else:
                 text = payload if isinstance(payload, str) else ""
                 inner = BytesParser(policy=policy.default).parsebytes(
                     text.encode("utf-8", "replace"), headersonly=True
                 )
-                refs += _ids(_header(inner, "Message-ID"))
+                refs += _ids(_raw_header(inner, "Message-ID"))
     return refs[:_MAX_REFS], action
 
 
@@ -284,10 +311,11 @@ def _decode_part(part: MIMEPart) -> str:
     except (LookupError, UnicodeError, AssertionError, ValueError):
         content = None
     if isinstance(content, str) and "\ufffd" not in content:
-        return content
+        # repair: a charset such as UTF-7 can decode to lone surrogates.
+        return repair(content)
     # Unknown or lying charset, or undeclared 8-bit: keep the text readable, never lose the mail.
     payload = part.get_payload(decode=True)
-    return decode_undeclared(payload) if isinstance(payload, bytes) else (content or "")
+    return decode_undeclared(payload) if isinstance(payload, bytes) else repair(content or "")
 
 
 def _check_structure(msg: EmailMessage, raw: bytes) -> None:
@@ -314,8 +342,9 @@ def _filename(part: MIMEPart) -> str:
         name = part.get_filename() or ""
     except (ValueError, LookupError, TypeError):
         name = ""
-    # A name for display only, never a path: no directories, no control characters.
-    name = re.sub(r"[\x00-\x1f\x7f/\\]", "_", name).strip()[:200]
+    # A name for display only, never a path: no directories, no control characters; 8-bit
+    # bytes in it (no RFC 2231 encoding) are read as UTF-8 where they are (repair).
+    name = re.sub(r"[\x00-\x1f\x7f/\\]", "_", repair(name)).strip()[:200]
     return name or "attachment"
 
 
@@ -330,7 +359,7 @@ def _attachments(msg: EmailMessage) -> list[Attachment]:
         else:
             payload = part.get_payload(decode=True)
             data = payload if isinstance(payload, bytes) else b""
-        out.append(Attachment(_filename(part), ctype, data))
+        out.append(Attachment(_filename(part), repair(ctype), data))
     return out
 
 
@@ -344,7 +373,12 @@ class _ParseOncePolicy(EmailPolicy):
     """
 
     def header_fetch_parse(self, name: str, value: str) -> Any:
-        if len(value) > _CACHED_HEADER_CHARS or hasattr(value, "name"):
+        if hasattr(value, "name"):
+            return super().header_fetch_parse(name, value)
+        # Raw 8-bit bytes come as surrogates: the header is parsed as the text they are
+        # (RFC 6532 3.2), so an address in an internationalised domain is an address.
+        value = repair(value)
+        if len(value) > _CACHED_HEADER_CHARS:
             return super().header_fetch_parse(name, value)
         return _parsed_header(name, value)
 
@@ -378,7 +412,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise Unparseable(f"mime_structure:{type(exc).__name__}") from None
     if rich is not None:
-        html = sanitise_html(_decode_part(rich)[:MAX_TEXT_CHARS])
+        html = sanitise_html(_decode_part(rich)[:MAX_TEXT_CHARS])  # linear: see sanitise_html
     if plain is not None:
         text = _decode_part(plain)[:MAX_TEXT_CHARS]
     elif html is not None:
@@ -386,7 +420,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
     text = text.replace("\r\n", "\n").strip()
     new_text, quoted = split_quoted(text)
     bounce_of, action = _bounce_facts(msg) if kind == BOUNCE else ([], None)
-    mids = _ids(_header(msg, "Message-ID"))
+    mids = _ids(_raw_header(msg, "Message-ID"))
     subject = _header(msg, "Subject")
     date = None
     try:
@@ -400,8 +434,8 @@ def parse_mail(raw: bytes) -> ParsedMail:
         text=new_text,
         html=html,
         message_id=mids[0] if mids else None,
-        in_reply_to=_ids(_header(msg, "In-Reply-To")),
-        references=_ids(_header(msg, "References")),
+        in_reply_to=_ids(_raw_header(msg, "In-Reply-To")),
+        references=_ids(_raw_header(msg, "References")),
         to=_one_line(to_addresses[0]) if to_addresses else None,
         auto_submitted=kind != PERSON,
         kind=kind,
@@ -410,4 +444,5 @@ def parse_mail(raw: bytes) -> ParsedMail:
         quoted=quoted,
         attachments=attachments,
         date=date,
+        html_sanitiser=SANITISER_VERSION if html is not None else None,
     )

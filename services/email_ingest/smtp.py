@@ -23,19 +23,36 @@ with backoff, then reported ``failed``. Nothing is sent before the handshake, so
 never leaves in clear.
 
 Rate: each send waits for its place in the line's shared limit (ratelimit.py).
+
+Headers no client text can break (QUALITY.md 3, issue 13), on any supported interpreter,
+including those before the fix of CVE-2024-6923 (Python 3.11.10), whose policy decodes an
+RFC 2047 word in a header value it is given and writes a CR/LF found in it back out raw:
+- In-Reply-To and References carry only msg-ids of the strict RFC 5322 3.6.4 grammar (ASCII,
+  no "=?", bounded; mime.is_msg_id); any other is left out;
+- the client's text reaches one header only, the Subject, as the decoded subject reduced to
+  one line of printable characters in which no "=?" remains, so nothing in it can be
+  decoded again; the recipient is a plain addr-spec (RFC 5322 3.4.1, RFC 6532 3.2) with its
+  domain in IDNA form;
+- the mail is serialised once and read back before it is sent (:func:`checked`): the same
+  header fields as built, none with a CR or LF in its value, one text part with the text we
+  wrote. A mail that fails is reported ``failed`` and never sent; the bytes checked are the
+  bytes sent, to the one recipient we chose (never recipients read from the headers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.errors import HeaderParseError
+from email import policy
+from email.errors import HeaderParseError, MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
@@ -45,6 +62,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.email_ingest.mime import is_msg_id
 from services.email_ingest.ratelimit import WINDOW_SECONDS, SendLimit
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.tls import certificate_failure, log_refused
@@ -57,20 +75,56 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 
 
+MAX_SUBJECT_CHARS = 200
+
+
 def _one_line(value: str) -> str:
     # CR/LF must never reach a header (header injection); the policy also refuses them.
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
 
 
-class InvalidRecipient(ValueError):
+def header_text(value: str) -> str:
+    """Text for an unstructured header of ours: one line of printable characters (no CR, LF,
+    NEL, U+2028 or other control a parser could split at), no "=?" (so no RFC 2047 word,
+    which an unpatched policy would decode and fold back with its CR/LF raw), bounded."""
+    printable = "".join(c if c.isprintable() else " " for c in value)
+    return " ".join(printable.split()).replace("=?", "= ?")[:MAX_SUBJECT_CHARS]
+
+
+class UnsafeReply(ValueError):
+    """The reply cannot be written as a mail that says only what we built: reported failed,
+    never sent. The message is a fixed sentence, never the client's text."""
+
+
+class InvalidRecipient(UnsafeReply):
     """The client's address cannot be written as a To header: the reply is reported failed."""
 
 
+# RFC 5322 3.4.1 dot-atom-text for the local part. A quoted local part is refused: the
+# parser decodes RFC 2047 words inside quoted strings, so one could carry CR/LF into the To
+# header. So is a UTF-8 one (RFC 6532), which the standard library cannot write in a header
+# (NonASCIILocalPartDefect): the consultant sees the reply failed.
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+# A host name in ASCII (IDNA A-labels, RFC 5890) or an address literal.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*|\[[\x21-\x5a\x5e-\x7e]+\]")
+
+
 def _recipient(value: str) -> str:
+    """The client's addr-spec as we write it: domain in IDNA form, local part a dot-atom."""
     _name, address = parseaddr(_one_line(value))
     local, at, domain = address.rpartition("@")
-    if not (at and local and domain) or any(c.isspace() or ord(c) < 32 for c in address):
+    if not (at and local and domain) or "=?" in address or not address.isprintable():
         raise InvalidRecipient("the client's address is not a usable mail address")
+    try:
+        # An internationalised domain (RFC 6532 mail from a .бел address) is answered at its
+        # A-label form, which every SMTP server routes (RFC 5891 4.4).
+        domain = domain if domain.isascii() else domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidRecipient("the client's address is not a usable mail address") from None
+    if not (_LOCAL.fullmatch(local) and _DOMAIN.fullmatch(domain)) or len(local) > 64 or len(domain) > 255:
+        raise InvalidRecipient("the client's address is not a usable mail address")
+    address = f"{local}@{domain}"
     try:
         # Parse it as the header will be parsed; the standard library's parser raises more
         # than one kind of error on malformed addresses (and IndexError on some).
@@ -86,30 +140,80 @@ def build_reply(
     """The reply mail: our Message-ID, threaded to the client's last mail.
 
     ``fixed_subject`` replaces "Re: <client's subject>" with a neutral subject, for lines
-    whose clients may read mail on a watched device.
+    whose clients may read mail on a watched device. Raises :class:`UnsafeReply` (or its
+    :class:`InvalidRecipient`) when the reply cannot be written safely; send only what
+    :func:`checked` passes.
     """
     mail = EmailMessage()
-    mail["From"] = formataddr((_one_line(from_name), from_address)) if from_name else from_address
+    name = header_text(from_name)
+    mail["From"] = formataddr((name, from_address)) if name else from_address
     mail["To"] = _recipient(out.recipient)
     if fixed_subject is not None:
-        subject = _one_line(fixed_subject)
+        subject = header_text(fixed_subject)
     else:
-        subject = _one_line(out.subject or "")
+        # Decoded once at ingest (RFC 2047), then made a line of plain text here, AFTER
+        # decoding: a word that decodes to another word is text, never decoded again.
+        subject = header_text(out.subject or "")
         if subject and not subject.lower().startswith("re:"):
             subject = f"Re: {subject}"
     mail["Subject"] = subject or "Re:"
     mail["Date"] = format_datetime(out.sent_at)
     if out.email_message_id:
-        mail["Message-ID"] = _one_line(out.email_message_id)
-    if out.in_reply_to:
-        mail["In-Reply-To"] = _one_line(out.in_reply_to)
-    refs = [_one_line(r) for r in out.references if r]
+        if not is_msg_id(out.email_message_id):
+            raise UnsafeReply("the reply's Message-ID is not a valid msg-id")
+        mail["Message-ID"] = out.email_message_id
+    # The client's ids: only those of the strict grammar (a stored one may predate it).
+    if out.in_reply_to and is_msg_id(out.in_reply_to):
+        mail["In-Reply-To"] = out.in_reply_to
+    refs = [r for r in out.references if is_msg_id(r)][-_MAX_REFERENCES:]
     if refs:
         mail["References"] = " ".join(refs)
     # Replies from a hotline are written by a person: RFC 3834 says mark nothing; no
     # read-receipt or tracking headers are ever added (QUALITY.md 4).
-    mail.set_content(out.text)
+    # Base64 for any non-ASCII text: the mail is then 7-bit (headers are encoded words), so no
+    # server needs 8BITMIME (RFC 6152) for it; ASCII text goes as it is.
+    mail.set_content(out.text, cte=None if out.text.isascii() else "base64")
     return mail
+
+
+_MAX_REFERENCES = 20
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A reply as it goes on the wire: the checked bytes and the SMTP envelope."""
+
+    sender: str
+    recipient: str
+    data: bytes
+
+
+def _lines(text: object) -> object:
+    return text.replace("\r\n", "\n") if isinstance(text, str) else text
+
+
+def checked(mail: EmailMessage) -> Outgoing:
+    """Serialise ``mail`` once, read the bytes back as a recipient's mailer would, and
+    return them only if they say what was built: the same header fields in the same order,
+    no CR or LF in any value, the one recipient, one text/plain part with the same text.
+    Raises :class:`UnsafeReply` otherwise."""
+    recipient = str(mail["To"])
+    sender = parseaddr(str(mail["From"]))[1]
+    try:
+        data = mail.as_bytes(policy=policy.SMTP)
+        again = BytesParser(policy=policy.default).parsebytes(data)
+        built = [(k.lower(), str(v)) for k, v in mail.items()]
+        read = [(k.lower(), str(v)) for k, v in again.items()]
+        body = again.get_content() if not again.is_multipart() else None
+    except (MessageError, ValueError, LookupError, TypeError, IndexError, AttributeError) as exc:
+        raise UnsafeReply(f"the reply could not be serialised ({type(exc).__name__})") from None
+    if read != built or any("\r" in v or "\n" in v for _, v in read):
+        raise UnsafeReply("the reply's headers did not read back as built")
+    if [a.addr_spec for a in getattr(again["To"], "addresses", ())] != [recipient]:
+        raise UnsafeReply("the reply's recipient did not read back as built")
+    if again.get_content_type() != "text/plain" or _lines(body) != _lines(mail.get_content()):
+        raise UnsafeReply("the reply's body did not read back as built")
+    return Outgoing(sender, recipient, data)
 
 
 @dataclass(frozen=True)
@@ -271,7 +375,7 @@ class ReplySender:
             self.metrics.throttled.inc()
             await asyncio.sleep(delay)  # a point in time, not an event: nothing to await instead
 
-    async def _send(self, mail: EmailMessage, message_id: str) -> None:
+    async def _send(self, mail: Outgoing, message_id: str) -> None:
         """Hand one mail to the server; raise UnconfirmedAfterData when the connection failed
         between DATA and its reply, the server's SMTPResponseException on a refusal."""
         client = _Client(
@@ -293,7 +397,9 @@ class ReplySender:
         client.before_data = before_data
         try:
             async with client:
-                await client.send_message(mail)
+                # The checked bytes, to the recipient we chose: never recipients read from
+                # headers (as send_message would take them from To/Cc/Bcc).
+                await client.sendmail(mail.sender, [mail.recipient], mail.data)
         except aiosmtplib.SMTPResponseException:
             # The server answered: not ambiguous. A refused DATA cannot have delivered.
             if attempt is not None:
@@ -340,8 +446,9 @@ class ReplySender:
         """Hand the mail to the SMTP server, retrying temporary failures with backoff."""
         who = identity_for(out.line, self.s, self.config)
         try:
-            mail = build_reply(out, who.from_address, who.from_name, who.subject)
-        except InvalidRecipient as exc:
+            mail = checked(build_reply(out, who.from_address, who.from_name, who.subject))
+        except UnsafeReply as exc:
+            self.metrics.failures.labels("unsafe").inc()
             return DeliveryStatus.FAILED, str(exc)
         detail = "not sent"
         attempt = 0

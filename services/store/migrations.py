@@ -8,11 +8,13 @@ the new images, let the store migrate on start. A new migration is appended here
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.store import html
 from shared.envelope import utcnow
 from shared.logs import get_logger
 
@@ -34,9 +36,28 @@ async def _messages_have_a_received_time(db: Db) -> None:
         await db["messages"].update_one({"_id": doc["_id"]}, {"$set": {"received_at": doc["created_at"]}})
 
 
+async def _html_is_sanitised_once(db: Db) -> None:
+    # E-mail HTML of another sanitiser version (before the version was kept: none) is
+    # sanitised again, once, with the budget, and keeps the current version; a thread view
+    # then shows it as stored (api.message_view). Done here rather than on the first view
+    # because a view must not wait on the sanitiser, and because one store replica does it
+    # for all. Each message off the event loop: the store answers meanwhile. A change of
+    # html.VERSION appends a migration that runs this step again.
+    async for doc in db["messages"].find(
+        {"html": {"$ne": None}, "html_sanitiser": {"$ne": html.VERSION}}, {"html": 1}
+    ):
+        if not isinstance(doc.get("html"), str):
+            continue
+        clean = await asyncio.to_thread(html.sanitise, doc["html"])
+        await db["messages"].update_one(
+            {"_id": doc["_id"]}, {"$set": {"html": clean, "html_sanitiser": html.VERSION}}
+        )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Db], Awaitable[None]]]] = [
     (1, "threads count their claims", _claims_are_counted),
     (2, "inbound messages keep their source time", _messages_have_a_received_time),
+    (3, "e-mail HTML is sanitised once, with the budget, and keeps its version", _html_is_sanitised_once),
 ]
 
 

@@ -179,6 +179,8 @@ class Repository:
             "channel": msg.channel.value,
             "text": msg.text,
             "html": msg.html,
+            # Sanitised at ingest; the console shows it as stored while this is current.
+            "html_sanitiser": msg.html_sanitiser,
             "subject": msg.subject,
             # Stored time orders a thread: a source's own time (a mail's arrival on the IMAP
             # server, to the second) can fall before an answer the gateway already sent.

@@ -35,7 +35,7 @@ from services.email_ingest.mime import (
     split_quoted,
 )
 from services.email_ingest.settings import EmailIngestSettings
-from services.email_ingest.smtp import InvalidRecipient, build_reply, identity_for
+from services.email_ingest.smtp import InvalidRecipient, UnsafeReply, build_reply, identity_for
 from shared.config import ConfigError, HotlineConfig, load_config
 from shared.envelope import Channel, OutboundMessage, utcnow
 from shared.settings import DEFAULT_CONFIG_PATH
@@ -464,14 +464,11 @@ def test_neutral_identity_and_subject_per_line() -> None:
 
 @given(st.text(max_size=80), st.text(max_size=80))
 def test_no_cr_or_lf_ever_reaches_a_reply_header(subject: str, recipient: str) -> None:
+    out = _out(subject=subject, recipient=recipient or "x@example.org", email_message_id="<a@b>")
+    with pytest.raises(UnsafeReply):  # a Message-ID outside the msg-id grammar is refused
+        build_reply(out.model_copy(update={"email_message_id": "<a@b>\r\nBcc: x@y"}), "h@demo.test", "")
     try:
-        mail = build_reply(
-            _out(
-                subject=subject, recipient=recipient or "x@example.org", email_message_id="<a@b>\r\nBcc: x@y"
-            ),
-            "hotline@demo.test",
-            "Name\r\nBcc: z@y",
-        )
+        mail = build_reply(out, "hotline@demo.test", "Name\r\nBcc: z@y")
     except InvalidRecipient:
         return  # an address that cannot be a To header is refused: the reply is reported failed
     head = mail.as_bytes().split(b"\n\n", 1)[0]

@@ -284,6 +284,46 @@ for i in range(4):
     m.set_content(f"Обычное письмо {i}")
     add(f"plain-named-sender-{i}", m.as_bytes(), text=f"Обычное письмо {i}")
 
+# Issue 13: raw UTF-8 (RFC 6532) and undeclared 8-bit in headers are read, never a reason to
+# stop; client ids and subjects that would inject headers into our replies are neutralised;
+# HTML nested beyond the sanitiser's budget is read within it.
+add(
+    "utf8-idn-from",
+    f"From: Иван <ivan@пример.бел>\r\nTo: Линия <hotline@demo.test>\r\nSubject: Помогите\r\n"
+    f"Message-ID: <corpus-{nxt()}@example.org>\r\nMIME-Version: 1.0\r\n"
+    f"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{TEXT}".encode(),
+    text=TEXT,
+)
+add(
+    "eightbit-to",
+    f"From: m{nxt()}@example.org\r\nSubject: x\r\nTo: ".encode()
+    + "Линия".encode("cp1251")
+    + b" <hotline@demo.test>, \xff\xfe@\xc0\r\nMIME-Version: 1.0\r\n\r\nto 8-bit",
+    text="to 8-bit",
+)
+add(
+    "eightbit-attachment-name",
+    f"From: m{nxt()}@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+    "Content-Type: multipart/mixed; boundary=B\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\n"
+    "see the report\r\n--B\r\nContent-Type: application/pdf\r\n".encode()
+    + 'Content-Disposition: attachment; filename="отчёт.pdf"\r\n'.encode("cp1251")
+    + b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--B--\r\n",
+    text="see the report",
+)
+injected = "x\r\nBcc: victim@evil.example\r\nContent-Type: text/html\r\n\r\n<h1>evil.example</h1>"
+word = "=?utf-8?b?" + base64.b64encode(injected.encode()).decode() + "?="
+add(
+    "crlf-nested-encoded-subject",
+    f"From: m{nxt()}@example.org\r\nSubject: =?utf-8?b?{base64.b64encode(word.encode()).decode()}?=\r\n"
+    "Message-ID: <c9.=?utf-8?b?DQpCY2M6IC4uLg==?=.x@y>\r\n"
+    "In-Reply-To: <c9.=?utf-8?b?DQpCY2M6IC4uLg==?=.x@y>\r\n"
+    "References: <c9.=?utf-8?b?DQpCY2M6IC4uLg==?=.x@y> <ok.1@example.org>\r\n\r\nnested".encode(),
+    text="nested",
+)
+m = base(nxt())
+m.set_content("<div>" * 30_000 + "<p>Помогите</p>", subtype="html")
+add("html-nested-30000-div", m.as_bytes(), text="Помогите")
+
 
 def main() -> None:
     for old in HERE.glob("*.eml"):
