@@ -38,7 +38,7 @@ from services.store.auth import (
 from services.store.html import for_console
 from services.store.metrics import StoreMetrics
 from services.store.outbound import publish_outbound
-from services.store.repository import Doc, Repository
+from services.store.repository import Doc, IdempotencyKeyReused, Repository
 from services.store.settings import StoreSettings
 from shared import topology
 from shared.broker import Broker
@@ -477,7 +477,14 @@ class ConsultantApi:
             return problem(422, "text is required")
         if thread["status"] != "active" or thread.get("assignee") != user.login:
             return problem(409, "Claim the thread before replying")
-        doc, created = await self.repo.add_reply(thread, user.login, text, key, self.s.message_id_domain)
+        try:
+            doc, created = await self.repo.add_reply(thread, user.login, text, key, self.s.message_id_domain)
+        except IdempotencyKeyReused:
+            return problem(
+                409,
+                "Idempotency-Key already used",
+                "this key was sent with another thread or another text; a new reply needs a new key",
+            )
         # A retried request whose first attempt stored the reply but failed to publish it
         # publishes it now; one that was published is not sent again.
         await publish_outbound(self.broker, self.repo, thread, doc)

@@ -196,6 +196,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     }),
     ("POST", "/api/threads/{id}/messages"): ("thread holder", {
         "summary": "Reply; delivery status follows on the message (queued, sent, failed)",
+        "description": "The Idempotency-Key (8-100 characters) names this reply: sent again with the same "
+        "thread and text it answers the stored reply (202, nothing sent twice); with another thread or "
+        "another text it is refused with 409 and nothing is stored or sent.",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": True, "schema": STR}],
         "requestBody": _body(_obj(["text"], text=STR)),
         "responses": {

@@ -49,6 +49,10 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+class IdempotencyKeyReused(Exception):
+    """An Idempotency-Key already used for a reply to another thread or with another text."""
+
+
 @dataclass(frozen=True)
 class Accepted:
     """What storing one inbound message did."""
@@ -476,10 +480,18 @@ class Repository:
     async def add_reply(
         self, thread: Doc, login: str, text: str, idempotency_key: str, email_domain: str
     ) -> tuple[Doc, bool]:
-        """Store a consultant's reply once per (consultant, Idempotency-Key); (doc, created)."""
+        """Store a consultant's reply once per (consultant, Idempotency-Key); (doc, created).
+
+        A key names one reply: the same key again with the same thread and text is a retry and
+        gets the stored reply back; with another thread or text it is a client's mistake and
+        raises :class:`IdempotencyKeyReused` (the stored reply must neither stand in for the
+        new one nor reach the other thread's client).
+        """
         doc, created = await self.add_outbound(
             thread, f"consultant:{login}", text, f"reply:{login}:{idempotency_key}", email_domain
         )
+        if not created and (doc["thread_id"] != thread["_id"] or doc.get("text") != text):
+            raise IdempotencyKeyReused
         if created:
             await self.threads.update_one(
                 {"_id": thread["_id"]}, {"$set": {"last_reply_at": doc["created_at"]}}

@@ -329,8 +329,12 @@
       form.addEventListener("submit", function (ev) {
         ev.preventDefault();
         if (!ta.value.trim()) { return; }
-        var key = form.dataset.key || (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
-        form.dataset.key = key;  // a retry of the same reply reuses its key: sent once
+        // A retry of the same reply reuses its key (sent once); an edited text is another reply
+        // and needs another key (the API refuses a key reused with other text: 409).
+        var key = form.dataset.key && form.dataset.keyText === ta.value ? form.dataset.key
+          : (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
+        form.dataset.key = key;
+        form.dataset.keyText = ta.value;
         api("POST", path + "/messages", { text: ta.value }, { "Idempotency-Key": key }).then(function () {
           delete form.dataset.key; ta.value = ""; draft(id).reply = ""; openThread(id);
         }).catch(showError);
