@@ -26,12 +26,13 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared import topology
 from shared.envelope import Envelope, EnvelopeError, decode, encode
 from shared.logs import get_logger
+from shared.supervise import place
 
 log = get_logger(__name__)
 
@@ -40,6 +41,17 @@ Handler = Callable[[Envelope, AbstractIncomingMessage], Awaitable[None]]
 
 # What a broker that is down or restarting raises while connecting.
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker cannot take a publish now: the connection is down or its channel is being
+    re-opened after a broker restart. Transient: the caller keeps the message and tries again."""
+
+
+# What ``Broker.publish`` raises when the broker, not the message, is at fault. aio-pika's
+# ChannelInvalidStateError (a RuntimeError, raised while a robust channel is closed) is turned
+# into BrokerUnavailable by ``publish``, so no caller has to catch RuntimeError.
+PUBLISH_ERRORS = (AMQPError, ConnectionError, OSError, TimeoutError)
 
 
 class BrokerMetrics:
@@ -76,6 +88,7 @@ class Broker:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._up = asyncio.Event()  # set while connected with every channel restored
 
     async def connect(self) -> None:
         """Connect, open the confirming channel and declare the topology; on failure leave
@@ -93,11 +106,29 @@ class Broker:
             await connection.close()
             raise
         self._connection, self._channel = connection, channel
+        # aio-pika calls reconnect_callbacks once the connection and all its channels are
+        # restored after an outage, close_callbacks whenever the connection is lost.
+        connection.reconnect_callbacks.add(self._on_restored)
+        connection.close_callbacks.add(self._on_lost)
+        self._up.set()
+
+    def _on_restored(self, *_: Any) -> None:
+        self._up.set()
+
+    def _on_lost(self, *_: Any) -> None:
+        self._up.clear()
+
+    async def wait_ready(self) -> None:
+        """Return once the broker is connected (again) with its channels restored."""
+        while not self.is_ready():
+            await self._up.wait()
+            if not self.is_ready():
+                self._up.clear()  # set by a restore that was lost again at once
 
     @property
     def channel(self) -> AbstractRobustChannel:
         if self._channel is None:
-            raise RuntimeError("broker is not connected")
+            raise BrokerUnavailable("broker is not connected")
         return self._channel
 
     def is_ready(self) -> bool:
@@ -117,7 +148,25 @@ class Broker:
         message_id: str | None = None,
         headers: dict[str, Any] | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm; raise if it was refused or unroutable."""
+        """Publish and wait for the broker's confirm; raise if it was refused or unroutable.
+
+        Raises one of ``PUBLISH_ERRORS``: ``BrokerUnavailable`` while the broker is away,
+        ``AMQPError`` when it refused this message (e.g. ``DeliveryError`` when unroutable)."""
+        try:
+            await self._publish(envelope, exchange, routing_key, message_id, headers)
+        except ChannelInvalidStateError as exc:
+            raise BrokerUnavailable("channel closed") from exc
+        channel = getattr(envelope, "channel", None)
+        self._metrics.published.labels(envelope.kind, channel.value if channel is not None else "").inc()
+
+    async def _publish(
+        self,
+        envelope: Envelope,
+        exchange: str,
+        routing_key: str,
+        message_id: str | None,
+        headers: dict[str, Any] | None,
+    ) -> None:
         ex = self.topology.exchanges.get(exchange) or await self.channel.get_exchange(exchange)
         msg = aio_pika.Message(
             encode(envelope),
@@ -130,8 +179,6 @@ class Broker:
         # mandatory: a message no queue is bound to take is an error, not a silent drop
         # (console events excepted: with no console listening there is nobody to tell).
         await ex.publish(msg, routing_key=routing_key, mandatory=topology.must_route(exchange, routing_key))
-        channel = getattr(envelope, "channel", None)
-        self._metrics.published.labels(envelope.kind, channel.value if channel is not None else "").inc()
 
     async def consume(
         self, queue: AbstractQueue, handler: Handler, transient: tuple[type[BaseException], ...] = ()
@@ -181,11 +228,14 @@ class Broker:
             raise
         except Exception as exc:
             # A failure we could not handle: requeue; the delivery limit bounds the attempts.
-            log.exception(
+            # Type and place, no traceback: an exception's message or a frame's locals can
+            # quote the text a person wrote (QUALITY.md 4).
+            log.error(
                 "handler_failed",
                 queue=queue,
                 message_id=message.message_id,
                 error=type(exc).__name__,
+                where=place(exc),
                 redelivered=message.redelivered,
             )
             self._metrics.consumed.labels(queue, "failed").inc()

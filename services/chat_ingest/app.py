@@ -25,6 +25,7 @@ from shared.hours import is_open, next_opening
 from shared.http import errors, security_headers
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
+from shared.supervise import Supervisor
 
 STATIC = Path(__file__).parent / "static"
 
@@ -119,12 +120,15 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     if bots.bots:
         health.add_details("telegram", bots.details)
 
+    supervisor = Supervisor(registry, health)
+    health.add_details("tasks", supervisor.details)
+
     async def resources(app: web.Application) -> AsyncIterator[None]:
         raise_file_limit()
         try:
             await retry_until_ready("database", lambda: _ping(db), settings.startup_timeout, (PyMongoError,))
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
-            await hub.start()
+            await hub.start(supervisor)
             replies = await topology.declare_replica_queue(
                 broker.channel,
                 topology.chat_outbound_queue(settings.instance_id),
@@ -146,6 +150,7 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
             yield
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
+            await supervisor.stop()
             await bots.stop()
             await hub.stop()
             await broker.close()

@@ -34,10 +34,9 @@ from pymongo.errors import PyMongoError
 from services.chat_ingest import telegram
 from services.chat_ingest.botapi import BotApi, BotApiError, BotApiMetrics, RetryLater
 from services.chat_ingest.settings import ChatIngestSettings, TelegramBot
-from services.chat_ingest.ws import PUBLISH_ERRORS
 from services.store.repository import ChatRepository
 from shared import topology
-from shared.broker import Broker
+from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig
 from shared.envelope import (
     Channel,

@@ -34,7 +34,6 @@ from datetime import datetime
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.errors import PyMongoError
@@ -44,7 +43,7 @@ from services.chat_ingest.settings import ChatIngestSettings
 from services.dispatcher.routing import session_thread_key
 from services.store.repository import ChatRepository, Doc, thread_id_for
 from shared import topology
-from shared.broker import Broker
+from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig
 from shared.envelope import (
     Channel,
@@ -60,11 +59,9 @@ from shared.envelope import (
 )
 from shared.hours import is_open
 from shared.logs import get_logger
+from shared.supervise import Supervisor
 
 log = get_logger(__name__)
-
-# What the broker raises when it cannot take a message now: the client keeps it and resends.
-PUBLISH_ERRORS = (AMQPError, ConnectionError, OSError, RuntimeError, TimeoutError)
 
 # Messages of one connection published and awaiting their broker confirm at once.
 MAX_IN_FLIGHT = 16
@@ -229,12 +226,11 @@ class ChatHub:
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        """Start the background tasks: delivery reports and position updates."""
-        self._tasks = [
-            asyncio.create_task(self._report_loop(), name="chat-reports"),
-            asyncio.create_task(self._position_loop(), name="chat-positions"),
-        ]
+    async def start(self, supervisor: Supervisor) -> None:
+        """Start the background loops, delivery reports and position updates, under the
+        service's supervisor (which restarts them and stops them at shutdown)."""
+        supervisor.start("chat-reports", lambda _beat: self._report_loop())
+        supervisor.start("chat-positions", lambda _beat: self._position_loop())
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -21,6 +19,7 @@ from shared.health import Health
 from shared.http import errors
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
+from shared.supervise import Supervisor
 
 
 def create_app(settings: DispatcherSettings) -> web.Application:
@@ -46,6 +45,8 @@ def create_app(settings: DispatcherSettings) -> web.Application:
             return broker.is_ready()
 
         health.add_check("broker", broker_ready)
+        supervisor = Supervisor(registry, health)
+        health.add_details("tasks", supervisor.details)
         try:
             await retry_until_ready(
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
@@ -57,15 +58,14 @@ def create_app(settings: DispatcherSettings) -> web.Application:
                 dispatcher.handle,
                 transient=(ConnectionFailure,),
             )
-            sweeper = asyncio.create_task(
-                Sweeper(repo, broker, config).run(settings.sweep_seconds), name="sweeper"
-            )
+            sweeper = Sweeper(repo, broker, config)
+            every = settings.sweep_seconds
+            supervisor.start("sweeper", lambda beat: sweeper.run(every, beat), interval=3 * every + 30)
             yield
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            await supervisor.stop()
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
+            await supervisor.stop()
             await broker.close()
             await client.close()
 

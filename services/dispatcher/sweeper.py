@@ -21,6 +21,7 @@ from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import ConsoleEvent, utcnow
 from shared.logs import get_logger
+from shared.supervise import Heartbeat
 
 log = get_logger(__name__)
 
@@ -61,8 +62,9 @@ class Sweeper:
             await self._announce("CrisisEscalated", thread, waiting_since=thread["waiting_since"].isoformat())
         return len(released), len(escalated)
 
-    async def run(self, every: float) -> None:
-        """Sweep every ``every`` seconds until cancelled; a failed pass is logged and retried."""
+    async def run(self, every: float, heartbeat: Heartbeat) -> None:
+        """Sweep every ``every`` seconds until cancelled; a failed pass is logged and retried,
+        a completed one beats ``heartbeat`` (the supervisor's view of this loop)."""
         while True:
             try:
                 await self.sweep(utcnow())
@@ -70,4 +72,6 @@ class Sweeper:
                 raise
             except Exception as exc:  # the database or broker is away: the next pass retries
                 log.warning("sweep_failed", error=type(exc).__name__)
+            else:
+                heartbeat.beat()
             await asyncio.sleep(every)  # a period, not a wait for an event

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -22,6 +20,7 @@ from shared.health import Health
 from shared.http import errors
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
+from shared.supervise import Supervisor
 
 
 def create_app(settings: EmailIngestSettings) -> web.Application:
@@ -53,7 +52,11 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
             return broker.is_ready()
 
         health.add_check("broker", broker_ready)
-        tasks: list[asyncio.Task[None]] = []
+        supervisor = Supervisor(registry, health, backoff_max=settings.reconnect_max_seconds)
+        health.add_details("tasks", supervisor.details)
+        # A healthy watcher completes a synchronisation at least once per IDLE (or poll)
+        # period; allow the watchdog twice on top before calling it stalled.
+        cycle = max(settings.idle_seconds, settings.poll_seconds) + 2 * settings.watchdog_seconds
         try:
             raw = RawStore(db)
             sender = ReplySender.on(db, settings, config, broker, smtp_tls, SmtpMetrics(registry))
@@ -70,19 +73,13 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
             metrics = ImapMetrics(registry)
             for box in mailboxes:
                 watcher = MailboxWatcher(box, settings, broker, db["imap_cursors"], raw, metrics)
-                tasks.append(asyncio.create_task(watcher.run(), name=f"imap-watcher {box.name}"))
+                supervisor.start(f"imap-watcher {box.name}", watcher.run, interval=cycle, intake=True)
             yield
             # Stop intake first: the watchers, then the reply consumer, then drain.
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await supervisor.stop()
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
+            await supervisor.stop()
             await broker.close()
             await client.close()
 

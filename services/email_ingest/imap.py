@@ -55,10 +55,11 @@ from services.email_ingest.rawstore import QUARANTINED, REPLAYED, RawStore, fing
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.tls import client_context, log_refused
 from shared import topology
-from shared.broker import Broker
+from shared.broker import PUBLISH_ERRORS, Broker, BrokerUnavailable
 from shared.config import ConfigError, HotlineConfig
 from shared.envelope import Channel, InboundMessage, utcnow
 from shared.logs import get_logger
+from shared.supervise import Heartbeat
 
 log = get_logger(__name__)
 
@@ -302,13 +303,23 @@ class MailboxWatcher:
         self.key = box.name
         self._lost = asyncio.Event()
         self._dead = False  # the watchdog gave up on this session's connection
-        self._connected_once = False
+        self._heartbeat: Heartbeat | None = None
 
-    async def run(self) -> None:
-        """Watch the mailbox until cancelled, reconnecting with jittered backoff."""
+    async def run(self, heartbeat: Heartbeat) -> None:
+        """Watch the mailbox until cancelled, reconnecting with jittered backoff.
+
+        Runs under the service's supervisor: ``heartbeat`` beats after every completed
+        synchronisation, and anything this loop does not expect ends it (logged by the
+        supervisor, which starts it again). The backoff is reset only by a completed
+        synchronisation, not by a login: a session that logs in and then fails (the database
+        away) must not log in again every few seconds, which a hosted mailbox answers with
+        throttling or a lock-out. After a broker or database failure the watcher waits until
+        that dependency answers again before it logs in.
+        """
+        self._heartbeat = heartbeat
         delay = 1.0
         while True:
-            self._connected_once = False
+            cycles = heartbeat.cycles
             reason = "network"
             try:
                 await self._session()
@@ -321,7 +332,8 @@ class MailboxWatcher:
             except PyMongoError as exc:
                 reason = "database"
                 log.warning("imap_database_unavailable", mailbox=self.key, error=type(exc).__name__)
-            except AMQPError as exc:
+            except (AMQPError, BrokerUnavailable) as exc:
+                # Before OSError: BrokerUnavailable is a ConnectionError, but not the mailbox's.
                 reason = "broker"
                 log.warning("imap_broker_unavailable", mailbox=self.key, error=type(exc).__name__)
             except (OSError, TimeoutError, Abort, CommandTimeout, ImapProtocolError, ConnectionLost) as exc:
@@ -332,12 +344,29 @@ class MailboxWatcher:
             finally:
                 self.metrics.connected.labels(self.key).set(0)
             self.metrics.reconnects.labels(reason).inc()
-            if self._connected_once:
-                delay = 1.0  # the session worked: a fresh failure starts the backoff again
+            if heartbeat.cycles > cycles:
+                delay = 1.0  # a whole cycle worked: a fresh failure starts the backoff again
             if reason in {"auth", "mailbox"}:
                 delay = self.s.reconnect_max_seconds  # retrying fast cannot fix a setting
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 (jitter, not crypto)
             delay = min(delay * 2, self.s.reconnect_max_seconds)
+            if reason in {"broker", "database"}:
+                await self._dependency_back(reason)
+
+    async def _dependency_back(self, which: str) -> None:
+        """Return once the broker or the database answers again."""
+        if which == "broker":
+            await self.broker.wait_ready()
+            return
+        # A database that comes back sends no event: ask it once a second.
+        while not await self._database_answers():  # noqa: ASYNC110
+            await asyncio.sleep(1.0)
+
+    async def _database_answers(self) -> bool:
+        try:
+            return bool((await self.cursors.database.command("ping")).get("ok"))
+        except PyMongoError:
+            return False
 
     async def _cmd(self, aw: Awaitable[T]) -> T:
         """Run one IMAP command under the watchdog: a closed socket or a silence longer
@@ -389,12 +418,13 @@ class MailboxWatcher:
                 ),
                 0,
             )
-            self._connected_once = True
             self.metrics.connected.labels(self.key).set(1)
             log.info("imap_connected", mailbox=self.key, uidvalidity=uidvalidity)
             can_idle = "IDLE" in imap.protocol.capabilities
             while True:
                 await self._sync(imap, uidvalidity)
+                if self._heartbeat is not None:
+                    self._heartbeat.beat()
                 if can_idle:
                     await self._idle(imap)
                 else:
@@ -547,7 +577,36 @@ class MailboxWatcher:
         resync: bool,
         parsed: ParsedMail | str,
     ) -> _Outcome:
-        """Store one fetched mail, then hand its envelope over (or quarantine it)."""
+        """Store one fetched mail, then hand its envelope over (or quarantine it).
+
+        Isolation: a failure of the broker or the database is raised (nothing of the batch
+        is flagged, it is fetched again once they are back); any other failure concerns this
+        mail alone (text the envelope cannot carry, an attachment the database refuses), so
+        this mail is quarantined with the failure's type as its reason and the rest of the
+        mailbox flows on. An operator sees it (``quarantine list``) and can replay it."""
+        try:
+            return await self._hand_over(uidvalidity, uid, raw, internaldate, resync, parsed)
+        except PyMongoError:
+            raise
+        except PUBLISH_ERRORS:
+            raise
+        except Exception as exc:
+            source_id = source_id_for(self.key, uidvalidity, uid)
+            reason = f"handover_error:{type(exc).__name__}"
+            await self.raw.mark(source_id, QUARANTINED, reason)
+            self.metrics.quarantined.labels("handover_error").inc()
+            log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=len(raw))
+            return _Outcome(uid, source_id, quarantined=True)
+
+    async def _hand_over(
+        self,
+        uidvalidity: int,
+        uid: int,
+        raw: bytes,
+        internaldate: datetime | None,
+        resync: bool,
+        parsed: ParsedMail | str,
+    ) -> _Outcome:
         source_id = source_id_for(self.key, uidvalidity, uid)
         if resync and await self.raw.seen_under_other_uidvalidity(self.key, fingerprint(raw), uidvalidity):
             self.metrics.resync_skipped.inc()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from shared.health import Health
 from shared.http import errors, security_headers
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
+from shared.supervise import Supervisor
 
 STATIC = Path(__file__).parent / "static"
 
@@ -80,6 +79,9 @@ def create_app(settings: StoreSettings) -> web.Application:
 
     health.add_check("broker", broker_ready)
 
+    supervisor = Supervisor(registry, health)
+    health.add_details("tasks", supervisor.details)
+
     async def resources(app: web.Application) -> AsyncIterator[None]:
         try:
             await retry_until_ready(
@@ -100,15 +102,17 @@ def create_app(settings: StoreSettings) -> web.Application:
                 DeliveryRecorder(repo, broker).handle,
                 transient=(ConnectionFailure,),
             )
-            refresher = asyncio.create_task(
-                metrics.run(repo, broker, config, settings.metrics_refresh_seconds), name="metrics"
+            every = settings.metrics_refresh_seconds
+            supervisor.start(
+                "metrics",
+                lambda beat: metrics.run(repo, broker, config, every, beat),
+                interval=3 * every + 30,
             )
             yield
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            await supervisor.stop()
             await broker.stop_consuming(settings.shutdown_timeout)
         finally:
+            await supervisor.stop()
             await broker.close()
             await client.close()
 

@@ -17,6 +17,7 @@ from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import utcnow
 from shared.logs import get_logger
+from shared.supervise import Heartbeat
 
 log = get_logger(__name__)
 
@@ -53,8 +54,11 @@ class StoreMetrics:
             declared = await broker.channel.declare_queue(topology.dead_queue(wq.name), passive=True)
             self.dead_letters.labels(wq.name).set(declared.declaration_result.message_count or 0)
 
-    async def run(self, repo: Repository, broker: Broker, config: HotlineConfig, every: float) -> None:
-        """Refresh until cancelled; a failed refresh keeps the last figures and tries again."""
+    async def run(
+        self, repo: Repository, broker: Broker, config: HotlineConfig, every: float, heartbeat: Heartbeat
+    ) -> None:
+        """Refresh until cancelled; a failed refresh keeps the last figures and tries again,
+        a completed one beats ``heartbeat``."""
         while True:
             try:
                 await self.refresh(repo, broker, config)
@@ -62,4 +66,6 @@ class StoreMetrics:
                 raise
             except Exception as exc:  # database or broker away: the next round tries again
                 log.warning("metrics_refresh_failed", error=type(exc).__name__)
+            else:
+                heartbeat.beat()
             await asyncio.sleep(every)  # a period, not a wait for an event

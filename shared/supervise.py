@@ -1,0 +1,216 @@
+"""Long-running tasks of a service, each under supervision, none of them ending silently.
+
+A service's intake (mailbox watchers), its sweepers and its background loops run in tasks
+that must live as long as the process. Without supervision a task that raises something
+nobody expected (a library's ``RuntimeError`` while the broker restarts, a bug met by one
+odd mail) simply ends: asyncio keeps its exception until the task is garbage-collected, the
+process stays up, ``/readyz`` says 200, and no mail is read until someone restarts the
+service by hand. Here instead:
+
+- an unexpected exception is logged by type and place (file, line, function; never its
+  message nor a traceback, which may quote a person's text, QUALITY.md 4), counted in
+  ``hotline_task_failures_total`` and the task is started again after a backoff (jittered,
+  doubling up to ``backoff_max``; reset once the task completes a cycle again);
+- a task that returns while it should run for ever is treated the same way;
+- each task reports the end of every cycle with :meth:`Heartbeat.beat`. An *intake* task
+  that is restarting, or that has not completed a cycle within its ``interval``, makes the
+  service not ready, named in ``/readyz`` (``task:<name>``), so an operator and an
+  orchestrator see that intake stopped.
+
+Cancellation (shutdown) is never caught: :meth:`Supervisor.stop` cancels and awaits every
+task, and is the one exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from shared.health import Health
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Heartbeat:
+    """What a supervised task knows of its supervision: it calls :meth:`beat` at the end of
+    every completed cycle (a mailbox synchronised, a sweep done, an event handled)."""
+
+    name: str
+    interval: float | None
+    intake: bool
+    started: float = field(default_factory=time.monotonic)
+    last_beat: float | None = None
+    running: bool = True
+    cycles: int = 0
+    _on_beat: Callable[[str], None] | None = None
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+        self.cycles += 1
+        if self._on_beat is not None:
+            self._on_beat(self.name)
+
+    def problem(self, now: float) -> str | None:
+        """Why this task holds the service back from being ready, or None."""
+        if not self.running:
+            return "restarting"
+        if self.interval is not None:
+            since = self.last_beat if self.last_beat is not None else self.started
+            if now - since > self.interval:
+                return "stalled"
+        return None
+
+
+def place(exc: BaseException) -> str:
+    """Where ``exc`` was raised, as ``path:line in function``: the innermost frame of this
+    project's own code if there is one (that is where to look), else the innermost frame.
+    Only code locations: nothing of the exception's message or arguments."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "unknown"
+    ours = [f for f in frames if f.filename.startswith(str(_ROOT)) and "/.venv/" not in f.filename]
+    frame = (ours or frames)[-1]
+    try:
+        filename = str(Path(frame.filename).resolve().relative_to(_ROOT))
+    except ValueError:
+        filename = Path(frame.filename).name
+    return f"{filename}:{frame.lineno} in {frame.name}"
+
+
+class SupervisorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.failures = Counter(
+            "hotline_task_failures_total",
+            "Unexpected ends of long-running tasks (each followed by a restart), by error type",
+            ["task", "error"],
+            registry=registry,
+        )
+        self.up = Gauge(
+            "hotline_task_up",
+            "1 while a long-running task runs, 0 while it waits to restart",
+            ["task"],
+            registry=registry,
+        )
+        self.last_cycle = Gauge(
+            "hotline_task_last_cycle_timestamp_seconds",
+            "Unix time of the last completed cycle of a long-running task",
+            ["task"],
+            registry=registry,
+        )
+
+
+class Supervisor:
+    """Owns a service's long-running tasks: starts, restarts, reports and stops them."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        health: Health | None = None,
+        *,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
+    ) -> None:
+        self.metrics = SupervisorMetrics(registry)
+        self.health = health
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.beats: dict[str, Heartbeat] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def start(
+        self,
+        name: str,
+        work: Callable[[Heartbeat], Awaitable[None]],
+        *,
+        interval: float | None = None,
+        intake: bool = False,
+    ) -> Heartbeat:
+        """Run ``work(heartbeat)`` in a task until :meth:`stop`, restarting it when it ends.
+
+        ``interval``: the longest time between two completed cycles of a healthy task; past
+        it the task counts as stalled. ``intake``: the service is not ready while this task
+        is restarting or stalled (a readiness check ``task:<name>`` is added to ``health``).
+        """
+        if name in self._tasks:
+            raise ValueError(f"a task named {name!r} is already supervised")
+        beat = Heartbeat(name, interval, intake, _on_beat=self._record_beat)
+        self.beats[name] = beat
+        self.metrics.up.labels(name).set(1)
+        self._tasks[name] = asyncio.create_task(self._supervise(beat, work), name=name)
+        if intake and self.health is not None:
+
+            async def check() -> bool:
+                return beat.problem(time.monotonic()) is None
+
+            self.health.add_check(f"task:{name}", check)
+        return beat
+
+    def _record_beat(self, name: str) -> None:
+        self.metrics.last_cycle.labels(name).set(time.time())
+
+    async def _supervise(self, beat: Heartbeat, work: Callable[[Heartbeat], Awaitable[None]]) -> None:
+        delay = self.backoff_initial
+        while True:
+            cycles_before = beat.cycles
+            beat.running = True
+            self.metrics.up.labels(beat.name).set(1)
+            try:
+                await work(beat)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Type and place only: the message of an exception may carry a person's text.
+                error, where = type(exc).__name__, place(exc)
+            else:
+                error, where = "Returned", "-"
+            beat.running = False
+            self.metrics.up.labels(beat.name).set(0)
+            self.metrics.failures.labels(beat.name, error).inc()
+            if beat.cycles > cycles_before:
+                delay = self.backoff_initial  # it worked for a while: a fresh failure, short wait
+            pause = delay * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not crypto)
+            log.error("task_failed", task=beat.name, error=error, where=where, restart_in=round(pause, 2))
+            await asyncio.sleep(pause)  # backoff before the restart, not a wait for an event
+            delay = min(delay * 2, self.backoff_max)
+
+    def problems(self) -> dict[str, str]:
+        """Intake tasks that hold the service back from being ready, with the reason."""
+        now = time.monotonic()
+        found = {name: beat.problem(now) for name, beat in self.beats.items() if beat.intake}
+        return {name: why for name, why in found.items() if why is not None}
+
+    def details(self) -> dict[str, Any]:
+        """For ``/readyz`` details: each task's state and seconds since its last cycle."""
+        now = time.monotonic()
+        return {
+            name: {
+                "state": beat.problem(now) or "running",
+                "since_last_cycle": None if beat.last_beat is None else round(now - beat.last_beat, 1),
+                "intake": beat.intake,
+            }
+            for name, beat in self.beats.items()
+        }
+
+    async def stop(self) -> None:
+        """Cancel every task and wait for each to end (the only way they end)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
