@@ -456,6 +456,16 @@ class LocalStack:
                 child.kill()
             self._write_state()
 
+    def stop_rabbitmq(self, timeout: float = 60.0) -> None:
+        """Stop the RabbitMQ node gracefully (SIGTERM, as ``docker compose stop`` or an upgrade
+        does): clients get a connection.close (320 CONNECTION_FORCED), queues are closed cleanly."""
+        with self._locked():
+            self._adopt_recorded()
+            child = self._children.pop("rabbitmq", None)
+            if child is not None:
+                child.stop(timeout)
+            self._write_state()
+
     def start_rabbitmq(self) -> None:
         """(Re)start the RabbitMQ node on the same data directory and wait until it has booted."""
         with self._locked():

@@ -16,7 +16,18 @@ from deploy.local.stack import LocalStack
 from services.store.repository import Repository
 from shared.mongo import make_client
 from tests.conftest import ROOT, free_ports
-from tests.reliability.ledger import Pipeline
+from tests.reliability.ledger import CANARY, Pipeline
+
+
+@pytest.fixture(autouse=True)
+def no_message_text_in_logs(tmp_path: Path) -> Iterator[None]:
+    """After every fault test, once its services have stopped: the canary that every message
+    of the test carries is found 0 times in any service's log (QUALITY.md 4, failure paths
+    included). Set up before the services' fixtures, so it is torn down after them."""
+    yield
+    logs = sorted(tmp_path.rglob("*.log"))
+    hits = {str(p.relative_to(tmp_path)): p.read_text(errors="replace").count(CANARY) for p in logs}
+    assert not any(hits.values()), f"message text in logs: {hits}"
 
 
 @dataclass

@@ -18,6 +18,11 @@ from services.store.repository import Repository
 from shared import topology
 from shared.envelope import Channel, ChatFacts, InboundMessage, encode, message_id_for, utcnow
 
+# Carried in the text of every message a fault test sends: the reliability conftest finds it
+# 0 times in the services' logs after each test (QUALITY.md 4: no message text in logs, also on
+# failure paths: a broker or database gone, a handler failing, a poison message).
+CANARY = f"CANARY-{uuid.uuid4().hex}"
+
 
 def chat_message(session: str, n: int, line: str = "dv", text: str = "ledger") -> InboundMessage:
     source = f"chat:{session}:{n}"
@@ -28,7 +33,7 @@ def chat_message(session: str, n: int, line: str = "dv", text: str = "ledger") -
         line=line,
         received_at=utcnow(),
         sender=session,
-        text=f"{text} {n}",
+        text=f"{text} {CANARY} {n}",
         chat=ChatFacts(session=session),
     )
 

@@ -26,6 +26,7 @@ from tests.conftest import Gateway, free_ports
 from tests.fakes.telegram import FakeBotApi, Telegram
 from tests.integration.chat_client import ChatClient, replica_logs, start_replica
 from tests.integration.helpers import Consultant
+from tests.reliability.ledger import CANARY
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,7 @@ class Conversations:
     async def say(self, c: ChatClient) -> None:
         fid = uuid.uuid4().hex
         self.frames[fid] = c
-        await c.say(f"ledger {fid}", fid)
+        await c.say(f"ledger {CANARY} {fid}", fid)
 
     async def round(self) -> None:
         for c in self.clients:
@@ -224,7 +225,7 @@ async def test_f12_telegram_429_and_the_same_update_twice(gateway: Gateway, vera
             assert await post_until_accepted(tg, start) == 1
             assert len(api.sent(chat)) == 1
 
-            texts = [tg.text(chat, f"ledger {i}") for i in range(10)]
+            texts = [tg.text(chat, f"ledger {CANARY} {i}") for i in range(10)]
             for update in texts:
                 await asyncio.gather(post_until_accepted(tg, update), post_until_accepted(tg, update))
             queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")

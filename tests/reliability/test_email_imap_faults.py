@@ -27,6 +27,7 @@ from shared import topology
 from tests.conftest import Gateway
 from tests.integration.email_support import database, queued_threads, restart_email_ingest, supervisor
 from tests.reliability.imap_proxy import ImapProxy
+from tests.reliability.ledger import CANARY
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def ledger_mail(
         msg["Message-ID"] = message_id
     if date is not None:
         msg["Date"] = date
-    msg.set_content(f"ledger-{marker}\n" + "x" * size)
+    msg.set_content(f"ledger-{marker} {CANARY}\n" + "x" * size)
     return msg.as_bytes()
 
 
