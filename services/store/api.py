@@ -53,6 +53,9 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # Routes answered without a session: logging in, and the description of the API.
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
 SUPERVISORS = {"supervisor", "admin"}
+# Threads per page of GET /api/threads, and how deep paging goes (each page is sorted anew).
+PAGE_LIMIT = 200
+MAX_PAGE = 1000
 
 
 def _jsonable(value: Any) -> Any:
@@ -295,8 +298,21 @@ class ConsultantApi:
         if status is not None and status not in {"waiting", "active", "closed"}:
             return problem(422, "status must be waiting, active or closed")
         mine = user.login if request.query.get("mine") == "1" else None
-        docs = await self.repo.list_threads([queue] if queue else visible, status, mine)
-        return web.json_response([thread_view(t) for t in docs])
+        try:
+            limit = int(request.query.get("limit", str(PAGE_LIMIT)))
+            page = int(request.query.get("page", "1"))
+        except ValueError:
+            return problem(422, "limit and page must be whole numbers")
+        if not 1 <= limit <= PAGE_LIMIT or not 1 <= page <= MAX_PAGE:
+            return problem(422, f"limit: 1 to {PAGE_LIMIT}; page: 1 to {MAX_PAGE}")
+        # One more than asked for tells whether a next page exists without counting.
+        docs = await self.repo.list_threads(
+            [queue] if queue else visible, status, mine, limit + 1, (page - 1) * limit
+        )
+        resp = web.json_response([thread_view(t) for t in docs[:limit]])
+        if len(docs) > limit:
+            resp.headers["Link"] = f'<{request.rel_url.update_query(page=page + 1)}>; rel="next"'
+        return resp
 
     async def next_thread(self, request: web.Request) -> web.Response:
         user: User = request["user"]

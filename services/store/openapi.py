@@ -160,13 +160,23 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     }),
     ("GET", "/api/threads"): ("session", {
         "summary": "Threads of visible queues, waiting ones by priority then age",
+        "description": "Paged: at most `limit` threads (default and maximum 200) from page `page`; a "
+        "`Link: <...>; rel=\"next\"` header names the next page when there is one. Open threads in "
+        "the order next hands them out (priority, then longest waiting), closed ones latest closed "
+        "first. Ask by status (the console asks for waiting and active): without one, closed threads "
+        "share the pages with open ones.",
         "parameters": [
             {"name": "queue", "in": "query", "schema": STR},
             {"name": "status", "in": "query", "schema": {"enum": ["waiting", "active", "closed"]}},
             {"name": "mine", "in": "query", "schema": {"enum": ["1"]}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": 200}},  # noqa: E501
+            {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1}},  # noqa: E501
         ],
         "responses": {
-            "200": _ok("threads", {"type": "array", "items": _ref("Thread")}),
+            "200": {
+                **_ok("threads", {"type": "array", "items": _ref("Thread")}),
+                "headers": {"Link": {"description": 'rel="next": the next page, when there is one', "schema": STR}},  # noqa: E501
+            },
             "401": PROBLEM, "404": PROBLEM, "422": PROBLEM,
         },
     }),

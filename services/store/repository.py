@@ -223,18 +223,22 @@ class Repository:
         return Accepted(thread, created, stored, reopened)
 
     async def list_threads(
-        self, queues: list[str], status: str | None, assignee: str | None, limit: int = 200
+        self, queues: list[str], status: str | None, assignee: str | None, limit: int = 200, skip: int = 0
     ) -> list[Doc]:
+        """One page of threads: open ones in the order "next" hands them out (priority, then
+        longest waiting), closed ones latest closed first; ``_id`` breaks ties, so pages
+        neither repeat nor skip a thread while the list stands still."""
         query: Doc = {"queue": {"$in": queues}}
         if status:
             query["status"] = status
         if assignee:
             query["assignee"] = assignee
-        cursor = (
-            self.threads.find(query)
-            .sort([("priority", DESCENDING), ("waiting_since", ASCENDING)])
-            .limit(limit)
+        order = (
+            [("closed_at", DESCENDING), ("_id", ASCENDING)]
+            if status == "closed"
+            else [("priority", DESCENDING), ("waiting_since", ASCENDING), ("_id", ASCENDING)]
         )
+        cursor = self.threads.find(query).sort(order).skip(skip).limit(limit)
         return [t async for t in cursor]
 
     async def queue_summary(self, queues: list[str]) -> dict[str, Doc]:

@@ -176,9 +176,12 @@
     if (!state.queue) { return Promise.resolve(); }
     $("next").disabled = false;
     $("threads-title").textContent = t("threads") + ": " + queueTitle(state.queue);
-    return api("GET", "/api/threads?queue=" + encodeURIComponent(state.queue)).then(function (threads) {
+    // Open threads by status: asked for all at once, the first page could be filled with
+    // closed ones, and people waiting now would not be listed.
+    var q = "/api/threads?queue=" + encodeURIComponent(state.queue) + "&status=";
+    return Promise.all([api("GET", q + "waiting"), api("GET", q + "active")]).then(function (lists) {
       var ul = $("threads"); ul.textContent = "";
-      threads.filter(function (th) { return th.status !== "closed"; }).forEach(function (th) {
+      lists[0].concat(lists[1]).forEach(function (th) {
         var urgent = state.config && th.priority >= state.config.urgent_priority;
         var b = el("button", { "type": "button", "data-thread": th.id, "aria-current": String(th.id === state.thread),
           "class": urgent ? "urgent" : "" });
