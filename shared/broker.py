@@ -26,12 +26,13 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError, ChannelInvalidStateError
+from aio_pika.exceptions import AMQPConnectionError, AMQPError, ChannelInvalidStateError
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared import topology
 from shared.envelope import Envelope, EnvelopeError, decode, encode
 from shared.logs import get_logger
+from shared.mongo import is_transient_database_error
 from shared.supervise import place
 
 log = get_logger(__name__)
@@ -54,6 +55,15 @@ class BrokerUnavailable(ConnectionError):
 PUBLISH_ERRORS = (AMQPError, ConnectionError, OSError, TimeoutError)
 
 
+def is_transient(exc: BaseException) -> bool:
+    """A failure of a dependency that comes back by itself, not of the message: the database
+    away, busy or failing over, or the broker away (a publish inside a handler). Such a failure
+    is retried in place; it must not spend the message's delivery attempts."""
+    return is_transient_database_error(exc) or isinstance(
+        exc, BrokerUnavailable | AMQPConnectionError | ChannelInvalidStateError
+    )
+
+
 class BrokerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.published = Counter(
@@ -71,6 +81,17 @@ class BrokerMetrics:
         self.handle_seconds = Histogram(
             "hotline_handle_seconds", "Time to handle one envelope", ["queue"], registry=registry
         )
+
+
+class _ChannelGone(Exception):
+    """The channel a message came on closed while its handler waited for a dependency."""
+
+
+def _channel_closed(message: AbstractIncomingMessage) -> bool:
+    try:
+        return message.channel.is_closed
+    except ChannelInvalidStateError:  # aio-pika raises instead of returning a closed channel
+        return True
 
 
 class Broker:
@@ -181,14 +202,19 @@ class Broker:
         await ex.publish(msg, routing_key=routing_key, mandatory=topology.must_route(exchange, routing_key))
 
     async def consume(
-        self, queue: AbstractQueue, handler: Handler, transient: tuple[type[BaseException], ...] = ()
+        self,
+        queue: AbstractQueue,
+        handler: Handler,
+        transient: Callable[[BaseException], bool] = is_transient,
     ) -> None:
         """Start delivering ``queue`` to ``handler`` under the ack policy of this module.
 
-        ``transient``: failures of a dependency that comes back by itself (the database
-        restarting). The handler is retried in place with backoff, holding the message
-        unacknowledged, so an outage neither spends the message's delivery attempts nor
-        dead-letters anything; prefetch bounds what is held meanwhile.
+        ``transient`` tells a failure of a dependency that comes back by itself (the database
+        restarting or busy, the broker away) from a failure of the message. A transient one
+        is retried in place with backoff, holding the message unacknowledged, so an outage
+        neither spends the message's delivery attempts nor dead-letters anything; prefetch
+        bounds what is held meanwhile. One warning is logged when the retries begin, one
+        line when they end; no traceback.
         """
 
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -211,7 +237,7 @@ class Broker:
         queue: str,
         message: AbstractIncomingMessage,
         handler: Handler,
-        transient: tuple[type[BaseException], ...] = (),
+        transient: Callable[[BaseException], bool],
     ) -> None:
         try:
             envelope = decode(message.type, message.body)
@@ -222,6 +248,11 @@ class Broker:
             return
         try:
             await self._retry_transient(queue, envelope, message, handler, transient)
+        except _ChannelGone:
+            # The broker took the message back when the channel closed; it is redelivered
+            # (to this consumer once restored, or another). Nothing to ack or nack here.
+            self._metrics.consumed.labels(queue, "redelivered").inc()
+            return
         except asyncio.CancelledError:
             # Shutting down mid-message: the broker redelivers it to another consumer.
             await message.nack(requeue=True)
@@ -252,24 +283,33 @@ class Broker:
         envelope: Envelope,
         message: AbstractIncomingMessage,
         handler: Handler,
-        transient: tuple[type[BaseException], ...],
+        transient: Callable[[BaseException], bool],
     ) -> None:
         delay = 0.5
+        attempts = 0
         while True:
             try:
                 await handler(envelope, message)
-                return
-            except transient as exc:
-                log.warning(
-                    "dependency_unavailable_retrying",
-                    queue=queue,
-                    message_id=message.message_id,
-                    error=type(exc).__name__,
-                    retry_in=delay,
-                )
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                if _channel_closed(message):
+                    raise _ChannelGone from None
+                attempts += 1
                 self._metrics.consumed.labels(queue, "retried").inc()
+                if attempts == 1:
+                    log.warning(
+                        "dependency_unavailable_retrying",
+                        queue=queue,
+                        message_id=message.message_id,
+                        error=type(exc).__name__,
+                    )
                 await asyncio.sleep(delay)  # backoff while the dependency is away
                 delay = min(delay * 2, 10.0)
+                continue
+            if attempts:
+                log.info("dependency_back", queue=queue, message_id=message.message_id, retries=attempts)
+            return
 
     async def stop_consuming(self, deadline: float) -> None:
         """Stop intake, then wait up to ``deadline`` seconds for in-flight messages to finish."""

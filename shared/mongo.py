@@ -8,13 +8,57 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, ConnectionFailure, DuplicateKeyError, WriteError
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    WriteError,
+)
 
 from shared.logs import get_logger
 
 log = get_logger(__name__)
 
 DUPLICATE_KEY = 11000
+
+
+# Server error codes that mean "cannot serve this now, ask again", not "this request is wrong":
+# the codes of MongoDB's retryable-writes specification (HostUnreachable 6, HostNotFound 7,
+# NetworkTimeout 89, ShutdownInProgress 91, PrimarySteppedDown 189, ExceededTimeLimit 262,
+# SocketException 9001, NotWritablePrimary 10107, InterruptedAtShutdown 11600,
+# InterruptedDueToReplStateChange 11602, NotPrimaryNoSecondaryOk 13435, NotPrimaryOrSecondary
+# 13436), and LockTimeout 24 and WriteConflict 112, which a later attempt resolves.
+TRANSIENT_CODES = frozenset({6, 7, 24, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436})
+# The local stand-in (FerretDB on SQLite) reports a busy database file as InternalError (code 1)
+# carrying SQLite's own words (SQLITE_BUSY, SQLITE_LOCKED): a moment later the write succeeds.
+_BUSY = ("database is locked", "sqlite_busy", "database table is locked", "sqlite_locked")
+
+
+def is_transient_database_error(exc: BaseException) -> bool:
+    """True when ``exc`` says the database is away, busy or failing over (ask again later),
+    False when it is about the request itself (a duplicate key, a document refused, a bug).
+    Only the server's error text is inspected; it is never logged."""
+    if isinstance(exc, ConnectionFailure):  # unreachable, timed out, no primary selected
+        return True
+    if not isinstance(exc, PyMongoError):
+        return False
+    if exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError"):
+        return True
+    if isinstance(exc, BulkWriteError):
+        errors = exc.details.get("writeErrors", [])
+        return bool(errors) and all(
+            e.get("code") in TRANSIENT_CODES or _busy(str(e.get("errmsg", ""))) for e in errors
+        )
+    if isinstance(exc, OperationFailure):
+        return exc.code in TRANSIENT_CODES or _busy(str(exc))
+    return False
+
+
+def _busy(text: str) -> bool:
+    lowered = text[:2000].lower()
+    return any(marker in lowered for marker in _BUSY)
 
 
 def make_client(url: str) -> AsyncMongoClient[dict[str, Any]]:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
@@ -56,7 +56,6 @@ def create_app(settings: DispatcherSettings) -> web.Application:
             await broker.consume(
                 broker.topology.queues[topology.DISPATCHER_INBOUND.name],
                 dispatcher.handle,
-                transient=(ConnectionFailure,),
             )
             sweeper = Sweeper(repo, broker, config)
             every = settings.sweep_seconds

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from services.email_ingest.imap import ImapMetrics, MailboxWatcher, mailboxes_from
 from services.email_ingest.rawstore import RawStore
@@ -68,7 +68,6 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
             await broker.consume(
                 broker.topology.queues[topology.EMAIL_OUTBOUND.name],
                 sender.handle,
-                transient=(ConnectionFailure,),
             )
             metrics = ImapMetrics(registry)
             for box in mailboxes:

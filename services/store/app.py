@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from services.store import openapi, reports
 from services.store.api import ConsultantApi
@@ -100,7 +100,6 @@ def create_app(settings: StoreSettings) -> web.Application:
             await broker.consume(
                 broker.topology.queues[topology.STORE_DELIVERY.name],
                 DeliveryRecorder(repo, broker).handle,
-                transient=(ConnectionFailure,),
             )
             every = settings.metrics_refresh_seconds
             supervisor.start(
