@@ -1,8 +1,12 @@
 """``/healthz``, ``/readyz`` and ``/metrics``, the same on every service.
 
-``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 only when every
-readiness check (broker, database, ...) passes within a short timeout, else 503 with the
-failing checks named. ``/metrics`` serves the service's own Prometheus registry.
+``/healthz`` answers 200 while the process runs. ``/readyz`` answers 200 when every check the
+service needs for its own job passes within a short timeout, else 503; the body lists every
+check's result under ``checks`` and names the failing required ones under ``missing`` and the
+failing others under ``degraded``. A check that is not required is one the service works
+without for a while (chat_ingest takes chat with the broker alone), so an orchestrator that
+routes by readiness does not cut a channel off while it still works. ``/metrics`` serves the
+service's own Prometheus registry.
 """
 
 from __future__ import annotations
@@ -24,10 +28,16 @@ class Health:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.checks: dict[str, ReadinessCheck] = {}
+        self.required: set[str] = set()
         self.details: dict[str, Details] = {}
 
-    def add_check(self, name: str, check: ReadinessCheck) -> None:
+    def add_check(self, name: str, check: ReadinessCheck, *, required: bool = True) -> None:
+        """Add a readiness check; ``required=False`` reports it without deciding readiness."""
         self.checks[name] = check
+        if required:
+            self.required.add(name)
+        else:
+            self.required.discard(name)
 
     def add_details(self, name: str, details: Details) -> None:
         """Facts shown in ``/readyz`` under ``details`` that do not decide readiness."""
@@ -48,8 +58,15 @@ class Health:
         names = list(self.checks)
         results = await asyncio.gather(*(self._run(self.checks[n]) for n in names))
         checks = dict(zip(names, results, strict=True))
-        ready = bool(checks) and all(results)
-        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": checks}
+        missing = [n for n in names if n in self.required and not checks[n]]
+        degraded = [n for n in names if n not in self.required and not checks[n]]
+        ready = bool(self.required) and not missing
+        body: dict[str, Any] = {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            "missing": missing,
+            "degraded": degraded,
+        }
         if self.details:
             body["details"] = {name: get() for name, get in self.details.items()}
         return web.json_response(body, status=200 if ready else 503)
