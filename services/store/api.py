@@ -34,7 +34,9 @@ from services.store.auth import (
     Sessions,
     User,
     csrf_ok,
+    token_hash,
 )
+from services.store.events import sessions_ended
 from services.store.html import for_console
 from services.store.metrics import StoreMetrics
 from services.store.outbound import publish_outbound
@@ -172,7 +174,10 @@ class ConsultantApi:
             line=thread["line"],
             data={"by": by, **data},
         )
-        await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
+        await self._announce(event)
+
+    async def _announce(self, event: ConsoleEvent) -> None:
+        await self.broker.publish(event, topology.EVENTS, topology.event_key(event.name))
 
     async def _full_channels(self, user: User) -> list[str]:
         counts = await self.repo.active_counts(user.login)
@@ -231,6 +236,8 @@ class ConsultantApi:
         token = request.cookies.get(COOKIE)
         if token:
             await self.sessions.logout(token)
+            # Its live sockets close too, on whichever replica holds them.
+            await self._announce(sessions_ended(request["user"].login, token_hash(token)))
         resp = web.json_response({"status": "logged out"})
         resp.del_cookie(COOKIE, path="/")
         return resp
@@ -428,6 +435,7 @@ class ConsultantApi:
         if res.matched_count == 0:
             return problem(404, "No such user")
         await self.repo.sessions.delete_many({"login": login})
+        await self._announce(sessions_ended(login))
         for thread in await self.repo.release_all(login):
             await self._event("ThreadReleased", thread, admin.login, reason="account disabled")
         log.info("user_disabled", consultant=login, by=admin.login)

@@ -5,6 +5,14 @@ event to the sockets of the consultants allowed to see its queue. Events are hin
 refresh ("thread X changed"); the API stays the source of truth, so a missed event costs
 a refresh, never data.
 
+A socket lives no longer than its session. Logging out or disabling an account publishes
+``SessionsEnded`` (:func:`sessions_ended`) through the same exchange, so every replica closes
+that login's sockets (close code 4401) the moment it hears it; the event itself never reaches
+a console. Why the broker and not a session check before each event: the check would cost a
+database read per socket per event, and a socket that hears no event would stay open. As a
+backstop for what publishes nothing (the admin command, a password reset, expiry), each socket
+checks its session every ``RECHECK_SECONDS``.
+
 Delivery reports (ack policy): acked after the message's delivery status was written.
 """
 
@@ -14,12 +22,14 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import WSMsgType, web
+from pymongo.errors import PyMongoError
 
-from services.store.auth import COOKIE, Sessions, User
+from services.store.auth import COOKIE, Sessions, User, token_hash
 from services.store.repository import Repository
 from shared import topology
 from shared.broker import Broker
@@ -29,17 +39,46 @@ from shared.logs import get_logger
 log = get_logger(__name__)
 
 OUTBOX = 256
+SESSIONS_ENDED = "SessionsEnded"
+RECHECK_SECONDS = 60.0
+# WebSocket close code of an ended session (RFC 6455 7.4.2: 4000-4999 are the application's).
+SESSION_ENDED_CODE = 4401
+
+
+def sessions_ended(login: str, session: str | None = None) -> ConsoleEvent:
+    """The event that closes ``login``'s sockets on every replica: the one of ``session``
+    (a token hash, at log-out) or all of them (None: the account was disabled)."""
+    # A console event is about a thread; this one is about none, hence the empty thread id.
+    return ConsoleEvent(
+        name=SESSIONS_ENDED, thread_id="", at=utcnow(), data={"login": login, "session": session}
+    )
+
+
+@dataclass
+class _Client:
+    queues: set[str]
+    outbox: asyncio.Queue[str]
+    login: str
+    session: str  # the hash of the session token, as the sessions collection names it
 
 
 class ConsoleHub:
-    def __init__(self, sessions: Sessions, visible: Callable[[User], list[str]]) -> None:
+    def __init__(
+        self,
+        sessions: Sessions,
+        visible: Callable[[User], list[str]],
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
         self.sessions = sessions
         self.visible = visible
-        self.clients: dict[web.WebSocketResponse, tuple[set[str], asyncio.Queue[str]]] = {}
+        self.recheck_seconds = recheck_seconds
+        self.clients: dict[web.WebSocketResponse, _Client] = {}
+        self._closing: set[asyncio.Task[Any]] = set()
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
-        resolved = await self.sessions.resolve(request.cookies.get(COOKIE))
-        if resolved is None:
+        token = request.cookies.get(COOKIE)
+        resolved = await self.sessions.resolve(token)
+        if resolved is None or token is None:
             raise web.HTTPUnauthorized(text="log in first")
         origin = request.headers.get("Origin")
         if origin is not None and origin.split("://", 1)[-1] != request.host:
@@ -49,30 +88,64 @@ class ConsoleHub:
         ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=4096)
         await ws.prepare(request)
         outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX)
-        self.clients[ws] = (set(self.visible(user)), outbox)
+        self.clients[ws] = _Client(set(self.visible(user)), outbox, user.login, token_hash(token))
         writer = asyncio.create_task(self._writer(ws, outbox))
+        watcher = asyncio.create_task(self._watch(ws, token))
         try:
             await ws.send_str(json.dumps({"type": "hello", "consultant": user.login}))
             async for msg in ws:  # the console only listens; anything it sends is ignored
                 if msg.type is WSMsgType.ERROR:
                     break
         finally:
-            del self.clients[ws]
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            self.clients.pop(ws, None)
+            for task in (writer, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         return ws
+
+    async def _watch(self, ws: web.WebSocketResponse, token: str) -> None:
+        """Close the socket once its session is gone however it ended (see the module's doc)."""
+        while True:
+            await asyncio.sleep(self.recheck_seconds)
+            try:
+                resolved = await self.sessions.resolve(token)
+            except PyMongoError:
+                continue  # the database is away: the console stays open, asked again next time
+            if resolved is None:
+                self._end(ws)
+                return
+
+    def _end(self, ws: web.WebSocketResponse) -> None:
+        """Stop writing to ``ws`` at once and close it; the handler's ``finally`` cleans up."""
+        if self.clients.pop(ws, None) is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            ws.close(code=SESSION_ENDED_CODE, message=b"session ended")
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def end_sessions(self, login: str, session: str | None) -> None:
+        for ws, client in list(self.clients.items()):
+            if client.login == login and (session is None or client.session == session):
+                self._end(ws)
 
     async def _writer(self, ws: web.WebSocketResponse, outbox: asyncio.Queue[str]) -> None:
         while True:
             await ws.send_str(await outbox.get())
 
     def broadcast(self, event: ConsoleEvent) -> None:
+        if event.name == SESSIONS_ENDED:  # for the replicas, never for a console
+            login, session = event.data.get("login"), event.data.get("session")
+            if isinstance(login, str):
+                self.end_sessions(login, session if isinstance(session, str) else None)
+            return
         frame = json.dumps({"type": "event", **json.loads(event.model_dump_json())})
-        for ws, (queues, outbox) in list(self.clients.items()):
-            if event.queue is None or event.queue in queues:
+        for ws, client in list(self.clients.items()):
+            if event.queue is None or event.queue in client.queues:
                 try:
-                    outbox.put_nowait(frame)
+                    client.outbox.put_nowait(frame)
                 except asyncio.QueueFull:
                     # A console that does not read is closed; it reconnects and refreshes.
                     asyncio.get_running_loop().create_task(ws.close())

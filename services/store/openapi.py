@@ -138,7 +138,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         },
     }),
     ("DELETE", "/api/session"): ("session", {
-        "summary": "Log out: the session ends at once",
+        "summary": "Log out: the session ends at once, and its live /api/events sockets close (4401)",
         "responses": {"200": _ok("logged out"), "401": PROBLEM, "403": PROBLEM},
     }),
     ("GET", "/api/me"): ("session", {
@@ -244,12 +244,15 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "responses": {"200": _ok("users", {"type": "array", "items": _ref("Consultant")}), "401": PROBLEM, "403": PROBLEM},  # noqa: E501
     }),
     ("POST", "/api/users/{login}/disable"): ("admin", {
-        "summary": "Disable an account; its sessions end and its conversations go back to their queues",
+        "summary": "Disable an account; its sessions end, its live sockets close and its conversations go back to their queues",  # noqa: E501
         "parameters": [{"name": "login", "in": "path", "required": True, "schema": STR}],
         "responses": {"200": _ok("disabled"), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},
     }),
     ("GET", "/api/events"): ("session", {
         "summary": "WebSocket of live queue and thread events for the console",
+        "description": "Lives no longer than its session: at log-out or when the account is disabled "
+        "it is closed with code 4401 on every replica, before any further event; a session ended "
+        "otherwise (expiry, the admin command) closes it within a minute.",
         "responses": {"101": {"description": "switching to WebSocket"}, "401": PROBLEM, "403": PROBLEM},
     }),
     ("GET", "/api/openapi.json"): ("anyone", {

@@ -12,12 +12,13 @@ from datetime import timedelta
 import aiohttp
 import pytest
 
-from deploy.local.stack import LocalStack, free_ports
+from deploy.local.stack import LocalStack
 from services.store.auth import LoginThrottle
 from services.store.repository import Repository
 from shared.envelope import utcnow
 from shared.mongo import make_client
 from tests.conftest import Gateway
+from tests.integration.test_sockets_end_with_session import second_store
 
 ATTACKER = "127.0.0.2"  # another loopback address: a second source without any proxy header
 
@@ -47,12 +48,7 @@ async def test_hammering_vera_slows_the_attacker_and_never_locks_vera_out(
     gateway.seed_demo_accounts()
     url = gateway.store_url
     # A second store replica on the same database: it must count the same failures.
-    (port_b,) = free_ports(1)
-    gateway.processes.start(
-        "store", {**gateway.env["store"], "STORE_HTTP_PORT": str(port_b)}, replica="store_b"
-    )
-    await asyncio.to_thread(gateway.processes.wait_ready, {**gateway.ports, "store_b": port_b})
-    url_b = f"http://127.0.0.1:{port_b}"
+    url_b = await asyncio.to_thread(second_store, gateway)
 
     # Three wrong passwords are answered like any wrong password...
     for _ in range(3):

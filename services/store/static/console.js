@@ -522,8 +522,10 @@
       if (f.thread_id === state.thread) { touched.thread = true; }
       refreshSoon();
     };
-    events.onclose = function () {
+    events.onclose = function (ev) {
       $("live").classList.remove("on"); events = null;
+      // 4401: the session ended (logged out elsewhere, account disabled): log in again.
+      if (ev.code === 4401) { showLogin(); return; }
       if (state.me) { setTimeout(connectEvents, 2000); }
     };
   }
