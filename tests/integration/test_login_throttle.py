@@ -6,6 +6,7 @@ them."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -118,3 +119,17 @@ async def test_counters_expire_and_are_pruned(stack: LocalStack, repo: Repositor
     await throttle.failed(fresh)
     left = {d["_id"] async for d in repo.login_failures.find()}
     assert left == {c for c, _ in fresh.counters}
+
+
+@pytest.mark.service_env({"STORE_LOGIN_ATTEMPTS": "1"})
+async def test_a_password_typed_into_the_login_field_is_not_logged(gateway: Gateway) -> None:
+    gateway.seed_demo_accounts()
+    typed = f"Secret-{uuid.uuid4().hex}"  # what a consultant typed into the wrong field
+    async with session_from() as http:
+        assert (await try_login(http, gateway.store_url, typed, "vera-demo"))[0] == 401
+        assert (await try_login(http, gateway.store_url, typed, "vera-demo"))[0] == 429  # logged too
+        assert (await try_login(http, gateway.store_url, "vera", typed))[0] == 401
+    logs = gateway.logs()
+    assert "login_failed" in logs and "login_throttled" in logs  # the failures were logged...
+    assert logs.count(typed) == 0  # ...without what was typed
+    assert logs.count(typed.lower()) == 0 and logs.count(typed.casefold()) == 0
