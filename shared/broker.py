@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,6 +43,12 @@ Handler = Callable[[Envelope, AbstractIncomingMessage], Awaitable[None]]
 
 # What a broker that is down or restarting raises while connecting.
 CONNECT_ERRORS: tuple[type[BaseException], ...] = (AMQPError, ConnectionError, OSError, TimeoutError)
+
+
+# Header stamped on every publish: unique per publish, kept by the broker's redeliveries of it,
+# so a consumer tells "the same publish again" (redelivered after its consumer died) from
+# "another publish of the same message" (a producer that published twice).
+PUBLISH_ID = "publish_id"
 
 
 class BrokerUnavailable(ConnectionError):
@@ -194,7 +201,7 @@ class Broker:
             content_type="application/json",
             type=envelope.kind,
             message_id=message_id,
-            headers={"v": envelope.v, **(headers or {})},
+            headers={"v": envelope.v, PUBLISH_ID: uuid.uuid4().hex, **(headers or {})},
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         # mandatory: a message no queue is bound to take is an error, not a silent drop

@@ -24,6 +24,17 @@ never leaves in clear.
 
 Rate: each send waits for its place in the line's shared limit (ratelimit.py).
 
+Exactly once, whatever fails around the send (issue 14):
+- the outcome of a send (accepted, or failed for good) is recorded in ``smtp_sent`` with
+  bounded retries of that write alone, never of the send; while they last the process also
+  remembers the accepted reply, so a handler run again in this process (its database write
+  failed for longer) records it without sending it again;
+- one delivery of a reply at a time (``SendLease``): a copy of a reply published twice (the
+  dispatcher published an answer again after a failure, or two replicas got copies) waits for
+  the first one's outcome instead of sending beside it. A redelivery of the same publish (its
+  sender died) takes the lease over at once; a lease whose holder vanished lapses after
+  ``LEASE_SECONDS`` since its last renewal.
+
 Headers no client text can break (QUALITY.md 3, issue 13), on any supported interpreter,
 including those before the fix of CVE-2024-6923 (Python 3.11.10), whose policy decodes an
 RFC 2047 word in a header value it is given and writes a CR/LF found in it back out raw:
@@ -42,12 +53,14 @@ RFC 2047 word in a header value it is given and writes a CR/LF found in it back 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email import policy
 from email.errors import HeaderParseError, MessageError
 from email.headerregistry import Address
@@ -61,16 +74,18 @@ from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from services.email_ingest.mime import is_msg_id
 from services.email_ingest.ratelimit import WINDOW_SECONDS, SendLimit
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.tls import certificate_failure, log_refused
 from shared import topology
-from shared.broker import Broker
+from shared.broker import PUBLISH_ID, Broker
 from shared.config import HotlineConfig
 from shared.envelope import DeliveryReport, DeliveryStatus, Envelope, OutboundMessage, utcnow
 from shared.logs import get_logger
+from shared.mongo import is_transient_database_error
 
 log = get_logger(__name__)
 
@@ -279,6 +294,53 @@ class DataAttempts:
         return kinds.count("data") - kinds.count("answered")
 
 
+ACCEPTED = "accepted by SMTP server"
+RECORD_ATTEMPTS = 12  # about a minute and a half of backoff for one outcome record
+LEASE_SECONDS = 600.0  # a send renews its lease before each attempt; an attempt takes ≤ 30 s
+
+
+class SendLease:
+    """Which delivery of a reply may send it now: one at a time per reply message id.
+
+    Insert-only, plus ``delete_one`` of a lapsed lease, whose count is exact: correct on
+    MongoDB 7 and on the FerretDB v1 stand-in with or without its patch. The holder is the
+    publish id of the broker message (``Broker.publish`` stamps one on each publish), so the
+    broker's redelivery of the same publish is recognised as the holder itself."""
+
+    def __init__(self, leases: AsyncCollection[dict[str, Any]], seconds: float = LEASE_SECONDS) -> None:
+        self.leases = leases
+        self.seconds = seconds
+
+    async def take(self, message_id: str, holder: str) -> bool:
+        """True when ``holder`` may send the reply now (the lease is new, its own, or lapsed)."""
+        if await self._insert(message_id, holder):
+            return True
+        current = await self.leases.find_one({"_id": message_id})
+        if current is not None and current.get("holder") == holder:
+            await self.renew(message_id, holder)  # redelivered to us after our sender died
+            return True
+        lapsed = await self.leases.delete_one({"_id": message_id, "until": {"$lt": utcnow()}})
+        return lapsed.deleted_count == 1 and await self._insert(message_id, holder)
+
+    async def _insert(self, message_id: str, holder: str) -> bool:
+        try:
+            await self.leases.insert_one({"_id": message_id, "holder": holder, "until": self._until()})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def renew(self, message_id: str, holder: str) -> None:
+        await self.leases.update_one(
+            {"_id": message_id, "holder": holder}, {"$set": {"until": self._until()}}
+        )
+
+    async def release(self, message_id: str, holder: str) -> None:
+        await self.leases.delete_one({"_id": message_id, "holder": holder})
+
+    def _until(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.seconds)
+
+
 class _Client(aiosmtplib.SMTP):
     """An SMTP client that records each DATA before it starts (``before_data``) and tells
     whether DATA was under way when a failure happened."""
@@ -332,10 +394,14 @@ class ReplySender:
         limit: SendLimit,
         tls_context: ssl.SSLContext | None,
         metrics: SmtpMetrics,
+        leases: SendLease,
     ) -> None:
         self.s = settings
         self.sent = sent
         self.attempts = attempts
+        self.leases = leases
+        # Replies the SMTP server accepted whose outcome is not recorded yet (see module doc).
+        self._accepted: set[str] = set()
         self.limit = limit
         self.tls_context = tls_context
         self.config = config
@@ -363,6 +429,7 @@ class ReplySender:
             SendLimit(db["smtp_send_slots"], window),
             tls_context,
             metrics,
+            SendLease(db["smtp_send_leases"]),
         )
 
     async def ensure_indexes(self) -> None:
@@ -414,18 +481,30 @@ class ReplySender:
         if not isinstance(envelope, OutboundMessage):
             await message.reject(requeue=False)
             return
-        await self.process(envelope)
+        publish_id = str((message.headers or {}).get(PUBLISH_ID) or uuid.uuid4().hex)
+        await self.process(envelope, publish_id)
 
-    async def process(self, out: OutboundMessage) -> DeliveryStatus:
+    async def process(self, out: OutboundMessage, publish_id: str | None = None) -> DeliveryStatus:
         """Deliver one reply (unless it was already) and publish its delivery report."""
-        if await self.sent.find_one({"_id": out.message_id}) is not None:
-            await self._report(out, DeliveryStatus.SENT, "accepted by SMTP server")
-            return DeliveryStatus.SENT
-        status, detail = await self._deliver(out)
-        if status is DeliveryStatus.SENT:
-            await self.sent.update_one(
-                {"_id": out.message_id}, {"$setOnInsert": {"at": utcnow()}}, upsert=True
-            )
+        holder = publish_id or uuid.uuid4().hex
+        if out.message_id in self._accepted:  # accepted here; only its record is missing
+            await self._record(out.message_id, DeliveryStatus.SENT, ACCEPTED)
+        recorded = await self._outcome(out.message_id)
+        if recorded is None:
+            recorded = await self._wait_turn_to_send(out.message_id, holder)
+        if recorded is not None:
+            status, detail = recorded
+            await self._report(out, status, detail)
+            return status
+        try:
+            status, detail = await self._deliver(out, holder)
+            if status is DeliveryStatus.SENT:
+                self._accepted.add(out.message_id)
+            await self._record(out.message_id, status, detail)
+            self._accepted.discard(out.message_id)
+        finally:
+            with contextlib.suppress(PyMongoError):  # it lapses by itself otherwise
+                await self.leases.release(out.message_id, holder)
         log.info(
             "reply_delivery",
             message_id=out.message_id,
@@ -436,13 +515,57 @@ class ReplySender:
         await self._report(out, status, detail)
         return status
 
+    async def _outcome(self, message_id: str) -> tuple[DeliveryStatus, str] | None:
+        """The recorded outcome of a reply's send, if any (a record without a status is from
+        before failures were recorded: those were all accepted)."""
+        doc = await self.sent.find_one({"_id": message_id})
+        if doc is None:
+            return None
+        status = DeliveryStatus(doc.get("status", DeliveryStatus.SENT.value))
+        return status, str(doc.get("detail", ACCEPTED))
+
+    async def _wait_turn_to_send(self, message_id: str, holder: str) -> tuple[DeliveryStatus, str] | None:
+        """Take the reply's lease (None: go ahead and send), or, while another delivery of it
+        holds the lease, wait for that one's outcome and return it."""
+        delay = 0.5
+        while not await self.leases.take(message_id, holder):
+            if (recorded := await self._outcome(message_id)) is not None:
+                return recorded
+            # Another process sends this reply now; its outcome (or its lease's lapse) is
+            # in the database, which offers no event to await.
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        return await self._outcome(message_id)  # recorded just before the lease was released
+
+    async def _record(self, message_id: str, status: DeliveryStatus, detail: str = "") -> None:
+        """Record a send's final outcome, retrying this write alone while the database is
+        away or busy (bounded); the send itself is never repeated for it."""
+        delay = 0.5
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                await self.sent.update_one(
+                    {"_id": message_id},
+                    {"$setOnInsert": {"at": utcnow(), "status": status.value, "detail": detail}},
+                    upsert=True,
+                )
+                return
+            except PyMongoError as exc:
+                if not is_transient_database_error(exc) or attempt == RECORD_ATTEMPTS - 1:
+                    raise
+                if attempt == 0:
+                    log.warning(
+                        "reply_outcome_not_recorded_yet", message_id=message_id, error=type(exc).__name__
+                    )
+                await asyncio.sleep(delay)  # backoff while the database is away
+                delay = min(delay * 2, 10.0)
+
     async def _report(self, out: OutboundMessage, status: DeliveryStatus, detail: str) -> None:
         report = DeliveryReport(
             message_id=out.message_id, thread_id=out.thread_id, status=status, at=utcnow(), detail=detail
         )
         await self.broker.publish(report, topology.EVENTS, topology.delivery_key(status.value))
 
-    async def _deliver(self, out: OutboundMessage) -> tuple[DeliveryStatus, str]:
+    async def _deliver(self, out: OutboundMessage, holder: str) -> tuple[DeliveryStatus, str]:
         """Hand the mail to the SMTP server, retrying temporary failures with backoff."""
         who = identity_for(out.line, self.s, self.config)
         try:
@@ -462,6 +585,7 @@ class ReplySender:
             if attempt:
                 await asyncio.sleep(self.s.smtp_retry_seconds * 2 ** (attempt - 1))
             attempt += 1
+            await self.leases.renew(out.message_id, holder)
             await self._wait_turn(out.line, who.per_minute)
             try:
                 await self._send(mail, out.message_id)
@@ -485,4 +609,4 @@ class ReplySender:
                     detail = type(exc).__name__
             else:
                 self.metrics.sent.inc()
-                return DeliveryStatus.SENT, "accepted by SMTP server"
+                return DeliveryStatus.SENT, ACCEPTED

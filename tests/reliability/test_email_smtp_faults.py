@@ -5,6 +5,7 @@ against a real SMTP server (aiosmtpd) that misbehaves on purpose, and email_inge
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import uuid
@@ -12,11 +13,16 @@ from collections import Counter
 from email import message_from_bytes
 from typing import cast
 
+import aio_pika
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from shared import topology
+from shared.envelope import Channel, DeliveryStatus, OutboundMessage, encode, utcnow
 from tests.conftest import Gateway
 from tests.integration.email_support import (
+    SmtpRecorder,
     claimed_mail_thread,
     database,
     delivery,
@@ -156,3 +162,97 @@ async def test_f10_at_most_one_resend_holds_when_the_sender_is_killed_waiting_fo
     assert (data, accepted) == (2, 0)
     assert (outcome["status"], outcome["detail"]) == ("failed", "no reply after DATA; may have arrived")
     assert sorted(ledger) == ["data", "data"]
+
+
+class KillsTheDatabase(SmtpRecorder):
+    """Accepts every mail; the first DATA of a mail with ``marker`` in it kills the database
+    (in the server's thread, as the 250 is written), so the sender learns "accepted" and then
+    cannot record it."""
+
+    def __init__(self, gateway: Gateway, loop: asyncio.AbstractEventLoop, marker: str) -> None:
+        super().__init__()
+        self.gateway, self.loop, self.marker = gateway, loop, marker.encode()
+        self.killed = asyncio.Event()
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        if self.marker in content and not self.killed.is_set():
+            self.gateway.stack.kill_database()
+            self.loop.call_soon_threadsafe(self.killed.set)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.slow
+async def test_a_reply_accepted_just_before_the_database_fails_is_sent_once(gateway: Gateway) -> None:
+    marker = f"answer-{uuid.uuid4().hex}"
+    handler = KillsTheDatabase(gateway, asyncio.get_running_loop(), marker)
+    with smtp_server(handler, "none") as port:
+        restart_email_ingest(gateway, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
+        sofia = await supervisor(gateway)
+        try:
+            thread_id = await claimed_mail_thread(gateway, sofia)
+            answer = await reply(sofia, thread_id, marker)
+            await asyncio.wait_for(handler.killed.wait(), 60)
+            try:
+                # The length of the injected outage: long enough for the sender's record of
+                # "accepted" to fail and be retried several times.
+                await asyncio.sleep(6)
+            finally:
+                await asyncio.to_thread(gateway.stack.start_database)
+            outcome = await delivery(sofia, thread_id, answer["id"], within=120)
+        finally:
+            await sofia.close()
+    copies = [r for r in handler.received if answer["id"] in r.message_id]
+    print(f"F10 database killed as the reply was accepted: copies received={len(copies)}")
+    assert outcome["status"] == "sent"
+    assert len(copies) == 1
+
+
+class SlowToAnswer(SmtpRecorder):
+    """Accepts every mail, a second after its DATA (a busy server): time enough for a second
+    copy of the same reply to arrive while the first is being sent."""
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await asyncio.sleep(1)  # the server's own slowness, on its own loop
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_reply_published_twice_is_sent_once(gateway: Gateway) -> None:
+    handler = SlowToAnswer()
+    with smtp_server(handler, "none") as port:
+        restart_email_ingest(gateway, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
+        connection = await aio_pika.connect(gateway.urls.amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            reports = await channel.declare_queue(exclusive=True)
+            await reports.bind(topology.EVENTS, topology.delivery_key(DeliveryStatus.SENT.value))
+            seen: asyncio.Queue[str] = asyncio.Queue()
+
+            async def on_report(message: AbstractIncomingMessage) -> None:
+                seen.put_nowait(json.loads(message.body)["message_id"])
+
+            await reports.consume(on_report, no_ack=True)
+            out = OutboundMessage(
+                message_id=uuid.uuid4().hex,
+                thread_id=uuid.uuid4().hex,
+                channel=Channel.EMAIL,
+                line="113",
+                recipient="client@example.org",
+                text="answer",
+                sent_at=utcnow(),
+                subject="help",
+                email_message_id=f"<{uuid.uuid4().hex}@hotline.test>",
+            )
+            # As a dispatcher does that publishes an answer again after failing to mark it
+            # published: two publishes of one reply, at once.
+            outbound = await channel.get_exchange(topology.OUTBOUND)
+            for _ in range(2):
+                await outbound.publish(
+                    aio_pika.Message(encode(out), type=out.kind, message_id=out.message_id),
+                    routing_key=topology.outbound_key(Channel.EMAIL, out.line),
+                )
+            # Each copy is reported once it is done (sent, or found sent by the other).
+            for _ in range(2):
+                assert await asyncio.wait_for(seen.get(), 60) == out.message_id
+    copies = [r for r in handler.received if out.email_message_id and out.email_message_id in r.message_id]
+    assert len(copies) == 1
