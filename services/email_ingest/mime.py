@@ -133,7 +133,11 @@ def repair(value: str) -> str:
     windows-1251, the usual undeclared 8-bit of Russian and Belarusian mail. What is still
     unreadable becomes U+FFFD: the mail is kept, its unreadable part marked.
     """
-    return value if value.isascii() else _SURROGATES.sub(_decode_run, value)
+    try:
+        value.encode("utf-8")  # in C, and what any surrogate fails: the usual case costs little
+    except UnicodeEncodeError:
+        return _SURROGATES.sub(_decode_run, value)
+    return value
 
 
 def html_to_text(html: str) -> str:
