@@ -85,5 +85,11 @@ def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame:
     raise FrameError("unknown_type", "type must be start, resume, message or end")
 
 
-def error(code: str, detail: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "detail": detail}
+def error(code: str, detail: str, message_id: str | None = None) -> dict[str, Any]:
+    """An error frame; ``message_id`` names the client's message it concerns (its frame id),
+    so the client knows which one to send again. Clients ignore fields they do not know, so
+    older widgets are unaffected by the extra field."""
+    frame = {"type": "error", "code": code, "detail": detail}
+    if message_id is not None:
+        frame["id"] = message_id
+    return frame

@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import DeliveryError
 from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.errors import PyMongoError
@@ -369,7 +370,8 @@ class ChatHub:
             self.metrics.frames.labels("ok").inc()
         except frames.FrameError as exc:
             self.metrics.frames.labels(exc.code).inc()
-            self._reply(conn, frames.error(exc.code, exc.detail))
+            # Named by its id: the client keeps the message and sends that one again.
+            self._reply(conn, frames.error(exc.code, exc.detail, frame.id))
 
     def _attach(self, conn: Connection, session: Session) -> None:
         self._detach(conn)
@@ -497,9 +499,13 @@ class ChatHub:
                 headers={"channel": "chat", "line": session.line},
             )
         except PUBLISH_ERRORS as exc:
-            # Broker down, refused or unroutable: the client keeps the message and resends it.
+            # The client keeps the message and resends it (the error frame names it): while
+            # the broker is away that is "unavailable", as for the database; a publish the
+            # broker refused (unroutable, nacked) is "not_accepted". Both are worth a resend.
             log.warning("chat_publish_failed", session=session.id, error=type(exc).__name__)
-            raise frames.FrameError("not_accepted", "not accepted yet; send it again") from None
+            if isinstance(exc, DeliveryError):
+                raise frames.FrameError("not_accepted", "not accepted yet; send it again") from None
+            raise frames.FrameError("unavailable", "chat is not available right now; send it again") from None
         if session.thread_id is None and session.id in self.sessions:
             # The session's thread: its id derives from the session (the dispatcher creates
             # it under that id), so its queue events reach this client from now on.

@@ -29,6 +29,7 @@
       hours: "Hours: {open}-{close} daily.", position: "You are number {n} in the queue.",
       withConsultant: "A consultant is with you.", closed: "The consultant has closed the conversation. You can write again.",
       ended: "The chat has ended.", reconnecting: "Connection lost. Reconnecting…", notSent: "not sent yet",
+      unavailable: "The chat cannot be reached right now. Trying again…",
       you: "You", consultant: "Consultant", bot: "Automatic answer", emergency: "In danger now? Call 102 (police) or 103 (ambulance)."
     },
     ru: {
@@ -41,6 +42,7 @@
       hours: "Часы работы: {open}-{close} ежедневно.", position: "Ваш номер в очереди: {n}.",
       withConsultant: "С вами консультант.", closed: "Консультант завершил разговор. Вы можете написать снова.",
       ended: "Чат завершён.", reconnecting: "Связь потеряна. Подключаемся снова…", notSent: "ещё не отправлено",
+      unavailable: "Чат сейчас недоступен. Пробуем снова…",
       you: "Вы", consultant: "Консультант", bot: "Автоматический ответ", emergency: "Вам угрожает опасность? Звоните 102 (милиция) или 103 (скорая)."
     },
     be: {
@@ -53,6 +55,7 @@
       hours: "Гадзіны працы: {open}-{close} штодня.", position: "Ваш нумар у чарзе: {n}.",
       withConsultant: "З вамі кансультант.", closed: "Кансультант завяршыў размову. Вы можаце напісаць зноў.",
       ended: "Чат завершаны.", reconnecting: "Сувязь страчана. Падключаемся зноў…", notSent: "яшчэ не адпраўлена",
+      unavailable: "Чат зараз недаступны. Спрабуем зноў…",
       you: "Вы", consultant: "Кансультант", bot: "Аўтаматычны адказ", emergency: "Вам пагражае небяспека? Тэлефануйце 102 (міліцыя) або 103 (хуткая)."
     }
   };
@@ -71,6 +74,15 @@
   // --- state: in memory only ---------------------------------------------------------------
   var info = null, token = null, socket = null, pending = {}, shown = {}, counter = 0;
   var line = fixedLine, position = null, onDuty = null, retry = 0, reconnectTimer = null, gone = false;
+  // hasSession: the current socket answered start/resume with a session; until then only
+  // start/resume is sent on it. startTries/startTimer: start (or resume) retried with backoff.
+  var hasSession = false, startTries = 0, startTimer = null;
+  // Frames waiting for the current socket, sent through a token bucket that stays inside the
+  // server's per-socket budget (5 frames a second, bursts of 20: beyond it the server answers
+  // rate_limited, drops the frame, and closes a socket that goes on), so resending many
+  // messages after an outage never gets the chat cut off.
+  var SEND_RATE = 3, SEND_BURST = 10, MAX_BACKOFF = 30000;
+  var sendQ = [], bucket = SEND_BURST, bucketAt = Date.now(), pumpTimer = null;
 
   function el(tag, attrs, text) {
     var e = document.createElement(tag);
@@ -212,7 +224,8 @@
 
   function quickExit() {
     gone = true;
-    clearTimeout(reconnectTimer);
+    clearTimeout(reconnectTimer); clearTimeout(startTimer); clearTimeout(pumpTimer);
+    Object.keys(pending).forEach(function (id) { clearTimeout(pending[id].timer); });
     try {
       if (socket) { socket.send(JSON.stringify({ type: "end" })); socket.close(); }
     } catch (e) { /* leaving anyway */ }
@@ -233,6 +246,9 @@
 
   // --- socket -----------------------------------------------------------------------------
   var startFrame = null;
+  // Errors after which the same frame is worth sending again: the server could not take it
+  // now (broker or database away, too many new chats at once), not that it is wrong.
+  var RESEND = { unavailable: true, not_accepted: true, busy: true };
 
   function begin(skip) {
     var frame = { type: "start", line: currentLine() };
@@ -252,28 +268,93 @@
   }
   pre.addEventListener("submit", function (ev) { ev.preventDefault(); begin(false); });
 
+  // Backoff with jitter, doubling from 1 s up to 30 s: many widgets do not all come back at
+  // the same moment after an outage, and none gives up while the page is open.
+  function backoff(tries) {
+    return Math.min(MAX_BACKOFF, 1000 * Math.pow(2, Math.max(0, tries - 1))) * (0.5 + Math.random());
+  }
+
+  function enqueue(frame) {
+    if (frame.type === "message" && sendQ.some(function (f) { return f.id === frame.id; })) { return; }
+    sendQ.push(frame);
+    pump();
+  }
+
+  function pump() {
+    clearTimeout(pumpTimer);
+    pumpTimer = null;
+    if (!socket || socket.readyState !== 1) { return; }
+    var now = Date.now();
+    bucket = Math.min(SEND_BURST, bucket + (now - bucketAt) / 1000 * SEND_RATE);
+    bucketAt = now;
+    while (sendQ.length && bucket >= 1) {
+      var frame = sendQ.shift();
+      if (frame.type === "message" && !pending[frame.id]) { continue; }  // acked meanwhile
+      socket.send(JSON.stringify(frame));
+      bucket -= 1;
+    }
+    if (sendQ.length) { pumpTimer = setTimeout(pump, Math.ceil((1 - bucket) / SEND_RATE * 1000) + 10); }
+  }
+
   function flush() {
-    Object.keys(pending).forEach(function (id) { socket.send(JSON.stringify(pending[id].frame)); });
+    // Every message without an ack, oldest first, on the new session.
+    Object.keys(pending).forEach(function (id) {
+      clearTimeout(pending[id].timer); pending[id].timer = null;
+      enqueue(pending[id].frame);
+    });
+  }
+
+  function resendLater(id) {
+    // The server could not accept this message now (broker or database away): send it again
+    // after a backoff; one timer per message at a time, so a burst of errors costs one resend.
+    var p = pending[id];
+    if (!p || p.timer) { return; }
+    p.tries += 1;
+    p.timer = setTimeout(function () {
+      p.timer = null;
+      if (pending[id] && hasSession) { enqueue(p.frame); }
+    }, backoff(p.tries));
+  }
+
+  function hello() {
+    return token ? { type: "resume", token: token } : startFrame;
+  }
+
+  function startLater(ws) {
+    // No session yet (the database is away, or the server is busy): ask again with backoff
+    // on the same socket until one is given; no reload needed.
+    clearTimeout(startTimer);
+    startTries += 1;
+    startTimer = setTimeout(function () {
+      if (socket === ws && !hasSession) { enqueue(hello()); }
+    }, backoff(startTries));
   }
 
   function connect() {
     if (gone) { return; }
     var ws = new WebSocket(wsUrl.href);
     socket = ws;
+    hasSession = false;
+    sendQ = [];
     status.textContent = t("connecting");
     ws.onopen = function () {
-      ws.send(JSON.stringify(token ? { type: "resume", token: token } : startFrame));
+      if (socket !== ws) { return; }
+      enqueue(hello());
     };
     ws.onmessage = function (ev) {
       var f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
       if (f.type === "session") {
-        token = f.token; retry = 0; onDuty = f.on_duty; position = f.position;
+        token = f.token; retry = 0; startTries = 0; hasSession = true; onDuty = f.on_duty; position = f.position;
+        clearTimeout(startTimer);
         renderStatus();
         flush();
       } else if (f.type === "ack") {
         var p = pending[f.id];
-        if (p) { p.item.classList.remove("hl-pending"); p.item.removeAttribute("data-state"); delete pending[f.id]; }
+        if (p) {
+          clearTimeout(p.timer);
+          p.item.classList.remove("hl-pending"); p.item.removeAttribute("data-state"); delete pending[f.id];
+        }
       } else if (f.type === "message") {
         show(f.message_id, f.from === "bot" ? "bot" : "consultant", f.text);
       } else if (f.type === "position") {
@@ -282,10 +363,17 @@
         position = null; renderStatus();
         status.textContent = t("closed");
       } else if (f.type === "error") {
-        if (f.code === "unknown_session") {
-          // The server no longer knows this chat: begin a new one rather than lose the text.
-          token = null;
-          ws.send(JSON.stringify(startFrame));
+        if (f.id && pending[f.id] && RESEND[f.code]) {
+          resendLater(f.id);
+          status.textContent = t("unavailable");
+        } else if (f.code === "unknown_session") {
+          // The server no longer knows this chat (ended or expired): begin a new one rather
+          // than lose the text; the messages without an ack go to the new chat.
+          token = null; hasSession = false;
+          enqueue(startFrame);
+        } else if (!hasSession && RESEND[f.code]) {
+          startLater(ws);
+          status.textContent = t("unavailable");
         } else if (f.code !== "rate_limited") {
           status.textContent = f.detail;
         }
@@ -294,6 +382,9 @@
     ws.onclose = function () {
       if (socket !== ws) { return; }
       socket = null;
+      hasSession = false;
+      sendQ = [];
+      clearTimeout(startTimer);
       if (gone) { return; }
       renderStatus();
       retry = Math.min(retry + 1, 6);
@@ -312,9 +403,9 @@
     var item = show("me-" + id, "you", text);
     item.classList.add("hl-pending");
     item.setAttribute("data-state", t("notSent"));
-    pending[id] = { frame: frame, item: item };
+    pending[id] = { frame: frame, item: item, tries: 0, timer: null };
     input.value = "";
-    if (socket && socket.readyState === 1 && token) { socket.send(JSON.stringify(frame)); }
+    if (hasSession) { enqueue(frame); }  // else sent when the session is (re)established
   });
   input.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); form.requestSubmit(); }
