@@ -826,3 +826,34 @@ def test_proxy_keeps_metrics_inside_and_logs_no_client_address():
     for port in (8080, 8081):
         metrics = location(proxy_servers()[port], "/metrics")
         assert metrics is not None and metrics.get("return") == [["404"]], port
+
+
+LOG_LEVELS = ["debug", "info", "notice", "warn", "error", "crit", "alert", "emerg"]
+
+
+def test_proxy_limits_each_source_on_chat_and_log_in_without_logging_addresses():
+    """One address cannot hold every chat socket or hammer the log-in; a refusal is a 429, and
+    nginx's line about it (which names the client's address) stays below the error log's level."""
+    http = parse_nginx(NGINX_CONF.read_text()).children("http")[0]
+    zones = {}
+    for directive in http.get("limit_conn_zone") + http.get("limit_req_zone"):
+        key, zone = directive[0], next(a for a in directive if a.startswith("zone="))
+        zones[zone.split("=")[1].split(":")[0]] = key
+    assert set(zones.values()) == {"$binary_remote_addr"}, zones
+    assert http.get("limit_conn_status") == http.get("limit_req_status") == [["429"]]
+    (error_log,) = http.get("error_log") or parse_nginx(NGINX_CONF.read_text()).get("error_log")
+    threshold = LOG_LEVELS.index(error_log[-1])
+    for directive in ("limit_conn_log_level", "limit_req_log_level"):
+        (level,) = http.get(directive)
+        assert LOG_LEVELS.index(level[0]) < threshold, f"{directive} would log client addresses"
+    chat = proxy_servers()[8081]
+    socket = location(chat, "/chat/ws")
+    assert socket is not None
+    (conn,) = socket.get("limit_conn")
+    assert zones[conn[0]] == "$binary_remote_addr" and 1 <= int(conn[1]) <= 100
+    assert socket.get("limit_req"), "WebSocket handshakes are not rate limited"
+    for path, server in (("/", chat), ("/api/session", proxy_servers()[8080])):
+        loc = location(server, path)
+        assert loc is not None and loc.get("limit_req"), f"{path} is not rate limited per source"
+        (target,) = loc.get("proxy_pass")
+        assert target[0] in {"http://store", "http://chat_ingest"}
