@@ -157,9 +157,81 @@ class ConsultantApi:
     async def _thread(self, request: web.Request) -> tuple[User, Doc]:
         user: User = request["user"]
         thread = await self.repo.thread(request.match_info["id"])
-        if thread is None or thread["queue"] not in self.visible_queues(user):
+        if (
+            thread is None
+            or thread["queue"] not in self.visible_queues(user)
+            or self._elsewhere(user, thread)
+        ):
             raise web.HTTPNotFound(text="no such thread")
         return user, thread
+
+    # A queue several organisations share (the triage queue of a line) is for taking threads,
+    # not for reading each other's work. A consultation one organisation answered there
+    # belongs to it alone: a thread claimed there moves to the organisation's own queue
+    # (:meth:`_adopt`); a closed one still there (closed before threads moved, or a phone
+    # consultation registered there) is hidden from the others' consultants. The two methods
+    # below state that rule for one thread and as a database filter for lists.
+
+    def _others(self, user: User) -> tuple[list[str], list[str]]:
+        """(shared queues ``user`` sees, the other organisations in them); empty for people
+        of no organisation (supervisors of whole lines), who see everything of their lines."""
+        if user.organisation is None or user.role in SUPERVISORS:
+            return [], []
+        shared = [n for n in self.visible_queues(user) if len(self.config.queues[n].organisations) > 1]
+        others = {o for n in shared for o in self.config.queues[n].organisations} - {user.organisation}
+        return shared, sorted(others)
+
+    def _elsewhere(self, user: User, thread: Doc) -> bool:
+        shared, others = self._others(user)
+        facts = thread.get("facts") or {}
+        return (
+            thread["queue"] in shared and thread["status"] == "closed" and facts.get("organisation") in others
+        )
+
+    def _elsewhere_filter(self, user: User) -> Doc | None:
+        shared, others = self._others(user)
+        if not shared or not others:
+            return None
+        return {"queue": {"$in": shared}, "status": "closed", "facts.organisation": {"$in": others}}
+
+    def _own_queue(self, organisation: str, shared: str) -> str | None:
+        """``organisation``'s own queue on the line of queue ``shared`` (the same skill first)."""
+        line, skill = self.config.queues[shared].line, self.config.queues[shared].skill
+        own = [
+            n for n, q in self.config.queues.items() if q.line == line and q.organisations == [organisation]
+        ]
+        own.sort(key=lambda n: self.config.queues[n].skill != skill)
+        return own[0] if own else None
+
+    async def _adopt(self, user: User, thread: Doc) -> Doc:
+        """A thread ``user`` just claimed in a shared queue moves to their organisation's own
+        queue (the thread as it is now; unchanged where there is nothing to move it to)."""
+        queue = self.config.queues.get(thread["queue"])
+        org = user.organisation
+        if org is None or queue is None or len(queue.organisations) < 2 or org not in queue.organisations:
+            return thread
+        target = self._own_queue(org, thread["queue"])
+        if target is None:
+            return thread
+        moved = await self.repo.adopt(thread, user.login, target, org)
+        return moved if moved is not None else thread
+
+    async def _claimed(self, user: User, thread: Doc) -> Doc:
+        """Announce a claim, after moving the thread to the claimer's own queue: consoles of
+        the shared queue refresh on ThreadClaimed and find it gone, those of the own queue on
+        ThreadTransferred."""
+        moved = await self._adopt(user, thread)
+        await self._event("ThreadClaimed", thread, user.login, assignee=user.login)
+        if moved["queue"] != thread["queue"]:
+            await self._event(
+                "ThreadTransferred",
+                moved,
+                user.login,
+                from_queue=thread["queue"],
+                to_queue=moved["queue"],
+                reason="claimed",
+            )
+        return moved
 
     async def _event(self, name: str, thread: Doc, by: str | None = None, **data: Any) -> None:
         """Record a fact about a thread (for reports) and announce it to live consoles."""
@@ -314,7 +386,12 @@ class ConsultantApi:
             return problem(422, f"limit: 1 to {PAGE_LIMIT}; page: 1 to {MAX_PAGE}")
         # One more than asked for tells whether a next page exists without counting.
         docs = await self.repo.list_threads(
-            [queue] if queue else visible, status, mine, limit + 1, (page - 1) * limit
+            [queue] if queue else visible,
+            status,
+            mine,
+            limit + 1,
+            (page - 1) * limit,
+            self._elsewhere_filter(user),
         )
         resp = web.json_response([thread_view(t) for t in docs[:limit]])
         if len(docs) > limit:
@@ -335,8 +412,7 @@ class ConsultantApi:
                 )
             return web.Response(status=204)
         log.info("thread_claimed", thread_id=thread["_id"], consultant=user.login)
-        await self._event("ThreadClaimed", thread, user.login, assignee=user.login)
-        return web.json_response(thread_view(thread))
+        return web.json_response(thread_view(await self._claimed(user, thread)))
 
     async def claim(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
@@ -347,8 +423,7 @@ class ConsultantApi:
         claimed = await self.repo.claim(thread["_id"], user.login)
         if claimed is None:
             return problem(409, "Someone else holds this thread, or it is closed")
-        await self._event("ThreadClaimed", claimed, user.login, assignee=user.login)
-        return web.json_response(thread_view(claimed))
+        return web.json_response(thread_view(await self._claimed(user, claimed)))
 
     async def history(self, request: web.Request) -> web.Response:
         """Every change of a thread with its time: queued, claimed, released, transferred,

@@ -182,6 +182,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     }),
     ("POST", "/api/queues/{queue}/next"): ("queue", {
         "summary": "Claim the most urgent, longest-waiting thread of the queue",
+        "description": "From a shared queue, the thread moves to the claimer's organisation's own queue.",
         "parameters": [{"name": "queue", "in": "path", "required": True, "schema": STR}],
         "responses": {
             "200": _ok("claimed", _ref("Thread")), "204": {"description": "nobody is waiting"},
@@ -190,6 +191,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     }),
     ("POST", "/api/threads/{id}/claim"): ("thread", {
         "summary": "Claim one thread; 409 when someone else holds it",
+        "description": "A thread of a queue several organisations share moves to the claimer's "
+        "organisation's own queue of the line (answered with its new queue); released, it returns.",
         "responses": {"200": _ok("claimed", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
     }),
     ("GET", "/api/threads/{id}"): ("thread", {

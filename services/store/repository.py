@@ -223,12 +223,21 @@ class Repository:
         return Accepted(thread, created, stored, reopened)
 
     async def list_threads(
-        self, queues: list[str], status: str | None, assignee: str | None, limit: int = 200, skip: int = 0
+        self,
+        queues: list[str],
+        status: str | None,
+        assignee: str | None,
+        limit: int = 200,
+        skip: int = 0,
+        hidden: Doc | None = None,
     ) -> list[Doc]:
         """One page of threads: open ones in the order "next" hands them out (priority, then
         longest waiting), closed ones latest closed first; ``_id`` breaks ties, so pages
-        neither repeat nor skip a thread while the list stands still."""
+        neither repeat nor skip a thread while the list stands still. Threads matching
+        ``hidden`` (a filter) are left out."""
         query: Doc = {"queue": {"$in": queues}}
+        if hidden is not None:
+            query["$nor"] = [hidden]
         if status:
             query["status"] = status
         if assignee:
@@ -368,11 +377,29 @@ class Repository:
         query: Doc = {"_id": thread_id, "status": "active"}
         if holder is not None:
             query["assignee"] = holder
-        return await self.threads.find_one_and_update(
+        doc = await self.threads.find_one_and_update(
             query,
             {"$set": {"status": "waiting", "assignee": None, "updated_at": utcnow()}},
             return_document=ReturnDocument.AFTER,
         )
+        return await self._back_to_shared(doc)
+
+    async def _back_to_shared(self, doc: Doc | None) -> Doc | None:
+        """A released thread that was claimed from a shared queue (:meth:`adopt`) goes back
+        there, where every organisation may take it; else it stays where it is. Conditional:
+        if someone of the adopting organisation took it again meanwhile, it stays with them."""
+        origin = (doc or {}).get("adopted_from")
+        if doc is None or not isinstance(origin, dict):
+            return doc
+        back = await self.threads.find_one_and_update(
+            {"_id": doc["_id"], "status": "waiting", "queue": doc["queue"]},
+            {
+                "$set": {"queue": origin["queue"], "organisations": origin["organisations"]},
+                "$unset": {"adopted_from": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return back if back is not None else doc
 
     async def release_all(self, login: str) -> list[Doc]:
         """Every thread ``login`` holds goes back to its queue (they went offline)."""
@@ -394,6 +421,26 @@ class Repository:
                     "line": line,
                     "status": "waiting",
                     "assignee": None,
+                    "updated_at": utcnow(),
+                },
+                # Moved on purpose: a later release leaves it in its new queue.
+                "$unset": {"adopted_from": ""},
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def adopt(self, thread: Doc, login: str, queue: str, organisation: str) -> Doc | None:
+        """Move ``thread``, which ``login`` holds, from its shared queue into ``queue`` of their
+        own ``organisation``, remembering where it came from (a release gives it back there);
+        None when it is no longer theirs or no longer there."""
+        origin = {"queue": thread["queue"], "organisations": thread.get("organisations", [])}
+        return await self.threads.find_one_and_update(
+            {"_id": thread["_id"], "status": "active", "assignee": login, "queue": thread["queue"]},
+            {
+                "$set": {
+                    "queue": queue,
+                    "organisations": [organisation],
+                    "adopted_from": origin,
                     "updated_at": utcnow(),
                 }
             },
@@ -423,6 +470,7 @@ class Repository:
                 {"$set": {"status": "waiting", "assignee": None, "updated_at": utcnow()}},
                 return_document=ReturnDocument.AFTER,
             )
+            doc = await self._back_to_shared(doc)
             if doc is not None:
                 released.append(doc)
         return released
