@@ -18,6 +18,7 @@ from pymongo.errors import (
 )
 
 from shared.logs import get_logger
+from shared.query_shapes import shapes_listener
 
 log = get_logger(__name__)
 
@@ -64,7 +65,15 @@ def _busy(text: str) -> bool:
 def make_client(url: str) -> AsyncMongoClient[dict[str, Any]]:
     # Short server selection: readiness reports a dead database quickly instead of hanging.
     # tz_aware: datetimes come back timezone-aware UTC, as everywhere else in the code.
-    return AsyncMongoClient(url, serverSelectionTimeoutMS=3000, tz_aware=True, connect=False)
+    # event_listeners: the query-shape recorder when HOTLINE_QUERY_SHAPES is set (diagnostics,
+    # off by default; shared/query_shapes.py).
+    return AsyncMongoClient(
+        url,
+        serverSelectionTimeoutMS=3000,
+        tz_aware=True,
+        connect=False,
+        event_listeners=shapes_listener(),
+    )
 
 
 async def ping(db: AsyncDatabase[dict[str, Any]]) -> bool:

@@ -104,6 +104,18 @@ class Repository:
         await self.threads.create_index([("assignee", ASCENDING), ("status", ASCENDING)], name="held")
         # Statistics read closed threads' facts by date (services/store/stats.py).
         await self.threads.create_index([("facts.at", ASCENDING)], name="facts_at")
+        # Threads by status: a list of closed threads, latest closed first, page by page (the
+        # order of list_threads); retention's closed before a date; the sweeper's held and
+        # waiting threads (a bounded set, not the closed ones). tests/integration/
+        # test_query_indexes.py holds every query shape against these declarations.
+        await self.threads.create_index(
+            [("status", ASCENDING), ("queue", ASCENDING), ("closed_at", DESCENDING), ("_id", ASCENDING)],
+            name="by_status",
+        )
+        # A client's mail that names only our reply's token (email_thread_by_reference).
+        await self.threads.create_index([("reply_token", ASCENDING)], name="reply_token")
+        # Ending a person's sessions (an account disabled, a password reset).
+        await self.sessions.create_index([("login", ASCENDING)], name="login")
 
     # --- threads -----------------------------------------------------------------------
 
