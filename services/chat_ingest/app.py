@@ -128,7 +128,9 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         raise_file_limit()
         try:
-            await retry_until_ready("database", lambda: _ping(db), settings.startup_timeout, (PyMongoError,))
+            await retry_until_ready(
+                "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
+            )
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             await hub.start(supervisor)
             replies = await topology.declare_replica_queue(
@@ -164,8 +166,3 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     app.cleanup_ctx.append(resources)
     app.on_shutdown.append(close_sockets)
     return app
-
-
-async def _ping(db: Any) -> None:
-    if not await ping(db):
-        raise PyMongoError("database did not answer ping")

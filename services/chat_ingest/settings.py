@@ -41,6 +41,34 @@ class ChatIngestSettings(DatabaseSettings):
     max_connections: int = Field(default=10_000, ge=1, description="Sockets held at once")
     outbound_queue: int = Field(default=64, ge=1, description="Frames buffered per slow client")
     heartbeat_seconds: float = Field(default=25, gt=0, description="WebSocket ping interval")
+    session_ttl_seconds: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="A chat session is deleted this long after its last use (started, resumed, "
+        "ended, or a socket attached); resuming it later starts a new chat",
+    )
+    telegram_chat_ttl_seconds: float = Field(
+        default=30 * 24 * 3600,
+        gt=0,
+        description="A Telegram chat's remembered choices (language, region, topic) are deleted "
+        "this long after its last update",
+    )
+    sweep_seconds: float = Field(
+        default=60, gt=0, description="How often expired chat sessions and Telegram records are deleted"
+    )
+    max_starts_per_socket: int = Field(
+        default=5,
+        ge=1,
+        description="Chats one socket may start; beyond it start is refused (too_many_sessions)",
+    )
+    session_starts_per_second: float = Field(
+        default=100,
+        gt=0,
+        description="New chats one process accepts a second; beyond it start is refused (busy)",
+    )
+    session_start_burst: int = Field(
+        default=2000, ge=1, description="New chats one process accepts in a burst above that rate"
+    )
     telegram_bots: Annotated[dict[str, TelegramBot], NoDecode] = Field(
         default_factory=dict,
         description='JSON: bot name -> {"line", "token", "webhook_secret"}; empty: no Telegram',

@@ -23,6 +23,7 @@ are shown in ``/readyz`` details and in metrics.
 from __future__ import annotations
 
 import hmac
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -222,9 +223,10 @@ class TelegramBots:
         decision = telegram.decide(
             self.config, bot.line, chat, update, is_open(self.config.lines[bot.line].hours, utcnow())
         )
-        if decision.remember:
-            await self.repo.set_telegram_chat(chat_key, decision.remember)
-            chat = {**chat, **decision.remember}
+        # Written on every update: the choices expire telegram_chat_ttl_seconds after the last one.
+        expires = utcnow() + timedelta(seconds=self.s.telegram_chat_ttl_seconds)
+        await self.repo.set_telegram_chat(chat_key, decision.remember, expires)
+        chat = {**chat, **decision.remember}
         if decision.forward is not None:
             source_id = f"telegram:{name}:{update.update_id}"
             message_id = message_id_for(source_id)

@@ -30,7 +30,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
@@ -60,12 +60,16 @@ from shared.envelope import (
 )
 from shared.hours import is_open
 from shared.logs import get_logger
-from shared.supervise import Supervisor
+from shared.supervise import Heartbeat, Supervisor
 
 log = get_logger(__name__)
 
 # Messages of one connection published and awaiting their broker confirm at once.
 MAX_IN_FLIGHT = 16
+
+# A Telegram update claim is kept this long for deduplication: Telegram stops redelivering
+# an update after 24 hours.
+TELEGRAM_UPDATE_RETENTION = timedelta(hours=48)
 
 # "position" frames: 1, 2, ... waiting; 0 a consultant has the conversation; None not queued
 # (no message yet, or closed).
@@ -175,6 +179,7 @@ class Connection:
     replies: set[str] | None = None
     # Messages published and not yet confirmed: confirms are pipelined, not awaited one by one.
     publishing: set[asyncio.Task[None]] | None = None
+    starts: int = 0  # chats started on this socket (bounded by max_starts_per_socket)
 
     def allow(self, rate: float, burst: int) -> bool:
         """Token bucket: ``rate`` frames a second, bursts of ``burst``."""
@@ -226,12 +231,61 @@ class ChatHub:
         self._dirty_queues: set[str] = set()
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # New chats of this process: a token bucket (no client address is known or wanted,
+        # so a flood is bounded per socket and per process, never per IP).
+        self._start_tokens = float(settings.session_start_burst)
+        self._start_stamp = time.monotonic()
 
     async def start(self, supervisor: Supervisor) -> None:
-        """Start the background loops, delivery reports and position updates, under the
-        service's supervisor (which restarts them and stops them at shutdown)."""
+        """Start the background loops, delivery reports, position updates and the expiry
+        sweep, under the service's supervisor (which restarts them and stops them at shutdown)."""
         supervisor.start("chat-reports", lambda _beat: self._report_loop())
         supervisor.start("chat-positions", lambda _beat: self._position_loop())
+        every = self.s.sweep_seconds
+        supervisor.start("chat-expiry-sweep", self._sweep_loop, interval=3 * every + 30)
+
+    # --- expiry -----------------------------------------------------------------------------
+
+    def expiry(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.s.session_ttl_seconds)
+
+    async def sweep(self) -> dict[str, int]:
+        """Delete what expired: chat sessions unused for ``session_ttl_seconds`` (the sessions
+        this replica's sockets hold are kept first), Telegram chat choices, and Telegram update
+        claims past their retention. The documents carry an indexed expiry field; on MongoDB 7
+        a TTL index would do the deleting, but FerretDB rejects TTL indexes (code 238,
+        ../shared/reviews/ferretdb.md section 3), so this sweep is the mechanism everywhere."""
+        now = utcnow()
+        if self.sessions:
+            await self.repo.keep_sessions(list(self.sessions), self.expiry())
+        return await self.repo.delete_expired(now, now - TELEGRAM_UPDATE_RETENTION, self.expiry())
+
+    async def _sweep_loop(self, beat: Heartbeat) -> None:
+        while True:
+            try:
+                deleted = await self.sweep()
+            except PyMongoError as exc:  # the database is away: the next pass deletes it
+                log.warning("chat_sweep_failed", error=type(exc).__name__)
+            else:
+                if any(deleted.values()):
+                    log.info("chat_expired_deleted", **deleted)
+                beat.beat()
+            await asyncio.sleep(self.s.sweep_seconds)  # a period, not a wait for an event
+
+    def _allow_start(self, conn: Connection) -> None:
+        """Bound the sessions a flood can create: per socket, and per process."""
+        if conn.starts >= self.s.max_starts_per_socket:
+            raise frames.FrameError(
+                "too_many_sessions", "this connection started too many chats; reconnect to start another"
+            )
+        now = time.monotonic()
+        rate, burst = self.s.session_starts_per_second, float(self.s.session_start_burst)
+        self._start_tokens = min(burst, self._start_tokens + (now - self._start_stamp) * rate)
+        self._start_stamp = now
+        if self._start_tokens < 1:
+            log.warning("chat_start_busy")
+            raise frames.FrameError("busy", "too many new chats right now; try again shortly")
+        self._start_tokens -= 1
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -416,7 +470,7 @@ class ChatHub:
             session = conn.session
             if session is not None:
                 try:
-                    await self.repo.end_session(session.id)
+                    await self.repo.end_session(session.id, self.expiry())
                 except PyMongoError as exc:
                     # The client is leaving anyway; the token dies with its memory.
                     log.warning("chat_end_not_recorded", session=session.id, error=type(exc).__name__)
@@ -433,14 +487,16 @@ class ChatHub:
             raise frames.FrameError("bad_field", "unknown region")
         if frame.topic and frame.topic not in self.config.lines[line].topics:
             raise frames.FrameError("bad_field", "unknown topic")
+        self._allow_start(conn)
         token = secrets.token_urlsafe(24)
         session = Session(session_id_for(token), line, frame.language, frame.region, frame.topic)
         facts = {"line": line, "language": frame.language, "region": frame.region, "topic": frame.topic}
         try:
-            await self.repo.create_session(session.id, facts)
+            await self.repo.create_session(session.id, facts, self.expiry())
         except PyMongoError as exc:
             log.warning("chat_start_failed", error=type(exc).__name__)
             raise frames.FrameError("unavailable", "chat is not available right now; try again") from None
+        conn.starts += 1
         self._attach(conn, session)
         self._reply(conn, self._session_frame(token, session))
         log.info("chat_started", session=session.id, line=line)
@@ -452,10 +508,16 @@ class ChatHub:
             if session is None:
                 doc = await self.repo.session(sid)
                 if doc is None:
-                    # Unknown, forged or ended: nothing about any conversation is revealed.
+                    # Unknown, forged, ended or expired (deleted by the sweep, so these cannot
+                    # be told apart): nothing about any conversation is revealed.
                     self.metrics.frames.labels("unknown_session").inc()
-                    raise frames.FrameError("unknown_session", "this chat has ended; start a new one")
+                    raise frames.FrameError(
+                        "unknown_session", "this chat has ended or expired; start a new one"
+                    )
                 session = Session(sid, doc["line"], doc.get("language"), doc.get("region"), doc.get("topic"))
+                # In use again: it expires a full TTL from now (while a socket holds it, the
+                # sweep keeps moving that on).
+                await self.repo.keep_sessions([sid], self.expiry())
             thread = await self.repo.thread_by_key(session_thread_key(Channel.CHAT, sid))
             if thread is not None:
                 session.thread_id, session.queue = thread["_id"], thread["queue"]

@@ -694,19 +694,60 @@ class ChatRepository:
         self.telegram_chats: AsyncCollection[Doc] = db["telegram_chats"]
         self.telegram_updates: AsyncCollection[Doc] = db["telegram_updates"]
 
+    async def ensure_indexes(self) -> None:
+        # The expiry fields the sweep deletes by. On MongoDB 7 a TTL index (expireAfterSeconds)
+        # could delete these documents by itself; FerretDB, the local stand-in, rejects TTL
+        # indexes (code 238, ../shared/reviews/ferretdb.md section 3), so chat_ingest's sweep
+        # (:meth:`delete_expired`) is the mechanism everywhere.
+        await self.sessions.create_index([("expires_at", ASCENDING)], name="expiry")
+        await self.telegram_chats.create_index([("expires_at", ASCENDING)], name="expiry")
+        await self.telegram_updates.create_index([("at", ASCENDING)], name="claimed_at")
+
     # --- web chat sessions ---------------------------------------------------------------
 
-    async def create_session(self, session_id: str, facts: Doc) -> None:
-        """Remember a started chat (its line and pre-chat choices) so any replica can resume it."""
-        await self.sessions.insert_one({"_id": session_id, **facts, "started_at": utcnow(), "ended": False})
+    async def create_session(self, session_id: str, facts: Doc, expires_at: datetime) -> None:
+        """Remember a started chat (its line and pre-chat choices) so any replica can resume
+        it, until ``expires_at`` unless it is used again."""
+        await self.sessions.insert_one(
+            {"_id": session_id, **facts, "started_at": utcnow(), "ended": False, "expires_at": expires_at}
+        )
 
     async def session(self, session_id: str) -> Doc | None:
-        """A chat that was started and not ended; None for an unknown or ended token."""
-        return await self.sessions.find_one({"_id": session_id, "ended": False})
+        """A chat that was started, not ended and not expired; None for an unknown, ended or
+        expired token (an expired one the sweep has not deleted yet is refused all the same)."""
+        doc = await self.sessions.find_one({"_id": session_id, "ended": False})
+        if doc is None or (doc.get("expires_at") is not None and doc["expires_at"] <= utcnow()):
+            return None
+        return doc
 
-    async def end_session(self, session_id: str) -> None:
-        """The client ended the chat: its token can never resume it again."""
-        await self.sessions.update_one({"_id": session_id}, {"$set": {"ended": True, "ended_at": utcnow()}})
+    async def keep_sessions(self, session_ids: list[str], expires_at: datetime) -> None:
+        """Sessions in use (resumed, or with a socket attached): their expiry moves to ``expires_at``."""
+        for i in range(0, len(session_ids), 1000):  # bounded $in lists
+            await self.sessions.update_many(
+                {"_id": {"$in": session_ids[i : i + 1000]}, "ended": False},
+                {"$set": {"expires_at": expires_at}},
+            )
+
+    async def end_session(self, session_id: str, expires_at: datetime) -> None:
+        """The client ended the chat: its token can never resume it again; the document goes
+        at ``expires_at``."""
+        await self.sessions.update_one(
+            {"_id": session_id}, {"$set": {"ended": True, "ended_at": utcnow(), "expires_at": expires_at}}
+        )
+
+    async def delete_expired(
+        self, now: datetime, updates_before: datetime, later: datetime
+    ) -> dict[str, int]:
+        """One sweep: delete chat sessions and Telegram chat choices whose expiry passed, and
+        Telegram update claims older than ``updates_before``; documents written before expiry
+        existed get ``later`` as theirs. Returns the numbers deleted by collection."""
+        deleted: dict[str, int] = {}
+        for coll in (self.sessions, self.telegram_chats):
+            await coll.update_many({"expires_at": None}, {"$set": {"expires_at": later}})
+            deleted[coll.name] = (await coll.delete_many({"expires_at": {"$lt": now}})).deleted_count
+        gone = await self.telegram_updates.delete_many({"at": {"$lt": updates_before}})
+        deleted[self.telegram_updates.name] = gone.deleted_count
+        return deleted
 
     async def thread_by_key(self, key: str) -> Doc | None:
         return await self.threads.find_one({"_id": thread_id_for(key)})
@@ -768,8 +809,11 @@ class ChatRepository:
     async def telegram_chat(self, key: str) -> Doc:
         return await self.telegram_chats.find_one({"_id": key}) or {"_id": key}
 
-    async def set_telegram_chat(self, key: str, fields: Doc) -> None:
-        await self.telegram_chats.update_one({"_id": key}, {"$set": fields}, upsert=True)
+    async def set_telegram_chat(self, key: str, fields: Doc, expires_at: datetime) -> None:
+        """Remember a Telegram chat's choices until ``expires_at`` (moved on by every update)."""
+        await self.telegram_chats.update_one(
+            {"_id": key}, {"$set": {**fields, "expires_at": expires_at}}, upsert=True
+        )
 
     async def begin_update(self, update_key: str, stale_after: float) -> str:
         """Claim a Telegram update for processing: ``new`` (go on), ``done`` (a redelivery of one
