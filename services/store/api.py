@@ -43,7 +43,7 @@ from services.store.outbound import publish_outbound
 from services.store.repository import Doc, IdempotencyKeyReused, Repository
 from services.store.settings import StoreSettings
 from shared import topology
-from shared.broker import Broker
+from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig
 from shared.envelope import ConsoleEvent, utcnow
 from shared.http import Handler, check_json_depth, problem
@@ -249,7 +249,12 @@ class ConsultantApi:
         await self._announce(event)
 
     async def _announce(self, event: ConsoleEvent) -> None:
-        await self.broker.publish(event, topology.EVENTS, topology.event_key(event.name))
+        """Tell live consoles. The change it announces is already stored, so a broker that is
+        away must not turn the request into a failure: consoles re-read on reconnect."""
+        try:
+            await self.broker.publish(event, topology.EVENTS, topology.event_key(event.name))
+        except PUBLISH_ERRORS as exc:
+            log.warning("event_not_announced", event_name=event.name, error=type(exc).__name__)
 
     async def _full_channels(self, user: User) -> list[str]:
         counts = await self.repo.active_counts(user.login)
@@ -585,8 +590,13 @@ class ConsultantApi:
                 "this key was sent with another thread or another text; a new reply needs a new key",
             )
         # A retried request whose first attempt stored the reply but failed to publish it
-        # publishes it now; one that was published is not sent again.
-        await publish_outbound(self.broker, self.repo, thread, doc)
+        # publishes it now; one that was published is not sent again. With the broker away
+        # the reply is still accepted: it waits in the outbox (outbound.py) and the store's
+        # outbox sweeper publishes it once the broker is back.
+        try:
+            await publish_outbound(self.broker, self.repo, thread, doc)
+        except PUBLISH_ERRORS as exc:
+            log.warning("reply_publish_deferred", message_id=doc["_id"], error=type(exc).__name__)
         log.info(
             "reply_accepted",
             thread_id=thread["_id"],

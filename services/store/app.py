@@ -15,6 +15,7 @@ from services.store.audit import ReadAudit
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
+from services.store.outbound import OutboxSweeper
 from services.store.repository import Repository
 from services.store.settings import StoreSettings
 from shared import topology
@@ -77,7 +78,9 @@ def create_app(settings: StoreSettings) -> web.Application:
     async def broker_ready() -> bool:
         return broker.is_ready()
 
-    health.add_check("broker", broker_ready)
+    # Reported, not deciding: with the broker away the console still reads, and replies are
+    # accepted into the outbox (outbound.py); only live events pause.
+    health.add_check("broker", broker_ready, required=False)
 
     supervisor = Supervisor(registry, health)
     health.add_details("tasks", supervisor.details)
@@ -100,6 +103,12 @@ def create_app(settings: StoreSettings) -> web.Application:
             await broker.consume(
                 broker.topology.queues[topology.STORE_DELIVERY.name],
                 DeliveryRecorder(repo, broker).handle,
+            )
+            outbox = OutboxSweeper(repo, broker)
+            supervisor.start(
+                "outbox",
+                lambda beat: outbox.run(settings.outbox_seconds, beat),
+                interval=3 * settings.outbox_seconds + 30,
             )
             every = settings.metrics_refresh_seconds
             supervisor.start(

@@ -1,12 +1,31 @@
 """Handing a stored outbound message (a consultant's reply or an automatic answer) to its
-channel. Used by the store's API and by the dispatcher, so both build the same envelope."""
+channel. Used by the store's API and by the dispatcher, so both build the same envelope.
+
+The outbox: every outbound message is stored with ``published: false`` and published right
+after; one whose publish failed (the broker away, the process stopped in between) stays in
+the outbox, and :class:`OutboxSweeper` in the store publishes it once the broker is back.
+Publishing twice is harmless: each channel knows a reply by its message id (the SMTP sender
+records its outcome and holds a lease per reply, the widget shows a message id once, the
+Telegram sender records what it sent).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 from services.store.repository import Doc, Repository
 from shared import topology
-from shared.broker import Broker
-from shared.envelope import Channel, OutboundMessage
+from shared.broker import PUBLISH_ERRORS, Broker
+from shared.envelope import Channel, OutboundMessage, utcnow
+from shared.logs import get_logger
+from shared.supervise import Heartbeat
+
+log = get_logger(__name__)
+
+# Left to the path that stored a message before the sweeper publishes it: it publishes at once.
+GRACE = timedelta(seconds=10)
+BATCH = 100
 
 
 def outbound_envelope(thread: Doc, doc: Doc) -> OutboundMessage:
@@ -40,3 +59,40 @@ async def publish_outbound(broker: Broker, repo: Repository, thread: Doc, doc: D
         out, topology.OUTBOUND, topology.outbound_key(out.channel, thread["line"]), message_id=doc["_id"]
     )
     await repo.mark_published(doc["_id"])
+
+
+class OutboxSweeper:
+    """Publishes outbound messages that were stored but not published (see the module doc)."""
+
+    def __init__(self, repo: Repository, broker: Broker) -> None:
+        self.repo = repo
+        self.broker = broker
+
+    async def sweep(self) -> int:
+        """One pass; returns how many were published. Stops at the first broker failure
+        (the next pass tries again); a database failure propagates to ``run``."""
+        published = 0
+        for doc in await self.repo.outbox(utcnow() - GRACE, BATCH):
+            thread = await self.repo.thread(doc["thread_id"])
+            if thread is None:
+                continue
+            try:
+                await publish_outbound(self.broker, self.repo, thread, doc)
+            except PUBLISH_ERRORS as exc:
+                log.warning("outbox_publish_failed", message_id=doc["_id"], error=type(exc).__name__)
+                break
+            published += 1
+            log.info("outbox_published", message_id=doc["_id"], thread_id=thread["_id"])
+        return published
+
+    async def run(self, every: float, heartbeat: Heartbeat) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database away: the next pass tries again
+                log.warning("outbox_sweep_failed", error=type(exc).__name__)
+            else:
+                heartbeat.beat()
+            await asyncio.sleep(every)  # a period, not a wait for an event

@@ -96,6 +96,8 @@ class Repository:
             [("thread_id", ASCENDING), ("created_at", ASCENDING)], name="thread_messages"
         )
         await self.messages.create_index([("email_message_id", ASCENDING)], name="email_mid")
+        # The outbox: outbound messages stored but not yet handed to the broker (few, oldest first).
+        await self.messages.create_index([("published", ASCENDING), ("created_at", ASCENDING)], name="outbox")
         await self.sessions.create_index([("expires_at", ASCENDING)], name="expiry")
         await self.login_failures.create_index([("expires_at", ASCENDING)], name="expiry")
         await self.thread_events.create_index(
@@ -578,6 +580,9 @@ class Repository:
             "text": text,
             "created_at": now,
             "delivery": {"status": DeliveryStatus.QUEUED.value, "at": now},
+            # In the outbox until published (services/store/outbound.py): a reply stored while
+            # the broker was away is published by the store's outbox sweeper once it is back.
+            "published": False,
         }
         if thread["channel"] == "email":
             # Opaque: says nothing about the client; carries the thread's reply token so a
@@ -608,6 +613,15 @@ class Repository:
 
     async def mark_published(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})
+
+    async def outbox(self, stored_before: datetime, limit: int) -> list[Doc]:
+        """Outbound messages stored before ``stored_before`` and not yet published, oldest first."""
+        cursor = (
+            self.messages.find({"published": False, "created_at": {"$lt": stored_before}})
+            .sort("created_at", ASCENDING)
+            .limit(limit)
+        )
+        return [m async for m in cursor]
 
     async def set_delivery(
         self, message_id: str, status: str, at: datetime, detail: str | None

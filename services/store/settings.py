@@ -29,6 +29,11 @@ class StoreSettings(DatabaseSettings):
         ge=1,
         description="Free text of threads closed longer ago is deleted by the retention command",
     )
+    outbox_seconds: float = Field(
+        default=5,
+        gt=0,
+        description="How often replies stored but not yet handed to the broker (it was away) are published",
+    )
     metrics_refresh_seconds: float = Field(
         default=15, gt=0, description="How often queue depth, oldest wait and dead letters are measured"
     )
