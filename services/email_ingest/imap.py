@@ -69,6 +69,8 @@ _UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _FETCH_UID = re.compile(rb"UID (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]{1,40})"')
+# Searches in a row while each finds new mail, before the watcher goes back to IDLE.
+MAX_SYNC_ROUNDS = 10
 # A UID FETCH of bodies asks for at most this many bytes at once (besides fetch_batch).
 _FETCH_BYTES = 8 * 1024 * 1024
 
@@ -422,7 +424,15 @@ class MailboxWatcher:
             log.info("imap_connected", mailbox=self.key, uidvalidity=uidvalidity)
             can_idle = "IDLE" in imap.protocol.capabilities
             while True:
-                await self._sync(imap, uidvalidity)
+                # Search again while a synchronisation found mail: a mail that arrives while a
+                # batch is handled is announced (EXISTS, RFC 3501 7.3.1) in the response to one
+                # of that batch's commands, which aioimaplib keeps with that command, and IDLE
+                # does not announce it again: without this search it would wait for the next
+                # IDLE period (EMAIL_INGEST_IDLE_SECONDS). Bounded, so a mail the server lists
+                # but never returns cannot keep the watcher from IDLE.
+                for _ in range(MAX_SYNC_ROUNDS):
+                    if not await self._sync(imap, uidvalidity):
+                        break
                 if self._heartbeat is not None:
                     self._heartbeat.beat()
                 if can_idle:
@@ -493,7 +503,8 @@ class MailboxWatcher:
             return 0, resync
         return int(doc.get("last_uid", 0)), bool(doc.get("resync"))
 
-    async def _sync(self, imap: IMAP4, uidvalidity: int) -> None:
+    async def _sync(self, imap: IMAP4, uidvalidity: int) -> int:
+        """Hand over every mail not yet ingested; return how many the search found."""
         last_uid, resync = await self._cursor(uidvalidity)
         found = await self._cmd(imap.uid_search(f"UID {last_uid + 1}:*", "UNKEYWORD", KEYWORD, charset=None))
         if found.result != "OK":
@@ -502,6 +513,7 @@ class MailboxWatcher:
         uids = [u for u in parse_search(found.lines) if u > last_uid]
         for start in range(0, len(uids), self.s.fetch_batch):
             await self._batch(imap, uidvalidity, uids[start : start + self.s.fetch_batch], resync)
+        return len(uids)
 
     async def _batch(self, imap: IMAP4, uidvalidity: int, uids: list[int], resync: bool) -> None:
         meta_resp = await self._cmd(imap.uid("fetch", uid_set(uids), "(UID RFC822.SIZE INTERNALDATE)"))
@@ -532,16 +544,17 @@ class MailboxWatcher:
             resp = await self._cmd(imap.uid("fetch", uid_set(group), "(UID BODY.PEEK[])"))
             if resp.result != "OK":
                 raise ImapProtocolError("UID FETCH refused")
-            # Each mail is parsed, then kept and handed over by a task of its own, so that
-            # while the next one is parsed the database stores the ones before it (together,
-            # in one write) and the broker confirms them.
+            # Each mail is parsed off the event loop (parsing and sanitising its HTML take up
+            # to a tenth of a second for a hostile mail, within the sanitiser's budget; the
+            # watchdog and /readyz must not wait on it), then kept and handed over by a task
+            # of its own, so that while the next one is parsed the database stores the ones
+            # before it (together, in one write) and the broker confirms them.
             kept: list[asyncio.Task[_Outcome]] = []
             for uid, raw in parse_fetch(resp.lines):
-                parsed = _parse(raw)
+                parsed = await asyncio.to_thread(_parse, raw)
                 kept.append(
                     asyncio.create_task(self._keep(uidvalidity, uid, raw, meta[uid][1], resync, parsed))
                 )
-                await asyncio.sleep(0)  # let those tasks send their writes before the next parse
             for result in await asyncio.gather(*kept, return_exceptions=True):
                 if isinstance(result, BaseException):
                     raise result  # nothing of this batch is flagged: it is fetched again
@@ -590,13 +603,17 @@ class MailboxWatcher:
             raise
         except PUBLISH_ERRORS:
             raise
+        except Unparseable as exc:  # the envelope cannot carry it (to_envelope says which field)
+            return await self._quarantine(uidvalidity, uid, len(raw), exc.reason)
         except Exception as exc:
-            source_id = source_id_for(self.key, uidvalidity, uid)
-            reason = f"handover_error:{type(exc).__name__}"
-            await self.raw.mark(source_id, QUARANTINED, reason)
-            self.metrics.quarantined.labels("handover_error").inc()
-            log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=len(raw))
-            return _Outcome(uid, source_id, quarantined=True)
+            return await self._quarantine(uidvalidity, uid, len(raw), f"handover_error:{type(exc).__name__}")
+
+    async def _quarantine(self, uidvalidity: int, uid: int, size: int, reason: str) -> _Outcome:
+        source_id = source_id_for(self.key, uidvalidity, uid)
+        await self.raw.mark(source_id, QUARANTINED, reason)
+        self.metrics.quarantined.labels(reason.split(":")[0]).inc()
+        log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=size)
+        return _Outcome(uid, source_id, quarantined=True)
 
     async def _hand_over(
         self,

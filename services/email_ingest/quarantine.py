@@ -85,17 +85,21 @@ async def _replay(settings: EmailIngestSettings, source_id: str) -> int:
         )
         now = utcnow()
         internaldate = doc.get("internaldate")
-        envelope = to_envelope(
-            mail,
-            source_id=source_id,
-            line=line,
-            mailbox=doc["mailbox"],
-            now=now,
-            internaldate=internaldate,
-            # A replayed mail waited in quarantine: never auto-answer it.
-            backlog=True if internaldate is None else is_backlog(internaldate, now, 0),
-            attachments=attachments,
-        )
+        try:
+            envelope = to_envelope(
+                mail,
+                source_id=source_id,
+                line=line,
+                mailbox=doc["mailbox"],
+                now=now,
+                internaldate=internaldate,
+                # A replayed mail waited in quarantine: never auto-answer it.
+                backlog=True if internaldate is None else is_backlog(internaldate, now, 0),
+                attachments=attachments,
+            )
+        except Unparseable as exc:  # the envelope still cannot carry it
+            print(f"{source_id}: still unreadable: {exc.reason}", file=sys.stderr)
+            return 1
         await broker.connect()
         await broker.publish(
             envelope,

@@ -9,6 +9,7 @@ synchronisation), it makes one pure function of ours raise: the servers stay rea
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from pymongo import AsyncMongoClient
 from deploy.local.stack import LocalStack
 from services.email_ingest import imap as imap_module
 from services.email_ingest.imap import ImapMetrics, Mailbox, MailboxWatcher
+from services.email_ingest.inbound import Unencodable
 from services.email_ingest.rawstore import QUARANTINED, RawStore
 from services.email_ingest.settings import EmailIngestSettings
 from shared import topology
@@ -113,14 +115,21 @@ async def watched(stack: LocalStack, **overrides: Any) -> AsyncIterator[Intake]:
         stack.delete_vhost(name)
 
 
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (LookupError(f"cannot carry {CANARY}"), "handover_error:LookupError"),  # a bug of ours
+        (Unencodable("subject"), "unencodable:subject"),  # the envelope's own check
+    ],
+)
 async def test_one_mail_that_cannot_be_handed_over_is_quarantined_and_the_next_one_flows(
-    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, failure: Exception, reason: str
 ) -> None:
     real = imap_module.to_envelope
 
     def to_envelope(parsed: Any, **kw: Any) -> InboundMessage:
-        if parsed.subject == "POISON":  # a bug of ours that this one mail meets
-            raise LookupError(f"cannot carry {CANARY}")
+        if parsed.subject == "POISON":  # what this one mail meets
+            raise failure
         return real(parsed, **kw)
 
     monkeypatch.setattr(imap_module, "to_envelope", to_envelope)
@@ -132,9 +141,9 @@ async def test_one_mail_that_cannot_be_handed_over_is_quarantined_and_the_next_o
             quarantined = await intake.raw.quarantined()
             problems = intake.supervisor.problems()
     assert poison not in intake.received
-    assert [q.get("reason") for q in quarantined] == ["handover_error:LookupError"]
+    assert [q.get("reason") for q in quarantined] == [reason]
     assert quarantined[0]["status"] == QUARANTINED
-    assert problems == {} and intake.failures("LookupError") == 0  # the watcher never stopped
+    assert problems == {} and intake.failures(type(failure).__name__) == 0  # the watcher never stopped
     assert any(e["event"] == "mail_quarantined" for e in logs)
     assert CANARY not in repr(logs)
 
@@ -145,12 +154,12 @@ async def test_a_watcher_that_meets_a_bug_is_restarted_and_the_mail_is_read(
     real = MailboxWatcher._sync
     calls = 0
 
-    async def sync(self: MailboxWatcher, imap: IMAP4, uidvalidity: int) -> None:
+    async def sync(self: MailboxWatcher, imap: IMAP4, uidvalidity: int) -> int:
         nonlocal calls
         calls += 1
-        if calls == 2:  # not the first synchronisation: the one the new mail wakes
+        if calls == 2:  # not the first synchronisation: the one after the first mail
             raise ZeroDivisionError(CANARY)
-        await real(self, imap, uidvalidity)
+        return await real(self, imap, uidvalidity)
 
     monkeypatch.setattr(MailboxWatcher, "_sync", sync)
     with structlog.testing.capture_logs() as logs:
@@ -196,3 +205,29 @@ async def test_a_database_outage_costs_no_repeated_mailbox_logins(
         logins_after = logins.count(user) - before
     assert logins_during_outage == 0, logins_during_outage
     assert logins_after == 1  # one login once the database answers again
+
+
+async def test_a_mail_that_arrives_while_a_batch_is_handled_is_not_left_for_the_next_idle(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second mail is appended while the first is being parsed: the server announces it
+    in the response to one of the batch's commands, not during IDLE. It must be read at once,
+    not after the IDLE period (300 s by default)."""
+    loop = asyncio.get_running_loop()
+    parsing_first, second_appended = asyncio.Event(), threading.Event()
+    real = imap_module._parse
+
+    def parse(raw: bytes) -> Any:  # runs in the watcher's worker thread
+        if b"Subject: first" in raw:
+            loop.call_soon_threadsafe(parsing_first.set)
+            second_appended.wait(30)
+        return real(raw)
+
+    monkeypatch.setattr(imap_module, "_parse", parse)
+    async with watched(stack) as intake:
+        first = await intake.append("first")
+        await asyncio.wait_for(parsing_first.wait(), 60)
+        second = await intake.append("second")
+        second_appended.set()
+        await intake.wait_received(first)
+        await intake.wait_received(second, within=30)
