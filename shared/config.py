@@ -303,6 +303,13 @@ class HotlineConfig(_Strict):
         missing = [n for n, spec in fields.items() if spec["required"] and n not in kept and n not in invalid]
         return kept, missing, sorted(set(invalid))
 
+    def own_queue(self, organisation: str, line: str, skill: str | None = None) -> str | None:
+        """``organisation``'s own queue on ``line`` (one no other organisation shares), the one
+        of ``skill`` first; None when it has none there."""
+        own = [n for n, q in self.queues.items() if q.line == line and q.organisations == [organisation]]
+        own.sort(key=lambda n: self.queues[n].skill != skill)
+        return own[0] if own else None
+
     def queues_visible_to(self, organisation: str | None, lines: list[str]) -> list[str]:
         """Queue names a member of ``organisation`` working on ``lines`` may see.
 

@@ -196,12 +196,8 @@ class ConsultantApi:
 
     def _own_queue(self, organisation: str, shared: str) -> str | None:
         """``organisation``'s own queue on the line of queue ``shared`` (the same skill first)."""
-        line, skill = self.config.queues[shared].line, self.config.queues[shared].skill
-        own = [
-            n for n, q in self.config.queues.items() if q.line == line and q.organisations == [organisation]
-        ]
-        own.sort(key=lambda n: self.config.queues[n].skill != skill)
-        return own[0] if own else None
+        queue = self.config.queues[shared]
+        return self.config.own_queue(organisation, queue.line, queue.skill)
 
     async def _adopt(self, user: User, thread: Doc) -> Doc:
         """A thread ``user`` just claimed in a shared queue moves to their organisation's own

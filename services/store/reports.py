@@ -30,7 +30,7 @@ import shutil
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -444,7 +444,12 @@ class Reports:
         org = None if user.role in SUPERVISORS else user.organisation
         visible = self.config.queues_visible_to(org, [line])
         queue = self.config.lines[line].default_queue
-        if queue not in visible and visible:
+        # A consultant's call belongs to their organisation: its own queue of the line, never a
+        # queue shared with another NGO, whose consultants must not read it.
+        own = self.config.own_queue(org, line, self.config.queues[queue].skill) if org else None
+        if own is not None:
+            queue = own
+        elif queue not in visible and visible:
             queue = visible[0]
         now = utcnow()
         thread: Doc = {
@@ -549,6 +554,9 @@ def _public(thread: Doc) -> Doc:
     return out
 
 
+EARLIEST = datetime.combine(stats.FIRST_DATE, time(), UTC)
+
+
 def _when(raw: Any, now: datetime) -> datetime | None:
     """A consultation's time: given (aware, not in the future), or now."""
     if raw is None:
@@ -557,9 +565,11 @@ def _when(raw: Any, now: datetime) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    if at.tzinfo is None or at > now + timedelta(minutes=5):
+        # Within the range statistics accept (stats.py); its UTC form must exist too, which
+        # 0001-01-01 east of Greenwich does not (an OverflowError the driver would raise).
+        if at.tzinfo is None or not EARLIEST <= at.astimezone(UTC) <= now + timedelta(minutes=5):
+            return None
+    except (ValueError, OverflowError):
         return None
     return at
 

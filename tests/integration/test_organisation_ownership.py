@@ -61,6 +61,8 @@ async def test_a_phone_consultation_is_not_readable_by_the_other_ngo(people: dic
         headers={"Idempotency-Key": f"call-{uuid.uuid4().hex}"},
     )
     assert status == 201 and phone["facts"]["organisation"] == "lastrada"
+    # La Strada's own queue of the line, not the triage queue both NGOs share.
+    assert phone["queue"] != "113-triage" and phone["organisations"] == ["lastrada"], phone
     assert (await anna.call("GET", f"/api/threads/{phone['id']}"))[0] == 200
     await unreadable(boris, phone["id"])
     assert (await sofia.call("GET", f"/api/threads/{phone['id']}"))[0] == 200  # the supervisor of the line
@@ -136,3 +138,18 @@ async def test_a_closed_triage_thread_of_one_ngo_is_hidden_from_the_other(
         await client.close()
     await unreadable(boris, queued["thread_id"])
     assert (await anna.call("GET", f"/api/threads/{queued['thread_id']}"))[0] == 200
+
+
+@pytest.mark.parametrize(
+    "at", ["0001-01-01T00:00:00+05:00", "1899-12-31T23:59:59+00:00", "9999-12-31T23:59:59-05:00", "soon"]
+)
+async def test_a_phone_consultation_at_the_calendars_edges_is_refused_with_a_problem(
+    people: dict[str, Consultant], at: str
+) -> None:
+    status, body = await people["anna"].call(
+        "POST",
+        "/api/consultations",
+        {"line": "113", "at": at, "case": CASE},
+        headers={"Idempotency-Key": f"call-{uuid.uuid4().hex}"},
+    )
+    assert status == 422 and "at must be" in body["title"], body
