@@ -3,7 +3,7 @@
 The standard library's parser with the modern policy does the MIME work; HTML is
 sanitised (with a size and nesting budget, then nh3: no scripts, no event handlers, no
 remote images, only the tags and attributes a reader needs) before it leaves this module,
-by the one sanitiser the console's HTML goes through (services/store/html.py), whose version
+by the one sanitiser the console's HTML goes through (shared/html.py), whose version
 travels with it so that the store never sanitises it again.
 
 What this module decides, and why:
@@ -36,8 +36,8 @@ from typing import Any
 
 import nh3
 
-from services.store.html import VERSION as SANITISER_VERSION
-from services.store.html import sanitise
+from shared.html import VERSION as SANITISER_VERSION
+from shared.html import sanitise
 
 # RFC 5322 3.6.4: msg-id = "<" id-left "@" id-right ">", id-left = dot-atom-text, id-right =
 # dot-atom-text / no-fold-literal; ASCII only (atext, 3.2.3). "." and "@" are not atext, so
@@ -103,13 +103,13 @@ class ParsedMail:
     quoted: str = ""
     attachments: list[Attachment] = field(default_factory=list)
     date: datetime | None = None
-    # The version of the sanitiser ``html`` went through (services/store/html.py VERSION).
+    # The version of the sanitiser ``html`` went through (shared/html.py VERSION).
     html_sanitiser: int | None = None
 
 
 def sanitise_html(html: str) -> str:
     """Keep structure and text; drop scripts, handlers, styles and every remote resource.
-    Linear in the size of ``html`` whatever its nesting (services/store/html.py)."""
+    Linear in the size of ``html`` whatever its nesting (shared/html.py)."""
     return sanitise(repair(html)) or ""
 
 

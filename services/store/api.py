@@ -37,7 +37,6 @@ from services.store.auth import (
     token_hash,
 )
 from services.store.events import sessions_ended
-from services.store.html import for_console
 from services.store.metrics import StoreMetrics
 from services.store.outbound import publish_outbound
 from services.store.repository import Doc, IdempotencyKeyReused, Repository
@@ -46,6 +45,7 @@ from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig
 from shared.envelope import ConsoleEvent, utcnow
+from shared.html import for_console
 from shared.http import Handler, check_json_depth, problem
 from shared.logs import get_logger
 

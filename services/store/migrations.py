@@ -14,7 +14,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.store import html
+from shared import html
 from shared.envelope import utcnow
 from shared.logs import get_logger
 

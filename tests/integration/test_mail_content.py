@@ -18,8 +18,8 @@ from email.parser import BytesParser
 import pytest
 from aioimaplib import IMAP4
 
-from services.store import html
 from services.store.migrations import migrate
+from shared import html
 from tests.conftest import Gateway
 from tests.integration.email_support import database, delivery, queued_threads, reply, supervisor
 from tests.integration.helpers import Consultant, Mailbox, mail, new_message_id

@@ -16,7 +16,7 @@ import aiohttp
 from playwright.async_api import Browser, expect
 from pymongo import AsyncMongoClient
 
-from services.store.html import sanitise
+from shared.html import sanitise
 from tests.conftest import Gateway
 from tests.integration.helpers import Consultant
 from tests.integration.test_console_journey import LAPTOP, Tracker, Watch, logged_in

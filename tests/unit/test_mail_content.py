@@ -29,8 +29,8 @@ from services.email_ingest.mime import (
     repair,
 )
 from services.email_ingest.smtp import UnsafeReply, build_reply, checked
-from services.store import html
 from services.store.api import message_view
+from shared import html
 from shared.envelope import Channel, InboundMessage, OutboundMessage, decode, encode, utcnow
 
 NOW = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
