@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from shared.logs import get_logger
+from shared.supervise import place
 
 log = get_logger(__name__)
 
@@ -88,8 +89,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return problem(exc.status, exc.reason, exc.text if exc.text != exc.reason else None)
     except Exception as exc:  # the last resort of a request: log it, answer 500, stay up
-        log.exception(
-            "request_failed", method=request.method, route=_route(request), error=type(exc).__name__
+        # Type and place, no traceback: an exception's message or a frame's locals can quote
+        # what a person wrote (QUALITY.md 4: canaries are checked on failure paths too).
+        log.error(
+            "request_failed",
+            method=request.method,
+            route=_route(request),
+            error=type(exc).__name__,
+            where=place(exc),
         )
         return problem(500, "Internal error", "the failure was logged")
 
