@@ -41,6 +41,12 @@ class ChatIngestSettings(DatabaseSettings):
     max_connections: int = Field(default=10_000, ge=1, description="Sockets held at once")
     outbound_queue: int = Field(default=64, ge=1, description="Frames buffered per slow client")
     heartbeat_seconds: float = Field(default=25, gt=0, description="WebSocket ping interval")
+    handshake_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="A socket that holds no chat this long after opening (no accepted start or "
+        "resume) is sent handshake_timeout and closed; one waiting for the database is not",
+    )
     session_ttl_seconds: float = Field(
         default=24 * 3600,
         gt=0,

@@ -71,6 +71,10 @@ MAX_IN_FLIGHT = 16
 # an update after 24 hours.
 TELEGRAM_UPDATE_RETENTION = timedelta(hours=48)
 
+# WebSocket close code of a socket that held no chat within CHAT_INGEST_HANDSHAKE_SECONDS
+# (RFC 6455 7.4.2: 4000-4999 are the application's; 408 as in HTTP's Request Timeout).
+HANDSHAKE_TIMEOUT_CODE = 4408
+
 # "position" frames: 1, 2, ... waiting; 0 a consultant has the conversation; None not queued
 # (no message yet, or closed).
 WITH_CONSULTANT = 0
@@ -180,6 +184,9 @@ class Connection:
     # Messages published and not yet confirmed: confirms are pipelined, not awaited one by one.
     publishing: set[asyncio.Task[None]] | None = None
     starts: int = 0  # chats started on this socket (bounded by max_starts_per_socket)
+    # Closes the socket unless it holds a chat in time (CHAT_INGEST_HANDSHAKE_SECONDS): without
+    # it one client could hold sockets for ever, up to the global cap, without starting a chat.
+    deadline: asyncio.TimerHandle | None = None
 
     def allow(self, rate: float, burst: int) -> bool:
         """Token bucket: ``rate`` frames a second, bursts of ``burst``."""
@@ -308,6 +315,9 @@ class ChatHub:
         )
         await ws.prepare(request)
         conn = Connection(ws, Outbox(self.s.outbound_queue), tokens=self.s.frame_burst)
+        conn.deadline = asyncio.get_running_loop().call_later(
+            self.s.handshake_seconds, self._handshake_expired, conn
+        )
         self.connections.add(conn)
         self.metrics.sockets.inc()
         writer = asyncio.create_task(self._writer(conn), name="chat-writer")
@@ -320,6 +330,7 @@ class ChatHub:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
+            self._disarm(conn)
             self.connections.discard(conn)
             self._detach(conn)
             self.metrics.sockets.dec()
@@ -333,6 +344,7 @@ class ChatHub:
         while True:
             frame = await conn.outbox.get()
             close_after = frame.pop("_close", False)
+            close_code = frame.pop("_code", 1000)
             thread_id = frame.pop("_thread", None)
             await conn.ws.send_str(json.dumps(frame, ensure_ascii=False))
             conn.outbox.done()
@@ -341,8 +353,26 @@ class ChatHub:
                 self.metrics.delivered.inc()
                 self._reports.put_nowait((frame["message_id"], thread_id))
             if close_after:
-                await conn.ws.close()
+                await conn.ws.close(code=close_code)
                 return
+
+    def _handshake_expired(self, conn: Connection) -> None:
+        conn.deadline = None
+        if conn.session is not None or conn.ws.closed:
+            return
+        self.metrics.frames.labels("handshake_timeout").inc()
+        log.info("chat_handshake_timeout")
+        frame = frames.error("handshake_timeout", "no chat was started or resumed in time; reconnect")
+        # Through the writer, so the client reads why before the close.
+        self._reply(conn, {**frame, "_close": True, "_code": HANDSHAKE_TIMEOUT_CODE})
+
+    @staticmethod
+    def _disarm(conn: Connection) -> None:
+        """The socket no longer needs to start a chat in time (it holds one, or it waits for
+        the database, which is not the client's doing)."""
+        if conn.deadline is not None:
+            conn.deadline.cancel()
+            conn.deadline = None
 
     def _reply(self, conn: Connection, frame: dict[str, Any]) -> None:
         if not conn.send(frame):
@@ -428,6 +458,7 @@ class ChatHub:
             self._reply(conn, frames.error(exc.code, exc.detail, frame.id))
 
     def _attach(self, conn: Connection, session: Session) -> None:
+        self._disarm(conn)
         self._detach(conn)
         known = self.sessions.setdefault(session.id, session)
         conn.session = known
@@ -495,6 +526,7 @@ class ChatHub:
             await self.repo.create_session(session.id, facts, self.expiry())
         except PyMongoError as exc:
             log.warning("chat_start_failed", error=type(exc).__name__)
+            self._disarm(conn)  # the widget asks again on this socket until the database is back
             raise frames.FrameError("unavailable", "chat is not available right now; try again") from None
         conn.starts += 1
         self._attach(conn, session)
@@ -534,6 +566,7 @@ class ChatHub:
                         self.metrics.replayed.inc()
         except PyMongoError as exc:
             log.warning("chat_resume_failed", session=sid, error=type(exc).__name__)
+            self._disarm(conn)  # as for start: waiting for the database is not the client's doing
             raise frames.FrameError("unavailable", "cannot resume right now; try again") from None
         log.info("chat_resumed", session=sid, thread_id=session.thread_id)
 

@@ -1,0 +1,68 @@
+"""The chat socket's edges as a careless or hostile client finds them (issue 15): sockets held
+without a chat, a chat ended on one socket while others hold it, text that is not valid
+Unicode. Against the real services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import Gateway
+from tests.integration.chat_client import ChatClient
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def frames_until_closed(
+    ws: aiohttp.ClientWebSocketResponse, within: float = 20
+) -> list[dict[str, Any]]:
+    """Every frame the server sends until it closes the socket (fails if it does not in time)."""
+    got: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                got.append(json.loads(msg.data))
+
+    await asyncio.wait_for(read(), within)
+    return got
+
+
+@pytest.mark.service_env({"CHAT_INGEST_HANDSHAKE_SECONDS": "1"})
+async def test_a_socket_that_never_holds_a_chat_is_closed_after_the_handshake_time_out(
+    gateway: Gateway, http: aiohttp.ClientSession
+) -> None:
+    talking = ChatClient(http, gateway.chat_url)
+    await talking.start(line="dv")
+    url = f"{gateway.chat_url}/chat/ws"
+    # One says nothing at all; the other keeps talking, but never a start or resume that works.
+    silent = await http.ws_connect(url)
+    busy = await http.ws_connect(url)
+    await busy.send_str("{not json")
+    await busy.send_json({"type": "resume", "token": "x" * 32})
+    await busy.send_json({"type": "message", "id": "m1", "text": "hello?"})
+
+    silent_frames, busy_frames = await asyncio.gather(frames_until_closed(silent), frames_until_closed(busy))
+    assert [f["code"] for f in silent_frames] == ["handshake_timeout"]
+    assert [f["code"] for f in busy_frames] == [
+        "bad_json",
+        "unknown_session",
+        "no_session",
+        "handshake_timeout",
+    ]
+    assert silent.close_code == busy.close_code == 4408
+
+    # The chat started before them has outlived the time-out (their close came after it): a
+    # socket that holds a chat is never closed for idling, a chat may be quiet for long.
+    assert talking.connected
+    await talking.say("still here")
+    await talking.wait(lambda: not talking.pending)
