@@ -29,7 +29,7 @@ Exactly once, whatever fails around the send (issue 14):
   bounded retries of that write alone, never of the send; while they last the process also
   remembers the accepted reply, so a handler run again in this process (its database write
   failed for longer) records it without sending it again;
-- one delivery of a reply at a time (``SendLease``): a copy of a reply published twice (the
+- one delivery of a reply at a time (a send lease, shared/lease.py): a copy of a reply published twice (the
   dispatcher published an answer again after a failure, or two replicas got copies) waits for
   the first one's outcome instead of sending beside it. A redelivery of the same publish (its
   sender died) takes the lease over at once; a lease whose holder vanished lapses after
@@ -60,7 +60,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from email import policy
 from email.errors import HeaderParseError, MessageError
 from email.headerregistry import Address
@@ -74,7 +73,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry, Counter
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import PyMongoError
 
 from services.email_ingest.mime import is_msg_id
 from services.email_ingest.ratelimit import WINDOW_SECONDS, SendLimit
@@ -84,6 +83,7 @@ from shared import topology
 from shared.broker import PUBLISH_ID, Broker
 from shared.config import HotlineConfig
 from shared.envelope import DeliveryReport, DeliveryStatus, Envelope, OutboundMessage, utcnow
+from shared.lease import Lease
 from shared.logs import get_logger
 from shared.mongo import is_transient_database_error
 
@@ -296,49 +296,11 @@ class DataAttempts:
 
 ACCEPTED = "accepted by SMTP server"
 RECORD_ATTEMPTS = 12  # about a minute and a half of backoff for one outcome record
-LEASE_SECONDS = 600.0  # a send renews its lease before each attempt; an attempt takes ≤ 30 s
-
-
-class SendLease:
-    """Which delivery of a reply may send it now: one at a time per reply message id.
-
-    Insert-only, plus ``delete_one`` of a lapsed lease, whose count is exact: correct on
-    MongoDB 7 and on the FerretDB v1 stand-in with or without its patch. The holder is the
-    publish id of the broker message (``Broker.publish`` stamps one on each publish), so the
-    broker's redelivery of the same publish is recognised as the holder itself."""
-
-    def __init__(self, leases: AsyncCollection[dict[str, Any]], seconds: float = LEASE_SECONDS) -> None:
-        self.leases = leases
-        self.seconds = seconds
-
-    async def take(self, message_id: str, holder: str) -> bool:
-        """True when ``holder`` may send the reply now (the lease is new, its own, or lapsed)."""
-        if await self._insert(message_id, holder):
-            return True
-        current = await self.leases.find_one({"_id": message_id})
-        if current is not None and current.get("holder") == holder:
-            await self.renew(message_id, holder)  # redelivered to us after our sender died
-            return True
-        lapsed = await self.leases.delete_one({"_id": message_id, "until": {"$lt": utcnow()}})
-        return lapsed.deleted_count == 1 and await self._insert(message_id, holder)
-
-    async def _insert(self, message_id: str, holder: str) -> bool:
-        try:
-            await self.leases.insert_one({"_id": message_id, "holder": holder, "until": self._until()})
-        except DuplicateKeyError:
-            return False
-        return True
-
-    async def renew(self, message_id: str, holder: str) -> None:
-        await self.leases.update_one(
-            {"_id": message_id, "holder": holder}, {"$set": {"until": self._until()}}
-        )
-
-    async def release(self, message_id: str, holder: str) -> None:
-        await self.leases.delete_one({"_id": message_id, "holder": holder})
-
-    def _until(self) -> datetime:
-        return utcnow() + timedelta(seconds=self.seconds)
+# A send lease (shared/lease.py) per reply, keyed by its message id, held by the publish id of
+# the broker message (Broker.publish stamps one on each publish), so the broker's redelivery of
+# the same publish is recognised as the holder itself. A send renews it before each attempt
+# (an attempt takes at most 30 s).
+LEASE_SECONDS = 600.0
 
 
 class _Client(aiosmtplib.SMTP):
@@ -394,7 +356,7 @@ class ReplySender:
         limit: SendLimit,
         tls_context: ssl.SSLContext | None,
         metrics: SmtpMetrics,
-        leases: SendLease,
+        leases: Lease,
     ) -> None:
         self.s = settings
         self.sent = sent
@@ -429,7 +391,7 @@ class ReplySender:
             SendLimit(db["smtp_send_slots"], window),
             tls_context,
             metrics,
-            SendLease(db["smtp_send_leases"]),
+            Lease(db["smtp_send_leases"], LEASE_SECONDS),
         )
 
     async def ensure_indexes(self) -> None:

@@ -23,6 +23,7 @@ from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import load_config
 from shared.health import Health
 from shared.http import errors, security_headers
+from shared.lease import Lease
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 from shared.supervise import Supervisor
@@ -104,7 +105,9 @@ def create_app(settings: StoreSettings) -> web.Application:
                 broker.topology.queues[topology.STORE_DELIVERY.name],
                 DeliveryRecorder(repo, broker).handle,
             )
-            outbox = OutboxSweeper(repo, broker)
+            # The lease lapses after three missed passes: another replica then sweeps.
+            lease = Lease(db["leases"], 3 * settings.outbox_seconds + 30)
+            outbox = OutboxSweeper(repo, broker, lease, settings.instance_id)
             supervisor.start(
                 "outbox",
                 lambda beat: outbox.run(settings.outbox_seconds, beat),

@@ -18,6 +18,7 @@ from services.store.repository import Doc, Repository
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.envelope import Channel, OutboundMessage, utcnow
+from shared.lease import Lease
 from shared.logs import get_logger
 from shared.supervise import Heartbeat
 
@@ -26,6 +27,7 @@ log = get_logger(__name__)
 # Left to the path that stored a message before the sweeper publishes it: it publishes at once.
 GRACE = timedelta(seconds=10)
 BATCH = 100
+LEASE_KEY = "outbox"
 
 
 def outbound_envelope(thread: Doc, doc: Doc) -> OutboundMessage:
@@ -62,15 +64,23 @@ async def publish_outbound(broker: Broker, repo: Repository, thread: Doc, doc: D
 
 
 class OutboxSweeper:
-    """Publishes outbound messages that were stored but not published (see the module doc)."""
+    """Publishes outbound messages that were stored but not published (see the module doc).
 
-    def __init__(self, repo: Repository, broker: Broker) -> None:
+    One store replica sweeps at a time: the one holding the ``outbox`` lease (shared/lease.py),
+    renewed at each pass; another takes over when it lapses. So two replicas never publish the
+    same message side by side."""
+
+    def __init__(self, repo: Repository, broker: Broker, lease: Lease, holder: str) -> None:
         self.repo = repo
         self.broker = broker
+        self.lease = lease
+        self.holder = holder
 
     async def sweep(self) -> int:
         """One pass; returns how many were published. Stops at the first broker failure
         (the next pass tries again); a database failure propagates to ``run``."""
+        if not await self.lease.take(LEASE_KEY, self.holder):
+            return 0  # another replica sweeps
         published = 0
         for doc in await self.repo.outbox(utcnow() - GRACE, BATCH):
             thread = await self.repo.thread(doc["thread_id"])
