@@ -16,6 +16,7 @@ Every read of a thread by a person is recorded (:mod:`services.store.audit`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from datetime import datetime
@@ -45,6 +46,7 @@ from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig
 from shared.envelope import ConsoleEvent, utcnow
+from shared.html import VERSION as SANITISER_VERSION
 from shared.html import for_console
 from shared.http import Handler, check_json_depth, problem
 from shared.logs import get_logger
@@ -564,7 +566,12 @@ class ConsultantApi:
         messages = await self.repo.thread_messages(thread["_id"])
         log.info("thread_read", thread_id=thread["_id"], consultant=user.login)
         view = thread_view(thread)
-        view["messages"] = [message_view(m) for m in messages]
+        if any(m.get("html") and m.get("html_sanitiser") != SANITISER_VERSION for m in messages):
+            # HTML still to sanitise (another version or none): off the event loop, so other
+            # consultants' requests never wait on it.
+            view["messages"] = await asyncio.to_thread(lambda: [message_view(m) for m in messages])
+        else:
+            view["messages"] = [message_view(m) for m in messages]
         return web.json_response(view)
 
     async def reply(self, request: web.Request) -> web.Response:
