@@ -56,6 +56,15 @@ def event_key(name: str) -> str:
     return f"event.{name}"
 
 
+# A web chat ended by its client (Quick exit): every chat_ingest replica closes the sockets it
+# holds of that session. Not under ``event.``: the store forwards those to consoles.
+CHAT_SESSION_ENDED = "ChatSessionEnded"
+
+
+def chat_session_ended_key() -> str:
+    return "chat.session_ended"
+
+
 def must_route(exchange: str, routing_key: str) -> bool:
     """Whether a publish must reach a queue (else it fails): everything but console events,
     which only live consoles and chat replicas hear, and which may find none listening."""

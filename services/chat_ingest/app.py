@@ -143,7 +143,10 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
                 broker.channel,
                 topology.chat_events_queue(settings.instance_id),
                 topology.EVENTS,
-                [topology.event_key(name) for name in topology.QUEUE_ORDER_EVENTS],
+                [
+                    *(topology.event_key(name) for name in topology.QUEUE_ORDER_EVENTS),
+                    topology.chat_session_ended_key(),
+                ],
             )
             await broker.consume(replies, hub.deliver)
             await broker.consume(events, hub.on_event)

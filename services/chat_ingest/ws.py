@@ -113,6 +113,7 @@ class Session:
     thread_id: str | None = None
     queue: str | None = None
     position: int | None = None
+    ended: bool = False  # Quick exit: a message of it still on its way is refused
 
 
 class Outbox:
@@ -242,6 +243,9 @@ class ChatHub:
         # so a flood is bounded per socket and per process, never per IP).
         self._start_tokens = float(settings.session_start_burst)
         self._start_stamp = time.monotonic()
+        # Sessions ended on this replica whose end the database does not hold yet (being
+        # written, or the write failed: the sweep writes it again); resume refuses them.
+        self._ended: set[str] = set()
 
     async def start(self, supervisor: Supervisor) -> None:
         """Start the background loops, delivery reports, position updates and the expiry
@@ -263,8 +267,18 @@ class ChatHub:
         a TTL index would do the deleting, but FerretDB rejects TTL indexes (code 238,
         ../shared/reviews/ferretdb.md section 3), so this sweep is the mechanism everywhere."""
         now = utcnow()
+        for sid in list(self._ended):
+            await self.repo.end_session(sid, self.expiry())
+            self._ended.discard(sid)
         if self.sessions:
-            await self.repo.keep_sessions(list(self.sessions), self.expiry())
+            held = list(self.sessions)
+            await self.repo.keep_sessions(held, self.expiry())
+            # Backstop of the broker's ChatSessionEnded: a session ended on a replica that
+            # could not announce it is closed here within one sweep.
+            live = await self.repo.live_sessions(held)
+            for sid in held:
+                if sid not in live and self._close_session(sid):
+                    log.info("chat_ended_elsewhere", session=sid)
         return await self.repo.delete_expired(now, now - TELEGRAM_UPDATE_RETENTION, self.expiry())
 
     async def _sweep_loop(self, beat: Heartbeat) -> None:
@@ -498,15 +512,47 @@ class ChatHub:
                 raise frames.FrameError("no_session", "send start or resume first")
             await self._accept(conn, conn.session, frame)
         elif isinstance(frame, frames.End):
-            session = conn.session
-            if session is not None:
-                try:
-                    await self.repo.end_session(session.id, self.expiry())
-                except PyMongoError as exc:
-                    # The client is leaving anyway; the token dies with its memory.
-                    log.warning("chat_end_not_recorded", session=session.id, error=type(exc).__name__)
-                log.info("chat_ended", session=session.id)
+            if conn.session is not None:
+                await self._end(conn.session)
+            else:
+                self._reply(conn, {"type": "closed", "_close": True})
+
+    async def _end(self, session: Session) -> None:
+        """Quick exit: every socket of the session, here and on every replica, gets ``closed``
+        and is closed, and the token never resumes again. Here at once; the end is written to
+        the session's document (any replica's resume reads it) and then announced through the
+        broker (each replica closes its sockets of it when it hears it). Why the broker and not
+        a read of the document before each message: chat goes on through a database outage,
+        and a socket that sends nothing would never be checked."""
+        self._ended.add(session.id)  # refused here from now on, before the write is done
+        self._close_session(session.id)
+        try:
+            await self.repo.end_session(session.id, self.expiry())
+            self._ended.discard(session.id)
+        except PyMongoError as exc:
+            # The client is leaving anyway: this replica refuses the token meanwhile, and the
+            # sweep writes the end once the database is back.
+            log.warning("chat_end_not_recorded", session=session.id, error=type(exc).__name__)
+        event = ConsoleEvent(
+            name=topology.CHAT_SESSION_ENDED, thread_id="", at=utcnow(), data={"session": session.id}
+        )
+        try:
+            await self.broker.publish(event, topology.EVENTS, topology.chat_session_ended_key())
+        except PUBLISH_ERRORS as exc:
+            # The other replicas find the end in the database at their next sweep.
+            log.warning("chat_end_not_announced", session=session.id, error=type(exc).__name__)
+        log.info("chat_ended", session=session.id)
+
+    def _close_session(self, sid: str) -> bool:
+        """Send ``closed`` to and close every socket of ``sid`` this replica holds."""
+        session = self.sessions.get(sid)
+        if session is None:
+            return False
+        session.ended = True
+        for conn in list(self.by_session.get(sid, ())):
+            self._detach(conn)  # a frame that still comes on it has no session
             self._reply(conn, {"type": "closed", "_close": True})
+        return True
 
     async def _start(self, conn: Connection, frame: frames.Start) -> None:
         line = frame.line or self.s.default_line
@@ -536,16 +582,16 @@ class ChatHub:
     async def _resume(self, conn: Connection, token: str) -> None:
         sid = session_id_for(token)
         try:
+            # The document is read even when this replica holds the session: another
+            # replica may have ended it a moment ago (before its announcement arrives here).
+            doc = None if sid in self._ended else await self.repo.session(sid)
+            if doc is None:
+                # Unknown, forged, ended or expired (deleted by the sweep, so these cannot
+                # be told apart): nothing about any conversation is revealed.
+                self.metrics.frames.labels("unknown_session").inc()
+                raise frames.FrameError("unknown_session", "this chat has ended or expired; start a new one")
             session = self.sessions.get(sid)
             if session is None:
-                doc = await self.repo.session(sid)
-                if doc is None:
-                    # Unknown, forged, ended or expired (deleted by the sweep, so these cannot
-                    # be told apart): nothing about any conversation is revealed.
-                    self.metrics.frames.labels("unknown_session").inc()
-                    raise frames.FrameError(
-                        "unknown_session", "this chat has ended or expired; start a new one"
-                    )
                 session = Session(sid, doc["line"], doc.get("language"), doc.get("region"), doc.get("topic"))
                 # In use again: it expires a full TTL from now (while a socket holds it, the
                 # sweep keeps moving that on).
@@ -571,6 +617,8 @@ class ChatHub:
         log.info("chat_resumed", session=sid, thread_id=session.thread_id)
 
     async def _accept(self, conn: Connection, session: Session, frame: frames.Message) -> None:
+        if session.ended:  # ended (Quick exit) while this message was on its way
+            raise frames.FrameError("unknown_session", "this chat has ended; start a new one")
         source_id = f"chat:{session.id}:{frame.id}"
         message_id = message_id_for(source_id)
         envelope = InboundMessage(
@@ -643,10 +691,17 @@ class ChatHub:
     # --- queue positions from console events -----------------------------------------------
 
     async def on_event(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
-        """Events that change a queue's order (``topology.QUEUE_ORDER_EVENTS``, the only ones
-        this replica's queue is bound to): tell clients of closing, and mark the queues whose
-        order changed. Ack policy: acked at once; positions are recomputed from the
-        database, so a missed event costs one stale position until the next."""
+        """Events that change a queue's order (``topology.QUEUE_ORDER_EVENTS``): tell clients
+        of closing, and mark the queues whose order changed; and ``ChatSessionEnded``: close
+        this replica's sockets of that session. Those are the only ones this replica's queue
+        is bound to. Ack policy: acked at once; positions are recomputed from the database, so
+        a missed event costs one stale position until the next, and a missed end is found by
+        the sweep (:meth:`sweep`)."""
+        if isinstance(envelope, ConsoleEvent) and envelope.name == topology.CHAT_SESSION_ENDED:
+            sid = envelope.data.get("session")
+            if isinstance(sid, str) and self._close_session(sid):
+                log.info("chat_ended_elsewhere", session=sid)
+            return
         if not isinstance(envelope, ConsoleEvent) or envelope.name not in topology.QUEUE_ORDER_EVENTS:
             return
         if envelope.queue:

@@ -742,6 +742,17 @@ class ChatRepository:
                 {"$set": {"expires_at": expires_at}},
             )
 
+    async def live_sessions(self, session_ids: list[str]) -> set[str]:
+        """Those of ``session_ids`` still open (not ended, not deleted): a replica closes the
+        sockets it holds of any other."""
+        live: set[str] = set()
+        for i in range(0, len(session_ids), 1000):  # bounded $in lists
+            cursor = self.sessions.find(
+                {"_id": {"$in": session_ids[i : i + 1000]}, "ended": False}, {"_id": 1}
+            )
+            live.update([doc["_id"] async for doc in cursor])
+        return live
+
     async def end_session(self, session_id: str, expires_at: datetime) -> None:
         """The client ended the chat: its token can never resume it again; the document goes
         at ``expires_at``."""

@@ -11,9 +11,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pymongo import AsyncMongoClient
 
 from tests.conftest import Gateway
-from tests.integration.chat_client import ChatClient
+from tests.integration.chat_client import ChatClient, start_replica
+from tests.integration.helpers import Consultant
 
 
 @pytest.fixture
@@ -66,3 +68,39 @@ async def test_a_socket_that_never_holds_a_chat_is_closed_after_the_handshake_ti
     assert talking.connected
     await talking.say("still here")
     await talking.wait(lambda: not talking.pending)
+
+
+async def test_quick_exit_on_one_socket_ends_the_chat_on_every_socket_of_every_replica(
+    gateway: Gateway, vera: Consultant, http: aiohttp.ClientSession
+) -> None:
+    other = start_replica(gateway, "chat_ingest_b")
+    leaving = ChatClient(http, gateway.chat_url)
+    await leaving.start(line="dv")
+    await leaving.say("before the exit")
+    thread_id = (await vera.wait_event(lambda e: e["name"] == "ThreadQueued"))["thread_id"]
+    # Two more holders of the same session: another tab on this replica, one on the other.
+    tab, far = ChatClient(http, gateway.chat_url), ChatClient(http, other)
+    for holder in (tab, far):
+        holder.token = leaving.token
+        await holder.resume()
+
+    await leaving.end()  # Quick exit
+    await tab.wait(lambda: tab.closed == 1 and not tab.connected)
+    await far.wait(lambda: far.closed == 1 and not far.connected)
+
+    # The ended token resumes on no replica, and nothing can be written with it.
+    for url in (gateway.chat_url, other):
+        ws = await http.ws_connect(f"{url}/chat/ws")
+        await ws.send_json({"type": "resume", "token": leaving.token})
+        assert (await ws.receive_json(timeout=10))["code"] == "unknown_session"
+        await ws.send_json({"type": "message", "id": "after", "text": "after the exit"})
+        assert (await ws.receive_json(timeout=10))["code"] == "no_session"
+        await ws.close()
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(gateway.urls.mongo_url)
+    try:
+        db = mongo[gateway.database]
+        assert (await db["chat_sessions"].find_one({}, {"ended": 1}) or {}).get("ended") is True
+        texts = [m["text"] async for m in db["messages"].find({"thread_id": thread_id, "direction": "in"})]
+    finally:
+        await mongo.close()
+    assert texts == ["before the exit"]

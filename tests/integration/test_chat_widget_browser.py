@@ -1,7 +1,7 @@
 """The chat widget in real Chromium, embedded with one script tag in an organisation's page
 on another origin: pre-chat choices, on-duty status, an exchange with a consultant through
-the API, Quick exit (nothing stored, page replaced, not in history), Escape twice, and
-resume after the connection dropped."""
+the API, Quick exit (nothing stored, page replaced, not in history; every other socket of the
+chat closed, on any replica), Escape twice, and resume after the connection dropped."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, WebSocket, async_playwright, expect
 from pymongo import AsyncMongoClient
 
 from tests.conftest import ROOT, Gateway
-from tests.integration.chat_client import start_replica
+from tests.integration.chat_client import ChatClient, start_replica
 from tests.integration.helpers import Consultant
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -112,6 +112,18 @@ async def storage_left(page: Page) -> dict[str, Any]:
                 caches: (await caches.keys()).length })"""
         )
     )
+
+
+async def skip_and_say(page: Page, site: Site, text: str) -> Locator:
+    """Start a chat without the questions and send ``text``, until it is acknowledged; the
+    message box."""
+    await page.goto(site.chat_page)
+    await page.get_by_role("button", name="Skip and start").click()
+    box = page.get_by_label("Your message")
+    await box.fill(text)
+    await box.press("Enter")
+    await expect(page.locator("li.hl-you.hl-pending")).to_have_count(0)
+    return box
 
 
 NOTHING = {"local": 0, "session": 0, "cookie": "", "idb": 0, "caches": 0}
@@ -220,12 +232,7 @@ async def test_the_widget_resumes_after_the_connection_dropped(
 ) -> None:
     context = await browser.new_context()
     page = await context.new_page()
-    await page.goto(site.chat_page)
-    await page.get_by_role("button", name="Skip and start").click()
-    box = page.get_by_label("Your message")
-    await box.fill("first")
-    await box.press("Enter")
-    await expect(page.locator("li.hl-you.hl-pending")).to_have_count(0)
+    box = await skip_and_say(page, site, "first")
     queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
     assert (await vera.call("POST", "/api/queues/gp-dv/next"))[0] == 200
 
@@ -278,3 +285,51 @@ async def test_out_of_hours_the_widget_says_so_and_the_client_can_still_leave_a_
     await box.press("Enter")
     await expect(page.locator("li.hl-you")).to_have_count(1)
     await expect(page.locator("li.hl-you.hl-pending")).to_have_count(0)  # accepted all the same
+
+
+# A second tab holding the same chat: a socket opened in the page, resumed with the token
+# (the widget keeps its token in memory only, so this is someone who has it).
+HOLD_IN_TAB = """async ([url, token]) => {
+    window.held = { frames: [], closed: null };
+    const ws = new WebSocket(url);
+    ws.onmessage = (ev) => window.held.frames.push(JSON.parse(ev.data));
+    ws.onclose = (ev) => { window.held.closed = ev.code; };
+    await new Promise((ok) => { ws.onopen = ok; });
+    ws.send(JSON.stringify({ type: "resume", token }));
+    window.heldSocket = ws;
+}"""
+
+
+async def test_quick_exit_in_one_tab_ends_the_chat_in_the_other_tab_and_on_another_replica(
+    gateway: Gateway, site: Site, browser: Browser
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    frames = record_frames(page)
+    await skip_and_say(page, site, "first")
+    token = next(f["token"] for f in frames if f.get("type") == "session")
+
+    other = await asyncio.to_thread(start_replica, gateway, "chat_ingest_b")
+    tab = await context.new_page()
+    await tab.goto(site.url + "/")  # the organisation's site, where the widget runs too
+    await tab.evaluate(HOLD_IN_TAB, [gateway.chat_url.replace("http", "ws") + "/chat/ws", token])
+    await tab.wait_for_function("window.held.frames.some((f) => f.type === 'session')")
+    async with aiohttp.ClientSession() as http:
+        far = ChatClient(http, other)
+        far.token = token
+        await far.resume()
+
+        await page.get_by_role("button", name="Quick exit").click()
+        await page.wait_for_url(site.neutral)
+        # The other tab is told and its socket is closed; so is the socket on the other replica.
+        await tab.wait_for_function("window.held.closed !== null")
+        held = await tab.evaluate("window.held.frames.map((f) => f.type)")
+        assert held[-1] == "closed", held
+        await far.wait(lambda: far.closed == 1 and not far.connected)
+
+        # The token is dead on both replicas.
+        for url in (gateway.chat_url, other):
+            async with http.ws_connect(f"{url}/chat/ws") as ws:
+                await ws.send_json({"type": "resume", "token": token})
+                assert (await ws.receive_json(timeout=10))["code"] == "unknown_session"
+    await context.close()
