@@ -11,6 +11,9 @@ from typing import Any
 
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CHOICE = re.compile(r"[a-z0-9_-]{1,40}")
+# A lone surrogate: what JSON's "\ud800" escapes decode to. It is no Unicode text: it can be
+# neither encoded (the broker's JSON, the database) nor shown.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class FrameError(ValueError):
@@ -56,6 +59,17 @@ def _choice(frame: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def repaired(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (the replacement character).
+    Repaired, not refused: a person's message always reaches a person, with a mark where a
+    character was broken. The check is one encode in C; only broken text is scanned."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
 def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame:
     try:
         frame = json.loads(raw)
@@ -75,6 +89,8 @@ def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame:
         mid, text = frame.get("id"), frame.get("text")
         if not isinstance(mid, str) or not _ID.fullmatch(mid):
             raise FrameError("bad_field", "message needs an 'id' of 1-64 letters, digits, - or _")
+        if isinstance(text, str):
+            text = repaired(text)
         if not isinstance(text, str) or not text.strip():
             raise FrameError("bad_field", "message needs a non-empty 'text'")
         if len(text) > max_text_chars:

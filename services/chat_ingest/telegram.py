@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.chat_ingest.frames import repaired
 from shared.config import DirectoryEntry, HotlineConfig
 
 MAX_TEXT = 4096  # Bot API sendMessage text limit
@@ -139,7 +140,9 @@ def parse_update(body: bytes) -> Update | None:
             uid,
             chat["id"],
             "text" if isinstance(text, str) and text.strip() else "other",
-            text=text if isinstance(text, str) else "",
+            # Repaired like a web chat message (frames.repaired): a lone surrogate would make the
+            # message unpublishable, so the webhook would fail on it for as long as Telegram retries.
+            text=repaired(text) if isinstance(text, str) else "",
             language_code=_lang_code(sender),
             private=chat.get("type", "private") == "private",
         )
@@ -149,7 +152,7 @@ def parse_update(body: bytes) -> Update | None:
         chat = _obj(msg.get("chat"))
         if not isinstance(chat.get("id"), int) or not isinstance(cq.get("id"), str):
             raise BadUpdate("callback without chat or id")
-        data = cq.get("data") if isinstance(cq.get("data"), str) else ""
+        data = repaired(cq["data"]) if isinstance(cq.get("data"), str) else ""
         sender = _obj(cq.get("from"))
         return Update(
             uid,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,8 +15,10 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from tests.conftest import Gateway
-from tests.integration.chat_client import ChatClient, start_replica
+from tests.integration.chat_client import ChatClient, replica_logs, start_replica
 from tests.integration.helpers import Consultant
+from tests.integration.test_telegram import Bot
+from tests.integration.test_telegram import bot as bot  # the fixture: a replica with a Telegram bot
 
 
 @pytest.fixture
@@ -104,3 +107,48 @@ async def test_quick_exit_on_one_socket_ends_the_chat_on_every_socket_of_every_r
     finally:
         await mongo.close()
     assert texts == ["before the exit"]
+
+
+# JSON escapes of a lone surrogate: valid JSON, valid UTF-8 on the wire, but no Unicode text.
+LONE = "\\ud800"
+
+
+async def inbound_texts(vera: Consultant, thread_id: str) -> list[str]:
+    status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
+    assert status == 200, thread
+    return [m["text"] for m in thread["messages"] if m["direction"] == "in"]
+
+
+async def test_a_chat_message_with_a_lone_surrogate_is_repaired_and_reaches_a_consultant(
+    gateway: Gateway, vera: Consultant, http: aiohttp.ClientSession
+) -> None:
+    client = ChatClient(http, gateway.chat_url)
+    await client.start(line="dv")
+    await client.send_raw('{"type": "message", "id": "broken", "text": "help ' + LONE + ' me"}')
+    await client.wait(lambda: "broken" in client.acked or bool(client.errors))
+    assert client.errors == [] and client.connected
+    thread_id = (await vera.wait_event(lambda e: e["name"] == "ThreadQueued"))["thread_id"]
+    await client.say("next one")
+    await client.wait(lambda: not client.pending)
+    # The same frame resent (as the widget does without an ack) is stored once.
+    await client.send_raw('{"type": "message", "id": "broken", "text": "help ' + LONE + ' me"}')
+    last = await client.say("last one")
+    await client.wait(lambda: not client.pending)
+    await vera.wait_event(lambda e: e.get("message_id") == client.acked[last])  # stored
+    texts = await inbound_texts(vera, thread_id)
+    assert texts == ["help \ufffd me", "next one", "last one"], texts
+
+
+async def test_a_telegram_update_with_a_lone_surrogate_is_answered_and_stored_once_repaired(
+    gateway: Gateway, vera: Consultant, bot: Bot
+) -> None:
+    tg = bot.telegram
+    canary = f"CANARY-{uuid.uuid4().hex}"
+    update = tg.text(901, f"{canary} PLACE me")
+    raw = json.dumps(update).replace("PLACE", LONE).encode()  # ASCII JSON: the escape stays
+    assert await tg.post(None, raw=raw) == 200
+    # Telegram's redelivery of it: done, not left claimed (a claim left "busy" answers 503).
+    assert await tg.post(None, raw=raw) == 200
+    thread_id = (await vera.wait_event(lambda e: e["name"] == "ThreadQueued"))["thread_id"]
+    assert await inbound_texts(vera, thread_id) == [f"{canary} \ufffd me"]
+    assert canary not in replica_logs(gateway)
