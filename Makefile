@@ -32,4 +32,4 @@ bench: install ## run the benchmarks and print their figures
 lint: install ## ruff and mypy
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m mypy shared services deploy
+	@$(PY) -m mypy shared conversations services deploy

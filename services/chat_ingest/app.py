@@ -12,10 +12,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
+from conversations.repository import ChatRepository
 from services.chat_ingest.settings import ChatIngestSettings
 from services.chat_ingest.telegram_bot import TelegramBots
 from services.chat_ingest.ws import ChatHub, ChatMetrics
-from services.store.repository import ChatRepository
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import ConfigError, HotlineConfig, load_config

@@ -32,10 +32,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.errors import PyMongoError
 
+from conversations.repository import ChatRepository
 from services.chat_ingest import telegram
 from services.chat_ingest.botapi import BotApi, BotApiError, BotApiMetrics, RetryLater
 from services.chat_ingest.settings import ChatIngestSettings, TelegramBot
-from services.store.repository import ChatRepository
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig

@@ -39,10 +39,10 @@ from aiohttp import WSMsgType, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.errors import PyMongoError
 
+from conversations.identity import session_thread_key, thread_id_for
+from conversations.repository import ChatRepository, Doc
 from services.chat_ingest import frames
 from services.chat_ingest.settings import ChatIngestSettings
-from services.dispatcher.routing import session_thread_key
-from services.store.repository import ChatRepository, Doc, thread_id_for
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig

@@ -8,10 +8,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
+from conversations.repository import Repository
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.sweeper import Sweeper
-from services.store.repository import Repository
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import load_config

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from conversations.email_threading import is_bounce_of_ours, may_join, references, reply_tokens
+from conversations.identity import new_reply_token, thread_id_for, thread_key
+from conversations.outbound import publish_outbound
+from conversations.repository import Doc, Repository
 from services.dispatcher import autoanswer, priority, routing
-from services.dispatcher.email_threading import (
-    is_bounce_of_ours,
-    may_join,
-    references,
-    reply_tokens,
-)
-from services.store.outbound import publish_outbound
-from services.store.repository import Doc, Repository, new_reply_token, thread_id_for
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
@@ -52,8 +48,8 @@ class Dispatcher:
         queue = routing.choose_queue(self.config, msg.line, region, topic, organisation)
         now = utcnow()
         return {
-            "_id": thread_id_for(routing.thread_key(msg)),
-            "key": routing.thread_key(msg),
+            "_id": thread_id_for(thread_key(msg)),
+            "key": thread_key(msg),
             "channel": msg.channel.value,
             "line": msg.line,
             "queue": queue,
@@ -124,7 +120,7 @@ class Dispatcher:
             # insert (its id derives from the mail's source id), found only on redelivery.
             existing = await self._email_thread(msg)
         else:
-            existing = await self.repo.thread_by_key(routing.thread_key(msg))
+            existing = await self.repo.thread_by_key(thread_key(msg))
         new_thread: Doc = {}
         if existing is None:
             new_thread = self._new_thread(msg)

@@ -11,11 +11,8 @@ import functools
 import re
 from dataclasses import dataclass
 
+from conversations.model import NORMAL, URGENT
 from shared.config import HotlineConfig
-
-NORMAL = 0
-URGENT = 10
-ESCALATED = 20
 
 # Only the beginning of a long text is scanned: danger is said early, and the cost stays bounded.
 SCAN_CHARS = 20_000

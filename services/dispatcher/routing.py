@@ -6,28 +6,10 @@ No I/O here, so every rule is tested without servers.
 from __future__ import annotations
 
 from shared.config import HotlineConfig
-from shared.envelope import Channel, InboundMessage
 
 
 class UnknownLine(ValueError):
     """The message names a line the configuration does not have (poison: dead-letter it)."""
-
-
-def thread_key(msg: InboundMessage) -> str:
-    """The key of the thread a message starts when it does not continue an existing one.
-
-    A chat session is one thread; a mail that continues nothing is a thread of its own,
-    keyed by its source id so a redelivered copy finds the same thread.
-    """
-    if msg.channel in (Channel.CHAT, Channel.TELEGRAM) and msg.chat is not None:
-        return session_thread_key(msg.channel, msg.chat.session)
-    return f"{msg.channel.value}:{msg.source_id}"
-
-
-def session_thread_key(channel: Channel, session: str) -> str:
-    """The thread key of a chat session (web chat session id, or ``<bot>:<chat id>`` on Telegram):
-    one conversation per session, so chat_ingest can find a client's thread on resume."""
-    return f"{channel.value}:{session}"
 
 
 def choose_queue(

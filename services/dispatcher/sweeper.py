@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
-from services.dispatcher import priority
-from services.store.repository import Doc, Repository
+from conversations.model import ESCALATED, URGENT
+from conversations.repository import Doc, Repository
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
@@ -54,8 +54,8 @@ class Sweeper:
             await self._announce("ThreadReleased", thread, reason="no reply in time")
         escalated = await self.repo.escalate_waiting_crises(
             now - timedelta(minutes=self.policy.crisis_escalation_minutes),
-            priority.URGENT,
-            priority.ESCALATED,
+            URGENT,
+            ESCALATED,
         )
         for thread in escalated:
             log.warning("crisis_escalated", thread_id=thread["_id"], queue=thread["queue"])

@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conversations.repository import Repository
 from services.store.auth import hash_password
-from services.store.repository import Repository
 from shared.mongo import make_client
 
 ROLES = ("consultant", "supervisor", "admin")

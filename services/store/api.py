@@ -24,7 +24,9 @@ from typing import Any
 
 from aiohttp import web
 
-from services.dispatcher.priority import URGENT
+from conversations.model import URGENT
+from conversations.outbound import publish_outbound
+from conversations.repository import Doc, IdempotencyKeyReused, Repository
 from services.store import stats
 from services.store.audit import ReadAudit
 from services.store.auth import (
@@ -39,8 +41,6 @@ from services.store.auth import (
 )
 from services.store.events import sessions_ended
 from services.store.metrics import StoreMetrics
-from services.store.outbound import publish_outbound
-from services.store.repository import Doc, IdempotencyKeyReused, Repository
 from services.store.settings import StoreSettings
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker

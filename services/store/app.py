@@ -9,14 +9,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
+from conversations.outbound import OutboxSweeper
+from conversations.repository import Repository
 from services.store import openapi, reports
 from services.store.api import ConsultantApi
 from services.store.audit import ReadAudit
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
-from services.store.outbound import OutboxSweeper
-from services.store.repository import Repository
 from services.store.settings import StoreSettings
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics

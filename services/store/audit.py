@@ -11,7 +11,8 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.store.repository import Doc, new_id
+from conversations.identity import new_id
+from conversations.repository import Doc
 from shared.envelope import utcnow
 
 

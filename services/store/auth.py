@@ -20,7 +20,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from services.store.repository import Repository
+from conversations.repository import Repository
 from shared.envelope import utcnow
 
 COOKIE = "hl_session"

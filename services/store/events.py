@@ -29,8 +29,8 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import WSMsgType, web
 from pymongo.errors import PyMongoError
 
+from conversations.repository import Repository
 from services.store.auth import COOKIE, Sessions, User, token_hash
-from services.store.repository import Repository
 from shared import topology
 from shared.broker import Broker
 from shared.envelope import ConsoleEvent, DeliveryReport, Envelope, utcnow

@@ -11,7 +11,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from services.store.repository import Repository
+from conversations.repository import Repository
 from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig

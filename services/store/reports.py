@@ -39,9 +39,10 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pymongo.errors import DuplicateKeyError
 
+from conversations.identity import new_reply_token, thread_id_for
+from conversations.repository import Doc, Repository
 from services.store import charts, stats
 from services.store.auth import COOKIE, Sessions, User
-from services.store.repository import Doc, Repository, new_reply_token, thread_id_for
 from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
 from shared.http import problem

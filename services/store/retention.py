@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.store.repository import Repository
+from conversations.repository import Repository
 from services.store.stats import categorical
 from shared.envelope import utcnow
 from shared.mongo import make_client

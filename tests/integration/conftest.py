@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
+from conversations.repository import Repository
 from deploy.local.stack import LocalStack
-from services.store.repository import Repository
 from shared.mongo import make_client
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -13,11 +13,12 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import DuplicateKeyError
 
+from conversations.identity import new_id, new_reply_token
+from conversations.repository import Repository
 from deploy.backup import BrokerApi, NotEmpty, dump, restore
 from deploy.local.stack import LocalStack
 from services.store.auth import hash_password
 from services.store.migrations import MIGRATIONS, migrate, schema_version
-from services.store.repository import Repository, new_id, new_reply_token
 from shared import topology
 from shared.envelope import utcnow
 from shared.mongo import make_client

@@ -13,9 +13,9 @@ from datetime import timedelta
 import aiohttp
 import pytest
 
+from conversations.repository import Repository
 from deploy.local.stack import LocalStack
 from services.store.auth import LoginThrottle
-from services.store.repository import Repository
 from shared.envelope import utcnow
 from shared.mongo import make_client
 from tests.conftest import Gateway

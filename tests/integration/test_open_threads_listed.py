@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, expect
 
-from services.store.repository import new_id, new_reply_token
+from conversations.identity import new_id, new_reply_token
 from shared.mongo import make_client
 from tests.conftest import Gateway
 from tests.integration.helpers import Consultant, Frames

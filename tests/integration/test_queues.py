@@ -7,8 +7,9 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from services.dispatcher.priority import ESCALATED, NORMAL, URGENT
-from services.store.repository import Repository, new_id, new_reply_token
+from conversations.identity import new_id, new_reply_token
+from conversations.model import ESCALATED, NORMAL, URGENT
+from conversations.repository import Repository
 from shared.envelope import utcnow
 
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 
-from services.store.repository import new_id, new_reply_token
+from conversations.identity import new_id, new_reply_token
 from services.store.stats import facts_for
 from shared.config import load_config
 from shared.mongo import make_client

@@ -7,8 +7,9 @@ import uuid
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+from conversations.identity import new_id, new_reply_token
+from conversations.repository import Repository
 from services.store.reports import Scope, StatsReader
-from services.store.repository import Repository, new_id, new_reply_token
 from services.store.retention import delete_free_text
 from services.store.stats import Query, build_table, make_facts
 from shared.envelope import utcnow

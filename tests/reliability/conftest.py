@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from conversations.repository import Repository
 from deploy.local.services import ServiceProcesses, StackUrls, ready, service_env
 from deploy.local.stack import LocalStack
-from services.store.repository import Repository
 from shared.mongo import make_client
 from tests.conftest import ROOT, free_ports
 from tests.reliability.ledger import CANARY, Pipeline

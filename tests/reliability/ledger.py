@@ -14,7 +14,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 
-from services.store.repository import Repository
+from conversations.repository import Repository
 from shared import topology
 from shared.envelope import Channel, ChatFacts, InboundMessage, encode, message_id_for, utcnow
 

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
+from conversations.identity import new_id, session_thread_key, thread_id_for
+from conversations.repository import Repository
 from deploy.local.stack import LocalStack
-from services.dispatcher.routing import session_thread_key
-from services.store.repository import Repository, new_id, thread_id_for
 from shared import deadletters, topology
 from shared.envelope import Channel, utcnow
 from tests.reliability.conftest import Dispatchers

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from services.store.repository import Repository
+from conversations.repository import Repository
 from tests.reliability.conftest import Dispatchers
 from tests.reliability.ledger import Pipeline, chat_message, new_session, stored_counts
 

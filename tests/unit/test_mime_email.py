@@ -14,12 +14,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from services.dispatcher.email_threading import (
-    is_bounce_of_ours,
-    may_answer_automatically,
-    may_join,
-    reply_tokens,
-)
+from conversations.email_threading import is_bounce_of_ours, may_answer_automatically, may_join, reply_tokens
 from services.email_ingest.imap import Mailbox, mailboxes_from, parse_meta
 from services.email_ingest.inbound import is_backlog, to_envelope
 from services.email_ingest.mime import (

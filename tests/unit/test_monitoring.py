@@ -135,7 +135,7 @@ def test_the_dashboard_shows_every_service_metric():
 
 @pytest.mark.parametrize("name", sorted(SERVICE_METRICS))
 def test_every_service_metric_is_defined_in_the_code(name):
-    sources = [p for d in ("shared", "services") for p in (ROOT / d).rglob("*.py")]
+    sources = [p for d in ("shared", "conversations", "services") for p in (ROOT / d).rglob("*.py")]
     assert any(f'"{name}"' in p.read_text() for p in sources), f"no service registers {name}"
 
 

@@ -5,8 +5,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conversations.model import NORMAL, URGENT
 from services.dispatcher.autoanswer import decide
-from services.dispatcher.priority import NORMAL, URGENT, _normalise, danger_in, priority
+from services.dispatcher.priority import _normalise, danger_in, priority
 from services.dispatcher.routing import choose_queue
 
 MINSK = ZoneInfo("Europe/Minsk")

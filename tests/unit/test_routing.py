@@ -2,7 +2,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.dispatcher.routing import UnknownLine, choose_queue, thread_key
+from conversations.identity import thread_key
+from services.dispatcher.routing import UnknownLine, choose_queue
 from shared.envelope import Channel, ChatFacts, InboundMessage
 
 LASTRADA = ["minsk_city", "minsk", "vitebsk", "mogilev"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from services.store.repository import Doc, Repository
+from conversations.repository import Doc, Repository
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.envelope import Channel, OutboundMessage, utcnow

@@ -1,8 +1,8 @@
-"""Threads, messages, consultants and sessions in MongoDB.
+"""Threads, messages, consultants and sessions in MongoDB: the only door to them.
 
-The store owns this data model; the dispatcher writes inbound messages through the same
-module so the rules live in one place. Only features both MongoDB 7 and FerretDB v1 have
-are used: single-document atomic updates, unique indexes, no transactions.
+Every service reaches this data through this module (the store's API, the dispatcher writing
+inbound messages, chat_ingest's sessions), so the rules live in one place. Only features both
+MongoDB 7 and FerretDB v1 have are used: single-document atomic updates, unique indexes, no transactions.
 
 Idempotency comes from unique indexes, never from reads-before-writes:
 - ``threads.key`` is unique: the thread of a chat session or of a first mail is created
@@ -14,7 +14,6 @@ Idempotency comes from unique indexes, never from reads-before-writes:
 from __future__ import annotations
 
 import secrets
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +23,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from services.dispatcher.email_threading import our_message_ids
+from conversations.email_threading import our_message_ids
+from conversations.identity import new_id, thread_id_for
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
 from shared.mongo import InsertBatcher
 
@@ -34,19 +34,6 @@ Doc = dict[str, Any]
 # How long a claim may stay half-done (claim stored, thread not yet updated) before others
 # complete it: far longer than the two writes take, far shorter than a client's patience.
 STALE_CLAIM_SECONDS = 10
-
-
-def thread_id_for(key: str) -> str:
-    """A thread's id, derived from its key: finding the thread of a chat session or of a mail
-    is a primary-key lookup (a query on another field is a full scan on FerretDB v1)."""
-    return uuid.uuid5(_THREAD_NAMESPACE, key).hex
-
-
-_THREAD_NAMESPACE = uuid.UUID("0d9b7a4e-3f51-4c1e-8b0a-6a1c2f7e9d33")
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
 
 
 class IdempotencyKeyReused(Exception):
@@ -868,7 +855,3 @@ class ChatRepository:
 
     async def abandon_update(self, update_key: str) -> None:
         await self.telegram_updates.delete_one({"_id": update_key, "state": "busy"})
-
-
-def new_reply_token() -> str:
-    return secrets.token_urlsafe(12)

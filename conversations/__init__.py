@@ -1,0 +1,10 @@
+"""The hotline domain every service shares: threads, messages, consultations, clients.
+
+- ``identity``: keys and ids (a thread's key and id, new ids, reply tokens);
+- ``model``: the domain's constants (priorities);
+- ``repository``: the only door to threads, messages, claims, events, sessions in MongoDB;
+- ``email_threading``: which thread a mail continues (pure);
+- ``outbound``: handing a stored reply to its channel, and the outbox.
+
+Services import ``shared`` (plumbing) and ``conversations`` (this), never each other.
+"""
