@@ -60,7 +60,7 @@ from shared.envelope import (
 )
 from shared.hours import is_open
 from shared.logs import get_logger
-from shared.supervise import Heartbeat, Supervisor
+from shared.supervise import Heartbeat, Supervisor, place
 
 log = get_logger(__name__)
 
@@ -470,6 +470,14 @@ class ChatHub:
             self.metrics.frames.labels(exc.code).inc()
             # Named by its id: the client keeps the message and sends that one again.
             self._reply(conn, frames.error(exc.code, exc.detail, frame.id))
+        except Exception as exc:
+            # A failure nobody planned for, met by this one message: the others flow on. Type
+            # and place only (the message's text must not reach a log); the client keeps the
+            # message, named by its id, and sends it again after a while.
+            self.metrics.frames.labels("failed").inc()
+            log.error("chat_message_failed", error=type(exc).__name__, where=place(exc))
+            detail = "this message could not be taken; it is kept and will be sent again"
+            self._reply(conn, frames.error("not_accepted", detail, frame.id))
 
     def _attach(self, conn: Connection, session: Session) -> None:
         self._disarm(conn)

@@ -7,8 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import structlog
 from prometheus_client import CollectorRegistry
 
+from services.chat_ingest import frames
 from services.chat_ingest.settings import ChatIngestSettings
 from services.chat_ingest.ws import ChatHub, ChatMetrics, Connection, Outbox, Session
 from shared.config import load_config
@@ -78,3 +80,39 @@ async def test_a_slow_reader_is_dropped_and_the_others_get_everything_at_once() 
             w.cancel()
         await asyncio.gather(*writers, return_exceptions=True)
         await hub.stop()
+
+
+async def test_a_message_that_meets_an_unexpected_failure_is_answered_by_its_id_and_not_logged(
+    monkeypatch: Any,
+) -> None:
+    """One message meets a bug of ours: its sender is told by the message's id (the widget keeps
+    it and sends it again), the log names the failure by type and place, never the text."""
+    canary = "CANARY-what-she-wrote"
+    settings = ChatIngestSettings(amqp_url="amqp://x", mongo_url="mongodb://x")
+    hub = ChatHub(
+        settings,
+        load_config(ROOT / "deploy/config/hotline.yaml"),
+        None,
+        None,
+        ChatMetrics(CollectorRegistry()),
+    )  # type: ignore[arg-type]
+
+    async def accept(conn: Any, session: Any, frame: Any) -> None:
+        raise KeyError(f"cannot take {frame.text}")
+
+    monkeypatch.setattr(hub, "_accept", accept)
+    ws = Socket(stuck=False)
+    conn = Connection(ws, Outbox(settings.outbound_queue))  # type: ignore[arg-type]
+    writer = asyncio.create_task(hub._writer(conn))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await hub._accept_and_answer(conn, Session("s", "dv"), frames.Message(id="m1", text=canary))
+            await asyncio.wait_for(ws.wrote.wait(), 5)
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    (sent,) = ws.sent
+    assert '"type": "error"' in sent and '"code": "not_accepted"' in sent and '"id": "m1"' in sent
+    (failed,) = [e for e in logs if e["event"] == "chat_message_failed"]
+    assert failed["error"] == "KeyError" and failed["where"].endswith(" in accept")
+    assert canary not in repr(logs) and canary not in sent
