@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from conversations import announce
 from conversations.email_threading import is_bounce_of_ours, may_join, references, reply_tokens
 from conversations.identity import new_reply_token, thread_id_for, thread_key
 from conversations.outbound import publish_outbound
 from conversations.repository import Doc, Repository
 from services.dispatcher import autoanswer, priority, routing
-from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
-from shared.envelope import Channel, ConsoleEvent, Envelope, InboundMessage, utcnow
+from shared.envelope import Channel, Envelope, InboundMessage, utcnow
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -89,16 +89,14 @@ class Dispatcher:
             thread = await self.repo.thread(doc["thread_id"])
             if thread is None:
                 continue
-            event = ConsoleEvent(
-                name="MessageDelivered",
-                thread_id=thread["_id"],
-                at=utcnow(),
-                queue=thread["queue"],
-                line=thread["line"],
+            await announce.announce(
+                self.broker,
+                "MessageDelivered",
+                thread,
                 message_id=doc["_id"],
-                data={"status": "failed", "detail": "bounced"},
+                status="failed",
+                detail="bounced",
             )
-            await self.broker.publish(event, topology.EVENTS, topology.event_key(event.name))
         log.info("processed", message_id=msg.message_id, channel="email", bounce=True, marked=len(changed))
         return True
 
@@ -156,15 +154,7 @@ class Dispatcher:
             reopened=accepted.reopened,
         )
         name = "ThreadQueued" if accepted.thread_created or accepted.reopened else "MessageReceived"
-        event = ConsoleEvent(
-            name=name,
-            thread_id=thread["_id"],
-            at=utcnow(),
-            queue=thread["queue"],
-            line=thread["line"],
-            message_id=msg.message_id,
-        )
-        await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
+        await announce.announce(self.broker, name, thread, message_id=msg.message_id)
 
     def _decide(
         self, msg: InboundMessage, thread: Doc, opener: bool, last_out_of_hours: str | None

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 
+from conversations import announce
 from conversations.model import ESCALATED, URGENT
 from conversations.repository import Doc, Repository
-from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
-from shared.envelope import ConsoleEvent, utcnow
+from shared.envelope import utcnow
 from shared.logs import get_logger
 from shared.supervise import Heartbeat
 
@@ -33,16 +33,9 @@ class Sweeper:
         self.policy = config.queue_policy
 
     async def _announce(self, name: str, thread: Doc, **data: object) -> None:
-        await self.repo.record_event(thread["_id"], name, None, **data)
-        event = ConsoleEvent(
-            name=name,
-            thread_id=thread["_id"],
-            at=utcnow(),
-            queue=thread["queue"],
-            line=thread["line"],
-            data=data,
-        )
-        await self.broker.publish(event, topology.EVENTS, topology.event_key(name))
+        """Record the change in the event log and announce it. A broker that is away raises,
+        failing the pass (:meth:`run` logs it); the change itself is already stored."""
+        await announce.publish(self.broker, await announce.record(self.repo, name, thread, None, **data))
 
     async def sweep(self, now: datetime) -> tuple[int, int]:
         """One pass; returns (threads released, crises escalated)."""

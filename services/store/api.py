@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from conversations import announce
 from conversations.model import URGENT
 from conversations.outbound import publish_outbound
 from conversations.repository import Doc, IdempotencyKeyReused, Repository
@@ -42,10 +43,9 @@ from services.store.auth import (
 from services.store.events import sessions_ended
 from services.store.metrics import StoreMetrics
 from services.store.settings import StoreSettings
-from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig
-from shared.envelope import ConsoleEvent, utcnow
+from shared.envelope import ConsoleEvent
 from shared.html import VERSION as SANITISER_VERSION
 from shared.html import for_console
 from shared.http import Handler, check_json_depth, problem
@@ -231,28 +231,18 @@ class ConsultantApi:
             )
         return moved
 
-    async def _event(self, name: str, thread: Doc, by: str | None = None, **data: Any) -> None:
-        """Record a fact about a thread (for reports) and announce it to live consoles."""
-        await self.repo.record_event(thread["_id"], name, by, **data)
+    async def _event(self, name: str, thread: Doc, by: str, **data: Any) -> None:
+        """Record a fact about a thread done by ``by`` (a login), for reports, and announce it
+        to live consoles; the event names ``by``."""
+        event = await announce.record(self.repo, name, thread, by, **data)
         if name == "ThreadClaimed" and self.metrics is not None:
             self.metrics.claims.labels(thread["queue"]).inc()
-        event = ConsoleEvent(
-            name=name,
-            thread_id=thread["_id"],
-            at=utcnow(),
-            queue=thread["queue"],
-            line=thread["line"],
-            data={"by": by, **data},
-        )
         await self._announce(event)
 
     async def _announce(self, event: ConsoleEvent) -> None:
         """Tell live consoles. The change it announces is already stored, so a broker that is
         away must not turn the request into a failure: consoles re-read on reconnect."""
-        try:
-            await self.broker.publish(event, topology.EVENTS, topology.event_key(event.name))
-        except PUBLISH_ERRORS as exc:
-            log.warning("event_not_announced", event_name=event.name, error=type(exc).__name__)
+        await announce.publish_or_log(self.broker, event)
 
     async def _full_channels(self, user: User) -> list[str]:
         counts = await self.repo.active_counts(user.login)

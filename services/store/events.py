@@ -29,9 +29,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import WSMsgType, web
 from pymongo.errors import PyMongoError
 
+from conversations import announce
 from conversations.repository import Repository
 from services.store.auth import COOKIE, Sessions, User, token_hash
-from shared import topology
 from shared.broker import Broker
 from shared.envelope import ConsoleEvent, DeliveryReport, Envelope, utcnow
 from shared.logs import get_logger
@@ -182,14 +182,11 @@ class DeliveryRecorder:
         thread = await self.repo.thread(doc["thread_id"])
         if thread is None:
             return
-        data: dict[str, Any] = {"status": envelope.status.value}
-        event = ConsoleEvent(
-            name="MessageDelivered",
-            thread_id=thread["_id"],
-            at=utcnow(),
-            queue=thread["queue"],
-            line=thread["line"],
+        # Inside a broker handler: a broker that is away raises, and the report is retried.
+        await announce.announce(
+            self.broker,
+            "MessageDelivered",
+            thread,
             message_id=envelope.message_id,
-            data=data,
+            status=envelope.status.value,
         )
-        await self.broker.publish(event, topology.EVENTS, topology.event_key(event.name))

@@ -108,10 +108,16 @@ class Mailbox:
         return imap
 
     async def append(self, raw: bytes) -> None:
+        await self.append_all([raw])
+
+    async def append_all(self, raws: list[bytes]) -> None:
+        """Append every mail in one session, one right after the other: a burst, within the
+        server's connections per user and address (Dovecot's mail_max_userip_connections, 10)."""
         imap = await self._open()
         try:
-            resp = await imap.append(raw, mailbox="INBOX")
-            assert resp.result == "OK", resp
+            for raw in raws:
+                resp = await imap.append(raw, mailbox="INBOX")
+                assert resp.result == "OK", resp
         finally:
             await imap.logout()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from email import policy
@@ -98,13 +97,11 @@ async def test_a_burst_of_mail_refreshes_the_console_at_most_once_a_second(
     inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
     client_addr = f"{gateway.client_mailbox}@demo.test"
     began = time.monotonic()
-    await asyncio.gather(
-        *(
-            inbox.append(
-                mail(client_addr, f"{gateway.line_mailbox}@demo.test", f"n{i}", "?", new_message_id())
-            )
+    await inbox.append_all(
+        [
+            mail(client_addr, f"{gateway.line_mailbox}@demo.test", f"n{i}", "?", new_message_id())
             for i in range(30)
-        )
+        ]
     )
     # Each of the 30 mails is a thread of its own, and each one an event to the console.
     await expect(triage.locator(".badge")).to_have_text("30", timeout=30_000)
