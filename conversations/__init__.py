@@ -5,6 +5,7 @@
 - ``repository``: the only door to threads, messages, claims, events, sessions in MongoDB;
 - ``email_threading``: which thread a mail continues (pure);
 - ``outbound``: handing a stored reply to its channel, and the outbox.
+- ``announce``: the console events (published, and kept in the event log where asked).
 
 Services import ``shared`` (plumbing) and ``conversations`` (this), never each other.
 """
