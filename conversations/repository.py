@@ -21,7 +21,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, thread_id_for
@@ -129,6 +129,16 @@ class Repository:
             await self.threads.insert_one(doc)
             return doc, True
         return existing, False
+
+    async def add_closed_threads(self, docs: list[Doc]) -> int:
+        """Insert closed threads written elsewhere (the demo's sample year); those whose key is
+        already there are left as they are, so running it again adds nothing. Returns how many
+        were added."""
+        try:
+            result = await self.threads.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            return int(exc.details.get("nInserted", 0))
+        return len(result.inserted_ids)
 
     async def email_thread_by_reference(self, refs: list[str], tokens: list[str]) -> Doc | None:
         """The thread one of our replies (named in ``refs``) belongs to, else the thread whose
@@ -513,6 +523,7 @@ class Repository:
             "status": "closed",
             "closed_at": now,
             "closed_by": login,
+            "outcome": "consultation",
             "case": case,
             "updated_at": now,
         }
@@ -520,6 +531,39 @@ class Repository:
             fields["facts"] = facts
         return await self.threads.find_one_and_update(
             {"_id": thread_id, "status": "active", "assignee": login},
+            # A reason left by an earlier close without a consultation no longer describes it.
+            {"$set": fields, "$unset": {"no_consultation_reason": ""}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def close_without_consultation(
+        self, thread_id: str, login: str, reason: str, facts: Doc
+    ) -> Doc | None:
+        """Close an active thread held by ``login`` as a contact without a consultation for
+        ``reason`` (a configured id): no case form is written. ``facts`` (stats.py) count it
+        apart from consultations. A thread closed before with a case form and reopened keeps
+        that consultation's case and facts: they describe a consultation that took place,
+        and one thread holds one set of facts until consultations become episodes."""
+        now = utcnow()
+        fields: Doc = {
+            "status": "closed",
+            "closed_at": now,
+            "closed_by": login,
+            "outcome": "no_consultation",
+            "no_consultation_reason": reason,
+            "updated_at": now,
+        }
+        held = {"_id": thread_id, "status": "active", "assignee": login}
+        never_consulted = {"$or": [{"facts": {"$exists": False}}, {"facts.outcome": "no_consultation"}]}
+        closed = await self.threads.find_one_and_update(
+            {**held, **never_consulted},
+            {"$set": {**fields, "facts": facts}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if closed is not None:
+            return closed
+        return await self.threads.find_one_and_update(
+            {**held, "facts.outcome": {"$ne": "no_consultation"}, "facts": {"$exists": True}},
             {"$set": fields},
             return_document=ReturnDocument.AFTER,
         )

@@ -77,12 +77,13 @@ def _stop_services() -> None:
 
 
 def _seed(env: dict[str, str], stack: LocalStack) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "services.store.admin", "seed-demo"],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        check=True,
-    )
+    for command in ("seed-demo", "seed-demo-statistics"):
+        subprocess.run(
+            [sys.executable, "-m", "services.store.admin", command],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            check=True,
+        )
     imap = imaplib.IMAP4("127.0.0.1", stack.imap_port)
     try:
         imap.login("hotline", "hotline")
@@ -143,6 +144,8 @@ hotline-gateway is running (logs in {STATE / "logs"}):
         print(
             "  Demo accounts (password = login + '-demo'): anna (La Strada, 113), "
             "boris (BWC, 113), vera (Gender Perspectives, DV), sofia (supervisor)\n"
+            "  Reports: a sample year of consultations on every line, demo data only "
+            f"(http://127.0.0.1:{p['store']}/reports as sofia)\n"
         )
     print("Stop everything with: make down")
 

@@ -6,6 +6,7 @@
     python -m services.store.admin disable-user --login anna
     python -m services.store.admin enable-user --login anna
     python -m services.store.admin seed-demo        # the demo accounts of the README
+    python -m services.store.admin seed-demo-statistics   # a sample year for the reports (demo only)
 
 Reads STORE_MONGO_URL and STORE_MONGO_DATABASE like the store itself. A new password is read
 from standard input (``--password-stdin``) or asked for without echo, never taken from the
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import getpass
 import sys
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
@@ -26,7 +28,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conversations.repository import Repository
 from services.store.auth import hash_password
+from services.store.demo_data import seed_sample_year
+from shared.config import load_config
+from shared.envelope import utcnow
 from shared.mongo import make_client
+from shared.settings import DEFAULT_CONFIG_PATH
 
 ROLES = ("consultant", "supervisor", "admin")
 
@@ -43,6 +49,9 @@ class AdminSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORE_", extra="ignore")
     mongo_url: SecretStr = Field(description="MongoDB URL")
     mongo_database: str = Field(default="hotline", description="MongoDB database name")
+    config_path: Path = Field(
+        default=DEFAULT_CONFIG_PATH, description="Hotline configuration (YAML): lines, queues, case form"
+    )
 
 
 async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
@@ -61,6 +70,9 @@ async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
                     }
                 )
             return "demo accounts: " + ", ".join(str(a["_id"]) for a in DEMO_ACCOUNTS)
+        if args.command == "seed-demo-statistics":
+            added = await seed_sample_year(repo, load_config(settings.config_path), utcnow())
+            return f"demo statistics: {added} sample consultations of the last 12 months added (demo data)"
         if args.command in {"add-user", "reset-password"}:
             password = (
                 sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
@@ -123,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     enable = sub.add_parser("enable-user", help="let a disabled user log in again")
     enable.add_argument("--login", required=True)
     sub.add_parser("seed-demo", help="create the demo accounts (demo only)")
+    sub.add_parser(
+        "seed-demo-statistics", help="write a sample year of closed consultations for the reports (demo only)"
+    )
     args = parser.parse_args(argv)
     print(asyncio.run(_run(args, AdminSettings())))
 
