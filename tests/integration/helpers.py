@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -171,3 +173,12 @@ class Frames:
                 self._pending.append(frame)
 
         return await asyncio.wait_for(loop(), within)
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    """A service's /readyz answer: (status, body), a 503 included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

@@ -5,11 +5,7 @@ outbox sweeper; the store stays ready meanwhile (the broker reported as degraded
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
 import uuid
-from typing import Any
 
 import aiohttp
 import pytest
@@ -17,17 +13,9 @@ import pytest
 from tests.conftest import Gateway
 from tests.integration.chat_client import ChatClient
 from tests.integration.email_support import database
-from tests.integration.helpers import Consultant
+from tests.integration.helpers import Consultant, readyz
 
 pytestmark = pytest.mark.slow
-
-
-def readyz(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 @pytest.mark.service_env({"STORE_OUTBOX_SECONDS": "1"})

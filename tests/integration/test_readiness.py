@@ -6,25 +6,15 @@ dispatcher and the store, which cannot do their job, are not ready and name the 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
 
 from tests.conftest import Gateway
+from tests.integration.helpers import readyz
 
 pytestmark = pytest.mark.slow
-
-
-def readyz(port: int) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 async def until(gateway: Gateway, expected: dict[str, int], within: float = 60) -> dict[str, Any]:
