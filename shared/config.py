@@ -6,6 +6,7 @@ an organisation, region, queue or language is a change to the YAML only.
 
 from __future__ import annotations
 
+import re
 from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -122,6 +123,25 @@ class CaseForm(_Strict):
     )
 
 
+# Why a contact ended without a consultation (PRODUCT.md 3.6): spam or a robot, a test, a client
+# who said nothing or left, a wrong address, abuse, a duplicate of another contact. Used when the
+# configuration names none, so closing without a consultation works on every existing file.
+DEFAULT_CLOSE_REASONS: dict[str, dict[str, str]] = {
+    "spam": {"ru": "Спам или робот", "be": "Спам або робат", "en": "Spam or robot"},
+    "test": {"ru": "Тест", "be": "Тэст", "en": "Test"},
+    "silent": {
+        "ru": "Молчание или клиент ушёл",
+        "be": "Маўчанне або кліент пайшоў",
+        "en": "Silent or abandoned",
+    },
+    "wrong_address": {"ru": "Не по адресу", "be": "Не па адрасе", "en": "Wrong address"},
+    "abusive": {"ru": "Оскорбления", "be": "Абразы", "en": "Abusive"},
+    "duplicate": {"ru": "Дубликат", "be": "Дублікат", "en": "Duplicate"},
+}
+# A reason id is stored and counted as it is, like a case-form option id.
+_REASON_ID = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+
 class CannedAnswer(_Strict):
     """A ready answer a consultant can insert and edit: a title and a text by language."""
 
@@ -177,6 +197,11 @@ class Directory(_Strict):
 
 class HotlineConfig(_Strict):
     case_form: CaseForm = CaseForm()
+    close_reasons: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CLOSE_REASONS.items()},
+        min_length=1,
+        description="reason id -> label by language, for closing without a consultation",
+    )
     canned_answers: dict[str, list[CannedAnswer]] = Field(
         default_factory=dict, description="line -> ready answers consultants may insert"
     )
@@ -247,6 +272,11 @@ class HotlineConfig(_Strict):
             for fname in self.case_form.required:
                 if fname not in self.case_form.fields:
                     raise ValueError(f"case_form.required: no field {fname!r}")
+        for reason, labels in self.close_reasons.items():
+            if not _REASON_ID.match(reason):
+                raise ValueError(f"close_reasons: {reason!r} is not an id (lower case letters, digits, _)")
+            if not labels:
+                raise ValueError(f"close_reasons.{reason}: no label")
         for lname in self.canned_answers:
             if lname not in self.lines:
                 raise ValueError(f"canned_answers: unknown line {lname!r}")

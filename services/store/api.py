@@ -322,6 +322,7 @@ class ConsultantApi:
                 "languages": self.config.languages,
                 "lines": {ln: {"name": self.config.lines[ln].name} for ln in lines},
                 "case_form": {ln: self.config.case_fields(ln) for ln in lines},
+                "close_reasons": self.config.close_reasons,
                 "canned_answers": {
                     ln: [a.model_dump() for a in self.config.canned_answers.get(ln, [])] for ln in lines
                 },
@@ -603,9 +604,21 @@ class ConsultantApi:
 
     async def close(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
-        case = (await self._json(request)).get("case")
+        body = await self._json(request)
+        # Without an outcome the close is a consultation: clients that send {case} alone keep working.
+        outcome = body.get("outcome", "consultation")
+        if outcome == "no_consultation":
+            return await self._close_without_consultation(user, thread, body)
+        if outcome != "consultation":
+            return problem(
+                422,
+                "outcome must be consultation or no_consultation",
+                "invalid: outcome",
+                invalid=["outcome"],
+            )
+        case = body.get("case")
         if not isinstance(case, dict):
-            return problem(422, "case is required", "send the case form as an object")
+            return problem(422, "case is required", "send the case form as an object", missing=["case"])
         kept, missing, invalid = self.config.check_case(thread["line"], case)
         if missing or invalid:
             detail = "; ".join(
@@ -622,6 +635,32 @@ class ConsultantApi:
         if closed is None:
             return problem(409, "Only the consultant holding an active thread can close it")
         await self._event("ThreadClosed", closed, user.login)
+        return web.json_response(thread_view(closed))
+
+    async def _close_without_consultation(
+        self, user: User, thread: Doc, body: dict[str, Any]
+    ) -> web.Response:
+        """Close as a contact without a consultation: a configured reason, and no case form,
+        so no answer is invented and nothing enters case statistics."""
+        reason = body.get("reason")
+        if reason is None or reason == "":
+            return problem(422, "reason is required", "missing: reason", missing=["reason"])
+        if not isinstance(reason, str) or reason not in self.config.close_reasons:
+            return problem(
+                422,
+                "reason is not a configured close reason",
+                "invalid: reason; one of " + ", ".join(self.config.close_reasons),
+                invalid=["reason"],
+            )
+        if body.get("case") is not None:
+            return problem(
+                422, "a contact without a consultation has no case form", "invalid: case", invalid=["case"]
+            )
+        facts = stats.no_consultation_facts_for(self.config, thread, user.organisation, reason)
+        closed = await self.repo.close_without_consultation(thread["_id"], user.login, reason, facts)
+        if closed is None:
+            return problem(409, "Only the consultant holding an active thread can close it")
+        await self._event("ThreadClosed", closed, user.login, outcome="no_consultation", reason=reason)
         return web.json_response(thread_view(closed))
 
     def add_routes(self, app: web.Application) -> None:

@@ -95,6 +95,8 @@ COMPONENTS: Schema = {
             topic={"type": ["string", "null"]},
             waiting_since=TIME,
             case={"type": "object", "description": "case form answers: option ids, lists when multiple"},
+            outcome={"enum": ["consultation", "no_consultation"], "description": "how a closed thread ended"},
+            no_consultation_reason={"type": "string", "description": "a configured close reason id"},
         ),
         "Message": _obj(
             ["id", "thread_id", "direction", "author", "created_at"],
@@ -151,7 +153,7 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "responses": {"200": _ok("set"), "401": PROBLEM, "403": PROBLEM, "422": PROBLEM},
     }),
     ("GET", "/api/config"): ("session", {
-        "summary": "Case form, canned answers and transfer targets of the consultant's lines",
+        "summary": "Case form, canned answers, close reasons and transfer targets of the consultant's lines",
         "responses": {"200": _ok("console configuration", {"type": "object"}), "401": PROBLEM},
     }),
     ("GET", "/api/queues"): ("session", {
@@ -234,8 +236,17 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "responses": {"200": _ok("released", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
     }),
     ("POST", "/api/threads/{id}/close"): ("thread holder", {
-        "summary": "Close with the case form; 422 names missing and invalid fields",
-        "requestBody": _body(_obj(["case"], case={"type": "object"})),
+        "summary": "Close as a consultation with the case form, or as a contact without a consultation "
+        "with a configured reason; 422 names missing and invalid fields (missing, invalid)",
+        "description": "A consultation: {outcome: consultation, case} or {case} alone. Without a "
+        "consultation: {outcome: no_consultation, reason} (a close_reasons id of GET /api/config) and "
+        "no case; statistics count it apart, by reason, never among consultations.",
+        "requestBody": _body({
+            "oneOf": [
+                _obj(["case"], outcome={"const": "consultation"}, case={"type": "object"}),
+                _obj(["outcome", "reason"], outcome={"const": "no_consultation"}, reason=STR),
+            ]
+        }),
         "responses": {"200": _ok("closed", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
     }),
     ("GET", "/api/supervisor"): ("supervisor", {

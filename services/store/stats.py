@@ -11,6 +11,14 @@ Every field is a list (a topic question may have several answers); a thread with
 topics counts once under each, so topic shares can add up to more than 100 %. Retention
 deletes free text but never ``facts``, so statistics outlive the conversations.
 
+A contact closed without a consultation (spam, a test, a client who left...) has no case
+form. Its ``facts`` say so and name the configured reason, and nothing else::
+
+    facts: {at, line, channel, organisation, outcome: "no_consultation", reason: "spam"}
+
+:class:`Tally` never counts such a contact among consultations (rows, periods, total); it
+counts it apart, by reason, in the same window and scope (``no_consultation`` in the result).
+
 :func:`parse_query` turns request parameters into a :class:`Query`, :class:`Tally` counts
 streamed ``facts`` documents, and :func:`build_table` turns one or two tallies (this
 window and the same window a year earlier) into rows with shares, year-on-year change
@@ -99,6 +107,19 @@ def make_facts(
         "organisation": organisation or "unknown",
         "fields": case_fields(case),
     }
+
+
+NO_CONSULTATION = "no_consultation"
+
+
+def no_consultation_facts(
+    reason: str, *, at: datetime, line: str, channel: str, organisation: str | None
+) -> Doc:
+    """The ``facts`` of a contact closed without a consultation: where and when (as for a
+    consultation, without its answers), and why."""
+    facts = make_facts({}, at=at, line=line, channel=channel, organisation=organisation)
+    del facts["fields"]
+    return {**facts, "outcome": NO_CONSULTATION, "reason": reason}
 
 
 def organisation_of(
@@ -280,6 +301,8 @@ class Tally:
         self.cells: Counter[Cell] = Counter()
         self.periods: Counter[str | None] = Counter()
         self.threads = 0
+        # Contacts closed without a consultation, per (period, reason): never among the above.
+        self.no_consultation: Counter[tuple[str | None, str]] = Counter()
 
     def add(self, facts: Mapping[str, Any]) -> None:
         q = self.query
@@ -292,6 +315,10 @@ class Tally:
         if not q.start <= aware < q.end:
             return
         key = period_key(aware, q.period, q.tz) if q.period else None
+        if facts.get("outcome") == NO_CONSULTATION:
+            reason = facts.get("reason")
+            self.no_consultation[(key, reason if isinstance(reason, str) else "unknown")] += 1
+            return
         self.threads += 1
         self.periods[key] += 1
         # A thread adds one to each combination of its values; an unanswered
@@ -405,6 +432,7 @@ def build_table(current: Tally, previous: Tally | None, min_cell: int) -> Doc:
             total["change"] = None
 
     result: Doc = {
+        "no_consultation": _no_consultation(current, min_cell),
         "from": q.first.isoformat(),
         "to": q.last.isoformat(),
         "by": list(q.by),
@@ -422,6 +450,24 @@ def build_table(current: Tally, previous: Tally | None, min_cell: int) -> Doc:
     else:
         result["note"] = "Exact figures for internal use: do not publish; use publish=1 for publication."
     return result
+
+
+def _no_consultation(tally: Tally, min_cell: int) -> Doc:
+    """Contacts without a consultation: the total and one row per reason (and period, when
+    the query has one), most first; for publication small counts are hidden as above."""
+    q = tally.query
+    counts: dict[Cell, int] = {cell: n for cell, n in tally.no_consultation.items()}
+    hidden = _suppress(counts, min_cell, lambda c: c[0]) if q.publish else set()
+    rows: list[Doc] = []
+    for cell in sorted(counts, key=lambda c: (c[0] or "", -counts[c], c[1])):
+        row: Doc = {"period": cell[0]} if q.period else {}
+        row["reason"] = cell[1]
+        row["count"] = None if cell in hidden else counts[cell]
+        if q.publish:
+            row["suppressed"] = cell in hidden
+        rows.append(row)
+    total = sum(counts.values())
+    return {"count": None if q.publish and 0 < total < min_cell else total, "rows": rows}
 
 
 def suppression_note(min_cell: int) -> str:
@@ -474,10 +520,47 @@ def to_csv(result: Mapping[str, Any]) -> str:
     if result["compare"]:
         w.writerow(["threads_previous_year", _cell_text(total.get("previous"), True, min_cell)])
         w.writerow(["change_percent", _cell_text(total.get("change"), False, None)])
+    # Contacts without a consultation, apart from the consultations counted above.
+    other = result.get("no_consultation") or {"count": 0, "rows": []}
+    w.writerow(["no_consultation", _cell_text(other["count"], True, min_cell)])
+    for row in other["rows"]:
+        label = [row["period"]] if result["period"] else []
+        w.writerow(
+            [
+                "no_consultation",
+                *label,
+                row["reason"],
+                _cell_text(row["count"], bool(row.get("suppressed")), min_cell),
+            ]
+        )
     w.writerow(["period", f"{result['from']} to {result['to']}"])
     for name, values in result["filters"].items():
         w.writerow(["filter", f"{name} = {' or '.join(values)}"])
     return out.getvalue()
+
+
+def _counted_organisation(
+    config: Any, thread: Mapping[str, Any], closer_organisation: str | None, region: Any
+) -> str | None:
+    line = config.lines.get(thread["line"])
+    region_orgs: list[str] = []
+    if line is not None and isinstance(region, str) and region in line.region_queues:
+        region_orgs = list(config.queues[line.region_queues[region]].organisations)
+    return organisation_of(list(thread.get("organisations") or []), closer_organisation, region_orgs)
+
+
+def no_consultation_facts_for(
+    config: Any, thread: Mapping[str, Any], closer_organisation: str | None, reason: str
+) -> Doc:
+    """The ``facts`` of ``thread`` closed without a consultation for ``reason``: counted for
+    the same organisation a consultation would have been (the client's region, if known)."""
+    return no_consultation_facts(
+        reason,
+        at=thread["created_at"],
+        line=thread["line"],
+        channel=thread["channel"],
+        organisation=_counted_organisation(config, thread, closer_organisation, thread.get("region")),
+    )
 
 
 def facts_for(
@@ -486,12 +569,8 @@ def facts_for(
     """The ``facts`` of ``thread`` closed with ``case`` by a member of ``closer_organisation``
     (None for a supervisor of whole lines). ``config`` is the :class:`HotlineConfig`: it says
     which organisation serves the client's region on a shared line."""
-    line = config.lines.get(thread["line"])
     region = case.get("region") or thread.get("region")
-    region_orgs: list[str] = []
-    if line is not None and isinstance(region, str) and region in line.region_queues:
-        region_orgs = list(config.queues[line.region_queues[region]].organisations)
-    organisation = organisation_of(list(thread.get("organisations") or []), closer_organisation, region_orgs)
+    organisation = _counted_organisation(config, thread, closer_organisation, region)
     return make_facts(
         case,
         at=thread["created_at"],

@@ -24,7 +24,8 @@
       missing: "Missing", invalid: "Not valid", delivery: "delivery", min: "min", h: "h",
       none: "none", crisis_alert: "Crisis waiting too long", held: "holds", nothing: "—",
       s_waiting: "waiting", s_active: "active", s_closed: "closed", mine: "yours",
-      oldest_short: "oldest"
+      oldest_short: "oldest", no_consultation: "No consultation", reason: "Reason",
+      close_no_consultation: "Close without consultation"
     },
     ru: {
       title: "Консоль горячей линии", login: "Логин", password: "Пароль", log_in: "Войти", log_out: "Выйти",
@@ -44,7 +45,8 @@
       formatted: "Оформленное письмо (картинки и ссылки заблокированы)", missing: "Не заполнено",
       invalid: "Неверно", delivery: "доставка", min: "мин", h: "ч", none: "нет",
       crisis_alert: "Кризисное обращение ждёт слишком долго", held: "ведёт", nothing: "—",
-      s_waiting: "ждёт", s_active: "в работе", s_closed: "закрыто", mine: "ваше", oldest_short: "дольше всех"
+      s_waiting: "ждёт", s_active: "в работе", s_closed: "закрыто", mine: "ваше", oldest_short: "дольше всех",
+      no_consultation: "Без консультации", reason: "Причина", close_no_consultation: "Закрыть без консультации"
     }
   };
   var lang = localStorage.getItem("hl_lang") || ((navigator.language || "en").slice(0, 2) === "ru" ? "ru" : "en");
@@ -428,6 +430,7 @@
     var cancel = el("button", { "type": "button" }, t("cancel"));
     cancel.addEventListener("click", function () { form.remove(); $("close-open").hidden = false; });
     form.appendChild(cancel);
+    form.appendChild(noConsultation(th, after, err));
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       var c = {};
@@ -454,6 +457,30 @@
       });
     });
     return form;
+  }
+
+  // Spam, a test, a client who left...: closed with a configured reason and no case form, so
+  // no answer is invented; statistics count it apart from consultations.
+  function noConsultation(th, after, err) {
+    var reasons = (state.config && state.config.close_reasons) || {};
+    var fs = el("fieldset", { "id": "no-consultation", "data-field": "reason" });
+    fs.appendChild(el("legend", {}, t("no_consultation")));
+    var sel = el("select", { "name": "reason" });
+    sel.appendChild(el("option", { "value": "" }, t("choose")));
+    Object.keys(reasons).forEach(function (r) { sel.appendChild(el("option", { "value": r }, pick(reasons[r], r))); });
+    fs.appendChild(labelled(t("reason"), sel));
+    var btn = el("button", { "type": "button", "id": "close-no-consultation" }, t("close_no_consultation"));
+    btn.addEventListener("click", function () {
+      if (!sel.value) { err.textContent = t("missing") + ": " + t("reason"); fs.classList.add("bad"); sel.focus(); return; }
+      api("POST", "/api/threads/" + encodeURIComponent(th.id) + "/close", { outcome: "no_consultation", reason: sel.value })
+        .then(after).catch(function (e) {
+          var p = e.problem || {};
+          err.textContent = p.detail || e.message;
+          fs.classList.toggle("bad", (p.missing || []).concat(p.invalid || []).indexOf("reason") >= 0);
+        });
+    });
+    fs.appendChild(btn);
+    return fs;
   }
 
   // --- supervisor ----------------------------------------------------------------------------
