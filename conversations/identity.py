@@ -43,3 +43,9 @@ def session_thread_key(channel: Channel, session: str) -> str:
     """The thread key of a chat session (web chat session id, or ``<bot>:<chat id>`` on Telegram):
     one conversation per session, so chat_ingest can find a client's thread on resume."""
     return f"{channel.value}:{session}"
+
+
+def phone_thread_key(login: str, idempotency_key: str) -> str:
+    """The thread key of a phone consultation ``login`` registers: a retried request (the same
+    Idempotency-Key) finds the thread its first attempt stored."""
+    return f"phone:{login}:{idempotency_key}"

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from conversations import announce
+from conversations import announce, model
 from conversations.email_threading import is_bounce_of_ours, may_join, references, reply_tokens
-from conversations.identity import new_reply_token, thread_id_for, thread_key
+from conversations.identity import thread_key
+from conversations.model import EventName, ThreadStatus
 from conversations.outbound import publish_outbound
 from conversations.repository import Doc, Repository
 from services.dispatcher import autoanswer, priority, routing
@@ -46,27 +47,19 @@ class Dispatcher:
         mailbox = self.config.mailboxes.get(msg.email.mailbox or "") if msg.email else None
         organisation = mailbox.organisation if mailbox else None
         queue = routing.choose_queue(self.config, msg.line, region, topic, organisation)
-        now = utcnow()
-        return {
-            "_id": thread_id_for(thread_key(msg)),
-            "key": thread_key(msg),
-            "channel": msg.channel.value,
-            "line": msg.line,
-            "queue": queue,
-            "organisations": self.config.queues[queue].organisations,
-            "status": "waiting",
-            "priority": priority.priority(self.config, msg.line, topic, msg.text),
-            "client": {"address": msg.sender},
-            "subject": msg.subject,
-            "language": msg.chat.language if msg.chat else None,
-            "region": region,
-            "topic": topic,
-            "reply_token": new_reply_token(),
-            "assignee": None,
-            "claim_seq": 0,
-            "created_at": now,
-            "waiting_since": msg.received_at,
-        }
+        return model.new_thread(
+            thread_key(msg),
+            channel=msg.channel.value,
+            line=msg.line,
+            queue=queue,
+            organisations=self.config.queues[queue].organisations,
+            priority=priority.priority(self.config, msg.line, topic, msg.text),
+            client_address=msg.sender,
+            subject=msg.subject,
+            context={"language": msg.chat.language if msg.chat else None, "region": region, "topic": topic},
+            created_at=utcnow(),
+            waiting_since=msg.received_at,
+        )
 
     async def _email_thread(self, msg: InboundMessage) -> dict[str, object] | None:
         """The thread a mail continues, if it refers to us and comes from the thread's client."""
@@ -91,7 +84,7 @@ class Dispatcher:
                 continue
             await announce.announce(
                 self.broker,
-                "MessageDelivered",
+                EventName.MESSAGE_DELIVERED,
                 thread,
                 message_id=doc["_id"],
                 status="failed",
@@ -131,13 +124,13 @@ class Dispatcher:
                 new_thread["auto"] = {opening.kind: opening.period}
         accepted = await self.repo.accept_inbound(msg, existing, new_thread)
         thread = accepted.thread
-        if not accepted.thread_created and thread["status"] == "waiting":
+        if not accepted.thread_created and thread["status"] == ThreadStatus.WAITING:
             urgency = priority.priority(self.config, msg.line, None, msg.text)
             if urgency > thread.get("priority", 0):
                 # Danger said in a later message still moves the conversation up.
                 await self.repo.bump_priority(thread["_id"], urgency)
         if accepted.message_stored and (accepted.thread_created or accepted.reopened):
-            await self.repo.record_event(thread["_id"], "ThreadQueued", queue=thread["queue"])
+            await self.repo.record_event(thread["_id"], EventName.THREAD_QUEUED, queue=thread["queue"])
         # The acknowledgement is the answer to the message that opened the conversation (or
         # to its redelivery, should its dispatcher have died before answering); the client's
         # next messages, handled meanwhile, need not each try to send it again.
@@ -153,7 +146,11 @@ class Dispatcher:
             duplicate=not accepted.message_stored,
             reopened=accepted.reopened,
         )
-        name = "ThreadQueued" if accepted.thread_created or accepted.reopened else "MessageReceived"
+        name = (
+            EventName.THREAD_QUEUED
+            if accepted.thread_created or accepted.reopened
+            else EventName.MESSAGE_RECEIVED
+        )
         await announce.announce(self.broker, name, thread, message_id=msg.message_id)
 
     def _decide(

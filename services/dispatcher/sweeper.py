@@ -15,7 +15,7 @@ import asyncio
 from datetime import datetime, timedelta
 
 from conversations import announce
-from conversations.model import ESCALATED, URGENT
+from conversations.model import ESCALATED, URGENT, EventName
 from conversations.repository import Doc, Repository
 from shared.broker import Broker
 from shared.config import HotlineConfig
@@ -44,7 +44,7 @@ class Sweeper:
         )
         for thread in released:
             log.info("claim_timed_out", thread_id=thread["_id"], queue=thread["queue"])
-            await self._announce("ThreadReleased", thread, reason="no reply in time")
+            await self._announce(EventName.THREAD_RELEASED, thread, reason="no reply in time")
         escalated = await self.repo.escalate_waiting_crises(
             now - timedelta(minutes=self.policy.crisis_escalation_minutes),
             URGENT,
@@ -52,7 +52,9 @@ class Sweeper:
         )
         for thread in escalated:
             log.warning("crisis_escalated", thread_id=thread["_id"], queue=thread["queue"])
-            await self._announce("CrisisEscalated", thread, waiting_since=thread["waiting_since"].isoformat())
+            await self._announce(
+                EventName.CRISIS_ESCALATED, thread, waiting_since=thread["waiting_since"].isoformat()
+            )
         return len(released), len(escalated)
 
     async def run(self, every: float, heartbeat: Heartbeat) -> None:

@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 from pymongo.errors import PyMongoError
 
 from conversations import announce
+from conversations.model import EventName
 from conversations.repository import Repository
 from services.store.auth import COOKIE, Sessions, User, token_hash
 from shared.broker import Broker
@@ -185,7 +186,7 @@ class DeliveryRecorder:
         # Inside a broker handler: a broker that is away raises, and the report is retried.
         await announce.announce(
             self.broker,
-            "MessageDelivered",
+            EventName.MESSAGE_DELIVERED,
             thread,
             message_id=envelope.message_id,
             status=envelope.status.value,

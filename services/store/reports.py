@@ -39,7 +39,8 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pymongo.errors import DuplicateKeyError
 
-from conversations.identity import new_reply_token, thread_id_for
+from conversations.identity import phone_thread_key
+from conversations.model import EventName, new_phone_consultation
 from conversations.repository import Doc, Repository
 from services.store import charts, stats
 from services.store.auth import COOKIE, Sessions, User
@@ -411,7 +412,7 @@ class Reports:
         key = request.headers.get("Idempotency-Key", "")
         if not 8 <= len(key) <= 100:
             return problem(400, "Idempotency-Key header of 8-100 characters is required")
-        existing = await self.repo.thread_by_key(f"phone:{user.login}:{key}")
+        existing = await self.repo.thread_by_key(phone_thread_key(user.login, key))
         if existing is not None:  # a retried request: registered once
             return web.json_response(_public(existing), status=200)
         if request.content_type != "application/json":
@@ -452,28 +453,16 @@ class Reports:
             queue = own
         elif queue not in visible and visible:
             queue = visible[0]
-        now = utcnow()
-        thread: Doc = {
-            "_id": thread_id_for(f"phone:{user.login}:{key}"),
-            "key": f"phone:{user.login}:{key}",
-            "channel": "phone",
-            "line": line,
-            "queue": queue,
-            "organisations": self.config.queues[queue].organisations,
-            "status": "closed",
-            "priority": 0,
-            "client": {"address": ""},
-            "subject": None,
-            "reply_token": new_reply_token(),
-            "assignee": None,
-            "claim_seq": 0,
-            "created_at": at,
-            "waiting_since": at,
-            "closed_at": now,
-            "closed_by": user.login,
-            "updated_at": now,
-            "case": kept,
-        }
+        thread: Doc = new_phone_consultation(
+            user.login,
+            key,
+            line=line,
+            queue=queue,
+            organisations=self.config.queues[queue].organisations,
+            case=kept,
+            at=at,
+            now=utcnow(),
+        )
         thread["facts"] = stats.facts_for(self.config, thread, user.organisation, kept)
         try:
             await self.repo.threads.insert_one(thread)
@@ -482,7 +471,9 @@ class Reports:
             if existing is not None:
                 return web.json_response(_public(existing), status=200)
             raise
-        await self.repo.record_event(thread["_id"], "ConsultationRegistered", user.login, channel="phone")
+        await self.repo.record_event(
+            thread["_id"], EventName.CONSULTATION_REGISTERED, user.login, channel="phone"
+        )
         log.info("consultation_registered", thread_id=thread["_id"], consultant=user.login)
         return web.json_response(_public(thread), status=201)
 

@@ -7,8 +7,7 @@ import asyncio
 import uuid
 from datetime import timedelta
 
-from conversations.identity import new_id, new_reply_token
-from conversations.model import ESCALATED, NORMAL, URGENT
+from conversations.model import ESCALATED, NORMAL, URGENT, new_thread
 from conversations.repository import Repository
 from shared.envelope import utcnow
 
@@ -17,21 +16,17 @@ def thread_doc(
     queue: str = "gp-dv", *, priority: int = NORMAL, waited: float = 0, channel: str = "chat", key=None
 ):
     now = utcnow()
-    return {
-        "_id": new_id(),
-        "key": key or f"test:{uuid.uuid4().hex}",
-        "channel": channel,
-        "line": "dv",
-        "queue": queue,
-        "organisations": ["gp"],
-        "status": "waiting",
-        "priority": priority,
-        "client": {"address": "s"},
-        "reply_token": new_reply_token(),
-        "assignee": None,
-        "created_at": now,
-        "waiting_since": now - timedelta(seconds=waited),
-    }
+    return new_thread(
+        key or f"test:{uuid.uuid4().hex}",
+        channel=channel,
+        line="dv",
+        queue=queue,
+        organisations=["gp"],
+        priority=priority,
+        client_address="s",
+        created_at=now,
+        waiting_since=now - timedelta(seconds=waited),
+    )
 
 
 async def test_fifty_concurrent_claims_of_one_thread_have_one_winner(repo: Repository) -> None:

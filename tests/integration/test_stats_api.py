@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from conversations.identity import new_id, new_reply_token
+from conversations.model import new_thread
 from services.store.stats import facts_for
 from shared.config import load_config
 from shared.mongo import make_client
@@ -225,22 +226,16 @@ async def test_a_generated_year_gives_exact_counts_shares_and_year_on_year_chang
 async def test_closing_a_thread_stores_its_facts_for_statistics(gateway: Gateway) -> None:
     gateway.seed_demo_accounts()
     now = datetime.now(UTC)
-    thread = {
-        "_id": new_id(),
-        "key": f"gen:{uuid.uuid4().hex}",
-        "channel": "email",
-        "line": "113",
-        "queue": "113-triage",
-        "organisations": ["lastrada", "bwc"],
-        "status": "waiting",
-        "priority": 0,
-        "client": {"address": "c@example.org"},
-        "reply_token": new_reply_token(),
-        "assignee": None,
-        "claim_seq": 0,
-        "created_at": now,
-        "waiting_since": now,
-    }
+    thread = new_thread(
+        f"gen:{uuid.uuid4().hex}",
+        channel="email",
+        line="113",
+        queue="113-triage",
+        organisations=["lastrada", "bwc"],
+        client_address="c@example.org",
+        created_at=now,
+        waiting_since=now,
+    )
     await insert(gateway, [thread])
     boris = await login(gateway, "boris")
     sofia = await login(gateway, "sofia")
