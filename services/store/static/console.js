@@ -268,6 +268,10 @@
       var actionKey = th.status + "|" + th.assignee + "|" + th.queue + "|" + lang;
       var sameActions = !changedThread && state.view && state.view.actionKey === actionKey && $("actions");
       var actions = sameActions ? $("actions") : null;
+      // A live update may rebuild the actions while the consultant types (a claimed thread moves
+      // to the organisation's own queue): the drafts keep the text, and the control that had the
+      // focus gets it back with its caret, so no keystroke goes to a control that is gone.
+      var typing = sameActions || changedThread ? null : focusedControl();
       art.textContent = "";
       var h = el("h2", { "tabindex": "-1" }, (th.subject || "Chat") + " [" + th.channel + "]");
       art.appendChild(h);
@@ -281,6 +285,7 @@
       art.appendChild(list);
       art.appendChild(el("div", { "id": "thread-error" }));
       art.appendChild(actions || renderActions(th));
+      if (typing) { refocus(typing); }
       state.view = { actionKey: actionKey, thread: th };
       if (changedThread) { h.focus(); }
     }).catch(function (err) {
@@ -292,6 +297,33 @@
   }
 
   function draft(id) { drafts[id] = drafts[id] || { reply: "", note: "" }; return drafts[id]; }
+
+  // The control of the actions that has the focus: its form, its name and its caret.
+  function focusedControl() {
+    var box = $("actions"), active = document.activeElement;
+    if (!box || !active || active === box || !box.contains(active)) { return null; }
+    var form = active.closest("form");
+    return {
+      form: form ? form.id : "",
+      name: active.getAttribute("name") || active.id || active.tagName,
+      start: typeof active.selectionStart === "number" ? active.selectionStart : null,
+      end: typeof active.selectionEnd === "number" ? active.selectionEnd : null
+    };
+  }
+
+  function refocus(was) {
+    var scope = (was.form && $(was.form)) || $("actions");
+    if (!scope) { return; }
+    var found = Array.prototype.filter.call(scope.querySelectorAll("textarea, input, select, button"), function (c) {
+      return (c.getAttribute("name") || c.id || c.tagName) === was.name;
+    })[0];
+    if (!found) { return; }
+    found.focus();
+    if (was.start !== null && typeof found.setSelectionRange === "function") {
+      var end = Math.min(was.end === null ? was.start : was.end, found.value.length);
+      found.setSelectionRange(Math.min(was.start, end), end);
+    }
+  }
 
   function labelled(text, control) {
     var l = el("label", {}); l.appendChild(el("span", {}, text)); l.appendChild(control); return l;
