@@ -36,6 +36,12 @@ Doc = dict[str, Any]
 STALE_CLAIM_SECONDS = 10
 
 
+def _closed_by(login: str, outcome: str) -> Doc:
+    """The fields every close sets: closed now by ``login``, with its ``outcome``."""
+    now = utcnow()
+    return {"status": "closed", "closed_at": now, "closed_by": login, "outcome": outcome, "updated_at": now}
+
+
 class IdempotencyKeyReused(Exception):
     """An Idempotency-Key already used for a reply to another thread or with another text."""
 
@@ -518,15 +524,7 @@ class Repository:
     async def close(self, thread_id: str, login: str, case: Doc, facts: Doc | None = None) -> Doc | None:
         """Close an active thread held by ``login`` with its case form; ``facts`` are the
         categorical answers statistics count (services/store/stats.py), kept by retention."""
-        now = utcnow()
-        fields: Doc = {
-            "status": "closed",
-            "closed_at": now,
-            "closed_by": login,
-            "outcome": "consultation",
-            "case": case,
-            "updated_at": now,
-        }
+        fields = {**_closed_by(login, "consultation"), "case": case}
         if facts is not None:
             fields["facts"] = facts
         return await self.threads.find_one_and_update(
@@ -544,15 +542,7 @@ class Repository:
         apart from consultations. A thread closed before with a case form and reopened keeps
         that consultation's case and facts: they describe a consultation that took place,
         and one thread holds one set of facts until consultations become episodes."""
-        now = utcnow()
-        fields: Doc = {
-            "status": "closed",
-            "closed_at": now,
-            "closed_by": login,
-            "outcome": "no_consultation",
-            "no_consultation_reason": reason,
-            "updated_at": now,
-        }
+        fields = {**_closed_by(login, "no_consultation"), "no_consultation_reason": reason}
         held = {"_id": thread_id, "status": "active", "assignee": login}
         never_consulted = {"$or": [{"facts": {"$exists": False}}, {"facts.outcome": "no_consultation"}]}
         closed = await self.threads.find_one_and_update(

@@ -51,15 +51,16 @@ def reply(n: int, session: str) -> OutboundMessage:
     )
 
 
+def offline_hub(settings: ChatIngestSettings) -> ChatHub:
+    """A chat hub with the example configuration and no broker or database: these tests drive
+    its sockets and writers directly."""
+    config = load_config(ROOT / "deploy/config/hotline.yaml")
+    return ChatHub(settings, config, None, None, ChatMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+
+
 async def test_a_slow_reader_is_dropped_and_the_others_get_everything_at_once() -> None:
     settings = ChatIngestSettings(amqp_url="amqp://x", mongo_url="mongodb://x", outbound_queue=4)
-    hub = ChatHub(
-        settings,
-        load_config(ROOT / "deploy/config/hotline.yaml"),
-        None,
-        None,
-        ChatMetrics(CollectorRegistry()),
-    )  # type: ignore[arg-type]
+    hub = offline_hub(settings)
     slow_ws, fast_ws = Socket(stuck=True), Socket(stuck=False)
     slow = Connection(slow_ws, Outbox(settings.outbound_queue))  # type: ignore[arg-type]
     fast = Connection(fast_ws, Outbox(settings.outbound_queue))  # type: ignore[arg-type]
@@ -89,13 +90,7 @@ async def test_a_message_that_meets_an_unexpected_failure_is_answered_by_its_id_
     it and sends it again), the log names the failure by type and place, never the text."""
     canary = "CANARY-what-she-wrote"
     settings = ChatIngestSettings(amqp_url="amqp://x", mongo_url="mongodb://x")
-    hub = ChatHub(
-        settings,
-        load_config(ROOT / "deploy/config/hotline.yaml"),
-        None,
-        None,
-        ChatMetrics(CollectorRegistry()),
-    )  # type: ignore[arg-type]
+    hub = offline_hub(settings)
 
     async def accept(conn: Any, session: Any, frame: Any) -> None:
         raise KeyError(f"cannot take {frame.text}")
