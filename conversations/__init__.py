@@ -5,6 +5,7 @@
   constructors of a new thread and of a phone consultation (pure);
 - ``repository``: the only door to threads, messages, claims, events, sessions in MongoDB;
 - ``email_threading``: which thread a mail continues (pure);
+- ``client_left``: a chat whose client left (quick exit, silence): its mark and rules (pure);
 - ``outbound``: handing a stored reply to its channel, and the outbox;
 - ``announce``: the console events (published, and kept in the event log where asked).
 

@@ -44,6 +44,8 @@ class EventName(StrEnum):
     MESSAGE_DELIVERED = "MessageDelivered"
     NOTE_ADDED = "NoteAdded"
     CONSULTATION_REGISTERED = "ConsultationRegistered"
+    CLIENT_LEFT = "ClientLeft"  # a chat's client left: quick exit or silence (client_left.py)
+    CLIENT_RETURNED = "ClientReturned"  # ... and wrote again
 
 
 def new_thread(

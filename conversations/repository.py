@@ -508,6 +508,54 @@ class Repository:
                 out.append(doc)
         return out
 
+    # --- a chat whose client left (conversations/client_left.py) ----------------------------
+
+    async def mark_client_left(self, thread_id: str, marker: Doc) -> Doc | None:
+        """Mark an open thread as one whose client left (``marker``, the ``client_left``
+        field); None when it is closed or already so marked. A quick exit replaces a silence,
+        never the reverse. Conditional, so replicas marking at once mark it once."""
+        query: Doc = {"_id": thread_id, "status": {"$in": ["waiting", "active"]}}
+        if marker["why"] == "quick_exit":
+            query["client_left.why"] = {"$ne": "quick_exit"}
+        else:
+            query["client_left"] = {"$exists": False}
+        return await self.threads.find_one_and_update(
+            query, {"$set": {"client_left": marker}}, return_document=ReturnDocument.AFTER
+        )
+
+    async def client_wrote(self, thread_id: str, at: datetime) -> bool:
+        """The client wrote at ``at``: a ``client_left`` marker from before then goes (True)."""
+        res = await self.threads.update_one(
+            {"_id": thread_id, "client_left.at": {"$lt": at}}, {"$unset": {"client_left": ""}}
+        )
+        return res.modified_count > 0
+
+    async def forget_client_left(self, thread_id: str) -> Doc | None:
+        """A closed thread drops its ``client_left`` marker; the thread as it is now."""
+        return await self.threads.find_one_and_update(
+            {"_id": thread_id, "status": "closed"},
+            {"$unset": {"client_left": ""}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def open_threads_of(self, channels: list[str]) -> list[Doc]:
+        """Waiting and held threads of ``channels``: what the silence rule looks at (a bounded
+        set, found by the by_status index), with the fields it needs."""
+        cursor = self.threads.find(
+            {"status": {"$in": ["waiting", "active"]}, "channel": {"$in": channels}},
+            {"queue": 1, "line": 1, "status": 1, "waiting_since": 1, "client_left": 1},
+        )
+        return [t async for t in cursor]
+
+    async def last_client_message_at(self, thread_id: str) -> datetime | None:
+        """When the client's latest message in the thread was stored (thread_messages index)."""
+        doc = await self.messages.find_one(
+            {"thread_id": thread_id, "direction": "in"},
+            {"created_at": 1},
+            sort=[("created_at", DESCENDING)],
+        )
+        return doc["created_at"] if doc is not None else None
+
     async def record_event(self, thread_id: str, name: str, by: str | None = None, **data: Any) -> None:
         """Keep a fact about a thread with its time, for wait and response-time reports."""
         await self._event_inserts.insert(

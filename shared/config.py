@@ -91,6 +91,12 @@ class QueuePolicy(_Strict):
     crisis_escalation_minutes: float = Field(
         default=10, gt=0, description="a crisis waiting this long is bumped and raised"
     )
+    client_silent_minutes: float = Field(
+        default=15,
+        ge=0,
+        description="a web chat whose client has not written this long, waiting or held, is marked "
+        "as left in the console (conversations/client_left.py); 0 turns the rule off",
+    )
 
 
 class CaseField(_Strict):

@@ -57,7 +57,8 @@ def event_key(name: str) -> str:
 
 
 # A web chat ended by its client (Quick exit): every chat_ingest replica closes the sockets it
-# holds of that session. Not under ``event.``: the store forwards those to consoles.
+# holds of that session, and the dispatcher marks its thread (DISPATCHER_CHAT_ENDED). Not under
+# ``event.``: the store forwards those to consoles.
 CHAT_SESSION_ENDED = "ChatSessionEnded"
 
 
@@ -91,7 +92,10 @@ EMAIL_OUTBOUND = WorkQueue("email_ingest.outbound", OUTBOUND, "outbound.email.#"
 STORE_DELIVERY = WorkQueue("store.delivery", EVENTS, "delivery.#")
 # Replies to Telegram chats: any chat_ingest replica may send them through the Bot API.
 TELEGRAM_OUTBOUND = WorkQueue("chat_ingest.telegram", OUTBOUND, "outbound.telegram.#")
-WORK_QUEUES = (DISPATCHER_INBOUND, EMAIL_OUTBOUND, STORE_DELIVERY, TELEGRAM_OUTBOUND)
+# Quick exits: the dispatcher marks the session's thread as one whose client left
+# (conversations/client_left.py). Durable, unlike the chat replicas' own queues of the same key.
+DISPATCHER_CHAT_ENDED = WorkQueue("dispatcher.chat_ended", EVENTS, chat_session_ended_key())
+WORK_QUEUES = (DISPATCHER_INBOUND, EMAIL_OUTBOUND, STORE_DELIVERY, TELEGRAM_OUTBOUND, DISPATCHER_CHAT_ENDED)
 
 # Web chat replies also route here, where they expire at once. The reply is in the database
 # before it is published and a client who resumes gets it from there; this queue only keeps

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
 from conversations.repository import Repository
+from services.dispatcher.departures import Departures
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.sweeper import Sweeper
@@ -56,6 +57,10 @@ def create_app(settings: DispatcherSettings) -> web.Application:
             await broker.consume(
                 broker.topology.queues[topology.DISPATCHER_INBOUND.name],
                 dispatcher.handle,
+            )
+            departures = Departures(repo, broker, config)
+            await broker.consume(
+                broker.topology.queues[topology.DISPATCHER_CHAT_ENDED.name], departures.on_chat_ended
             )
             sweeper = Sweeper(repo, broker, config)
             every = settings.sweep_seconds

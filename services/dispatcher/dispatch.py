@@ -19,7 +19,7 @@ from conversations.identity import thread_key
 from conversations.model import EventName, ThreadStatus
 from conversations.outbound import publish_outbound
 from conversations.repository import Doc, Repository
-from services.dispatcher import autoanswer, priority, routing
+from services.dispatcher import autoanswer, departures, priority, routing
 from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import Channel, Envelope, InboundMessage, utcnow
@@ -129,6 +129,9 @@ class Dispatcher:
             if urgency > thread.get("priority", 0):
                 # Danger said in a later message still moves the conversation up.
                 await self.repo.bump_priority(thread["_id"], urgency)
+        if accepted.message_stored:
+            # A chat marked as left whose client writes again is not left any more.
+            await departures.returned(self.repo, self.broker, thread, msg.received_at)
         if accepted.message_stored and (accepted.thread_created or accepted.reopened):
             await self.repo.record_event(thread["_id"], EventName.THREAD_QUEUED, queue=thread["queue"])
         # The acknowledgement is the answer to the message that opened the conversation (or

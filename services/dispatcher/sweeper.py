@@ -4,6 +4,8 @@
   its queue, keeping its place.
 - A crisis waiting longer than ``queue_policy.crisis_escalation_minutes`` is bumped above
   every other thread and raised to supervisors (a ``CrisisEscalated`` console event).
+- A web chat whose client has not written for ``queue_policy.client_silent_minutes`` is marked
+  as left (departures.py).
 
 Every change is a conditional single-document update, so replicas sweeping at the same time
 apply each change once.
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta
 from conversations import announce
 from conversations.model import ESCALATED, URGENT, EventName
 from conversations.repository import Doc, Repository
+from services.dispatcher.departures import Departures
 from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import utcnow
@@ -31,6 +34,7 @@ class Sweeper:
         self.repo = repo
         self.broker = broker
         self.policy = config.queue_policy
+        self.departures = Departures(repo, broker, config)
 
     async def _announce(self, name: str, thread: Doc, **data: object) -> None:
         """Record the change in the event log and announce it. A broker that is away raises,
@@ -55,6 +59,7 @@ class Sweeper:
             await self._announce(
                 EventName.CRISIS_ESCALATED, thread, waiting_since=thread["waiting_since"].isoformat()
             )
+        await self.departures.sweep_silent(now)
         return len(released), len(escalated)
 
     async def run(self, every: float, heartbeat: Heartbeat) -> None:

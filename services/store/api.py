@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from conversations import announce
+from conversations import announce, client_left
 from conversations.model import URGENT
 from conversations.outbound import publish_outbound
 from conversations.repository import Doc, IdempotencyKeyReused, Repository
@@ -634,6 +634,7 @@ class ConsultantApi:
         closed = await self.repo.close(thread["_id"], user.login, kept, facts)
         if closed is None:
             return problem(409, "Only the consultant holding an active thread can close it")
+        closed = await self._without_left_mark(closed)
         await self._event("ThreadClosed", closed, user.login)
         return web.json_response(thread_view(closed))
 
@@ -660,8 +661,41 @@ class ConsultantApi:
         closed = await self.repo.close_without_consultation(thread["_id"], user.login, reason, facts)
         if closed is None:
             return problem(409, "Only the consultant holding an active thread can close it")
+        closed = await self._without_left_mark(closed)
         await self._event("ThreadClosed", closed, user.login, outcome="no_consultation", reason=reason)
         return web.json_response(thread_view(closed))
+
+    async def close_left(self, request: web.Request) -> web.Response:
+        """One action for a chat whose client left (conversations/client_left.py): a waiting
+        thread is claimed first, then closed as a contact without a consultation with reason
+        ``silent``, all in this request. Two consultants acting at once: the claim (or, on a
+        held thread, the close) admits one, and the other gets 409. The claim is not held to
+        the consultant's capacity: it ends with this request."""
+        user, thread = await self._thread(request)
+        if client_left.CLOSE_REASON not in self.config.close_reasons:
+            return problem(409, "No close reason silent is configured", "close_reasons has no silent")
+        if thread["status"] == "closed" or not thread.get("client_left"):
+            return problem(409, "The client of this conversation has not left, or it is closed")
+        if thread["status"] == "waiting":
+            claimed = await self.repo.claim(thread["_id"], user.login)
+            if claimed is None:
+                return problem(409, "Someone else holds this thread, or it is closed")
+            thread = await self._claimed(user, claimed)
+            if not thread.get("client_left"):
+                # The client wrote between the read and the claim: it goes back, keeping its place.
+                released = await self.repo.release(thread["_id"], user.login)
+                if released is not None:
+                    await self._event("ThreadReleased", released, user.login, reason="client wrote again")
+                return problem(409, "The client wrote again")
+        elif thread.get("assignee") != user.login:
+            return problem(409, "Someone else holds this thread")
+        return await self._close_without_consultation(user, thread, {"reason": client_left.CLOSE_REASON})
+
+    async def _without_left_mark(self, closed: Doc) -> Doc:
+        """A closed thread drops its client_left mark: it describes an open chat."""
+        if "client_left" not in closed:
+            return closed
+        return await self.repo.forget_client_left(closed["_id"]) or closed
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -681,6 +715,7 @@ class ConsultantApi:
         r.add_get("/api/threads/{id}", self.thread)
         r.add_post("/api/threads/{id}/messages", self.reply)
         r.add_post("/api/threads/{id}/close", self.close)
+        r.add_post("/api/threads/{id}/close-left", self.close_left)
         r.add_post("/api/threads/{id}/release", self.release)
         r.add_get("/api/threads/{id}/history", self.history)
         r.add_post("/api/threads/{id}/notes", self.note)

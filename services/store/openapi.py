@@ -97,6 +97,12 @@ COMPONENTS: Schema = {
             case={"type": "object", "description": "case form answers: option ids, lists when multiple"},
             outcome={"enum": ["consultation", "no_consultation"], "description": "how a closed thread ended"},
             no_consultation_reason={"type": "string", "description": "a configured close reason id"},
+            client_left=_obj(
+                ["why", "at"],
+                why={"enum": ["quick_exit", "silent"]},
+                at={**TIME, "description": "when the session ended; for silent, the client's last message"},
+                marked_at=TIME,
+            ),
         ),
         "Message": _obj(
             ["id", "thread_id", "direction", "author", "created_at"],
@@ -248,6 +254,14 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
             ]
         }),
         "responses": {"200": _ok("closed", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/threads/{id}/close-left"): ("anyone who sees the thread, if nobody else holds it", {
+        "summary": "Close a chat whose client left (client_left: quick exit or silence) in one action: "
+        "claimed if waiting, then closed as no consultation with reason silent",
+        "description": "409 when the thread is not marked client_left, is closed, is held by someone "
+        "else or another consultant acted first (the second of two at once), or when close_reasons "
+        "has no silent.",
+        "responses": {"200": _ok("closed", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
     }),
     ("GET", "/api/supervisor"): ("supervisor", {
         "summary": "Every queue of the supervisor's lines: waiting, oldest wait, holders, crises",

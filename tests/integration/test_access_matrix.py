@@ -46,6 +46,7 @@ THREAD_ROUTES = [
     ("POST", "/api/threads/{id}/notes", {"text": "note"}),
     ("POST", "/api/threads/{id}/transfer", {"queue": "gp-legal", "note": "x"}),
     ("POST", "/api/threads/{id}/release", None),
+    ("POST", "/api/threads/{id}/close-left", None),
     (
         "POST",
         "/api/threads/{id}/close",

@@ -5,7 +5,8 @@ serves costs there what any other does, and would only show on MongoDB with data
 four services run with the query-shape recorder on (``HOTLINE_QUERY_SHAPES``, see
 shared/query_shapes.py) while the main flows go through the real channels and API: a mail
 and a chat in, log-ins, queues, lists by status, next and claim, reply, note, transfer,
-release, close with the case form, the client writing again, statistics and reports, the
+release, close with the case form, the client writing again, a chat whose client left (quick
+exit, silence, writing again) and its one-action close, statistics and reports, the
 supervisor's overview, accounts, the sweeper, the metrics refresh, retention and the
 quarantine listing. Then each recorded shape is held against the indexes the services
 declared, as read back from the database (what the code really creates), by MongoDB's rule:
@@ -82,10 +83,15 @@ SORTS_IN_MEMORY: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {
 
 
 def quick_crisis(config: dict[str, Any]) -> None:
-    """Open all day (automatic answers the same at any hour); a crisis escalates within seconds."""
+    """Open all day (automatic answers the same at any hour); a crisis escalates within seconds,
+    and a chat's client who wrote nothing for about a second counts as silent."""
     for line in config["lines"].values():
         line["hours"] = {"timezone": "Europe/Minsk", "open": "00:00", "close": "23:59:59"}
-    config["queue_policy"] = {"claim_timeout_minutes": 30, "crisis_escalation_minutes": 0.03}
+    config["queue_policy"] = {
+        "claim_timeout_minutes": 30,
+        "crisis_escalation_minutes": 0.03,
+        "client_silent_minutes": 0.02,
+    }
 
 
 # --- the rule -------------------------------------------------------------------------------
@@ -368,13 +374,34 @@ async def test_every_query_the_services_make_is_served_by_an_index(
         await chat.say("Ещё вопрос")
         reopened = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
         assert reopened["thread_id"] == chat_thread
+        # The client leaves by quick exit: marked; vera closes it in one action.
         await chat.end()
+        await vera.wait_event(
+            lambda e: (
+                e["name"] == "ClientLeft"
+                and e["thread_id"] == chat_thread
+                and e["data"]["why"] == "quick_exit"
+            )
+        )
+        assert (await vera.call("POST", f"/api/threads/{chat_thread}/close-left"))[0] == 200
 
-        # A crisis waits: the sweeper escalates it (every pass also looks for claims timed out).
+        # A crisis waits: the sweeper escalates it, and marks its silent client (every pass
+        # also looks for claims timed out); the client writes again.
         crisis = ChatClient(http, gateway.chat_url)
         await crisis.start(line="dv", topic="danger_now")
         await crisis.say("Помогите")
-        await sofia.wait_event(lambda e: e["name"] == "CrisisEscalated")
+        seen: dict[str, str] = {}
+
+        def escalated_and_silent(e: dict[str, Any]) -> bool:
+            if e["name"] in {"CrisisEscalated", "ClientLeft"} and e["thread_id"] != chat_thread:
+                seen[e["name"]] = e["thread_id"]
+            return len(seen) == 2
+
+        await sofia.wait_event(escalated_and_silent)
+        await crisis.say("Я ещё здесь")
+        await sofia.wait_event(
+            lambda e: e["name"] == "ClientReturned" and e["thread_id"] == seen["ClientLeft"]
+        )
         await crisis.drop()
 
         # The supervisor's views, statistics and reports; accounts; status and log-out.
@@ -401,10 +428,11 @@ async def test_every_query_the_services_make_is_served_by_an_index(
         assert (await vera.call("PUT", "/api/me/status", {"status": "offline"}))[0] == 200
         assert (await anna.call("DELETE", "/api/session"))[0] == 200
 
-        # The metrics refresh has run with the recorder on once it counts the reopened chat.
+        # The metrics refresh has run with the recorder on once it counts the crisis (the
+        # reopened chat was closed).
         async def counted() -> bool:
             async with http.get(f"{gateway.store_url}/metrics") as resp:
-                return 'hotline_queue_waiting{queue="gp-dv"} 2.0' in await resp.text()
+                return 'hotline_queue_waiting{queue="gp-dv"} 1.0' in await resp.text()
 
         await wait_for(counted)
         # The operators' tools: retention and the quarantine listing.

@@ -25,7 +25,9 @@
       none: "none", crisis_alert: "Crisis waiting too long", held: "holds", nothing: "—",
       s_waiting: "waiting", s_active: "active", s_closed: "closed", mine: "yours",
       oldest_short: "oldest", no_consultation: "No consultation", reason: "Reason",
-      close_no_consultation: "Close without consultation"
+      close_no_consultation: "Close without consultation",
+      client_left: "Client left", left_quick_exit: "quick exit", left_silent: "no message for",
+      close_left: "Close: client left"
     },
     ru: {
       title: "Консоль горячей линии", login: "Логин", password: "Пароль", log_in: "Войти", log_out: "Выйти",
@@ -46,7 +48,9 @@
       invalid: "Неверно", delivery: "доставка", min: "мин", h: "ч", none: "нет",
       crisis_alert: "Кризисное обращение ждёт слишком долго", held: "ведёт", nothing: "—",
       s_waiting: "ждёт", s_active: "в работе", s_closed: "закрыто", mine: "ваше", oldest_short: "дольше всех",
-      no_consultation: "Без консультации", reason: "Причина", close_no_consultation: "Закрыть без консультации"
+      no_consultation: "Без консультации", reason: "Причина", close_no_consultation: "Закрыть без консультации",
+      client_left: "Клиент ушёл", left_quick_exit: "быстрый выход", left_silent: "нет сообщений уже",
+      close_left: "Закрыть: клиент ушёл"
     }
   };
   var lang = localStorage.getItem("hl_lang") || ((navigator.language || "en").slice(0, 2) === "ru" ? "ru" : "en");
@@ -153,6 +157,14 @@
     return minutes < 60 ? minutes + " " + t("min") : Math.floor(minutes / 60) + " " + t("h") + " " + (minutes % 60) + " " + t("min");
   }
 
+  // A chat whose client left (quick exit, or no message for the configured time): marked in
+  // the list and the thread, and closed in one action (POST /api/threads/{id}/close-left).
+  function leftText(th) {
+    var left = th.client_left;
+    if (!left || th.status === "closed") { return ""; }
+    return t("client_left") + ": " + (left.why === "quick_exit" ? t("left_quick_exit") : t("left_silent") + " " + since(left.at));
+  }
+
   function queueTitle(name) {
     var q = state.config && state.config.queues[name];
     return pick(q && q.title, name);
@@ -186,9 +198,10 @@
       lists[0].concat(lists[1]).forEach(function (th) {
         var urgent = state.config && th.priority >= state.config.urgent_priority;
         var b = el("button", { "type": "button", "data-thread": th.id, "aria-current": String(th.id === state.thread),
-          "class": urgent ? "urgent" : "" });
+          "class": (urgent ? "urgent" : "") + (th.client_left ? " left" : "") });
         b.appendChild(el("span", {}, "[" + th.channel + "] " + (th.subject || "chat") + " · " + t("s_" + th.status) +
           (th.assignee ? " · " + th.assignee : "") + (th.status === "waiting" ? " · " + since(th.waiting_since) : "")));
+        if (leftText(th)) { b.appendChild(el("span", { "class": "left-mark" }, leftText(th))); }
         b.addEventListener("click", function () { openThread(th.id); });
         var li = el("li"); li.appendChild(b); ul.appendChild(li);
       });
@@ -265,7 +278,7 @@
     state.thread = id;
     return api("GET", "/api/threads/" + encodeURIComponent(id)).then(function (th) {
       var art = $("thread");
-      var actionKey = th.status + "|" + th.assignee + "|" + th.queue + "|" + lang;
+      var actionKey = th.status + "|" + th.assignee + "|" + th.queue + "|" + lang + "|" + (th.client_left ? th.client_left.why : "");
       var sameActions = !changedThread && state.view && state.view.actionKey === actionKey && $("actions");
       var actions = sameActions ? $("actions") : null;
       // A live update may rebuild the actions while the consultant types (a claimed thread moves
@@ -280,6 +293,7 @@
       if (th.region) { facts.push(th.region); }
       if (th.topic) { facts.push(th.topic); }
       art.appendChild(el("p", { "class": "meta", "id": "thread-meta" }, facts.join(" · ")));
+      if (leftText(th)) { art.appendChild(el("p", { "class": "left-mark", "id": "client-left", "role": "status" }, leftText(th))); }
       var list = el("div", { "id": "messages" });
       th.messages.forEach(function (m) { list.appendChild(renderMessage(m)); });
       art.appendChild(list);
@@ -336,6 +350,12 @@
     var path = "/api/threads/" + encodeURIComponent(id);
     var after = function () { openThread(id); loadQueues(); loadThreads(); };
 
+    var reasons = (state.config && state.config.close_reasons) || {};
+    if (leftText(th) && reasons.silent && (th.status === "waiting" || mine)) {
+      var left = el("button", { "type": "button", "id": "close-left" }, t("close_left"));
+      left.addEventListener("click", function () { api("POST", path + "/close-left").then(after).catch(showError); });
+      box.appendChild(left);
+    }
     if (th.status === "waiting") {
       var claim = el("button", { "type": "button" }, t("take"));
       claim.addEventListener("click", function () { api("POST", path + "/claim").then(after).catch(showError); });

@@ -1,0 +1,113 @@
+"""A web chat whose client left: the dispatcher marks its thread for the console, and clears
+the mark when the client writes again (the rules: conversations/client_left.py).
+
+- Quick exit: chat_ingest publishes ``ChatSessionEnded`` (shared/topology.py); the durable
+  queue ``dispatcher.chat_ended`` brings it to :meth:`Departures.on_chat_ended`, which marks the
+  session's thread. Ack policy: acked when the handler returns, after the mark is stored,
+  recorded in the event log and announced; a failure before that is retried by the broker
+  module, and a redelivery finds the thread marked and announces it again (consoles take a
+  repeat as a refresh). An end the broker never got (chat_ingest logs chat_end_not_announced),
+  or one handled before the dispatcher stored the session's first message, marks nothing: the
+  silence rule marks that thread later.
+- Silence: each sweeper pass (sweeper.py) calls :meth:`Departures.sweep_silent`.
+- Writing again: the dispatcher's accept path calls :func:`returned`.
+
+Each mark and clear is a conditional single-document update: replicas doing the same at once
+change a thread once, and only the one that changed it records the fact.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from conversations import announce
+from conversations.client_left import CHANNELS, QUICK_EXIT, SILENT, marker, silent_since, wrote_after
+from conversations.identity import session_thread_key, thread_id_for
+from conversations.model import EventName, ThreadStatus
+from conversations.repository import Doc, Repository
+from shared import topology
+from shared.broker import Broker
+from shared.config import HotlineConfig
+from shared.envelope import Channel, ConsoleEvent, Envelope, utcnow
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+OPEN = (ThreadStatus.WAITING, ThreadStatus.ACTIVE)
+
+
+async def _record_and_announce(
+    repo: Repository, broker: Broker, name: str, thread: Doc, **data: object
+) -> None:
+    """Keep the fact in the event log and announce it; a broker that is away raises (the
+    change is stored; the caller's policy decides what a failure means)."""
+    await announce.publish(broker, await announce.record(repo, name, thread, None, **data))
+
+
+async def returned(repo: Repository, broker: Broker, thread: Doc, at: datetime) -> None:
+    """The client of ``thread`` (as read before their message was stored) wrote at ``at``: a
+    mark from before then goes. Nothing is written for a thread without a mark."""
+    left = thread.get("client_left") or {}
+    if not wrote_after(left, at) or not await repo.client_wrote(thread["_id"], at):
+        return
+    log.info("client_returned", thread_id=thread["_id"], why=left.get("why"))
+    await _record_and_announce(repo, broker, EventName.CLIENT_RETURNED, thread, why=left.get("why"))
+
+
+class Departures:
+    def __init__(self, repo: Repository, broker: Broker, config: HotlineConfig) -> None:
+        self.repo = repo
+        self.broker = broker
+        self.policy = config.queue_policy
+
+    async def on_chat_ended(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
+        """A web chat's client ended the session (Quick exit): mark its thread, if open."""
+        if not isinstance(envelope, ConsoleEvent) or envelope.name != topology.CHAT_SESSION_ENDED:
+            log.error("unexpected_envelope", kind=envelope.kind)
+            return
+        sid = envelope.data.get("session")
+        if not isinstance(sid, str) or not sid:
+            log.error("chat_end_without_session")
+            return
+        thread_id = thread_id_for(session_thread_key(Channel.CHAT, sid))
+        marked = await self.repo.mark_client_left(thread_id, marker(QUICK_EXIT, envelope.at, utcnow()))
+        if marked is not None:
+            log.info("client_left", thread_id=thread_id, why=QUICK_EXIT)
+            await _record_and_announce(self.repo, self.broker, EventName.CLIENT_LEFT, marked, why=QUICK_EXIT)
+            return
+        thread = await self.repo.thread(thread_id)
+        if thread is None or thread["status"] not in OPEN:
+            # No thread (the client wrote nothing, or their message is not stored yet) or a
+            # closed one: nobody is waiting on this chat.
+            log.info("chat_end_not_marked", thread_id=thread_id, thread=thread is not None)
+        elif (thread.get("client_left") or {}).get("why") == QUICK_EXIT:
+            # Marked by an earlier delivery of this end, whose announcement may not have gone.
+            await announce.announce(self.broker, EventName.CLIENT_LEFT, thread, why=QUICK_EXIT)
+
+    async def sweep_silent(self, now: datetime) -> int:
+        """Mark the open web chats whose client has not written for ``client_silent_minutes``;
+        clear a silence mark the client has written after (set while their message was on its
+        way). Returns how many were marked. One query for the open chats (a bounded set), then
+        one indexed read of each one's latest client message."""
+        minutes = self.policy.client_silent_minutes
+        if minutes <= 0:
+            return 0
+        marked = 0
+        for thread in await self.repo.open_threads_of(list(CHANNELS)):
+            left = thread.get("client_left")
+            if left is not None and left.get("why") == QUICK_EXIT:
+                continue  # an ended session writes nothing more
+            last = await self.repo.last_client_message_at(thread["_id"]) or thread["waiting_since"]
+            if left is None and silent_since(last, now, minutes):
+                doc = await self.repo.mark_client_left(thread["_id"], marker(SILENT, last, now))
+                if doc is not None:
+                    marked += 1
+                    log.info("client_left", thread_id=thread["_id"], why=SILENT)
+                    await _record_and_announce(
+                        self.repo, self.broker, EventName.CLIENT_LEFT, doc, why=SILENT, since=last.isoformat()
+                    )
+            elif left is not None:
+                await returned(self.repo, self.broker, thread, last)
+        return marked
