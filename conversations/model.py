@@ -48,6 +48,67 @@ class EventName(StrEnum):
     CLIENT_RETURNED = "ClientReturned"  # ... and wrote again
 
 
+class Outcome(StrEnum):
+    """How a consultation ended (PRODUCT.md 3.6)."""
+
+    CONSULTATION = "consultation"  # with the line's case form
+    NO_CONSULTATION = "no_consultation"  # with a configured reason, never in case statistics
+
+
+def consultation_id(thread_id: str, n: int) -> str:
+    """The id of the ``n``-th consultation (1, 2, ...) of a thread: derived, so writing a
+    consultation again (a retried close, a migration run twice) writes the same document."""
+    return f"{thread_id}:{n}"
+
+
+def open_consultation(n: int, started_at: datetime, queue: str) -> dict[str, Any]:
+    """A thread's ``consultation`` field while its ``n``-th episode is open: when it started,
+    the queues it went through and the consultants who answered in it. The closed episode
+    becomes a document of its own (:func:`closed_consultation`)."""
+    return {"n": n, "started_at": started_at, "queues": [queue], "consultants": []}
+
+
+def closed_consultation(
+    thread: Mapping[str, Any],
+    *,
+    outcome: Outcome,
+    reason: str | None,
+    case: Mapping[str, Any] | None,
+    facts: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The document of ``thread``'s current consultation, just closed (``thread`` as the close
+    left it). Its own start time, channel, line, organisations, queue path, consultants, case
+    form and outcome; ``client_id`` links it to a person where one is known."""
+    current = {
+        **open_consultation(1, thread["created_at"], thread["queue"]),
+        **(thread.get("consultation") or {}),
+    }
+    consultants = list(current.get("consultants") or [])
+    if thread.get("closed_by") and thread["closed_by"] not in consultants:
+        consultants.append(thread["closed_by"])
+    queues = list(current.get("queues") or [])
+    if not queues or queues[-1] != thread["queue"]:
+        queues.append(thread["queue"])
+    return {
+        "_id": consultation_id(thread["_id"], current["n"]),
+        "thread_id": thread["_id"],
+        "n": current["n"],
+        "client_id": thread.get("client_id"),
+        "started_at": current["started_at"],
+        "channel": thread["channel"],
+        "line": thread["line"],
+        "organisations": list(thread.get("organisations") or []),
+        "queues": queues,
+        "consultants": consultants,
+        "closed_at": thread.get("closed_at"),
+        "closed_by": thread.get("closed_by"),
+        "outcome": outcome.value,
+        "reason": reason,
+        "case": dict(case) if case is not None else None,
+        "facts": dict(facts),
+    }
+
+
 def new_thread(
     key: str,
     *,
@@ -83,6 +144,8 @@ def new_thread(
         "claim_seq": 0,
         "created_at": created_at,
         "waiting_since": waiting_since,
+        # The consultation the thread's first message opens (a reopen opens the next).
+        "consultation": open_consultation(1, waiting_since, queue),
     }
 
 
@@ -100,7 +163,7 @@ def new_phone_consultation(
     """A consultation that happened outside the gateway (a phone call at ``at``), registered
     by ``login`` at ``now`` with its case form: a thread born closed, keyed by the consultant
     and the request's idempotency key so a retried request finds it. Statistics' ``facts``
-    are the caller's to add."""
+    are the caller's to add; the consultation's document is :func:`closed_consultation`."""
     thread = new_thread(
         phone_thread_key(login, idempotency_key),
         channel="phone",

@@ -25,6 +25,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, thread_id_for
+from conversations.model import Outcome, closed_consultation
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
 from shared.mongo import InsertBatcher
 
@@ -34,6 +35,19 @@ Doc = dict[str, Any]
 # How long a claim may stay half-done (claim stored, thread not yet updated) before others
 # complete it: far longer than the two writes take, far shorter than a client's patience.
 STALE_CLAIM_SECONDS = 10
+
+
+def _consultation_of(thread: Doc) -> Doc:
+    """The document of the consultation ``thread`` (closed) has just ended, from what the
+    close stored on the thread."""
+    outcome = Outcome(thread.get("outcome") or Outcome.CONSULTATION)
+    return closed_consultation(
+        thread,
+        outcome=outcome,
+        reason=thread.get("no_consultation_reason") if outcome is Outcome.NO_CONSULTATION else None,
+        case=thread.get("case") if outcome is Outcome.CONSULTATION else None,
+        facts=thread.get("facts") or {},
+    )
 
 
 def _closed_by(login: str, outcome: str) -> Doc:
@@ -67,6 +81,8 @@ class Repository:
         self.claims: AsyncCollection[Doc] = db["claims"]
         self.login_failures: AsyncCollection[Doc] = db["login_failures"]
         self.keys: AsyncCollection[Doc] = db["keys"]
+        # Closed consultations, one per episode of a thread (conversations.model.closed_consultation).
+        self.consultations: AsyncCollection[Doc] = db["consultations"]
         # Inbound messages, new threads and thread events written concurrently are stored
         # in one write per collection (group commit).
         self._inbound_inserts = InsertBatcher(self.messages)
@@ -99,6 +115,13 @@ class Repository:
         await self.threads.create_index([("assignee", ASCENDING), ("status", ASCENDING)], name="held")
         # Statistics read closed threads' facts by date (services/store/stats.py).
         await self.threads.create_index([("facts.at", ASCENDING)], name="facts_at")
+        # Statistics count consultations by their start date (facts.at); a thread's episodes
+        # in order; a person's earlier consultations, latest first.
+        await self.consultations.create_index([("facts.at", ASCENDING)], name="facts_at")
+        await self.consultations.create_index([("thread_id", ASCENDING), ("n", ASCENDING)], name="thread")
+        await self.consultations.create_index(
+            [("client_id", ASCENDING), ("started_at", DESCENDING)], name="client"
+        )
         # Threads by status: a list of closed threads, latest closed first, page by page (the
         # order of list_threads); retention's closed before a date; the sweeper's held and
         # waiting threads (a bounded set, not the closed ones). tests/integration/
@@ -139,12 +162,35 @@ class Repository:
     async def add_closed_threads(self, docs: list[Doc]) -> int:
         """Insert closed threads written elsewhere (the demo's sample year); those whose key is
         already there are left as they are, so running it again adds nothing. Returns how many
-        were added."""
+        were added. Each is one consultation, written with it (``outcome``, ``case`` and
+        ``facts`` as the thread holds them)."""
+        if not docs:
+            return 0
         try:
             result = await self.threads.insert_many(docs, ordered=False)
+            added = len(result.inserted_ids)
         except BulkWriteError as exc:
-            return int(exc.details.get("nInserted", 0))
-        return len(result.inserted_ids)
+            added = int(exc.details.get("nInserted", 0))
+        try:
+            await self.consultations.insert_many([_consultation_of(d) for d in docs], ordered=False)
+        except BulkWriteError:
+            pass  # those already there: a second run
+        return added
+
+    async def register_consultation(self, thread: Doc) -> tuple[Doc, bool]:
+        """Store a thread born closed (a phone consultation) and its consultation; (thread,
+        created). A thread already there under its key is returned as it is (a retry)."""
+        try:
+            await self.threads.insert_one(thread)
+        except DuplicateKeyError:
+            existing = await self.thread_by_key(thread["key"])
+            if existing is None:
+                raise
+            thread, created = existing, False
+        else:
+            created = True
+        await self._record_consultation(thread)
+        return thread, created
 
     async def email_thread_by_reference(self, refs: list[str], tokens: list[str]) -> Doc | None:
         """The thread one of our replies (named in ``refs``) belongs to, else the thread whose
@@ -227,12 +273,31 @@ class Repository:
                 {"$set": {f"email.{k}": v for k, v in reply_headers.items()}},
             )
         reopened = False
-        if not created and thread.get("status") == "closed":
-            # Conditional on the database's state, not on our read: two dispatchers racing
-            # to reopen the same thread reopen it once.
+        backlog = msg.email is not None and msg.email.backlog
+        if not created and thread.get("status") == "closed" and not backlog:
+            # A message stored after the close (by our clock: a mail's own time is to the
+            # second and can fall before it) reopens the thread: nobody has read it. On a
+            # redelivery its first storing time counts, so a dispatcher that died between the
+            # two writes reopens the thread now. Conditional on the database's state, not on
+            # our read: two dispatchers racing to reopen the same thread reopen it once.
+            stored_at = doc["created_at"]
+            if not stored:
+                first = await self.messages.find_one({"source_id": msg.source_id}, {"created_at": 1})
+                stored_at = (first or {}).get("created_at", stored_at)
             reopened_doc = await self.threads.find_one_and_update(
-                {"_id": thread["_id"], "status": "closed", "closed_at": {"$lt": msg.received_at}},
-                {"$set": {"status": "waiting", "waiting_since": msg.received_at, "assignee": None}},
+                {"_id": thread["_id"], "status": "closed", "closed_at": {"$lt": stored_at}},
+                {
+                    "$set": {
+                        "status": "waiting",
+                        "waiting_since": msg.received_at,
+                        "assignee": None,
+                        # The message opens the thread's next consultation.
+                        "consultation.started_at": msg.received_at,
+                        "consultation.queues": [thread["queue"]],
+                        "consultation.consultants": [],
+                    },
+                    "$inc": {"consultation.n": 1},
+                },
                 return_document=ReturnDocument.AFTER,
             )
             if reopened_doc is not None:
@@ -442,6 +507,7 @@ class Repository:
                 },
                 # Moved on purpose: a later release leaves it in its new queue.
                 "$unset": {"adopted_from": ""},
+                "$push": {"consultation.queues": queue},
             },
             return_document=ReturnDocument.AFTER,
         )
@@ -459,7 +525,8 @@ class Repository:
                     "organisations": [organisation],
                     "adopted_from": origin,
                     "updated_at": utcnow(),
-                }
+                },
+                "$push": {"consultation.queues": queue},
             },
             return_document=ReturnDocument.AFTER,
         )
@@ -570,41 +637,65 @@ class Repository:
         await self.threads.update_one({"_id": thread_id}, {"$set": {f"auto.{kind}": period}})
 
     async def close(self, thread_id: str, login: str, case: Doc, facts: Doc | None = None) -> Doc | None:
-        """Close an active thread held by ``login`` with its case form; ``facts`` are the
-        categorical answers statistics count (services/store/stats.py), kept by retention."""
-        fields = {**_closed_by(login, "consultation"), "case": case}
+        """Close an active thread held by ``login``, and its current consultation, with the
+        case form; ``facts`` are the categorical answers statistics count
+        (services/store/stats.py), kept by retention. The thread keeps its latest case form
+        for its view; the consultation keeps its own."""
+        fields = {**_closed_by(login, Outcome.CONSULTATION), "case": case}
         if facts is not None:
             fields["facts"] = facts
-        return await self.threads.find_one_and_update(
+        closed = await self.threads.find_one_and_update(
             {"_id": thread_id, "status": "active", "assignee": login},
             # A reason left by an earlier close without a consultation no longer describes it.
             {"$set": fields, "$unset": {"no_consultation_reason": ""}},
             return_document=ReturnDocument.AFTER,
         )
+        return await self._finish_close(closed, thread_id, login)
 
     async def close_without_consultation(
         self, thread_id: str, login: str, reason: str, facts: Doc
     ) -> Doc | None:
-        """Close an active thread held by ``login`` as a contact without a consultation for
-        ``reason`` (a configured id): no case form is written. ``facts`` (stats.py) count it
-        apart from consultations. A thread closed before with a case form and reopened keeps
-        that consultation's case and facts: they describe a consultation that took place,
-        and one thread holds one set of facts until consultations become episodes."""
-        fields = {**_closed_by(login, "no_consultation"), "no_consultation_reason": reason}
-        held = {"_id": thread_id, "status": "active", "assignee": login}
-        never_consulted = {"$or": [{"facts": {"$exists": False}}, {"facts.outcome": "no_consultation"}]}
+        """Close an active thread held by ``login``, and its current consultation, as a
+        contact without a consultation for ``reason`` (a configured id): no case form is
+        written, and ``facts`` (stats.py) count it apart from consultations. An earlier
+        consultation of the thread keeps its own case form in its own document."""
+        fields = {
+            **_closed_by(login, Outcome.NO_CONSULTATION),
+            "no_consultation_reason": reason,
+            "facts": facts,
+        }
         closed = await self.threads.find_one_and_update(
-            {**held, **never_consulted},
-            {"$set": {**fields, "facts": facts}},
+            {"_id": thread_id, "status": "active", "assignee": login},
+            {"$set": fields, "$unset": {"case": ""}},
             return_document=ReturnDocument.AFTER,
         )
-        if closed is not None:
-            return closed
-        return await self.threads.find_one_and_update(
-            {**held, "facts.outcome": {"$ne": "no_consultation"}, "facts": {"$exists": True}},
-            {"$set": fields},
-            return_document=ReturnDocument.AFTER,
-        )
+        return await self._finish_close(closed, thread_id, login)
+
+    async def _finish_close(self, closed: Doc | None, thread_id: str, login: str) -> Doc | None:
+        """Write the consultation of a thread just closed. Two writes, so a close retried after
+        the second failed finds the thread closed by the same person with its consultation
+        missing, and completes it (instead of refusing)."""
+        if closed is None:
+            thread = await self.thread(thread_id)
+            if (
+                thread is None
+                or thread.get("status") != "closed"
+                or thread.get("closed_by") != login
+                or await self.consultations.find_one({"_id": _consultation_of(thread)["_id"]}, {"_id": 1})
+            ):
+                return None
+            closed = thread
+        await self._record_consultation(closed)
+        return closed
+
+    async def _record_consultation(self, thread: Doc) -> None:
+        doc = _consultation_of(thread)
+        await self.consultations.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    async def consultations_of(self, thread_id: str) -> list[Doc]:
+        """A thread's closed consultations, in order."""
+        cursor = self.consultations.find({"thread_id": thread_id}).sort("n", ASCENDING)
+        return [c async for c in cursor]
 
     # --- messages ------------------------------------------------------------------------
 
@@ -629,7 +720,12 @@ class Repository:
             raise IdempotencyKeyReused
         if created:
             await self.threads.update_one(
-                {"_id": thread["_id"]}, {"$set": {"last_reply_at": doc["created_at"]}}
+                {"_id": thread["_id"]},
+                # Who answered belongs to the consultation the reply is part of.
+                {
+                    "$set": {"last_reply_at": doc["created_at"]},
+                    "$addToSet": {"consultation.consultants": login},
+                },
             )
         return doc, created
 

@@ -2,9 +2,10 @@
 
 - Never to a robot (RFC 3834 auto-replies, bounces, lists) or to mail imported from a backlog:
   that is how mail loops and floods of stale "we got your message" start.
-- Out of hours: a notice with emergency numbers and the opening time, once per thread per
-  closed period (keyed by that period's next opening).
-- In hours: an acknowledgement of a conversation's first message.
+- Out of hours: a notice with emergency numbers and the opening time, once per consultation
+  per closed period (keyed by that period's next opening).
+- In hours: an acknowledgement of a consultation's first message: a thread's first, and the
+  first after each close (the dispatcher keys each answer by the consultation).
 """
 
 from __future__ import annotations

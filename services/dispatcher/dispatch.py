@@ -134,10 +134,11 @@ class Dispatcher:
             await departures.returned(self.repo, self.broker, thread, msg.received_at)
         if accepted.message_stored and (accepted.thread_created or accepted.reopened):
             await self.repo.record_event(thread["_id"], EventName.THREAD_QUEUED, queue=thread["queue"])
-        # The acknowledgement is the answer to the message that opened the conversation (or
-        # to its redelivery, should its dispatcher have died before answering); the client's
-        # next messages, handled meanwhile, need not each try to send it again.
-        opener = accepted.thread_created or bool(message.redelivered)
+        # The acknowledgement is the answer to the message that opened a consultation: the
+        # thread's first, or the first after a close (or its redelivery, should its dispatcher
+        # have died before answering); the client's next messages, handled meanwhile, need not
+        # each try to send it again.
+        opener = accepted.thread_created or accepted.reopened or bool(message.redelivered)
         await self._auto_answer(msg, thread, opener)
         log.info(
             "processed",
@@ -178,7 +179,10 @@ class Dispatcher:
         answer = self._decide(msg, thread, opener, None if opener else auto.get("out_of_hours"))
         if answer is None:
             return
-        source_id = f"auto:{thread['_id']}:{answer.kind}:{answer.period}"
+        # Once per consultation: a client who writes again after a close is answered again,
+        # also within the same closed period (the first consultation keeps the older form).
+        n = (thread.get("consultation") or {}).get("n", 1)
+        source_id = f"auto:{thread['_id']}:{answer.kind}:{answer.period}" + (f":{n}" if n > 1 else "")
         doc, created = await self.repo.add_outbound(
             thread, "bot", answer.text, source_id, self.message_id_domain
         )

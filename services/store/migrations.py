@@ -14,6 +14,8 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
+from conversations.model import EventName, Outcome, closed_consultation, open_consultation
+from services.store import stats
 from shared import html
 from shared.envelope import utcnow
 from shared.logs import get_logger
@@ -54,10 +56,123 @@ async def _html_is_sanitised_once(db: Db) -> None:
         )
 
 
+def _episodes(
+    thread: dict[str, Any], events: list[dict[str, Any]]
+) -> list[tuple[Any, dict[str, Any] | None]]:
+    """(start, close event) of each closed episode of ``thread``, from its event log: an
+    episode opens at the first ``ThreadQueued`` (a new thread, or a reopen) after the last
+    close and ends at the next ``ThreadClosed``. A closed thread without a logged close (a
+    phone consultation) is one episode that started when it was created."""
+    episodes: list[tuple[Any, dict[str, Any] | None]] = []
+    start = None
+    for e in events:
+        if e["name"] == EventName.THREAD_QUEUED:
+            start = start or e["at"]
+        elif e["name"] == EventName.THREAD_CLOSED:
+            episodes.append((start or thread["created_at"], e))
+            start = None
+    if thread.get("status") == "closed" and not episodes:
+        episodes.append((thread["created_at"], None))
+    return episodes
+
+
+def _episode_documents(
+    t: dict[str, Any], episodes: list[tuple[Any, dict[str, Any] | None]], facts: dict[str, Any], closed: bool
+) -> list[dict[str, Any]]:
+    """The consultation documents of ``t``'s closed episodes. Each episode's outcome is its
+    close event's (the thread's own for the last one, if closed). The thread's case form and
+    facts belong to the episode they describe: the last one if they are a contact without
+    consultation's, else the last episode closed as a consultation (the previous code kept a
+    consultation's case when a later episode closed without one)."""
+    outcomes = [
+        Outcome(((e or {}).get("data") or {}).get("outcome") or Outcome.CONSULTATION) for _, e in episodes
+    ]
+    reasons = [((e or {}).get("data") or {}).get("reason") for _, e in episodes]
+    if closed and episodes and t.get("outcome"):
+        outcomes[-1] = Outcome(t["outcome"])
+        reasons[-1] = t.get("no_consultation_reason") or reasons[-1]
+    if facts.get("outcome") == Outcome.NO_CONSULTATION:
+        holders = [len(episodes) - 1] if closed and episodes else []
+    else:
+        holders = [i for i, o in enumerate(outcomes) if o is Outcome.CONSULTATION][-1:]
+    organisation = facts.get("organisation")
+    where = {"line": t["line"], "channel": t["channel"], "organisation": organisation}
+    docs = []
+    for i, (start, event) in enumerate(episodes):
+        outcome, reason = outcomes[i], reasons[i]
+        case = None
+        if i in holders:
+            episode_facts = {**facts, "at": start}
+            case = t.get("case") if outcome is Outcome.CONSULTATION else None
+        elif outcome is Outcome.NO_CONSULTATION:
+            episode_facts = stats.no_consultation_facts(reason or "unknown", at=start, **where)
+        else:
+            # Its case form was overwritten by a later close: counted, with its answers lost.
+            episode_facts = {**stats.make_facts({}, at=start, **where), "answers_lost": True}
+        episode = {
+            **t,
+            "consultation": open_consultation(i + 1, start, t["queue"]),
+            "closed_at": event["at"] if event else t.get("closed_at"),
+            "closed_by": event.get("by") if event else t.get("closed_by"),
+        }
+        docs.append(
+            closed_consultation(
+                episode,
+                outcome=outcome,
+                reason=reason if outcome is Outcome.NO_CONSULTATION else None,
+                case=case,
+                facts=episode_facts,
+            )
+        )
+    return docs
+
+
+async def _consultations_are_episodes(db: Db) -> None:
+    # A thread holds consultations (PRODUCT.md 3.5). Each closed episode of an existing
+    # thread becomes a consultation document; the thread's latest case form and facts go to
+    # its last one (dated by that episode's start). An earlier episode's case form was
+    # overwritten by the later close: it becomes a consultation with no answers (or a
+    # contact without consultation, as its close event says), so it is counted, not lost.
+    # An open thread gets its current episode's number and start. A thread already carrying
+    # a consultation number is done: running this again changes nothing.
+    async for t in db["threads"].find({"consultation.n": {"$exists": False}}):
+        # (A document missing a field every writer set is read as well as it can be.)
+        t.setdefault("created_at", t.get("waiting_since") or utcnow())
+        t.setdefault("queue", None)
+        events = [
+            e
+            async for e in db["thread_events"]
+            .find(
+                {"thread_id": t["_id"], "name": {"$in": [EventName.THREAD_QUEUED, EventName.THREAD_CLOSED]}}
+            )
+            .sort("at", 1)
+        ]
+        episodes = _episodes(t, events)
+        closed = t.get("status") == "closed"
+        facts = t.get("facts") if isinstance(t.get("facts"), dict) else None
+        if facts is not None:
+            for doc in _episode_documents(t, episodes, facts, closed):
+                await db["consultations"].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        if closed:
+            n = max(len(episodes), 1)
+            start = episodes[-1][0] if episodes else t["created_at"]
+        else:
+            n = len(episodes) + 1
+            opened = [e["at"] for e in events if e["name"] == EventName.THREAD_QUEUED]
+            after = [
+                at for at in opened if not episodes or episodes[-1][1] is None or at > episodes[-1][1]["at"]
+            ]
+            start = after[0] if after else t.get("waiting_since") or t["created_at"]
+        await db["threads"].update_one(
+            {"_id": t["_id"]}, {"$set": {"consultation": open_consultation(n, start, t["queue"])}}
+        )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Db], Awaitable[None]]]] = [
     (1, "threads count their claims", _claims_are_counted),
     (2, "inbound messages keep their source time", _messages_have_a_received_time),
     (3, "e-mail HTML is sanitised once, with the budget, and keeps its version", _html_is_sanitised_once),
+    (4, "a thread holds its consultations, one per episode", _consultations_are_episodes),
 ]
 
 

@@ -18,8 +18,8 @@ The PDF is printed by headless Chromium from the same HTML, outside the request 
 (reads ``STORE_MONGO_URL``/``STORE_MONGO_DATABASE``/``STORE_CONFIG_PATH``; ``--out x.html``
 writes the HTML instead).
 
-Statistics read only the ``facts`` of threads, never message text, streaming one
-projected cursor per request (:meth:`StatsReader.tally`).
+Statistics read only the ``facts`` (and the pseudonymous person) of consultations, never
+message text, streaming one projected cursor per request (:meth:`StatsReader.tally`).
 """
 
 from __future__ import annotations
@@ -37,12 +37,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from pymongo.errors import DuplicateKeyError
 
 from conversations.identity import phone_thread_key
 from conversations.model import EventName, new_phone_consultation
 from conversations.repository import Doc, Repository
 from services.store import charts, stats
+from services.store.api import thread_view
 from services.store.auth import COOKIE, Sessions, User
 from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
@@ -80,14 +80,14 @@ def form_fields(config: HotlineConfig) -> dict[str, Any]:
 
 
 class StatsReader:
-    """Counts closed threads' facts from the database."""
+    """Counts closed consultations' facts from the database."""
 
     def __init__(self, repo: Repository) -> None:
-        self.threads = repo.threads
+        self.consultations = repo.consultations
 
     async def tally(self, queries: list[stats.Query], scope: Scope) -> list[stats.Tally]:
-        """One pass over the threads of every query's window: memory holds the counts, not
-        the threads (the cursor is read in batches)."""
+        """One pass over the consultations of every query's window: memory holds the counts
+        and the people, not the consultations (the cursor is read in batches)."""
         tallies = [stats.Tally(q) for q in queries]
         if not queries or not scope.lines:
             return tallies
@@ -97,11 +97,12 @@ class StatsReader:
         }
         if scope.organisation is not None:
             where["facts.organisation"] = scope.organisation
-        async for doc in self.threads.find(where, {"facts": 1, "_id": 0}, batch_size=1000):
+        projection = {"facts": 1, "client_id": 1, "_id": 0}
+        async for doc in self.consultations.find(where, projection, batch_size=1000):
             facts = doc.get("facts")
             if isinstance(facts, dict):
                 for t in tallies:
-                    t.add(facts)
+                    t.add(facts, doc.get("client_id"))
         return tallies
 
     async def table(self, query: stats.Query, scope: Scope, min_cell: int) -> Doc:
@@ -274,8 +275,15 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
     out.append(f"<tr><th>{opts.year}</th><th>{opts.year - 1}</th><th>Change</th></tr>")
     out.append(
         f"<tr><td>{_num(total['count'], hidden)}</td><td>{_num(total.get('previous'), hidden)}</td>"
-        f"<td>{_num(total.get('change'), '-')}</td></tr></table></section>"
+        f"<td>{_num(total.get('change'), '-')}</td></tr></table>"
     )
+    out.append(
+        '<table class="figures" id="people"><tr><th>Distinct people (where known)</th>'
+        "<th>Consultations of people not known</th></tr>"
+        f"<tr><td>{_num(total.get('people'), hidden)}</td>"
+        f"<td>{_num(total.get('without_known_person'), hidden)}</td></tr></table></section>"
+    )
+    out.append(_no_consultation_section(report["total"]["no_consultation"], config, opts.lang, hidden))
 
     months = report["months"]
     keys = [f"{opts.year}-{m:02d}" for m in range(1, 13)]
@@ -322,6 +330,22 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
         "100 %. Produced by hotline-gateway from the case forms; no message text is used.</p></footer>"
     )
     out.append("</body></html>")
+    return "".join(out)
+
+
+def _no_consultation_section(other: Doc, config: HotlineConfig, lang: str, hidden: str) -> str:
+    """Contacts closed without a consultation, by reason: apart from every figure above."""
+    out = [
+        '<section id="no-consultation"><h2>Contacts without a consultation</h2>',
+        "<p>Spam, tests, silent or abandoned contacts and the like: counted here, never in the "
+        "consultations above.</p>",
+        '<table class="figures"><tr><th>Reason</th><th>Contacts</th></tr>',
+    ]
+    for row in other["rows"]:
+        names = config.close_reasons.get(row["reason"]) or {}
+        label = names.get(lang) or names.get("en") or row["reason"]
+        out.append(f"<tr><td>{escape(label)}</td><td>{_num(row['count'], hidden)}</td></tr>")
+    out.append(f"<tr><th>All</th><th>{_num(other['count'], hidden)}</th></tr></table></section>")
     return "".join(out)
 
 
@@ -464,13 +488,9 @@ class Reports:
             now=utcnow(),
         )
         thread["facts"] = stats.facts_for(self.config, thread, user.organisation, kept)
-        try:
-            await self.repo.threads.insert_one(thread)
-        except DuplicateKeyError:
-            existing = await self.repo.thread_by_key(thread["key"])
-            if existing is not None:
-                return web.json_response(_public(existing), status=200)
-            raise
+        thread, created = await self.repo.register_consultation(thread)
+        if not created:
+            return web.json_response(_public(thread), status=200)
         await self.repo.record_event(
             thread["_id"], EventName.CONSULTATION_REGISTERED, user.login, channel="phone"
         )
@@ -535,15 +555,7 @@ class Reports:
 
 
 def _public(thread: Doc) -> Doc:
-    out: Doc = {}
-    for k, v in thread.items():
-        if k in {"key", "reply_token"}:
-            continue
-        out["id" if k == "_id" else k] = v.isoformat() if isinstance(v, datetime) else v
-    facts = out.get("facts")
-    if isinstance(facts, dict) and isinstance(facts.get("at"), datetime):
-        out["facts"] = {**facts, "at": facts["at"].isoformat()}
-    return out
+    return thread_view(thread)
 
 
 EARLIEST = datetime.combine(stats.FIRST_DATE, time(), UTC)

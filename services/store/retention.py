@@ -8,7 +8,8 @@ cut-off and not yet cleared it deletes (QUALITY.md 4, data minimisation):
 
 - the text, HTML, subject, quoted history and attachment names of its messages and notes;
 - the raw mails (``mail_raw.raw``) and attachment bytes (``mail_attachments.data``) they came from;
-- the thread's subject and every case-form answer that is not a categorical code;
+- the thread's subject and every case-form answer that is not a categorical code, in the
+  thread and in each of its consultations;
 
 and keeps the thread, its times, its channel, line and queue, and ``facts`` (the categorical
 answers statistics count). Each thread is cleared with conditional updates and marked
@@ -72,14 +73,23 @@ async def delete_free_text(repo: Repository, closed_before: datetime) -> int:
                 {"_id": {"$in": attachments}},
                 {"$set": {"data": None, "filename": None, "text_deleted": True}},
             )
-        case: Doc = t["case"] if isinstance(t.get("case"), dict) else {}
-        kept = {k: v for k, v in case.items() if categorical(v) is not None}
+        # Each consultation's case form, as the thread's latest copy of one.
+        async for c in repo.consultations.find({"thread_id": t["_id"]}, {"case": 1}):
+            if isinstance(c.get("case"), dict):
+                await repo.consultations.update_one(
+                    {"_id": c["_id"]}, {"$set": {"case": _categorical(c["case"])}}
+                )
         done = await repo.threads.update_one(
             {"_id": t["_id"], "status": "closed"},
-            {"$set": {"subject": None, "case": kept, "text_deleted_at": utcnow()}},
+            {"$set": {"subject": None, "case": _categorical(t.get("case")), "text_deleted_at": utcnow()}},
         )
         cleared += done.modified_count
     return cleared
+
+
+def _categorical(case: Any) -> Doc:
+    """The answers of a case form that are categorical codes (free text dropped)."""
+    return {k: v for k, v in (case if isinstance(case, dict) else {}).items() if categorical(v) is not None}
 
 
 class RetentionSettings(BaseSettings):

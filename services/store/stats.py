@@ -1,9 +1,11 @@
 """Statistics from case forms: pure counting, no I/O (PRODUCT.md 3.5).
 
-What is counted is a *thread* (one consultation, whatever its channel). When a thread is
-closed, or a phone consultation is registered, the store keeps beside the case form a
-``facts`` document made only of categorical values, fit for grouping and free of any text
-a client or consultant wrote::
+What is counted is a *consultation*: one episode of contact in a thread (an e-mail
+conversation, a chat session, a Telegram chat holds one or more, in order), dated by its
+start, the first client message of the episode. When a consultation is closed, or a phone
+consultation is registered, the store keeps beside its case form a ``facts`` document made
+only of categorical values, fit for grouping and free of any text a client or consultant
+wrote::
 
     facts: {at, line, channel, organisation, fields: {gender: ["female"], topics: [...]}}
 
@@ -15,6 +17,11 @@ A contact closed without a consultation (spam, a test, a client who left...) has
 form. Its ``facts`` say so and name the configured reason, and nothing else::
 
     facts: {at, line, channel, organisation, outcome: "no_consultation", reason: "spam"}
+
+A *person* is a client record (conversations/clients.py) that links the threads of one
+person: the same e-mail address or Telegram user, or a chat a consultant linked by hand.
+:class:`Tally` counts distinct people among the consultations whose person is known, and
+how many consultations had no known person (a widget chat nobody linked, a phone call).
 
 :class:`Tally` never counts such a contact among consultations (rows, periods, total); it
 counts it apart, by reason, in the same window and scope (``no_consultation`` in the result).
@@ -303,8 +310,13 @@ class Tally:
         self.threads = 0
         # Contacts closed without a consultation, per (period, reason): never among the above.
         self.no_consultation: Counter[tuple[str | None, str]] = Counter()
+        # Distinct people among the consultations counted, overall and per period (memory
+        # grows with the people in the window), and consultations without a known person.
+        self.people: set[str] = set()
+        self.period_people: dict[str | None, set[str]] = {}
+        self.unknown_people = 0
 
-    def add(self, facts: Mapping[str, Any]) -> None:
+    def add(self, facts: Mapping[str, Any], person: str | None = None) -> None:
         q = self.query
         if not matches(facts, q.filters):
             return
@@ -321,6 +333,11 @@ class Tally:
             return
         self.threads += 1
         self.periods[key] += 1
+        if isinstance(person, str) and person:
+            self.people.add(person)
+            self.period_people.setdefault(key, set()).add(person)
+        else:
+            self.unknown_people += 1
         # A thread adds one to each combination of its values; an unanswered
         # dimension counts under None ("not answered") so totals stay visible.
         choices: list[list[str | None]] = []
@@ -413,6 +430,8 @@ def build_table(current: Tally, previous: Tally | None, min_cell: int) -> Doc:
     for pkey in sorted(set(current.periods) | set(prev_periods), key=lambda p: p or ""):
         n = current.periods.get(pkey, 0)
         entry: Doc = {"period": pkey, "count": None if pkey in hidden_periods else n}
+        people = len(current.period_people.get(pkey, ()))
+        entry["people"] = None if q.publish and 0 < people < min_cell else people
         if previous is not None:
             b = prev_periods.get(pkey, 0)
             entry["previous"] = None if q.publish and 0 < b < min_cell else b
@@ -423,6 +442,13 @@ def build_table(current: Tally, previous: Tally | None, min_cell: int) -> Doc:
     if previous is not None:
         total["previous"] = previous.threads
         total["change"] = _change(current.threads, previous.threads)
+    # Distinct people where known; a person with consultations in several periods counts
+    # once here and once in each of those periods.
+    people = len(current.people)
+    total["people"] = None if q.publish and 0 < people < min_cell else people
+    total["without_known_person"] = (
+        None if q.publish and 0 < current.unknown_people < min_cell else current.unknown_people
+    )
     if q.publish:
         if 0 < current.threads < min_cell:
             total["count"] = None
@@ -516,9 +542,13 @@ def to_csv(result: Mapping[str, Any]) -> str:
     w.writerow([])
     total = result["total"]
     w.writerow(["note", result["note"]])
-    w.writerow(["threads", _cell_text(total["count"], True, min_cell)])
+    w.writerow(["consultations", _cell_text(total["count"], True, min_cell)])
+    w.writerow(["people", _cell_text(total.get("people"), True, min_cell)])
+    w.writerow(
+        ["consultations_without_known_person", _cell_text(total.get("without_known_person"), True, min_cell)]
+    )
     if result["compare"]:
-        w.writerow(["threads_previous_year", _cell_text(total.get("previous"), True, min_cell)])
+        w.writerow(["consultations_previous_year", _cell_text(total.get("previous"), True, min_cell)])
         w.writerow(["change_percent", _cell_text(total.get("change"), False, None)])
     # Contacts without a consultation, apart from the consultations counted above.
     other = result.get("no_consultation") or {"count": 0, "rows": []}
@@ -549,6 +579,13 @@ def _counted_organisation(
     return organisation_of(list(thread.get("organisations") or []), closer_organisation, region_orgs)
 
 
+def consultation_start(thread: Mapping[str, Any]) -> datetime:
+    """When ``thread``'s current consultation started: its first client message, or the
+    first after the thread was last closed (the thread's creation for older threads)."""
+    started = (thread.get("consultation") or {}).get("started_at")
+    return started if isinstance(started, datetime) else thread["created_at"]
+
+
 def no_consultation_facts_for(
     config: Any, thread: Mapping[str, Any], closer_organisation: str | None, reason: str
 ) -> Doc:
@@ -556,7 +593,7 @@ def no_consultation_facts_for(
     the same organisation a consultation would have been (the client's region, if known)."""
     return no_consultation_facts(
         reason,
-        at=thread["created_at"],
+        at=consultation_start(thread),
         line=thread["line"],
         channel=thread["channel"],
         organisation=_counted_organisation(config, thread, closer_organisation, thread.get("region")),
@@ -573,7 +610,7 @@ def facts_for(
     organisation = _counted_organisation(config, thread, closer_organisation, region)
     return make_facts(
         case,
-        at=thread["created_at"],
+        at=consultation_start(thread),
         line=thread["line"],
         channel=thread["channel"],
         organisation=organisation,

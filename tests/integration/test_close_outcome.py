@@ -18,6 +18,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from conversations.identity import new_id, new_reply_token
+from conversations.model import open_consultation
 from shared.mongo import make_client
 from tests.conftest import Gateway
 from tests.integration.helpers import Consultant
@@ -50,6 +51,7 @@ def waiting_thread() -> dict[str, Any]:
         "claim_seq": 0,
         "created_at": now,
         "waiting_since": now,
+        "consultation": open_consultation(1, now, "113-triage"),
     }
 
 
@@ -116,20 +118,20 @@ async def test_a_spam_close_adds_nothing_to_case_statistics_and_one_to_no_consul
     day = today()
     status, result = await sofia.call("GET", f"/api/stats?from={day}&to={day}&by=organisation,gender")
     assert status == 200, result
-    assert result["total"] == {"count": 1}
+    assert result["total"]["count"] == 1
     assert result["rows"] == [{"organisation": "bwc", "gender": "f", "count": 1, "share": 100.0}]
     assert result["no_consultation"] == {"count": 1, "rows": [{"reason": "spam", "count": 1}]}
     # By period, and filtered by a thread dimension, the spam contact is still counted apart.
     status, result = await sofia.call("GET", f"/api/stats?from={day}&to={day}&period=day&channel=email")
     assert status == 200, result
-    assert result["periods"] == [{"period": day, "count": 1}]
+    assert result["periods"] == [{"period": day, "count": 1, "people": 0}]
     assert result["no_consultation"]["rows"] == [{"period": day, "reason": "spam", "count": 1}]
 
     async with sofia.http.get(f"{sofia.base}/api/stats.csv?from={day}&to={day}&by=gender") as resp:
         assert resp.status == 200
         rows = list(csv.reader(io.StringIO(await resp.text())))
     assert rows[:2] == [["gender", "count", "share_percent"], ["f", "1", "100.0"]]
-    assert ["threads", "1"] in rows
+    assert ["consultations", "1"] in rows
     assert ["no_consultation", "1"] in rows and ["no_consultation", "spam", "1"] in rows
 
 
@@ -164,30 +166,55 @@ async def test_an_unknown_reason_or_outcome_or_a_missing_case_gets_422_naming_th
         await boris.close()
 
 
-async def test_a_reopened_consultation_closed_as_a_duplicate_keeps_its_case_and_its_count(
+async def test_a_reopened_thread_closed_as_a_duplicate_keeps_the_earlier_consultation_and_its_count(
     gateway: Gateway, boris_and_sofia: tuple[Consultant, Consultant]
 ) -> None:
     boris, sofia = boris_and_sofia
     thread = await claimed(gateway, boris)
     path = f"/api/threads/{thread}/close"
     assert (await boris.call("POST", path, {"case": CASE}))[0] == 200
-    # The client writes again (the dispatcher reopens a closed thread just so).
+    # The client writes again: the thread reopens with its next consultation, as the
+    # dispatcher's accept path does (conversations/repository.py accept_inbound).
+    now = datetime.now(UTC)
     await threads_collection(
         gateway,
         "update_one",
         {"_id": thread},
-        {"$set": {"status": "waiting", "assignee": None, "waiting_since": datetime.now(UTC)}},
+        {
+            "$set": {
+                "status": "waiting",
+                "assignee": None,
+                "waiting_since": now,
+                "consultation.started_at": now,
+                "consultation.queues": ["113-triage"],
+                "consultation.consultants": [],
+            },
+            "$inc": {"consultation.n": 1},
+        },
     )
     assert (await boris.call("POST", f"/api/threads/{thread}/claim"))[0] == 200
     status, closed = await boris.call("POST", path, {"outcome": "no_consultation", "reason": "duplicate"})
     assert status == 200, closed
-    assert closed["outcome"] == "no_consultation" and closed["case"]["gender"] == "f"
+    assert closed["outcome"] == "no_consultation" and "case" not in closed
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        episodes = [
+            c async for c in client[gateway.database]["consultations"].find({"thread_id": thread}).sort("n")
+        ]
+    finally:
+        await client.close()
+    # Two episodes: the consultation keeps its case form, the duplicate has none.
+    assert [(c["n"], c["outcome"], c["reason"]) for c in episodes] == [
+        (1, "consultation", None),
+        (2, "no_consultation", "duplicate"),
+    ]
+    assert episodes[0]["case"]["gender"] == "f" and episodes[1]["case"] is None
+    assert episodes[1]["facts"]["at"] >= episodes[0]["closed_at"]
     day = today()
     status, result = await sofia.call("GET", f"/api/stats?from={day}&to={day}")
     assert status == 200, result
-    # The consultation that took place is still counted; one thread holds one set of facts.
-    assert result["total"] == {"count": 1}
-    assert result["no_consultation"] == {"count": 0, "rows": []}
+    assert result["total"]["count"] == 1
+    assert result["no_consultation"] == {"count": 1, "rows": [{"reason": "duplicate", "count": 1}]}
 
 
 async def test_the_console_configuration_lists_the_close_reasons(gateway: Gateway) -> None:

@@ -19,6 +19,7 @@ from conversations.identity import new_id, new_reply_token
 from conversations.model import new_thread
 from services.store.stats import facts_for
 from shared.config import load_config
+from conversations.repository import Repository
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH
 from tests.conftest import Gateway
@@ -71,7 +72,8 @@ def generated_threads(seed: int, year: int, n: int) -> list[dict[str, Any]]:
 async def insert(gateway: Gateway, docs: list[dict[str, Any]]) -> None:
     client = make_client(gateway.urls.mongo_url)
     try:
-        await client[gateway.database]["threads"].insert_many(docs)
+        # As the demo's sample year is stored: each closed thread with its consultation.
+        assert await Repository(client[gateway.database]).add_closed_threads(docs) == len(docs)
     finally:
         await client.close()
 
@@ -151,6 +153,9 @@ async def test_a_generated_year_gives_exact_counts_shares_and_year_on_year_chang
             "count": total_now,
             "previous": total_before,
             "change": round(100 * (total_now - total_before) / total_before, 1),
+            # None of these consultations has a known person (no client record links them).
+            "people": 0,
+            "without_known_person": total_now,
         }
         rows = {r["gender"]: r for r in result["rows"]}
         assert set(rows) == set(now) | set(before)

@@ -22,23 +22,26 @@ async def closed_thread(repo: Repository, closed_days_ago: float, status: str = 
     at = now - timedelta(days=closed_days_ago, hours=1)
     case = {"gender": "f", "topics": ["work_abroad", "au_pair"], "comment": f"{CANARY} she is afraid"}
     tid = new_id()
-    await repo.threads.insert_one(
-        {
-            "_id": tid,
-            "key": f"k:{tid}",
-            "channel": "email",
-            "line": "113",
-            "queue": "113-triage",
-            "organisations": ["lastrada"],
-            "status": status,
-            "client": {"address": "c@example.org"},
-            "subject": f"{CANARY} subject",
-            "reply_token": new_reply_token(),
-            "created_at": at,
-            "closed_at": now - timedelta(days=closed_days_ago),
-            "case": case,
-            "facts": make_facts(case, at=at, line="113", channel="email", organisation="lastrada"),
-        }
+    # Closed (or closed and reopened) with a consultation, as the store keeps them.
+    await repo.add_closed_threads(
+        [
+            {
+                "_id": tid,
+                "key": f"k:{tid}",
+                "channel": "email",
+                "line": "113",
+                "queue": "113-triage",
+                "organisations": ["lastrada"],
+                "status": status,
+                "client": {"address": "c@example.org"},
+                "subject": f"{CANARY} subject",
+                "reply_token": new_reply_token(),
+                "created_at": at,
+                "closed_at": now - timedelta(days=closed_days_ago),
+                "case": case,
+                "facts": make_facts(case, at=at, line="113", channel="email", organisation="lastrada"),
+            }
+        ]
     )
     source = f"imap:box:1:{tid}"
     await repo.db["mail_raw"].insert_one({"_id": source, "raw": CANARY.encode()})
@@ -100,6 +103,13 @@ async def test_old_threads_lose_their_free_text_and_keep_their_statistics(repo: 
         or any(CANARY in repr(m) for m in await repo.thread_messages(tid))
     }
     assert holders == {recent, reopened}
+    # Each consultation's case form lost its free text with its thread's; the reopened
+    # thread's earlier consultation keeps it until the thread is closed long enough.
+    holders = {c["thread_id"] async for c in repo.consultations.find({}) if CANARY in repr(c)}
+    assert holders == {recent, reopened}
+    for tid in old:
+        (episode,) = await repo.consultations_of(tid)
+        assert episode["case"] == {"gender": "f", "topics": ["work_abroad", "au_pair"]}
     raw_left = [d async for d in repo.db["mail_raw"].find({"raw": {"$ne": None}})]
     assert len(raw_left) == 2
     after = build_table((await reader.tally([query], Scope(["113"], None)))[0], None, 5)

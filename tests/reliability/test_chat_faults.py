@@ -68,6 +68,9 @@ class Conversations:
             await self.say(c)
         for c in self.clients:
             await c.wait(lambda c=c: not c.pending)
+        # accepted by chat_ingest is not yet queued: wait until the dispatcher has queued every one
+        for _ in range(CLIENTS):
+            await self.vera.wait_event(lambda e: e["name"] == "ThreadQueued")
         for _ in range(CLIENTS):
             status, thread = await self.vera.call("POST", "/api/queues/gp-dv/next")
             assert status == 200, thread

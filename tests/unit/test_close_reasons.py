@@ -63,7 +63,7 @@ def _contacts() -> list[dict]:
 
 def test_contacts_without_consultation_are_counted_apart_by_reason() -> None:
     result = stats.build_table(stats.Tally(_query(by="gender")).add_all(_contacts()), None, 5)
-    assert result["total"] == {"count": 1}
+    assert result["total"] == {"count": 1, "people": 0, "without_known_person": 1}
     assert result["rows"] == [{"gender": "f", "count": 1, "share": 100.0}]
     assert result["no_consultation"] == {
         "count": 7,
@@ -71,7 +71,7 @@ def test_contacts_without_consultation_are_counted_apart_by_reason() -> None:
     }
     # A thread dimension filters them like consultations.
     chat = stats.build_table(stats.Tally(_query(channel="chat")).add_all(_contacts()), None, 5)
-    assert chat["total"] == {"count": 0}
+    assert chat["total"] == {"count": 0, "people": 0, "without_known_person": 0}
     assert chat["no_consultation"] == {"count": 1, "rows": [{"reason": "test", "count": 1}]}
 
 

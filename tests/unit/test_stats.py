@@ -168,8 +168,10 @@ def test_year_on_year_compares_the_same_window_a_year_earlier() -> None:
             100 * (count_now[r["channel"]] - count_before[r["channel"]]) / count_before[r["channel"]], 1
         )
         assert r["change"] == expected
-    assert result["total"] == {"count": 600, "previous": 500, "change": 20.0}
-    assert result["periods"] == [{"period": "2026", "count": 600, "previous": 500, "change": 20.0}]
+    assert result["total"] == {
+        "count": 600, "previous": 500, "change": 20.0, "people": 0, "without_known_person": 600
+    }
+    assert result["periods"] == [{"period": "2026", "count": 600, "people": 0, "previous": 500, "change": 20.0}]
 
 
 def test_a_leap_day_window_compares_with_28_february() -> None:
@@ -206,7 +208,9 @@ def test_publication_hides_a_small_total_and_small_previous_year_cells() -> None
     docs += [facts(at - timedelta(days=365), gender=["male"]) for _ in range(9)]
     query = q(by="gender", publish="1", compare="1")
     result = build_table(Tally(query).add_all(docs), Tally(query.previous_year()).add_all(docs), 5)
-    assert result["total"] == {"count": None, "previous": 11, "change": None}
+    assert result["total"] == {
+        "count": None, "previous": 11, "change": None, "people": 0, "without_known_person": None
+    }
     assert all(r["count"] is None and r["change"] is None for r in result["rows"])
     assert {r["gender"]: r["previous"] for r in result["rows"]} == {"female": None, "male": None}
 
@@ -227,4 +231,4 @@ def test_csv_carries_the_rows_and_says_what_was_suppressed() -> None:
     ]
     footer = dict(r for r in lines[lines.index([]) + 1 :] if len(r) == 2)
     assert "fewer than 5" in footer["note"]
-    assert footer["threads"] == "15"
+    assert footer["consultations"] == "15"
