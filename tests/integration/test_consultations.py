@@ -7,7 +7,9 @@ an acknowledgement whatever the hour of the run."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -148,4 +150,37 @@ async def test_an_email_answered_after_a_close_is_a_second_consultation(gateway:
     # A mail's start is its arrival on the IMAP server, to the second.
     assert first["started_at"] <= second["started_at"]
     assert first["outcome"] == second["outcome"] == "consultation"
-    assert first["queues"] == ["113-triage", "lastrada-migration"] and second["queues"] == ["lastrada-migration"]
+    assert first["queues"] == ["113-triage", "lastrada-migration"] and second["queues"] == [
+        "lastrada-migration"
+    ]
+
+
+def closed_for_three_days(config: dict[str, Any]) -> None:
+    today = datetime.now(ZoneInfo("Europe/Minsk")).date()
+    for line in config["lines"].values():
+        line["hours"] = {
+            "timezone": "Europe/Minsk",
+            "open": "08:00",
+            "close": "20:00",
+            "holidays": [(today + timedelta(days=d)).isoformat() for d in (-1, 0, 1)],
+        }
+
+
+@pytest.mark.hotline_config.with_args(closed_for_three_days)
+async def test_out_of_hours_each_consultation_gets_its_notice_within_one_closed_period(
+    gateway: Gateway,
+    bot: Bot,  # noqa: F811
+    vera: Consultant,
+) -> None:
+    tg, chat = bot.telegram, 612
+    assert await tg.post(tg.text(chat, "Помогите")) == 200
+    queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
+    thread_id = queued["thread_id"]
+    await claim_reply_close(vera, "gp-dv", thread_id, DV_CASE)
+    assert await tg.post(tg.text(chat, "Это снова я")) == 200
+    await vera.wait_event(lambda e: e["name"] == "ThreadQueued" and e["thread_id"] == thread_id)
+    # The notice names the same opening both times, and each consultation has its own.
+    status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
+    assert status == 200 and thread["consultation"]["n"] == 2
+    notices = await bot_answers(vera, thread_id)
+    assert len(notices) == 2 and notices[0] == notices[1] and "102" in notices[0]
