@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.cases_config import CasesConfig, check_references
+
 
 class _Strict(BaseModel):
     # Unknown keys are typos in an operator's file: refuse them rather than ignore them.
@@ -180,8 +182,10 @@ class MailboxSpec(_Strict):
 
 
 class DirectoryEntry(_Strict):
-    """A contact the bot and the widget give without a consultant: texts by language."""
+    """A contact the bot and the widget give without a consultant: texts by language. An
+    ``id`` lets a case's external referral name it (conversations/cases.py)."""
 
+    id: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,39}$", description="stable id")
     name: dict[str, str] = Field(min_length=1, description="name by language")
     phone: str | None = Field(default=None, max_length=40)
     address: dict[str, str] = Field(default_factory=dict, description="address by language")
@@ -225,6 +229,9 @@ class HotlineConfig(_Strict):
     mailboxes: dict[str, MailboxSpec] = Field(
         default_factory=dict, description="mailboxes email_ingest watches, by name (besides its env one)"
     )
+    cases: CasesConfig = Field(
+        default_factory=CasesConfig, description="case kinds, referral roles, assistance (docs/cases.md)"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Self:
@@ -265,6 +272,12 @@ class HotlineConfig(_Strict):
                 raise ValueError(
                     f"directory.{where}: {next(iter(entry.name.values()))!r} has no name in {missing}"
                 )
+        named = [e.id for _, e in entries if e.id is not None]
+        if len(named) != len(set(named)):
+            raise ValueError(f"directory: ids used twice: {sorted({i for i in named if named.count(i) > 1})}")
+        check_references(
+            self.cases, languages=self.languages, lines=self.lines, organisations=self.organisations
+        )
         for mname, box in self.mailboxes.items():
             if box.line not in self.lines:
                 raise ValueError(f"mailboxes.{mname}.line: unknown line {box.line!r}")
@@ -338,6 +351,12 @@ class HotlineConfig(_Strict):
                 invalid.append(name)
         missing = [n for n, spec in fields.items() if spec["required"] and n not in kept and n not in invalid]
         return kept, missing, sorted(set(invalid))
+
+    def directory_entry(self, entry_id: str) -> DirectoryEntry | None:
+        """The directory entry with ``entry_id`` (a case's external referral names one)."""
+        entries = [*self.directory.emergency, *self.directory.national]
+        entries += [e for es in self.directory.regions.values() for e in es]
+        return next((e for e in entries if e.id == entry_id), None)
 
     def own_queue(self, organisation: str, line: str, skill: str | None = None) -> str | None:
         """``organisation``'s own queue on ``line`` (one no other organisation shares), the one
