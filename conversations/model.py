@@ -44,6 +44,8 @@ class EventName(StrEnum):
     MESSAGE_DELIVERED = "MessageDelivered"
     NOTE_ADDED = "NoteAdded"
     CONSULTATION_REGISTERED = "ConsultationRegistered"
+    CLIENT_LINKED = "ClientLinked"  # a consultant said whose thread this is (conversations.clients)
+    CLIENT_UNLINKED = "ClientUnlinked"  # ...and took it back
     CLIENT_LEFT = "ClientLeft"  # a chat's client left: quick exit or silence (client_left.py)
     CLIENT_RETURNED = "ClientReturned"  # ... and wrote again
 
@@ -123,10 +125,12 @@ def new_thread(
     priority: int = NORMAL,
     subject: str | None = None,
     context: Mapping[str, Any] | None = None,
+    client_id: str | None = None,
 ) -> dict[str, Any]:
     """A new thread's document, held by nobody, with its id derived from ``key`` and a fresh
     reply token. ``context`` (a chat's language, region, topic) is stored as given, and only
-    what is given: a thread of a channel without them has no such fields."""
+    what is given: a thread of a channel without them has no such fields. ``client_id`` is the
+    person the channel names (conversations.clients), None where it names nobody."""
     return {
         "_id": thread_id_for(key),
         "key": key,
@@ -137,6 +141,7 @@ def new_thread(
         "status": status,
         "priority": priority,
         "client": {"address": client_address},
+        "client_id": client_id,
         "subject": subject,
         **(context or {}),
         "reply_token": new_reply_token(),

@@ -23,6 +23,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from conversations.clients import ClientRepository
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, thread_id_for
 from conversations.model import Outcome, closed_consultation
@@ -81,6 +82,7 @@ class Repository:
         self.claims: AsyncCollection[Doc] = db["claims"]
         self.login_failures: AsyncCollection[Doc] = db["login_failures"]
         self.keys: AsyncCollection[Doc] = db["keys"]
+        self.clients = ClientRepository(db)
         # Closed consultations, one per episode of a thread (conversations.model.closed_consultation).
         self.consultations: AsyncCollection[Doc] = db["consultations"]
         # Inbound messages, new threads and thread events written concurrently are stored

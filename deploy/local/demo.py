@@ -14,6 +14,7 @@ import contextlib
 import imaplib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -36,6 +37,9 @@ from deploy.local.stack import LocalStack, StackPorts
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".stack" / "demo"
 PIDS = STATE / "services.json"
+# The demo's secret of client keys: made once and kept, so a client is the same person across
+# restarts of the demo (as in production, where it is never changed).
+CLIENT_KEY_SECRET = STATE / "client-key-secret"
 
 SAMPLE_MAILS = [
     (
@@ -117,7 +121,12 @@ def up(demo_data: bool) -> None:
         smtp_host="127.0.0.1",
         smtp_port=stack.smtp_port,
     )
-    env = service_env(urls, DEFAULT_PORTS, log_format="console")
+    if not CLIENT_KEY_SECRET.exists():
+        CLIENT_KEY_SECRET.write_text(secrets.token_hex(32))
+        CLIENT_KEY_SECRET.chmod(0o600)
+    env = service_env(
+        urls, DEFAULT_PORTS, log_format="console", client_key_secret=CLIENT_KEY_SECRET.read_text().strip()
+    )
     if demo_data:
         _seed(env["store"], stack)
     procs = ServiceProcesses(ROOT, STATE / "logs")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -43,8 +44,12 @@ def service_env(
     line_mailbox: str = "hotline",
     line: str = "113",
     log_format: str = "json",
+    client_key_secret: str | None = None,
 ) -> dict[str, dict[str, str]]:
-    """The environment of each service, as the compose file would set it."""
+    """The environment of each service, as the compose file would set it. The dispatcher and
+    the store share ``client_key_secret`` (a fresh one when None: clients are then matched
+    only while these processes' database lives, which is all a test needs)."""
+    client_key = client_key_secret or secrets.token_hex(32)
     common = {
         "AMQP_URL": urls.amqp_url,
         "MONGO_URL": urls.mongo_url,
@@ -53,8 +58,12 @@ def service_env(
         "LOG_FORMAT": log_format,
     }
     extra: dict[str, dict[str, str]] = {
-        "store": {"COOKIE_SECURE": "false", "MESSAGE_ID_DOMAIN": urls.mail_domain},
-        "dispatcher": {"MESSAGE_ID_DOMAIN": urls.mail_domain},
+        "store": {
+            "COOKIE_SECURE": "false",
+            "MESSAGE_ID_DOMAIN": urls.mail_domain,
+            "CLIENT_KEY_SECRET": client_key,
+        },
+        "dispatcher": {"MESSAGE_ID_DOMAIN": urls.mail_domain, "CLIENT_KEY_SECRET": client_key},
         "chat_ingest": {},
         "email_ingest": {
             "LINE": line,

@@ -53,7 +53,13 @@ def create_app(settings: DispatcherSettings) -> web.Application:
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
-            dispatcher = Dispatcher(repo, broker, config, settings.message_id_domain)
+            dispatcher = Dispatcher(
+                repo,
+                broker,
+                config,
+                settings.client_key_secret.get_secret_value().encode(),
+                settings.message_id_domain,
+            )
             await broker.consume(
                 broker.topology.queues[topology.DISPATCHER_INBOUND.name],
                 dispatcher.handle,

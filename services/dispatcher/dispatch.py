@@ -14,6 +14,7 @@ from __future__ import annotations
 from aio_pika.abc import AbstractIncomingMessage
 
 from conversations import announce, model
+from conversations.clients import key_of
 from conversations.email_threading import is_bounce_of_ours, may_join, references, reply_tokens
 from conversations.identity import thread_key
 from conversations.model import EventName, ThreadStatus
@@ -34,14 +35,22 @@ class Dispatcher:
         repo: Repository,
         broker: Broker,
         config: HotlineConfig,
+        client_key_secret: bytes,
         message_id_domain: str = "hotline.invalid",
     ) -> None:
         self.repo = repo
         self.broker = broker
         self.config = config
+        self.client_key_secret = client_key_secret
         self.message_id_domain = message_id_domain
 
-    def _new_thread(self, msg: InboundMessage) -> dict[str, object]:
+    async def _client_id(self, msg: InboundMessage) -> str | None:
+        """The client of the person ``msg`` names (made on first contact), None for a web chat.
+        A redelivered message finds the same client: its key is the same."""
+        key = key_of(self.client_key_secret, msg)
+        return await self.repo.clients.client_for(key) if key is not None else None
+
+    def _new_thread(self, msg: InboundMessage, client_id: str | None) -> dict[str, object]:
         region = msg.chat.region if msg.chat else None
         topic = msg.chat.topic if msg.chat else None
         mailbox = self.config.mailboxes.get(msg.email.mailbox or "") if msg.email else None
@@ -59,6 +68,7 @@ class Dispatcher:
             context={"language": msg.chat.language if msg.chat else None, "region": region, "topic": topic},
             created_at=utcnow(),
             waiting_since=msg.received_at,
+            client_id=client_id,
         )
 
     async def _email_thread(self, msg: InboundMessage) -> dict[str, object] | None:
@@ -114,7 +124,7 @@ class Dispatcher:
             existing = await self.repo.thread_by_key(thread_key(msg))
         new_thread: Doc = {}
         if existing is None:
-            new_thread = self._new_thread(msg)
+            new_thread = self._new_thread(msg, await self._client_id(msg))
             # The automatic answer to a conversation's first message is recorded in the thread
             # as it is created: no later write to a thread a consultant may be claiming.
             # (FerretDB rewrites a whole document per update, so two concurrent updates of

@@ -152,20 +152,31 @@ class ConsultantApi:
             raise web.HTTPBadRequest(text="body must be a JSON object")
         return body
 
+    # For the store's routes in other modules (services/store/clients.py).
+    json_body = _json
+
     def visible_queues(self, user: User) -> list[str]:
         org = None if user.role in SUPERVISORS else user.organisation
         return self.config.queues_visible_to(org, user.lines)
 
     async def _thread(self, request: web.Request) -> tuple[User, Doc]:
         user: User = request["user"]
-        thread = await self.repo.thread(request.match_info["id"])
+        thread = await self.visible_thread(user, request.match_info["id"])
+        if thread is None:
+            raise web.HTTPNotFound(text="no such thread")
+        return user, thread
+
+    async def visible_thread(self, user: User, thread_id: str) -> Doc | None:
+        """The thread ``thread_id`` if ``user`` may see it, else None (not there, or not theirs
+        to see: the caller answers both alike)."""
+        thread = await self.repo.thread(thread_id)
         if (
             thread is None
             or thread["queue"] not in self.visible_queues(user)
             or self._elsewhere(user, thread)
         ):
-            raise web.HTTPNotFound(text="no such thread")
-        return user, thread
+            return None
+        return thread
 
     # A queue several organisations share (the triage queue of a line) is for taking threads,
     # not for reading each other's work. A consultation one organisation answered there

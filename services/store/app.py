@@ -14,6 +14,7 @@ from conversations.repository import Repository
 from services.store import openapi, reports
 from services.store.api import ConsultantApi
 from services.store.audit import ReadAudit
+from services.store.clients import ClientRoutes
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
@@ -65,6 +66,7 @@ def create_app(settings: StoreSettings) -> web.Application:
     )
     health.add_routes(app)
     api.add_routes(app)
+    ClientRoutes(api).add_routes(app)
     reports.register(app, config, repo, api.sessions, settings.stats_timezone, settings.stats_min_cell)
     app.router.add_get("/api/events", hub.handle_ws)
     app.router.add_get("/api/openapi.json", openapi.serve)
@@ -92,6 +94,8 @@ def create_app(settings: StoreSettings) -> web.Application:
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
             await migrate(db)
+            # Threads stored before threads had clients get theirs, once per database.
+            await repo.clients.assign_existing(settings.client_key_secret.get_secret_value().encode())
             await audit.ensure_indexes()
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             events = await topology.declare_replica_queue(

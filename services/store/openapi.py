@@ -97,6 +97,14 @@ COMPONENTS: Schema = {
             case={"type": "object", "description": "case form answers: option ids, lists when multiple"},
             outcome={"enum": ["consultation", "no_consultation"], "description": "how a closed thread ended"},
             no_consultation_reason={"type": "string", "description": "a configured close reason id"},
+            client_id={"type": ["string", "null"], "description": "the person (pseudonymous), where known"},
+            client_link=_obj(
+                ["previous", "by", "at", "thread"],
+                previous={"type": ["string", "null"], "description": "the client an undo gives back"},
+                by=STR,
+                at=TIME,
+                thread={"type": "string", "description": "the thread whose client was taken"},
+            ),
             client_left=_obj(
                 ["why", "at"],
                 why={"enum": ["quick_exit", "silent"]},
@@ -124,6 +132,21 @@ COMPONENTS: Schema = {
             ]
         },
         "Event": _obj(["id", "thread_id", "name", "at"], id=STR, thread_id=STR, name=STR, at=TIME, by=STR),
+        "EarlierConsultation": _obj(
+            ["id", "thread_id", "started_at", "channel", "line", "outcome"],
+            id=STR,
+            thread_id=STR,
+            started_at=TIME,
+            closed_at=TIME,
+            channel={"enum": ["email", "chat", "telegram", "phone"]},
+            line=STR,
+            organisation={"type": ["string", "null"], "description": "the organisation it counts for"},
+            outcome={"enum": ["consultation", "no_consultation"]},
+            reason={"type": ["string", "null"], "description": "a configured close reason id"},
+            case={"type": "object", "description": "categorical answers of the case form (option ids)"},
+            consultants={"type": "array", "items": STR},
+            closed_by={"type": ["string", "null"]},
+        ),
     }
 }
 
@@ -210,6 +233,27 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     ("GET", "/api/threads/{id}/history"): ("thread", {
         "summary": "Every change of the thread with its time (the read is recorded)",
         "responses": {"200": _ok("events", {"type": "array", "items": _ref("Event")}), "401": PROBLEM, "404": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/threads/{id}/client"): ("thread, and the other thread", {
+        "summary": "This thread is the same person as another one: it takes that thread's client",
+        "description": "For a chat whose client says who they are. Only someone who may see both "
+        "threads may link them: either unseen answers 404. 409 when the other thread's client is not "
+        "known. Recorded in the event log (ClientLinked, by whom); undone by DELETE.",
+        "requestBody": _body(_obj(["thread"], thread={"type": "string", "description": "the other thread's id"})),  # noqa: E501
+        "responses": {"200": _ok("linked", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("DELETE", "/api/threads/{id}/client"): ("thread", {
+        "summary": "Undo a link: the thread gets back the client it had (none for a chat)",
+        "description": "409 when the thread was not linked by hand. Recorded (ClientUnlinked, by whom).",
+        "responses": {"200": _ok("unlinked", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
+    }),
+    ("GET", "/api/threads/{id}/earlier"): ("thread", {
+        "summary": "The closed consultations of the thread's client, latest first, as far as the "
+        "viewer's organisation may see them (the read is recorded)",
+        "description": "A member of an organisation sees that organisation's consultations of their "
+        "lines; a supervisor of whole lines, every organisation's of them. No free text: the case "
+        "form's categorical answers. Empty when the client is not known.",
+        "responses": {"200": _ok("consultations", {"type": "array", "items": _ref("EarlierConsultation")}), "401": PROBLEM, "404": PROBLEM},  # noqa: E501
     }),
     ("GET", "/api/threads/{id}/reads"): ("supervisor", {
         "summary": "Who read the thread and when",

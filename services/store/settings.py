@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import DatabaseSettings
@@ -10,6 +10,11 @@ class StoreSettings(DatabaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORE_")
 
     http_port: int = Field(default=8080, ge=0, le=65535, description="Console, API and health")
+    client_key_secret: SecretStr = Field(
+        min_length=32,
+        description="Secret of the keyed hash that finds a client by e-mail address or Telegram user; "
+        "the same value in the dispatcher and the store, never changed (docs/privacy.md)",
+    )
     session_hours: float = Field(default=12, gt=0, description="A login lasts at most this long")
     cookie_secure: bool = Field(default=True, description="Secure cookie; off only for plain-HTTP dev")
     message_id_domain: str = Field(

@@ -46,6 +46,9 @@ THREAD_ROUTES = [
     ("POST", "/api/threads/{id}/notes", {"text": "note"}),
     ("POST", "/api/threads/{id}/transfer", {"queue": "gp-legal", "note": "x"}),
     ("POST", "/api/threads/{id}/release", None),
+    ("POST", "/api/threads/{id}/client", {"thread": "0" * 32}),
+    ("DELETE", "/api/threads/{id}/client", None),
+    ("GET", "/api/threads/{id}/earlier", None),
     ("POST", "/api/threads/{id}/close-left", None),
     (
         "POST",

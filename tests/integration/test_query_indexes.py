@@ -62,6 +62,8 @@ SCANS: dict[tuple[str, tuple[str, ...]], str] = {
     ("messages", ("direction", "received_at")): "migration 2: runs once per database",
     ("messages", ("html", "html_sanitiser")): "migration 3: runs once per database (again only "
     "when the sanitiser's version changes)",
+    ("threads", ("channel", "client_id")): "threads stored before threads had clients get theirs "
+    "(ClientRepository.assign_existing): once per database, after the migrations",
 }
 
 # (collection, fields of the filter, sort keys) -> why sorting in memory is right there.
@@ -354,6 +356,10 @@ async def test_every_query_the_services_make_is_served_by_an_index(
         )
         assert status == 201
         assert (await anna.call("GET", "/api/threads?status=closed"))[0] == 200
+        # The person's earlier consultations beside the thread, and the console's list of the
+        # consultant's own lately closed threads to link a chat to.
+        assert (await anna.call("GET", f"/api/threads/{thread_id}/earlier"))[0] == 200
+        assert (await anna.call("GET", "/api/threads?mine=1&status=closed&limit=50"))[0] == 200
 
         # A chat in on the DV line: vera answers and closes; the client writes again (reopened).
         await chat.start(line="dv", language="ru")

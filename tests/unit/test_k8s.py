@@ -139,6 +139,7 @@ def test_deployment_runs_the_service_with_its_settings(name, load_settings):  # 
         "AMQP_URL": "amqp://u:p@hotline-rabbitmq:5672/",
         "MONGO_URL": "mongodb://u:p@hotline-mongodb-svc:27017/?replicaSet=hotline-mongodb",
         "TELEGRAM_BOTS": "",
+        "CLIENT_KEY_SECRET": "k" * 64,
         "IMAP_PORT": "993",
         "SMTP_PORT": "587",
         "SMTP_SECURITY": "starttls",

@@ -20,7 +20,9 @@ from services.store.settings import StoreSettings
 @pytest.fixture
 async def app() -> AsyncIterator[web.Application]:
     # Building the app connects to nothing: clients connect in its cleanup context, not run here.
-    settings = StoreSettings(amqp_url="amqp://u:p@127.0.0.1:1/v", mongo_url="mongodb://127.0.0.1:1/")
+    settings = StoreSettings(
+        amqp_url="amqp://u:p@127.0.0.1:1/v", mongo_url="mongodb://127.0.0.1:1/", client_key_secret="k" * 32
+    )
     application = create_app(settings)
     yield application
 

@@ -25,8 +25,8 @@ def _run(module: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("module", "prefix", "secrets"),
     [
-        ("services.store", "STORE_", ["AMQP_URL", "MONGO_URL"]),
-        ("services.dispatcher", "DISPATCHER_", ["AMQP_URL", "MONGO_URL"]),
+        ("services.store", "STORE_", ["AMQP_URL", "MONGO_URL", "CLIENT_KEY_SECRET"]),
+        ("services.dispatcher", "DISPATCHER_", ["AMQP_URL", "MONGO_URL", "CLIENT_KEY_SECRET"]),
         ("services.email_ingest", "EMAIL_INGEST_", ["AMQP_URL", "MONGO_URL", "FROM_ADDRESS"]),
         ("services.chat_ingest", "CHAT_INGEST_", ["AMQP_URL", "MONGO_URL"]),
     ],
@@ -62,8 +62,24 @@ def test_bad_hotline_file_is_named(tmp_path):
         {
             "DISPATCHER_AMQP_URL": "amqp://x",
             "DISPATCHER_MONGO_URL": "mongodb://x",
+            "DISPATCHER_CLIENT_KEY_SECRET": "k" * 32,
             "DISPATCHER_CONFIG_PATH": str(bad),
         },
     )
     assert result.returncode == 2
     assert str(bad) in result.stderr and "organisations" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "prefix"), [("services.store", "STORE_"), ("services.dispatcher", "DISPATCHER_")]
+)
+def test_a_short_client_key_secret_is_refused(module, prefix):
+    env = {
+        prefix + "AMQP_URL": "amqp://x",
+        prefix + "MONGO_URL": "mongodb://x",
+        prefix + "CLIENT_KEY_SECRET": "short",
+    }
+    result = _run(module, env)
+    assert result.returncode == 2
+    # Named, and the value not repeated (a secret is never printed).
+    assert prefix + "CLIENT_KEY_SECRET" in result.stderr and "short" not in result.stderr

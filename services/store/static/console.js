@@ -273,6 +273,15 @@
     return d;
   }
 
+  // What services/store/static/clients.js (the person's panel) may use of the console.
+  var kit = {
+    api: api, el: el, pick: pick, showError: showError,
+    lang: function () { return lang; },
+    config: function () { return state.config; },
+    me: function () { return state.me; },
+    reopen: function () { openThread(state.thread); loadThreads(); }
+  };
+
   function openThread(id, keepActions) {
     var changedThread = state.thread !== id;
     state.thread = id;
@@ -299,6 +308,7 @@
       art.appendChild(list);
       art.appendChild(el("div", { "id": "thread-error" }));
       art.appendChild(actions || renderActions(th));
+      if (window.HotlineClients) { art.appendChild(window.HotlineClients.panel(th, kit)); }
       if (typing) { refocus(typing); }
       state.view = { actionKey: actionKey, thread: th };
       if (changedThread) { h.focus(); }
