@@ -101,6 +101,9 @@ async def test_a_telegram_client_who_writes_again_after_a_close_is_a_second_cons
         status, result = await sofia.call("GET", f"/api/stats?from={day}&to={day}&line=dv&by=age_group")
         assert status == 200, result
         assert result["total"]["count"] == 2
+        # ...and one person: the same Telegram user is the same client.
+        assert first["client_id"] is not None and first["client_id"] == second["client_id"]
+        assert (result["total"]["people"], result["total"]["without_known_person"]) == (1, 0)
         assert {r["age_group"]: r["count"] for r in result["rows"]} == {"27-40": 1, "41-59": 1}
     finally:
         await sofia.close()
@@ -150,6 +153,8 @@ async def test_an_email_answered_after_a_close_is_a_second_consultation(gateway:
     # A mail's start is its arrival on the IMAP server, to the second.
     assert first["started_at"] <= second["started_at"]
     assert first["outcome"] == second["outcome"] == "consultation"
+    # One person: the same address is the same client.
+    assert first["client_id"] is not None and first["client_id"] == second["client_id"]
     assert first["queues"] == ["113-triage", "lastrada-migration"] and second["queues"] == [
         "lastrada-migration"
     ]
