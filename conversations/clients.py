@@ -166,6 +166,18 @@ class ClientRepository:
         link = {"previous": link["previous"], "by": by, "at": utcnow(), "thread": from_thread}
         return await self._set_client(thread["_id"], previous, {"client_id": client_id, "client_link": link})
 
+    async def client_of(self, thread: Doc) -> str:
+        """``thread``'s client; a thread whose channel names nobody (a web chat) is given a
+        new one here, for a consultant who says another thread is the same person. Keyed by
+        the thread, so a retry (or a consultant doing the same at once) finds the same one."""
+        if thread.get("client_id"):
+            return str(thread["client_id"])
+        client_id = await self.client_for(f"thread:{thread['_id']}")
+        if await self._set_client(thread["_id"], None, {"client_id": client_id}) is None:
+            current = await self.threads.find_one({"_id": thread["_id"]}, {"client_id": 1})
+            return str((current or {}).get("client_id") or client_id)
+        return client_id
+
     async def unlink(self, thread: Doc) -> Doc | None:
         """Give ``thread`` (and its consultations) back the client it had before it was linked
         by hand. None when it was not linked, or its client changed meanwhile."""

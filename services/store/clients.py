@@ -1,7 +1,8 @@
 """The routes about the person behind a thread (conversations/clients.py):
 
 - ``POST /api/threads/{id}/client`` ``{"thread": "<other id>"}``: this thread is the same person
-  as the other one (a widget chat whose client says "I wrote to you last week"). Only someone
+  as the other one (a widget chat whose client says "I wrote to you last week"); when the other
+  is a web chat with no client yet, it gets one, so two chats of one person are one. Only someone
   who may see both threads may say so (GET /api/threads/{id}'s rule, for each); an id one may
   not see answers 404 like one that does not exist.
 - ``DELETE /api/threads/{id}/client``: undo that; the thread gets back the client it had.
@@ -80,9 +81,8 @@ class ClientRoutes:
         other = await self.api.visible_thread(user, other_id)
         if other is None:
             return problem(404, "No such thread", "the other thread is not one you can see")
-        client_id = other.get("client_id")
-        if not client_id:
-            return problem(409, "The other thread's client is not known", "link to a thread that has one")
+        # A web chat names nobody: the first link makes the other thread's person a client.
+        client_id = await self.clients.client_of(other)
         if client_id == thread.get("client_id"):
             # Already so (a retry): nothing to record; its consultations follow, should the
             # first attempt have stopped between the two writes.

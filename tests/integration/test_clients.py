@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -186,9 +187,8 @@ async def test_a_chat_is_linked_to_a_known_client_and_unlinked_by_whom_may_see_b
     # Once again: already so, nothing more is recorded.
     assert (await ok(anna, "POST", f"/api/threads/{chat['id']}/client", {"thread": mailed_id}))["client_id"]
 
-    # Refused: itself, a thread whose client is unknown, a body without a thread.
+    # Refused: itself, a body without a thread.
     await ok(anna, "POST", f"/api/threads/{chat['id']}/client", {"thread": chat["id"]}, status=422)
-    await ok(anna, "POST", f"/api/threads/{chat['id']}/client", {"thread": other_chat}, status=409)
     await ok(anna, "POST", f"/api/threads/{chat['id']}/client", {}, status=422)
     # Boris may not see Anna's threads: neither as the thread linked nor as the one linked to.
     await ok(boris, "POST", f"/api/threads/{borises}/client", {"thread": mailed_id}, status=404)
@@ -277,6 +277,28 @@ async def test_earlier_consultations_are_shown_to_the_organisation_that_gave_the
     # Each look at a person's earlier consultations is recorded as a read of the thread.
     reads = await ok(sofia, "GET", f"/api/threads/{third}/reads")
     assert {(r["login"], r["what"]) for r in reads} >= {("anna", "earlier"), ("sofia", "earlier")}
+
+
+async def test_a_widget_client_who_comes_back_is_linked_by_hand_and_counted_as_one_person(
+    gateway: Gateway, people: dict[str, Consultant]
+) -> None:
+    anna, sofia = people["anna"], people["sofia"]
+    first = await chatted(gateway, sofia, region="minsk")
+    await ok(anna, "POST", f"/api/threads/{first}/claim")
+    await ok(anna, "POST", f"/api/threads/{first}/close", {"case": CASE})
+    # A new chat session a week later: "I wrote to you last week". Neither chat names anybody,
+    # so the link makes the first chat's person a client, and the second chat that person.
+    second = await chatted(gateway, sofia, region="minsk")
+    await ok(anna, "POST", f"/api/threads/{second}/claim")
+    linked = await ok(anna, "POST", f"/api/threads/{second}/client", {"thread": first})
+    assert linked["client_id"] and linked["client_link"]["previous"] is None
+    assert (await ok(anna, "GET", f"/api/threads/{first}"))["client_id"] == linked["client_id"]
+    earlier = await ok(anna, "GET", f"/api/threads/{second}/earlier")
+    assert [c["thread_id"] for c in earlier] == [first]
+    await ok(anna, "POST", f"/api/threads/{second}/close", {"case": CASE})
+    day = datetime.now(ZoneInfo("Europe/Minsk")).date().isoformat()
+    result = await ok(sofia, "GET", f"/api/stats?from={day}&to={day}&line=113")
+    assert result["total"]["count"] == 2 and result["total"]["people"] == 1
 
 
 async def test_a_link_gives_the_threads_consultations_its_client(

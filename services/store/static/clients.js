@@ -81,13 +81,14 @@
     typed.value = picked[th.id] || "";
     typed.addEventListener("input", function () { picked[th.id] = typed.value.trim(); });
     sel.addEventListener("change", function () { picked[th.id] = sel.value; typed.value = sel.value; });
-    // Candidates: the consultant's own threads of a known person, open or lately closed.
+    // Candidates: the consultant's own threads, open or lately closed (a chat of nobody known
+    // becomes a person when linked to).
     Promise.all([
       kit.api("GET", "/api/threads?mine=1&status=active"),
       kit.api("GET", "/api/threads?mine=1&status=closed&limit=50")
     ]).then(function (lists) {
       lists[0].concat(lists[1]).forEach(function (o) {
-        if (o.id === th.id || !o.client_id || o.client_id === th.client_id) { return; }
+        if (o.id === th.id || (o.client_id && o.client_id === th.client_id)) { return; }
         var label = "[" + o.channel + "] " + (o.subject || o.id.slice(0, 8)) + " · " +
           new Date(o.waiting_since || o.created_at).toLocaleDateString(kit.lang());
         sel.appendChild(el("option", { "value": o.id }, label));
