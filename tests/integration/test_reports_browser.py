@@ -11,6 +11,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
 
+from services.store.stats import no_consultation_facts
 from tests.conftest import ROOT, Gateway
 from tests.integration.test_stats_api import YEAR, generated_threads, insert
 
@@ -64,7 +65,17 @@ async def test_reports_page_draws_labelled_charts_and_the_yearly_report_prints(
     for d in this_year[:2]:  # two people over 60: too few to publish
         d["case"]["age_group"] = "60+"
         d["facts"]["fields"]["age_group"] = ["60+"]
-    await insert(gateway, this_year + generated_threads(22, YEAR - 1, 300))
+    # Ten contacts without a consultation: 3 spam, 7 tests, never among the 400 consultations.
+    contacts = generated_threads(23, YEAR, 10)
+    for i, d in enumerate(contacts):
+        reason = "spam" if i < 3 else "test"
+        f = d.pop("facts")
+        del d["case"]
+        d.update(outcome="no_consultation", no_consultation_reason=reason)
+        d["facts"] = no_consultation_facts(
+            reason, at=f["at"], line=f["line"], channel=f["channel"], organisation=f["organisation"]
+        )
+    await insert(gateway, this_year + contacts + generated_threads(22, YEAR - 1, 300))
 
     consultant = await logged_in_page(browser, gateway, "anna")
     resp = await consultant.goto(f"{gateway.store_url}/reports?year={YEAR}")
@@ -78,6 +89,12 @@ async def test_reports_page_draws_labelled_charts_and_the_yearly_report_prints(
     await page.goto(f"{gateway.store_url}/reports?year={YEAR}&line=113")
     await expect(page.locator("h1")).to_have_text(f"Consultations {YEAR}")
     await expect(page.locator("#total td").first).to_have_text("400")
+    # Nobody is a known person in generated data: 0 people, 400 consultations of people not known.
+    await expect(page.locator("#people td")).to_have_text(["0", "400"])
+    other = page.locator("#no-consultation table")
+    await expect(other.locator("tr", has_text="Spam or robot").locator("td").nth(1)).to_have_text("3")
+    await expect(other.locator("tr", has_text="Test").locator("td").nth(1)).to_have_text("7")
+    await expect(other.locator("tr", has_text="All").locator("th").nth(1)).to_have_text("10")
     charts = {
         "channel": ("Requests by channel", "pie", ["E-mail", "Web chat", "Telegram"]),
         "gender": ("Women and men consulted", "bar", ["Woman", "Man"]),
@@ -106,6 +123,10 @@ async def test_reports_page_draws_labelled_charts_and_the_yearly_report_prints(
     await page.goto(f"{gateway.store_url}/reports/yearly?year={YEAR}&line=113")
     await expect(page.locator("#suppression")).to_contain_text("fewer than 5")
     await expect(page.locator("#age_group table tr", has_text="60+").locator("td").nth(1)).to_have_text("<5")
+    # 3 spam is too few to publish, and 7 tests would give it away from the total of 10.
+    other = page.locator("#no-consultation table")
+    await expect(other.locator("tr", has_text="Spam or robot").locator("td").nth(1)).to_have_text("<5")
+    await expect(other.locator("tr", has_text="Test").locator("td").nth(1)).to_have_text("<5")
 
     env = {**os.environ, **gateway.env["store"]}
     out = tmp_path / "report.pdf"
