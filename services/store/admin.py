@@ -2,6 +2,8 @@
 
     python -m services.store.admin add-user --login anna --name Anna --role consultant \\
         --organisation lastrada --lines 113 --password-stdin
+    python -m services.store.admin add-user --login sasha --role specialist \\
+        --organisation lastrada --lines 113 --specialist-roles social_worker --password-stdin
     python -m services.store.admin reset-password --login anna --password-stdin
     python -m services.store.admin disable-user --login anna
     python -m services.store.admin enable-user --login anna
@@ -34,7 +36,7 @@ from shared.envelope import utcnow
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH
 
-ROLES = ("consultant", "supervisor", "admin")
+ROLES = ("consultant", "specialist", "supervisor", "admin")
 
 # Demo only (README): password = login + "-demo".
 DEMO_ACCOUNTS: list[dict[str, Any]] = [
@@ -42,7 +44,14 @@ DEMO_ACCOUNTS: list[dict[str, Any]] = [
     {"_id": "boris", "name": "Boris", "role": "consultant", "organisation": "bwc", "lines": ["113"]},
     {"_id": "vera", "name": "Vera", "role": "consultant", "organisation": "gp", "lines": ["dv"]},
     {"_id": "sofia", "name": "Sofia", "role": "supervisor", "organisation": None, "lines": ["113", "dv"]},
-]
+    # Specialists take the cases referred to the roles they fill (docs/cases.md).
+    {"_id": "sasha", "name": "Sasha", "role": "specialist", "organisation": "lastrada", "lines": ["113"],
+     "specialist_roles": ["social_worker", "infoline_manager"]},
+    {"_id": "kira", "name": "Kira", "role": "specialist", "organisation": "bwc", "lines": ["113"],
+     "specialist_roles": ["social_worker", "infoline_manager"]},
+    {"_id": "dina", "name": "Dina", "role": "specialist", "organisation": "gp", "lines": ["dv"],
+     "specialist_roles": ["social_worker", "psychologist"]},
+]  # fmt: skip
 
 
 class AdminSettings(BaseSettings):
@@ -93,8 +102,17 @@ async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
                 raise SystemExit(f"no user {args.login}")
             return f"user {args.login} enabled"
         if args.command == "add-user":
-            if args.role == "consultant" and not args.organisation:
-                raise SystemExit("a consultant belongs to an organisation: give --organisation")
+            if args.role in {"consultant", "specialist"} and not args.organisation:
+                raise SystemExit(f"a {args.role} belongs to an organisation: give --organisation")
+            roles = [r for r in (args.specialist_roles or "").split(",") if r]
+            if roles and args.role != "specialist":
+                raise SystemExit("--specialist-roles is for a specialist")
+            if args.role == "specialist":
+                known = load_config(settings.config_path).cases.referral_roles
+                if not roles or not set(roles) <= set(known):
+                    raise SystemExit(
+                        "a specialist fills referral roles: give --specialist-roles, of " + ", ".join(known)
+                    )
             await repo.upsert_consultant(
                 {
                     "_id": args.login,
@@ -102,6 +120,7 @@ async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
                     "role": args.role,
                     "organisation": args.organisation,
                     "lines": args.lines.split(","),
+                    "specialist_roles": roles,
                     "password_hash": hash_password(password),
                     "disabled": False,
                     "status": "offline",
@@ -126,6 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     add.add_argument("--role", choices=ROLES, default="consultant")
     add.add_argument("--organisation", help="omit for a supervisor of whole lines")
     add.add_argument("--lines", required=True, help="comma-separated line ids, e.g. 113,dv")
+    add.add_argument(
+        "--specialist-roles", help="a specialist's referral roles, comma-separated, e.g. social_worker,lawyer"
+    )
     add.add_argument("--password-stdin", action="store_true")
     reset = sub.add_parser("reset-password", help="set a new password and end the user's sessions")
     reset.add_argument("--login", required=True)

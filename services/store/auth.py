@@ -48,9 +48,11 @@ def token_hash(token: str) -> str:
 class User:
     login: str
     name: str
-    role: str  # consultant | supervisor | admin
+    role: str  # consultant | specialist | supervisor | admin
     organisation: str | None
     lines: list[str]
+    # The referral roles a specialist fills (cases referred to them: conversations/cases.py).
+    specialist_roles: tuple[str, ...] = ()
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> User:
@@ -60,6 +62,7 @@ class User:
             doc["role"],
             doc.get("organisation"),
             list(doc.get("lines", [])),
+            tuple(doc.get("specialist_roles") or ()),
         )
 
     def public(self) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class User:
             "role": self.role,
             "organisation": self.organisation,
             "lines": self.lines,
+            "specialist_roles": list(self.specialist_roles),
         }
 
 
