@@ -13,6 +13,7 @@ Idempotency comes from unique indexes, never from reads-before-writes:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +28,7 @@ from conversations.clients import ClientRepository
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, thread_id_for
 from conversations.model import Outcome, closed_consultation
+from conversations.search import SearchIndex
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
 from shared.mongo import InsertBatcher
 
@@ -83,6 +85,8 @@ class Repository:
         self.login_failures: AsyncCollection[Doc] = db["login_failures"]
         self.keys: AsyncCollection[Doc] = db["keys"]
         self.clients = ClientRepository(db)
+        # What is stored waits there for the store's search indexer (conversations/search.py).
+        self.search = SearchIndex(db)
         # Closed consultations, one per episode of a thread (conversations.model.closed_consultation).
         self.consultations: AsyncCollection[Doc] = db["consultations"]
         # Inbound messages, new threads and thread events written concurrently are stored
@@ -173,10 +177,13 @@ class Repository:
             added = len(result.inserted_ids)
         except BulkWriteError as exc:
             added = int(exc.details.get("nInserted", 0))
+        consultations = [_consultation_of(d) for d in docs]
         try:
-            await self.consultations.insert_many([_consultation_of(d) for d in docs], ordered=False)
+            await self.consultations.insert_many(consultations, ordered=False)
         except BulkWriteError:
             pass  # those already there: a second run
+        for c in consultations:
+            await self.search.consultation_stored(c["_id"])
         return added
 
     async def register_consultation(self, thread: Doc) -> tuple[Doc, bool]:
@@ -264,7 +271,10 @@ class Repository:
             doc["attachments"] = [a.model_dump() for a in msg.email.attachments]
             doc["email_kind"] = msg.email.kind
             doc["backlog"] = msg.email.backlog
-        stored = await self._inbound_inserts.insert(doc)
+        # Stored and queued for the search index side by side (each write is idempotent).
+        stored, _ = await asyncio.gather(
+            self._inbound_inserts.insert(doc), self.search.message_stored(doc["_id"])
+        )
         if reply_headers is not None and not created:
             # A mail joining a thread: its headers replace the thread's. Always applied
             # (idempotent), so a dispatcher killed between the two writes leaves nothing
@@ -693,6 +703,7 @@ class Repository:
     async def _record_consultation(self, thread: Doc) -> None:
         doc = _consultation_of(thread)
         await self.consultations.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+        await self.search.consultation_stored(doc["_id"])
 
     async def consultations_of(self, thread_id: str) -> list[Doc]:
         """A thread's closed consultations, in order."""
@@ -760,8 +771,11 @@ class Repository:
         except DuplicateKeyError:
             existing = await self.messages.find_one({"source_id": source_id})
             assert existing is not None
-            return existing, False
-        return doc, True
+            doc, created = existing, False
+        else:
+            created = True
+        await self.search.message_stored(doc["_id"])  # again on a retry: harmless
+        return doc, created
 
     async def add_note(self, thread: Doc, login: str, text: str) -> Doc:
         """An internal note: shown to consultants, never sent to the client."""

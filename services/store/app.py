@@ -18,6 +18,7 @@ from services.store.clients import ClientRoutes
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
+from services.store.search import SearchRoutes
 from services.store.settings import StoreSettings
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
@@ -135,5 +136,6 @@ def create_app(settings: StoreSettings) -> web.Application:
         await hub.close_all()
 
     app.cleanup_ctx.append(resources)
+    SearchRoutes(api).install(app, supervisor)  # after resources: its indexer needs the database
     app.on_shutdown.append(close_sockets)
     return app

@@ -15,6 +15,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from conversations.model import EventName, Outcome, closed_consultation, open_consultation
+from conversations.search import SearchIndex
 from services.store import stats
 from shared import html
 from shared.envelope import utcnow
@@ -168,11 +169,20 @@ async def _consultations_are_episodes(db: Db) -> None:
         )
 
 
+async def _records_are_searchable(db: Db) -> None:
+    # Finding a record reads a keyed word index (conversations/search.py) that new messages and
+    # consultations join as they are stored. Those stored before are read by the store's
+    # indexer in the background, which needs the key (from the settings, never the database):
+    # here the rebuild is only asked for, so a start does not wait on a pass over every message.
+    await SearchIndex(db).request_rebuild()
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Db], Awaitable[None]]]] = [
     (1, "threads count their claims", _claims_are_counted),
     (2, "inbound messages keep their source time", _messages_have_a_received_time),
     (3, "e-mail HTML is sanitised once, with the budget, and keeps its version", _html_is_sanitised_once),
     (4, "a thread holds its consultations, one per episode", _consultations_are_episodes),
+    (5, "stored messages and consultations are indexed for search", _records_are_searchable),
 ]
 
 

@@ -236,7 +236,7 @@ async def test_html_stored_before_the_sanitiser_version_is_redone_once_by_the_mi
         await db["messages"].insert_one(current)
         # As a database of the version before: the store applies what is newer when it starts.
         await db["meta"].update_one({"_id": "schema"}, {"$set": {"version": 2}})
-        assert await migrate(db) == [3, 4]
+        assert await migrate(db) == [3, 4, 5]
         redone = await db["messages"].find_one({"_id": legacy["_id"]})
         assert redone["html_sanitiser"] == html.VERSION
         assert redone["html"] == html.sanitise(legacy["html"])

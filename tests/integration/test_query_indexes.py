@@ -64,6 +64,12 @@ SCANS: dict[tuple[str, tuple[str, ...]], str] = {
     "when the sanitiser's version changes)",
     ("threads", ("channel", "client_id")): "threads stored before threads had clients get theirs "
     "(ClientRepository.assign_existing): once per database, after the migrations",
+    # Finding a record (conversations/search.py): what waits for the search indexer is a
+    # collection of its own, emptied as it is read, so reading it whole costs what waits.
+    ("search_pending", ()): "the search indexer reads what waits (removed once indexed)",
+    ("messages", ()): "a rebuild of the search index reads every message once (migration 5, or an "
+    "operator after restoring an old backup)",
+    ("consultations", ()): "the same rebuild reads every consultation once",
 }
 
 # (collection, fields of the filter, sort keys) -> why sorting in memory is right there.

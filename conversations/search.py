@@ -1,0 +1,320 @@
+"""Finding a record: a keyed word index over messages and consultations.
+
+Why an index of our own. The local database stand-in (FerretDB v1 on SQLite) reads by ``_id``
+only: any other filter decodes the whole collection, and it has no text index
+(reviews/ferretdb.md sections 3 and 5; measured on this project's 2-core box, one filter over
+100,000 messages takes about 20 s, a lookup by ``_id`` about 1.5 ms). So every read of a
+search is a lookup by ``_id``:
+
+- ``search_postings`` ``{_id: "<token>:<YYYY-MM>", refs: ["DD|<ref>", ...]}``: for one word
+  (or one case-form answer) and one month (in the statistics time zone), the threads (or
+  consultations) that hold it and on which day. A search reads one document per term and
+  month, so its cost grows with the words asked and the months searched, not with the
+  messages stored;
+- ``search_pending`` ``{_id: "m:<message id>" | "c:<consultation id>"}``: what is stored but
+  not yet in the postings. The repository adds to it in the same moment as it stores a message
+  or a consultation (an insert written together with others, like the message's own); the
+  store's indexer (services/store/search_index.py) folds it into the postings a moment later,
+  off the path of a message, and removes it.
+
+Privacy: a token is a keyed hash (HMAC-SHA256, truncated to 72 bits) of a normalised word,
+under a key derived from a secret the database does not hold, so the index is no word list:
+without the secret nobody can tell which word a token stands for or test a guess. Very common
+words are not indexed (:data:`STOP_WORDS`): they find nothing useful and would be the easiest
+to tell by frequency. Query text is never logged.
+
+The words of a text (:func:`words`): case-folded, ``ё`` read as the Cyrillic e (U+0435),
+split at anything that is not a letter or a digit, 2 to 40 characters. So a search finds
+whole words, in any case, and an address or a phone number by its parts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import unicodedata
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from shared.mongo import InsertBatcher
+
+Doc = dict[str, Any]
+
+# One word: letters and digits (Unicode), nothing else; linear, no backtracking.
+_WORD = re.compile(r"[^\W_]+")
+MIN_WORD = 2
+MAX_WORD = 40
+# A message longer than this is indexed by its first part (a pasted document, a mail
+# thread quoted in full): enough to find it, bounded in work.
+MAX_TEXT = 100_000
+MAX_WORDS = 2000
+
+# Function words of the example configuration's languages (ru, be, en): in nearly every
+# message, so a search for one of them alone finds everything and narrows nothing.
+STOP_WORDS = frozenset(
+    """
+    и в во не что он на я с со как а то все она так его но да ты к у же вы за бы по только ее
+    мне было вот от меня еще нет о из ему теперь когда даже ну ли если уже или ни быть был него
+    до вас нибудь опять уж вам ведь там потом себя ничего ей может они тут где есть надо ней для
+    мы тебя их чем была сам чтоб без будто чего раз тоже себе под будет ж тогда кто этот того
+    потому этого какой совсем ним здесь этом один почти мой тем чтобы нее сейчас были куда зачем
+    всех никогда можно при наконец два об другой хоть после над больше тот через эти нас про
+    всего них какая много разве три эту моя впрочем хорошо свою этой перед иногда лучше чуть том
+    нельзя такой им более всегда конечно всю между это
+    і ў не што ён на я з як а так яго але ды ты да у жа вы за б па толькі яе мне было вось ад
+    мяне яшчэ няма з ці калі ўжо або ні быць быў дзе ёсць трэба для мы цябе іх чым была сам
+    каб без гэта гэты таксама пад будзе тады хто
+    the a an and or of to in on at for is are was were be been it this that with as by from
+    you your we our they their he she his her i me my not no do does did have has had will
+    would can could there here what which who whom but if so than then into about also just
+    """.split()
+)
+
+
+def words(text: str | None) -> set[str]:
+    """The distinct indexable words of ``text`` (see the module doc); at most
+    :data:`MAX_WORDS`."""
+    if not text:
+        return set()
+    folded = unicodedata.normalize("NFKC", text[:MAX_TEXT]).casefold().replace("ё", "е")
+    found: set[str] = set()
+    for match in _WORD.finditer(folded):
+        word = match.group()
+        if MIN_WORD <= len(word) <= MAX_WORD and word not in STOP_WORDS:
+            found.add(word)
+            if len(found) >= MAX_WORDS:
+                break
+    return found
+
+
+class SearchKey:
+    """The keyed hash that turns a term into a token. ``secret`` comes from the settings (never
+    from the database); the key is derived from it for this use alone."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, b"hotline-gateway search tokens v1", hashlib.sha256).digest()
+
+    def token(self, *parts: str) -> str:
+        mac = hmac.new(self._key, "\x1f".join(parts).encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:9]).decode()
+
+    # The terms of the index. A consultation's terms name its organisation: a search reads
+    # only the postings of the organisations its person may see.
+
+    def word(self, word: str) -> str:
+        return self.token("w", word)
+
+    def consultations(self, organisation: str) -> str:
+        """Every consultation (or contact without one) counted for ``organisation``."""
+        return self.token("c", organisation)
+
+    def answer(self, organisation: str, field: str, code: str) -> str:
+        """The consultations of ``organisation`` whose case form answered ``field`` with ``code``."""
+        return self.token("f", organisation, field, code)
+
+
+def local_day(at: datetime, tz: ZoneInfo) -> date:
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(tz).date()
+
+
+def posting_key(token: str, day: date) -> str:
+    return f"{token}:{day.year:04d}-{day.month:02d}"
+
+
+def ref(day: date, target: str) -> str:
+    """One entry of a posting list: the day of the month, and the thread or consultation."""
+    return f"{day.day:02d}|{target}"
+
+
+def split_ref(value: str) -> tuple[int, str]:
+    day, _, target = value.partition("|")
+    return int(day), target
+
+
+def months(first: date, last: date) -> list[str]:
+    """The months ``YYYY-MM`` from ``first`` to ``last``, both included."""
+    out = []
+    y, m = first.year, first.month
+    while (y, m) <= (last.year, last.month):
+        out.append(f"{y:04d}-{m:02d}")
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def message_postings(message: Mapping[str, Any], key: SearchKey, tz: ZoneInfo) -> dict[str, set[str]]:
+    """The postings of one stored message: each of its words, in the month and on the day it
+    was stored, points at its thread."""
+    at = message.get("created_at")
+    thread_id = message.get("thread_id")
+    if not isinstance(at, datetime) or not isinstance(thread_id, str):
+        return {}
+    text = " ".join(str(message.get(f) or "") for f in ("subject", "text"))
+    day = local_day(at, tz)
+    entry = ref(day, thread_id)
+    return {posting_key(key.word(w), day): {entry} for w in words(text)}
+
+
+def consultation_postings(
+    consultation: Mapping[str, Any], key: SearchKey, tz: ZoneInfo
+) -> dict[str, set[str]]:
+    """The postings of one closed consultation: its organisation's every-consultation term and
+    one term per categorical case-form answer (``facts.fields``), on the day it started."""
+    facts = consultation.get("facts") or {}
+    at = facts.get("at") or consultation.get("started_at")
+    if not isinstance(at, datetime):
+        return {}
+    organisation = str(facts.get("organisation") or "unknown")
+    day = local_day(at, tz)
+    entry = ref(day, str(consultation["_id"]))
+    out = {posting_key(key.consultations(organisation), day): {entry}}
+    for field, codes in (facts.get("fields") or {}).items():
+        for code in codes if isinstance(codes, list) else []:
+            if isinstance(code, str):
+                out[posting_key(key.answer(organisation, field, code), day)] = {entry}
+    return out
+
+
+def merge(into: dict[str, set[str]], more: Mapping[str, Iterable[str]]) -> None:
+    for k, refs in more.items():
+        into.setdefault(k, set()).update(refs)
+
+
+# What a client wrote and what we answered; internal notes are not searched.
+INDEXED_DIRECTIONS = frozenset({"in", "out"})
+_MESSAGE_FIELDS = {"thread_id": 1, "created_at": 1, "direction": 1, "subject": 1, "text": 1}
+_CONSULTATION_FIELDS = {"facts": 1, "started_at": 1}
+
+MESSAGE = "m:"
+CONSULTATION = "c:"
+# Meta documents beside the postings (a token has no "~").
+MONTHS_ID = "~months"
+REBUILD_ID = "~rebuild"
+
+
+class SearchIndex:
+    """The two search collections: the only door to them."""
+
+    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+        self.pending: AsyncCollection[Doc] = db["search_pending"]
+        self.postings: AsyncCollection[Doc] = db["search_postings"]
+        self._pending_inserts = InsertBatcher(self.pending)
+        # Read, never written, here: what the index is made from.
+        self._messages: AsyncCollection[Doc] = db["messages"]
+        self._consultations: AsyncCollection[Doc] = db["consultations"]
+
+    # --- what is waiting to be indexed ------------------------------------------------------
+
+    async def message_stored(self, message_id: str) -> None:
+        """Called with every message stored (in or out): it waits for the indexer. Safe to
+        call again for the same message."""
+        await self._pending_inserts.insert({"_id": MESSAGE + message_id})
+
+    async def consultation_stored(self, consultation_id: str) -> None:
+        await self._pending_inserts.insert({"_id": CONSULTATION + consultation_id})
+
+    async def waiting(self, limit: int) -> list[str]:
+        """Up to ``limit`` waiting entries (``m:<id>`` / ``c:<id>``). The collection holds only
+        what is not yet indexed, so reading it stays cheap."""
+        return [d["_id"] async for d in self.pending.find({}, {"_id": 1}).limit(limit)]
+
+    async def indexed(self, entries: Iterable[str]) -> None:
+        # One delete by _id each: a filter on _id with $in is a full scan on FerretDB v1.
+        for entry in entries:
+            await self.pending.delete_one({"_id": entry})
+
+    async def postings_of(self, entry: str, key: SearchKey, tz: ZoneInfo) -> dict[str, set[str]]:
+        """The postings of one waiting entry, read by ``_id``; none when the message or
+        consultation is gone (erased) or holds nothing to index (a note, text deleted)."""
+        kind, target = entry[:2], entry[2:]
+        if kind == MESSAGE:
+            message = await self._messages.find_one({"_id": target}, _MESSAGE_FIELDS)
+            if message is None or message.get("direction") not in INDEXED_DIRECTIONS:
+                return {}
+            return message_postings(message, key, tz)
+        if kind == CONSULTATION:
+            consultation = await self._consultations.find_one({"_id": target}, _CONSULTATION_FIELDS)
+            return consultation_postings(consultation, key, tz) if consultation is not None else {}
+        return {}
+
+    async def everything(
+        self, key: SearchKey, tz: ZoneInfo, chunk: int
+    ) -> AsyncIterator[dict[str, set[str]]]:
+        """The postings of every stored message and consultation, ``chunk`` documents at a
+        time: one pass over each collection (the only way to read them all on FerretDB v1)."""
+        postings: dict[str, set[str]] = {}
+        n = 0
+        async for message in self._messages.find({}, _MESSAGE_FIELDS, batch_size=1000):
+            if message.get("direction") in INDEXED_DIRECTIONS:
+                merge(postings, message_postings(message, key, tz))
+                n += 1
+            if n >= chunk:
+                yield postings
+                postings, n = {}, 0
+        async for consultation in self._consultations.find({}, _CONSULTATION_FIELDS, batch_size=1000):
+            merge(postings, consultation_postings(consultation, key, tz))
+            n += 1
+            if n >= chunk:
+                yield postings
+                postings, n = {}, 0
+        if postings:
+            yield postings
+
+    async def request_rebuild(self) -> None:
+        """Ask the indexer to read every stored message and consultation (the migration that
+        introduced the index, or an operator after restoring an old backup)."""
+        await self.postings.update_one({"_id": REBUILD_ID}, {"$set": {"requested": True}}, upsert=True)
+
+    async def rebuild_requested(self) -> bool:
+        return await self.postings.find_one({"_id": REBUILD_ID}) is not None
+
+    async def rebuild_done(self) -> None:
+        await self.postings.delete_one({"_id": REBUILD_ID})
+
+    # --- postings -----------------------------------------------------------------------------
+
+    async def add(self, postings: Mapping[str, Iterable[str]]) -> None:
+        """Add ``postings`` (key -> refs). New keys are written together in one insert; keys that
+        exist get their refs added one update each. Adding a ref twice changes nothing."""
+        if not postings:
+            return
+        docs = [{"_id": k, "refs": sorted(set(v))} for k, v in postings.items()]
+        existing: list[Doc] = []
+        for start in range(0, len(docs), 1000):
+            chunk = docs[start : start + 1000]
+            try:
+                await self.postings.insert_many(chunk, ordered=False)
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if any(e.get("code") != 11000 for e in errors):
+                    raise
+                existing += [chunk[e["index"]] for e in errors]
+        for doc in existing:
+            await self.postings.update_one(
+                {"_id": doc["_id"]}, {"$addToSet": {"refs": {"$each": doc["refs"]}}}, upsert=True
+            )
+        month_keys = sorted({k.rpartition(":")[2] for k in postings})
+        await self.postings.update_one(
+            {"_id": MONTHS_ID}, {"$addToSet": {"months": {"$each": month_keys}}}, upsert=True
+        )
+
+    async def months(self) -> list[str]:
+        """The months that have postings, ``YYYY-MM``, in order."""
+        doc = await self.postings.find_one({"_id": MONTHS_ID})
+        return sorted((doc or {}).get("months") or [])
+
+    async def refs(self, keys: Iterable[str]) -> list[str]:
+        """The refs of every key in ``keys`` (one lookup by ``_id`` each)."""
+        out: list[str] = []
+        for k in keys:
+            doc = await self.postings.find_one({"_id": k})
+            if doc is not None:
+                out += doc.get("refs") or []
+        return out

@@ -1,0 +1,110 @@
+"""The store's search indexer: folds what waits in ``search_pending`` into the postings.
+
+Every message the repository stores, and every consultation it closes, is queued for the index
+in the same moment (conversations/search.py). This task, in one store replica at a time (the
+one holding the ``search_index`` lease, shared/lease.py), reads what waits, a batch at a
+time, adds the postings and then removes the entries, so an entry is removed only once its
+postings are written: a replica that dies half-way leaves them to the next pass, and adding a
+posting twice changes nothing. A message is searchable a moment after it is stored (a pass
+every :data:`EVERY` seconds, at once again while there is more).
+
+A rebuild (asked for by the migration that brought the index, or by an operator) reads every
+stored message and consultation in one pass each and adds their postings.
+
+Logs carry counts and times, never a word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from zoneinfo import ZoneInfo
+
+from conversations.search import SearchIndex, SearchKey, merge
+from shared.lease import Lease
+from shared.logs import get_logger
+from shared.supervise import Heartbeat
+
+log = get_logger(__name__)
+
+LEASE_KEY = "search_index"
+EVERY = 2.0  # seconds between passes when nothing waits
+BATCH = 500  # entries read per step
+CONCURRENT_READS = 25
+REBUILD_CHUNK = 20_000  # documents whose postings are gathered before one write
+
+
+class SearchIndexer:
+    def __init__(
+        self, index: SearchIndex, key: SearchKey, tz: ZoneInfo | None, lease: Lease | None, holder: str
+    ) -> None:
+        self.index = index
+        self.key = key
+        self.tz = tz or ZoneInfo("UTC")
+        self.lease = lease
+        self.holder = holder
+
+    async def index_waiting(self, limit: int = BATCH) -> int:
+        """One step: up to ``limit`` waiting entries indexed and removed; returns how many."""
+        entries = await self.index.waiting(limit)
+        if not entries:
+            return 0
+        postings: dict[str, set[str]] = {}
+        for start in range(0, len(entries), CONCURRENT_READS):
+            chunk = entries[start : start + CONCURRENT_READS]
+            for found in await asyncio.gather(*(self.index.postings_of(e, self.key, self.tz) for e in chunk)):
+                merge(postings, found)
+        await self.index.add(postings)
+        await self.index.indexed(entries)
+        return len(entries)
+
+    async def drain(self, beat: Callable[[], None] = lambda: None) -> int:
+        """Index everything waiting now (several steps); returns how many entries."""
+        total = 0
+        while True:
+            done = await self.index_waiting()
+            total += done
+            if done < BATCH:
+                return total
+            await self._still_here(beat)
+
+    async def _still_here(self, beat: Callable[[], None]) -> None:
+        """Between steps of a long run: keep the lease, and tell the supervisor work goes on."""
+        if self.lease is not None:
+            await self.lease.renew(LEASE_KEY, self.holder)
+        beat()
+
+    async def rebuild(self, beat: Callable[[], None] = lambda: None) -> int:
+        """Add the postings of every stored message and consultation; returns how many
+        posting keys were written."""
+        began = time.monotonic()
+        keys = 0
+        async for postings in self.index.everything(self.key, self.tz, REBUILD_CHUNK):
+            await self.index.add(postings)
+            keys += len(postings)
+            await self._still_here(beat)
+        log.info("search_index_rebuilt", keys=keys, seconds=round(time.monotonic() - began, 1))
+        return keys
+
+    async def step(self, beat: Callable[[], None] = lambda: None) -> int:
+        """One pass, if this replica holds the lease: a rebuild first when one is asked for,
+        then what waits. Returns the entries indexed."""
+        if self.lease is not None and not await self.lease.take(LEASE_KEY, self.holder):
+            return 0
+        if await self.index.rebuild_requested():
+            await self.rebuild(beat)
+            await self.index.rebuild_done()
+        began = time.monotonic()
+        done = await self.drain(beat)
+        if done:
+            log.info("search_indexed", entries=done, seconds=round(time.monotonic() - began, 2))
+        return done
+
+    async def run(self, heartbeat: Heartbeat, every: float = EVERY) -> None:
+        """Pass after pass until cancelled. A failure (the database away) ends the task, and its
+        supervisor starts it again after a pause: what waits stays waiting meanwhile."""
+        while True:
+            await self.step(heartbeat.beat)
+            heartbeat.beat()
+            await asyncio.sleep(every)  # a period: new entries are not announced
