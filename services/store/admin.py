@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conversations.model import EventName
 from conversations.repository import Repository
 from services.store.auth import hash_password
 from services.store.demo_data import seed_sample_year
@@ -131,7 +132,14 @@ async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
         await repo.sessions.delete_many({"login": args.login})
         if res.matched_count == 0:
             raise SystemExit(f"no user {args.login}")
-        return f"user {args.login} disabled"
+        # As the API's disable does: nobody is left waiting for a person who can no longer log
+        # in. Their threads go back to their queues; consoles see them at their next refresh.
+        released = await repo.release_all(args.login)
+        for thread in released:
+            await repo.record_event(
+                thread["_id"], EventName.THREAD_RELEASED, "admin-command", reason="account disabled"
+            )
+        return f"user {args.login} disabled; {len(released)} thread(s) back in their queues"
     finally:
         await client.close()
 
