@@ -78,6 +78,10 @@ class CaseConflict(Exception):
     """The case's state refuses the change (closed, taken by someone else, ...): answered 409."""
 
 
+class NoSuchItem(LookupError):
+    """No service, referral or follow-up of the case has that id."""
+
+
 @dataclass(frozen=True)
 class CaseViewer:
     """Whose cases a person sees: those of ``organisation`` on ``lines``; ``organisation`` None
@@ -272,11 +276,11 @@ def _item(case: Mapping[str, Any], field: str, item_id: str) -> tuple[list[Doc],
     for n, item in enumerate(items):
         if item.get("id") == item_id:
             return items, n
-    raise LookupError(item_id)
+    raise NoSuchItem(item_id)
 
 
 def record_result(case: Mapping[str, Any], referral_id: str, result: str, now: datetime) -> Doc:
-    """What came of an external referral. Raises LookupError for an unknown referral."""
+    """What came of an external referral. Raises NoSuchItem for an unknown referral."""
     _open(case)
     items, n = _item(case, "external_referrals", referral_id)
     items[n].update(result=result, result_at=now)
@@ -284,7 +288,7 @@ def record_result(case: Mapping[str, Any], referral_id: str, result: str, now: d
 
 
 def followup_done(case: Mapping[str, Any], followup_id: str, login: str, now: datetime) -> Doc:
-    """Mark a follow-up done (done again: nothing changes). Raises LookupError for an unknown
+    """Mark a follow-up done (done again: nothing changes). Raises NoSuchItem for an unknown
     follow-up."""
     _open(case)
     items, n = _item(case, "followups", followup_id)
@@ -329,17 +333,39 @@ def followups_now_due(case: Mapping[str, Any], now: datetime) -> tuple[Doc, list
     return {"followups": items, **followup_times(items)}, [f["id"] for f in due]
 
 
-def overdue(case: Mapping[str, Any], now: datetime) -> bool:
-    """An untaken referral past its time, or a follow-up that is due."""
+def late_referral(case: Mapping[str, Any], now: datetime) -> bool:
+    """An open case whose referral nobody took by its time."""
     referral = case.get("referral") or {}
-    late_referral = (
+    return (
         case["status"] == CaseStatus.OPEN
         and referral.get("taken_by") is None
         and referral.get("due_at") is not None
         and referral["due_at"] <= now
     )
-    due_followup = case.get("next_followup_at") is not None and case["next_followup_at"] <= now
-    return case["status"] != CaseStatus.CLOSED and (late_referral or due_followup)
+
+
+def due_followups(case: Mapping[str, Any], now: datetime) -> list[Doc]:
+    """The follow-ups of a case not closed that are due by ``now`` and not done."""
+    if case["status"] == CaseStatus.CLOSED:
+        return []
+    return [f for f in case.get("followups", []) if f.get("done_at") is None and f["due"] <= now]
+
+
+def overdue(case: Mapping[str, Any], now: datetime) -> bool:
+    """An untaken referral past its time, or a follow-up that is due."""
+    return late_referral(case, now) or bool(due_followups(case, now))
+
+
+def work_filter(viewer: CaseViewer, login: str, roles: Iterable[str], supervising: bool) -> Doc:
+    """The cases a person works on: a supervisor's, all they see; a specialist's, those they
+    hold and those referred to a role they fill and not taken yet."""
+    query = viewer.filter()
+    if not supervising:
+        query["$or"] = [
+            {"assignee": login},
+            {"status": CaseStatus.OPEN.value, "referral.role": {"$in": sorted(roles)}},
+        ]
+    return query
 
 
 def work_order(case: Mapping[str, Any], now: datetime) -> tuple[bool, datetime, int]:
@@ -397,6 +423,7 @@ class CaseRepository:
         doc = await self.counters.find_one_and_update(
             {"_id": organisation}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
         )
+        assert doc is not None  # upserted
         return int(doc["seq"])
 
     async def by_open_key(self, key: str) -> Doc | None:
@@ -420,7 +447,7 @@ class CaseRepository:
     async def change(self, case_id: str, decide: Callable[[Doc], Doc]) -> tuple[Doc, bool] | None:
         """Apply ``decide(case)`` (the fields to set; {} for nothing to do) to the case as it is
         now: (case after, changed), or None when there is no such case. ``decide`` raises
-        CaseConflict or LookupError to refuse; a write that lost a race is decided again."""
+        CaseConflict or NoSuchItem to refuse; a write that lost a race is decided again."""
         for _ in range(self.RETRIES):
             case = await self.case(case_id)
             if case is None:

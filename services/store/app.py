@@ -14,6 +14,7 @@ from conversations.repository import Repository
 from services.store import openapi, reports
 from services.store.api import ConsultantApi
 from services.store.audit import ReadAudit
+from services.store.cases import CaseApi
 from services.store.clients import ClientRoutes
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.metrics import StoreMetrics
@@ -136,6 +137,7 @@ def create_app(settings: StoreSettings) -> web.Application:
         await hub.close_all()
 
     app.cleanup_ctx.append(resources)
+    CaseApi(api).install(app, supervisor)  # after resources: its start needs the database up
     SearchRoutes(api).install(app, supervisor)  # after resources: its indexer needs the database
     app.on_shutdown.append(close_sockets)
     return app

@@ -1,7 +1,8 @@
 """Live console events (``GET /api/events``) and delivery reports.
 
 Every store replica consumes its own exclusive queue of console events and writes each
-event to the sockets of the consultants allowed to see its queue. Events are hints to
+event to the sockets of the consultants allowed to see its queue; an event about a case
+(conversations/cases.py) only to those allowed to see the case. Events are hints to
 refresh ("thread X changed"); the API stays the source of truth, so a missed event costs
 a refresh, never data.
 
@@ -30,6 +31,7 @@ from aiohttp import WSMsgType, web
 from pymongo.errors import PyMongoError
 
 from conversations import announce
+from conversations.cases import CASE_EVENTS, CaseViewer, case_viewer
 from conversations.model import EventName
 from conversations.repository import Repository
 from services.store.auth import COOKIE, Sessions, User, token_hash
@@ -61,6 +63,7 @@ class _Client:
     outbox: asyncio.Queue[str]
     login: str
     session: str  # the hash of the session token, as the sessions collection names it
+    cases: CaseViewer | None = None  # whose case events it hears (none: a consultant's)
 
 
 class ConsoleHub:
@@ -89,7 +92,13 @@ class ConsoleHub:
         ws = web.WebSocketResponse(heartbeat=30, compress=False, max_msg_size=4096)
         await ws.prepare(request)
         outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX)
-        self.clients[ws] = _Client(set(self.visible(user)), outbox, user.login, token_hash(token))
+        self.clients[ws] = _Client(
+            set(self.visible(user)),
+            outbox,
+            user.login,
+            token_hash(token),
+            case_viewer(user.role, user.organisation, user.lines),
+        )
         writer = asyncio.create_task(self._writer(ws, outbox))
         watcher = asyncio.create_task(self._watch(ws, token))
         try:
@@ -143,8 +152,14 @@ class ConsoleHub:
                 self.end_sessions(login, session if isinstance(session, str) else None)
             return
         frame = json.dumps({"type": "event", **json.loads(event.model_dump_json())})
+        about_case = event.name in CASE_EVENTS
         for ws, client in list(self.clients.items()):
-            if event.queue is None or event.queue in client.queues:
+            # A case event goes only to those who may see the case; it names no queue.
+            if about_case:
+                heard = client.cases is not None and client.cases.sees(event.organisation, event.line)
+            else:
+                heard = event.queue is None or event.queue in client.queues
+            if heard:
                 try:
                     client.outbox.put_nowait(frame)
                 except asyncio.QueueFull:

@@ -48,6 +48,7 @@ def _obj(required: list[str], **props: Schema) -> Schema:
 
 STR: Schema = {"type": "string"}
 TIME: Schema = {"type": ["string", "null"], "format": "date-time"}
+NULLABLE: Schema = {"type": ["string", "null"]}
 
 COMPONENTS: Schema = {
     "schemas": {
@@ -67,9 +68,10 @@ COMPONENTS: Schema = {
             ["login", "name", "role", "lines"],
             login=STR,
             name=STR,
-            role={"enum": ["consultant", "supervisor", "admin"]},
+            role={"enum": ["consultant", "specialist", "supervisor", "admin"]},
             organisation={"type": ["string", "null"]},
             lines={"type": "array", "items": STR},
+            specialist_roles={"type": "array", "items": STR, "description": "a specialist's referral roles"},
             status={"enum": ["available", "away", "offline"]},
         ),
         "Queue": _obj(
@@ -97,6 +99,13 @@ COMPONENTS: Schema = {
             case={"type": "object", "description": "case form answers: option ids, lists when multiple"},
             outcome={"enum": ["consultation", "no_consultation"], "description": "how a closed thread ended"},
             no_consultation_reason={"type": "string", "description": "a configured close reason id"},
+            consultation=_obj(
+                ["n", "started_at"],
+                n={"type": "integer", "description": "the thread's current (or last) consultation, from 1"},
+                started_at=TIME,
+                queues={"type": "array", "items": STR, "description": "the queues it went through"},
+                consultants={"type": "array", "items": STR, "description": "who answered in it"},
+            ),
             client_id={"type": ["string", "null"], "description": "the person (pseudonymous), where known"},
             client_link=_obj(
                 ["previous", "by", "at", "thread"],
@@ -132,6 +141,83 @@ COMPONENTS: Schema = {
             ]
         },
         "Event": _obj(["id", "thread_id", "name", "at"], id=STR, thread_id=STR, name=STR, at=TIME, by=STR),
+        "Case": _obj(
+            ["id", "reference", "number", "organisation", "line", "kind", "status", "opened_at", "overdue"],
+            id=STR,
+            reference={"type": "string", "description": "<ORGANISATION>-<number>, e.g. LASTRADA-17"},
+            number={"type": "integer", "description": "per organisation, from 1"},
+            organisation=STR,
+            line=STR,
+            kind={"type": "string", "description": "a case kind id of GET /api/cases/settings"},
+            status={"enum": ["open", "active", "monitoring", "closed"]},
+            close_reason={"type": ["string", "null"], "description": "a case close reason id"},
+            opened_at=TIME,
+            opened_by=STR,
+            referral=_obj(
+                ["role", "due_at"],
+                role=STR,
+                due_at={**TIME, "description": "by when someone of the role must take it"},
+                referred_at=TIME,
+                referred_by=STR,
+                taken_by={"type": ["string", "null"]},
+                taken_at=TIME,
+                alerted_at={**TIME, "description": "when supervisors were told nobody took it in time"},
+            ),
+            assignee={"type": ["string", "null"]},
+            next_followup_at=TIME,
+            overdue={"type": "boolean", "description": "a referral nobody took in time, or a follow-up due"},
+            thread_id={"type": ["string", "null"]},
+            consultation_id={"type": ["string", "null"], "description": "<thread id>:<n>"},
+            client_id={"type": ["string", "null"]},
+            updated_at=TIME,
+            closed_at=TIME,
+        ),
+        "CaseWithLog": {
+            "allOf": [
+                _ref("Case"),
+                _obj(
+                    ["intake", "services", "external_referrals", "followups", "notes", "history"],
+                    intake={"type": "object", "description": "option ids, ISO dates and free text by field"},
+                    services={"type": "array", "items": _ref("CaseService")},
+                    external_referrals={"type": "array", "items": _ref("CaseExternalReferral")},
+                    followups={"type": "array", "items": _ref("CaseFollowUp")},
+                    notes={"type": "array", "items": _ref("CaseNote")},
+                    history={"type": "array", "items": _ref("CaseEvent")},
+                ),
+            ]
+        },
+        "CaseNote": _obj(["id", "at", "by", "text"], id=STR, at=TIME, by=STR, text=NULLABLE),
+        "CaseEvent": _obj(["id", "name", "at"], id=STR, name=STR, at=TIME, by=NULLABLE),
+        "CaseService": _obj(
+            ["id", "kind", "date", "by"],
+            id=STR,
+            kind={"type": "string", "description": "an assistance kind id"},
+            date={"type": "string", "format": "date"},
+            by=STR,
+            at=TIME,
+            amount={"type": ["number", "null"]},
+            note={"type": ["string", "null"]},
+        ),
+        "CaseExternalReferral": _obj(
+            ["id", "to", "at", "by"],
+            id=STR,
+            to={"type": "string", "description": "a directory entry id"},
+            at=TIME,
+            by=STR,
+            result={"type": ["string", "null"]},
+            result_at=TIME,
+        ),
+        "CaseFollowUp": _obj(
+            ["id", "due", "by"],
+            id=STR,
+            due=TIME,
+            note={"type": ["string", "null"]},
+            by=STR,
+            at=TIME,
+            done_at=TIME,
+            done_by={"type": ["string", "null"]},
+            alerted_at=TIME,
+        ),
         "EarlierConsultation": _obj(
             ["id", "thread_id", "started_at", "channel", "line", "outcome"],
             id=STR,
@@ -151,6 +237,8 @@ COMPONENTS: Schema = {
 }
 
 THREAD_ID = {"name": "id", "in": "path", "required": True, "schema": STR}
+# Who may call a route about one case (services/store/cases.py).
+CASE_ACCESS = "the owning organisation's specialists and supervisors (others: 404)"
 
 # (method, path) -> (who may call it, operation). "who" is documentation for readers of the
 # document (x-access); the access-matrix test checks the behaviour independently.
@@ -306,6 +394,100 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "else or another consultant acted first (the second of two at once), or when close_reasons "
         "has no silent.",
         "responses": {"200": _ok("closed", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
+    }),
+    ("GET", "/api/cases/settings"): ("session", {
+        "summary": "Case kinds of the user's lines with their intake questionnaires, referral roles, "
+        "assistance kinds, case close reasons and the directory entries an external referral may name",
+        "responses": {"200": _ok("case settings", {"type": "object"}), "401": PROBLEM},
+    }),
+    ("POST", "/api/cases"): ("anyone who sees the thread or consultation", {
+        "summary": "Open a case from a consultation or a thread, referred at once to the kind's role "
+        "with the kind's time; 422 names missing and invalid fields (intake.<field>)",
+        "description": "One case of a kind per consultation: opened again, the first is answered (200). "
+        "The organisation is the user's (a supervisor of whole lines: the conversation's one "
+        "organisation). Whoever may not see cases (a consultant) gets a receipt: id, reference, kind, "
+        "status and referral.",
+        "requestBody": _body(_obj(
+            ["kind"],
+            thread={"type": "string", "description": "an open or closed thread: its current consultation"},
+            consultation={"type": "string", "description": "<thread id>:<n> of a closed consultation"},
+            kind=STR,
+            intake={"type": "object", "description": "answers by field id"},
+        )),
+        "responses": {
+            "200": _ok("opened before", _ref("Case")), "201": _ok("opened", _ref("Case")),
+            "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "422": PROBLEM,
+        },
+    }),
+    ("GET", "/api/cases"): ("specialist, supervisor (others: an empty list)", {
+        "summary": "My cases, overdue first: referred to a role I fill and not taken, or held by me; "
+        "a supervisor's: all of the organisation's",
+        "parameters": [{"name": "status", "in": "query", "schema": {"enum": ["open", "active", "monitoring", "closed"]}}],  # noqa: E501
+        "responses": {"200": _ok("cases", {"type": "array", "items": _ref("Case")}), "401": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("GET", "/api/cases/alerts"): ("specialist, supervisor (others: nothing)", {
+        "summary": "Among GET /api/cases: referrals nobody took in time, and follow-ups that are due",
+        "responses": {"200": _ok("alerts", _obj(
+            ["overdue_referrals", "due_followups"],
+            overdue_referrals={"type": "array", "items": _ref("Case")},
+            due_followups={"type": "array", "items": _obj(["case", "followup"], case=_ref("Case"), followup={"type": "object"})},  # noqa: E501
+        )), "401": PROBLEM},
+    }),
+    ("GET", "/api/cases/{id}"): (CASE_ACCESS, {
+        "summary": "The case with its intake, assistance log, external referrals, follow-ups, notes "
+        "and history (the read is recorded)",
+        "responses": {"200": _ok("case", _ref("CaseWithLog")), "401": PROBLEM, "404": PROBLEM},
+    }),
+    ("GET", "/api/cases/{id}/reads"): ("supervisor", {
+        "summary": "Who read the case and when",
+        "responses": {"200": _ok("reads", {"type": "array", "items": {"type": "object"}}), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/cases/{id}/refer"): (CASE_ACCESS, {
+        "summary": "Refer the case to a role (default time: the kind's); nobody holds it until someone "
+        "of the role takes it",
+        "requestBody": _body(_obj(["role"], role=STR, due_at=TIME)),
+        "responses": {"200": _ok("referred", _ref("Case")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/cases/{id}/take"): ("a specialist of the referral's role, or a supervisor", {
+        "summary": "Take the referral: the case becomes active and yours; 409 when someone else took it",
+        "responses": {"200": _ok("taken", _ref("Case")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/cases/{id}/services"): (CASE_ACCESS, {
+        "summary": "Log a service given: an assistance kind of the organisation, its date, an amount "
+        "where the kind has one",
+        "requestBody": _body(_obj(["kind", "date"], kind=STR, date={"type": "string", "format": "date"}, amount={"type": "number", "minimum": 0}, note=STR)),  # noqa: E501
+        "responses": {"201": _ok("logged", _ref("CaseService")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/cases/{id}/external-referrals"): (CASE_ACCESS, {
+        "summary": "Log a referral to a state or non-government service of the directory",
+        "requestBody": _body(_obj(["to"], to={"type": "string", "description": "a directory entry id"}, at=TIME, result=STR)),  # noqa: E501
+        "responses": {"201": _ok("logged", _ref("CaseExternalReferral")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("PATCH", "/api/cases/{id}/external-referrals/{item}"): (CASE_ACCESS, {
+        "summary": "What came of an external referral",
+        "requestBody": _body(_obj(["result"], result=STR)),
+        "responses": {"200": _ok("recorded", _ref("Case")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/cases/{id}/followups"): (CASE_ACCESS, {
+        "summary": "Schedule a follow-up: when it is due it shows for the assignee and supervisors",
+        "requestBody": _body(_obj(["due"], due=TIME, note=STR)),
+        "responses": {"201": _ok("scheduled", _ref("CaseFollowUp")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/cases/{id}/followups/{item}/done"): (CASE_ACCESS, {
+        "summary": "Mark a follow-up done",
+        "responses": {"200": _ok("done", _ref("Case")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/cases/{id}/notes"): (CASE_ACCESS, {
+        "summary": "A note on the case (free text: deleted by retention like message text)",
+        "requestBody": _body(_obj(["text"], text=STR)),
+        "responses": {"201": _ok("note", _ref("CaseNote")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/cases/{id}/status"): ("the case's assignee or a supervisor", {
+        "summary": "Move the case to active, monitoring or closed (with a case close reason)",
+        "requestBody": _body(
+            _obj(["status"], status={"enum": ["active", "monitoring", "closed"]}, reason=STR)
+        ),
+        "responses": {"200": _ok("moved", _ref("Case")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
     }),
     ("GET", "/api/supervisor"): ("supervisor", {
         "summary": "Every queue of the supervisor's lines: waiting, oldest wait, holders, crises",

@@ -15,6 +15,11 @@ and keeps the thread, its times, its channel, line and queue, and ``facts`` (the
 answers statistics count). Each thread is cleared with conditional updates and marked
 ``text_deleted_at`` last, so a run that stops half-way is finished by the next one.
 A thread reopened meanwhile (status no longer closed) is left alone.
+
+Cases closed before the same cut-off lose their free text too (conversations/cases.py,
+:meth:`CaseRepository.delete_free_text`): notes, the intake's text answers (the fields of type
+``text`` in the configuration), the notes of services and follow-ups and the results of
+external referrals; their kinds, dates, amounts, categorical answers and history stay.
 """
 
 from __future__ import annotations
@@ -22,15 +27,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conversations.cases import CaseRepository
 from conversations.repository import Repository
 from services.store.stats import categorical
+from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
 from shared.mongo import make_client
+from shared.settings import DEFAULT_CONFIG_PATH
 
 Doc = dict[str, Any]
 
@@ -87,6 +96,11 @@ async def delete_free_text(repo: Repository, closed_before: datetime) -> int:
     return cleared
 
 
+async def delete_case_free_text(repo: Repository, config: HotlineConfig, closed_before: datetime) -> int:
+    """Clear the free text of cases closed before ``closed_before``; return how many."""
+    return await CaseRepository(repo.db).delete_free_text(closed_before, config.cases.free_text_fields)
+
+
 def _categorical(case: Any) -> Doc:
     """The answers of a case form that are categorical codes (free text dropped)."""
     return {k: v for k, v in (case if isinstance(case, dict) else {}).items() if categorical(v) is not None}
@@ -99,14 +113,18 @@ class RetentionSettings(BaseSettings):
     retention_days: int = Field(
         default=365, ge=1, description="Free text of threads closed longer ago is deleted"
     )
+    config_path: Path = Field(
+        default=DEFAULT_CONFIG_PATH, description="Hotline configuration (YAML): which case answers are text"
+    )
 
 
-async def _run(days: int, settings: RetentionSettings) -> int:
+async def _run(days: int, settings: RetentionSettings) -> tuple[int, int]:
+    config = load_config(settings.config_path)
     client = make_client(settings.mongo_url.get_secret_value())
     try:
-        return await delete_free_text(
-            Repository(client[settings.mongo_database]), utcnow() - timedelta(days=days)
-        )
+        repo = Repository(client[settings.mongo_database])
+        cut = utcnow() - timedelta(days=days)
+        return await delete_free_text(repo, cut), await delete_case_free_text(repo, config, cut)
     finally:
         await client.close()
 
@@ -119,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     days = args.days or settings.retention_days
     if days < 1:
         raise SystemExit("--days must be at least 1")
-    print(f"free text deleted from {asyncio.run(_run(days, settings))} threads closed over {days} days ago")
+    threads, cases = asyncio.run(_run(days, settings))
+    print(f"free text deleted from {threads} threads and {cases} cases closed over {days} days ago")
 
 
 if __name__ == "__main__":

@@ -26,15 +26,18 @@ VISIBLE = {
     "vera": {"gp-dv", "gp-legal"},
     "sofia": {"113-triage", "lastrada-migration", "bwc-migration", "gp-dv", "gp-legal"},
     "olga": {"113-triage", "lastrada-migration", "bwc-migration", "gp-dv", "gp-legal"},
+    "sasha": {"113-triage", "lastrada-migration"},
+    "kira": {"113-triage", "bwc-migration"},
 }
 ROLE = {"anna": "consultant", "boris": "consultant", "vera": "consultant", "sofia": "supervisor"}
-ROLE["olga"] = "admin"
+ROLE.update(olga="admin", sasha="specialist", kira="specialist")
 # Which roles may call each route that is not about one thread or queue.
 ROLE_ROUTES = {
     ("GET", "/api/supervisor"): {"supervisor", "admin"},
     ("GET", "/api/users"): {"admin"},
     ("POST", "/api/users/{login}/disable"): {"admin"},
     ("GET", "/api/threads/{id}/reads"): {"supervisor", "admin"},
+    ("GET", "/api/cases/{id}/reads"): {"supervisor", "admin"},
 }
 # Routes about one thread: a thread outside the caller's queues answers 404, whatever the role.
 THREAD_ROUTES = [
@@ -56,6 +59,23 @@ THREAD_ROUTES = [
         {"case": {"client_role": "survivor", "gender": "f", "age_group": "27-40"}},
     ),
 ]
+# Routes about one case (services/store/cases.py): only the owning organisation's specialists
+# and the supervisors and admins who see its line (of that organisation or of none) see it;
+# to everyone else it does not exist (404), whatever the role.
+CASE_ROUTES = [
+    ("GET", "/api/cases/{id}", None),
+    ("GET", "/api/cases/{id}/reads", None),
+    ("POST", "/api/cases/{id}/refer", {"role": "lawyer"}),
+    ("POST", "/api/cases/{id}/take", None),
+    ("POST", "/api/cases/{id}/services", {"kind": "shelter", "date": "2026-01-01"}),
+    ("POST", "/api/cases/{id}/external-referrals", {"to": "police"}),
+    ("PATCH", "/api/cases/{id}/external-referrals/{item}", {"result": "x"}),
+    ("POST", "/api/cases/{id}/followups", {"due": "2027-06-01T00:00:00+00:00"}),
+    ("POST", "/api/cases/{id}/followups/{item}/done", None),
+    ("POST", "/api/cases/{id}/notes", {"text": "note"}),
+    ("POST", "/api/cases/{id}/status", {"status": "closed", "reason": "duplicate"}),
+]
+CASE_VIEWERS = {"sasha", "sofia", "olga"}  # of a La Strada case on the 113 line
 # Every other route is open to every logged-in user, and scoped by what it returns.
 SCOPED = {
     ("DELETE", "/api/session"),
@@ -66,6 +86,11 @@ SCOPED = {
     ("GET", "/api/threads"),
     ("POST", "/api/queues/{queue}/next"),
     ("GET", "/api/events"),
+    # Cases: a consultant opens one from a conversation she sees; lists show one's own cases.
+    ("GET", "/api/cases/settings"),
+    ("POST", "/api/cases"),
+    ("GET", "/api/cases"),
+    ("GET", "/api/cases/alerts"),
 }
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
 
@@ -157,7 +182,7 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
     status, doc = await sofia.call("GET", "/api/openapi.json")
     assert status == 200
     operations = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-    ours = {(m, p) for m, p, _ in THREAD_ROUTES} | set(ROLE_ROUTES) | SCOPED | PUBLIC
+    ours = {(m, p) for m, p, _ in THREAD_ROUTES + CASE_ROUTES} | set(ROLE_ROUTES) | SCOPED | PUBLIC
     # Every console route is in this matrix. Routes other modules add (statistics) are
     # described by their handlers; test_no_session_and_no_csrf_token_get_nothing covers them.
     assert set(OPERATIONS) <= operations and set(OPERATIONS) <= ours, set(OPERATIONS) - ours
@@ -228,8 +253,38 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
     # Every read of a thread by a person is recorded: who, when, which thread.
     status, reads = await sofia.call("GET", f"/api/threads/{threads['lastrada-migration']}/reads")
     assert status == 200
-    assert {r["login"] for r in reads} == {"anna", "sofia", "olga"}
+    assert {r["login"] for r in reads} == {"anna", "sasha", "sofia", "olga"}
     assert all(r["thread_id"] == threads["lastrada-migration"] and r["at"] for r in reads)
+
+    # A case of La Strada, opened by its consultant from the conversation: its specialists and
+    # the supervisors who see the line read it; to everyone else no route tells it exists.
+    status, receipt = await people["anna"].call(
+        "POST",
+        "/api/cases",
+        {
+            "thread": threads["lastrada-migration"],
+            "kind": "crisis_abroad",
+            "intake": {"country": "PL", "risk_level": "high", "safe_contact": secret},
+        },
+    )
+    assert status == 201 and secret not in str(receipt)
+    case_id = receipt["id"]
+    exposed: list[str] = []
+    for login, c in people.items():
+        status, listed = await c.call("GET", "/api/cases")
+        if status != 200 or (case_id in str(listed)) != (login in CASE_VIEWERS):
+            exposed.append(f"{login} GET /api/cases: {status}")
+        if login in CASE_VIEWERS:
+            status, case = await c.call("GET", f"/api/cases/{case_id}")
+            assert status == 200 and case["intake"]["safe_contact"] == secret, login
+            continue
+        for method, route, body in CASE_ROUTES:
+            status, answer = await c.call(method, route.format(id=case_id, item="x"), body)
+            checked += 1
+            expected = 404 if ROLE[login] in ROLE_ROUTES.get((method, route), {ROLE[login]}) else 403
+            if status != expected or secret in str(answer) or case_id in str(answer):
+                exposed.append(f"{login} {method} {route}: {status}")
+    assert exposed == []
 
     # An admin disables an account: its session ends at once.
     status, _ = await people["olga"].call("POST", "/api/users/boris/disable")
@@ -253,7 +308,9 @@ async def test_no_session_and_no_csrf_token_get_nothing(
         async with stranger.get(gateway.store_url + "/api/openapi.json") as resp:
             assert resp.status == 200 and await resp.json() == doc  # public: it describes, holds no data
         for method, path in operations:
-            url = gateway.store_url + path.format(id=thread_id, queue="lastrada-migration", login="anna")
+            url = gateway.store_url + path.format(
+                id=thread_id, queue="lastrada-migration", login="anna", item="x"
+            )
             if (method, path) in PUBLIC:
                 continue
             async with stranger.request(method, url, json={}) as resp:

@@ -34,7 +34,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +283,7 @@ async def test_every_query_the_services_make_is_served_by_an_index(
     client_addr = f"{gateway.client_mailbox}@demo.test"
     line_addr = f"{gateway.line_mailbox}@demo.test"
     inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
-    people = {n: Consultant(gateway.store_url) for n in ("anna", "boris", "vera", "sofia", "ada")}
+    people = {n: Consultant(gateway.store_url) for n in ("anna", "boris", "vera", "sofia", "ada", "sasha")}
     http = aiohttp.ClientSession()
     chat = ChatClient(http, gateway.chat_url)
     try:
@@ -295,7 +295,7 @@ async def test_every_query_the_services_make_is_served_by_an_index(
         await nobody.close()
         for name, who in people.items():
             await who.login(name, "ada-admin-password" if name == "ada" else f"{name}-demo")
-        anna, _, vera, sofia, ada = people.values()
+        anna, _, vera, sofia, ada, sasha = people.values()
         await anna.open_events()
         await vera.open_events()
         await sofia.open_events()
@@ -366,6 +366,38 @@ async def test_every_query_the_services_make_is_served_by_an_index(
         # consultant's own lately closed threads to link a chat to.
         assert (await anna.call("GET", f"/api/threads/{thread_id}/earlier"))[0] == 200
         assert (await anna.call("GET", "/api/threads?mine=1&status=closed&limit=50"))[0] == 200
+
+        # A case opened from the consultation; sasha, specialist, takes it and works it through.
+        intake = {"country": "PL", "risk_level": "high", "safe_contact": canary}
+        status, opened = await anna.call(
+            "POST", "/api/cases", {"thread": thread_id, "kind": "crisis_abroad", "intake": intake}
+        )
+        assert status == 201, opened
+        case = f"/api/cases/{opened['id']}"
+        for path in ("/api/cases/settings", "/api/cases", "/api/cases/alerts"):
+            assert (await sasha.call("GET", path))[0] == 200, path
+        due = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+        for method, path, body in [
+            ("POST", f"{case}/take", None),
+            ("GET", case, None),
+            ("POST", f"{case}/services", {"kind": "shelter", "date": "2026-01-01", "amount": 10}),
+            ("POST", f"{case}/external-referrals", {"to": "police"}),
+            ("POST", f"{case}/followups", {"due": due, "note": canary}),
+            ("POST", f"{case}/notes", {"text": canary}),
+            ("POST", f"{case}/refer", {"role": "infoline_manager"}),
+            ("POST", f"{case}/take", None),
+            ("POST", f"{case}/status", {"status": "monitoring"}),
+            ("POST", f"{case}/status", {"status": "closed", "reason": "resolved"}),
+        ]:
+            status, answer = await sasha.call(method, path, body)
+            assert status in {200, 201}, (path, answer)
+            if path.endswith("/external-referrals"):
+                item = answer["id"]
+                assert (await sasha.call("PATCH", f"{path}/{item}", {"result": canary}))[0] == 200
+            if path.endswith("/followups"):
+                assert (await sasha.call("POST", f"{path}/{answer['id']}/done"))[0] == 200
+        for path in ("/api/cases", "/api/cases?status=closed", "/api/cases/alerts", f"{case}/reads"):
+            assert (await sofia.call("GET", path))[0] == 200, path
 
         # A chat in on the DV line: vera answers and closes; the client writes again (reopened).
         await chat.start(line="dv", language="ru")

@@ -266,7 +266,10 @@ def test_an_external_referral_gets_its_result() -> None:
 def test_my_cases_come_overdue_first_then_by_the_nearest_deadline() -> None:
     late_referral = _case(number=1)
     late_referral["referral"]["due_at"] = NOW - timedelta(minutes=5)
-    due_followup = _case(number=2, status="active", next_followup_at=NOW - timedelta(days=1))
+    due_followup = _case(number=2, status="active")
+    due_followup.update(
+        c.append(due_followup, "followups", c.new_followup(NOW - timedelta(days=1), None, "x", NOW))
+    )
     soon = _case(number=3)
     soon["referral"]["due_at"] = NOW + timedelta(minutes=30)
     later = _case(number=4)
