@@ -41,8 +41,8 @@ def quick_alerts(config: dict[str, Any]) -> None:
     config["cases"]["kinds"]["crisis_abroad"]["referral"]["hours"] = 0.0006
 
 
-def add_user(gateway: Gateway, *args: str) -> None:
-    done = subprocess.run(
+def add_user(gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "services.store.admin", "add-user", *args, "--password-stdin"],
         cwd=ROOT,
         input="long-enough-password\n",
@@ -50,7 +50,6 @@ def add_user(gateway: Gateway, *args: str) -> None:
         capture_output=True,
         env={**os.environ, **gateway.env["store"]},
     )
-    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture
@@ -58,9 +57,10 @@ async def staff(gateway: Gateway) -> AsyncIterator[dict[str, Consultant]]:
     """The demo accounts (consultants anna and boris, specialists sasha and kira, supervisor
     sofia of all lines) and a supervisor of BWC only, logged in and listening."""
     await asyncio.to_thread(gateway.seed_demo_accounts)
-    await asyncio.to_thread(
+    done = await asyncio.to_thread(
         add_user, gateway, "--login=bella", "--role=supervisor", "--organisation=bwc", "--lines=113"
     )
+    assert done.returncode == 0, done.stderr
     people: dict[str, Consultant] = {}
     try:
         for login in ("anna", "boris", "sasha", "kira", "sofia", "bella"):
@@ -106,6 +106,13 @@ async def test_a_crisis_abroad_case_is_referred_taken_logged_followed_up_and_clo
 ) -> None:
     anna, sasha, sofia = staff["anna"], staff["sasha"], staff["sofia"]
     canary = f"CANARY-{uuid.uuid4().hex}"
+    # A specialist account fills referral roles of the configuration.
+    specialist = ["--login=lev", "--role=specialist", "--organisation=lastrada", "--lines=113"]
+    for roles in ([], ["--specialist-roles=astronaut"]):
+        done = await asyncio.to_thread(add_user, gateway, *specialist, *roles)
+        assert done.returncode != 0 and "referral roles" in done.stderr
+    done = await asyncio.to_thread(add_user, gateway, *specialist, "--specialist-roles=lawyer,psychologist")
+    assert done.returncode == 0, done.stderr
     async with aiohttp.ClientSession() as http:
         thread_id = await crisis_chat(http, gateway, anna, f"Я в Польше, паспорт забрали. {canary}")
     consultation = await closed_consultation(anna, thread_id)
@@ -141,6 +148,16 @@ async def test_a_crisis_abroad_case_is_referred_taken_logged_followed_up_and_clo
     assert status == 200 and again["id"] == case_id
     # ...and she cannot read it.
     assert (await anna.call("GET", f"/api/cases/{case_id}"))[0] == 404
+    # Lev, La Strada's lawyer, sees it but may not take a referral to social work.
+    lev = Consultant(gateway.store_url)
+    try:
+        me = (await lev.login("lev", "long-enough-password"))["consultant"]
+        assert me["role"] == "specialist" and me["specialist_roles"] == ["lawyer", "psychologist"]
+        assert (await lev.call("GET", "/api/cases"))[1] == []  # not his role, not his case
+        status, refused = await lev.call("POST", f"/api/cases/{case_id}/take")
+        assert status == 409 and "social_worker" in refused["detail"]
+    finally:
+        await lev.close()
 
     # Sasha, social-work specialist of La Strada, finds it in her list and takes it.
     status, mine = await sasha.call("GET", "/api/cases")
