@@ -7,6 +7,8 @@ token. Who may do what:
 - a consultant sees the queues of their lines that list their organisation; a thread
   outside them answers 404, the same as a thread that does not exist, so ids cannot be
   probed;
+- a specialist sees the queues a consultant of their organisation sees, and the cases of
+  their organisation (services/store/cases.py: referred to the roles they fill);
 - a supervisor sees every queue of their lines, the overview of queues, holders and
   crises, and who read a thread;
 - an admin manages accounts (and sees what a supervisor sees).
