@@ -17,9 +17,9 @@ import aiohttp
 
 from conversations.identity import new_id, new_reply_token
 from conversations.model import new_thread
+from conversations.repository import Repository
 from services.store.stats import facts_for
 from shared.config import load_config
-from conversations.repository import Repository
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH
 from tests.conftest import Gateway

@@ -169,9 +169,15 @@ def test_year_on_year_compares_the_same_window_a_year_earlier() -> None:
         )
         assert r["change"] == expected
     assert result["total"] == {
-        "count": 600, "previous": 500, "change": 20.0, "people": 0, "without_known_person": 600
+        "count": 600,
+        "previous": 500,
+        "change": 20.0,
+        "people": 0,
+        "without_known_person": 600,
     }
-    assert result["periods"] == [{"period": "2026", "count": 600, "people": 0, "previous": 500, "change": 20.0}]
+    assert result["periods"] == [
+        {"period": "2026", "count": 600, "people": 0, "previous": 500, "change": 20.0}
+    ]
 
 
 def test_a_leap_day_window_compares_with_28_february() -> None:
@@ -209,7 +215,11 @@ def test_publication_hides_a_small_total_and_small_previous_year_cells() -> None
     query = q(by="gender", publish="1", compare="1")
     result = build_table(Tally(query).add_all(docs), Tally(query.previous_year()).add_all(docs), 5)
     assert result["total"] == {
-        "count": None, "previous": 11, "change": None, "people": 0, "without_known_person": None
+        "count": None,
+        "previous": 11,
+        "change": None,
+        "people": 0,
+        "without_known_person": None,
     }
     assert all(r["count"] is None and r["change"] is None for r in result["rows"])
     assert {r["gender"]: r["previous"] for r in result["rows"]} == {"female": None, "male": None}
