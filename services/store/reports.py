@@ -41,7 +41,7 @@ from aiohttp import web
 from conversations.identity import phone_thread_key
 from conversations.model import EventName, new_phone_consultation
 from conversations.repository import Doc, Repository
-from services.store import charts, stats
+from services.store import case_reports, charts, stats
 from services.store.api import thread_view
 from services.store.auth import COOKIE, Sessions, User
 from shared.config import HotlineConfig, load_config
@@ -84,6 +84,7 @@ class StatsReader:
 
     def __init__(self, repo: Repository) -> None:
         self.consultations = repo.consultations
+        self.db = repo.db  # the yearly report's table of assistance reads cases too
 
     async def tally(self, queries: list[stats.Query], scope: Scope) -> list[stats.Tally]:
         """One pass over the consultations of every query's window: memory holds the counts
@@ -216,7 +217,13 @@ async def build_report(
     all_queries = [q for pair in ((q, q.previous_year()) for q in queries) for q in pair]
     tallies = await reader.tally(all_queries, Scope(opts.lines, opts.organisation))
     tables = [stats.build_table(tallies[2 * i], tallies[2 * i + 1], min_cell) for i in range(len(queries))]
+    # Imported here: case_report_routes takes the reader's scope from this module.
+    from services.store.case_report_routes import yearly_assistance
+
+    scope = Scope(opts.lines, opts.organisation)
+    assistance = await yearly_assistance(reader.db, config, scope, opts.year, opts.publish, tz, min_cell)
     return {
+        "assistance": assistance,
         "options": opts,
         "from": first,
         "to": last,
@@ -324,6 +331,8 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
                 f"<td>{_num(r.get('previous'), hidden)}</td><td>{_num(r.get('change'), '-')}</td></tr>"
             )
         out.append("</table></section>")
+    if report.get("assistance"):
+        out.append(case_reports.assistance_section(report["assistance"], config, opts.lang, hidden))
     out.append(
         "<footer><p>A consultation with several answers to one question (topics, services, "
         "referrals, kinds of abuse) counts under each, so those shares can add up to more than "

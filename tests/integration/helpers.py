@@ -7,13 +7,15 @@ import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
 from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH
 
+from conversations.repository import Repository
 from services.email_ingest.imap import parse_fetch
+from services.store.auth import hash_password
 
 
 class Consultant:
@@ -67,6 +69,29 @@ class Consultant:
         if self.events is not None:
             await self.events.close()
         await self.http.close()
+
+
+async def logged_in(base_url: str, login: str) -> Consultant:
+    """``login`` logged in at the store ``base_url``: a demo account, or one made by
+    :func:`add_account` (password: login + ``-demo``)."""
+    c = Consultant(base_url)
+    await c.login(login, f"{login}-demo")
+    return c
+
+
+async def add_account(
+    repo: Repository,
+    login: str,
+    role: str,
+    organisation: str | None,
+    lines: list[str],
+    specialist_roles: Sequence[str] = (),
+) -> None:
+    """An account beside the demo ones (a supervisor of one organisation, a specialist), as
+    ``services.store.admin add-user`` stores it; password: login + ``-demo``."""
+    doc = {"_id": login, "name": login, "role": role, "organisation": organisation, "lines": lines}
+    doc |= {"password_hash": hash_password(f"{login}-demo"), "specialist_roles": list(specialist_roles)}
+    await repo.upsert_consultant(doc)
 
 
 def mail(
