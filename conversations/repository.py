@@ -118,6 +118,8 @@ class Repository:
         await self.thread_events.create_index(
             [("thread_id", ASCENDING), ("at", ASCENDING)], name="thread_events"
         )
+        # Service figures read some kinds of event over a window of time (store/service_figures.py).
+        await self.thread_events.create_index([("name", ASCENDING), ("at", ASCENDING)], name="by_name")
         await self.threads.create_index([("assignee", ASCENDING), ("status", ASCENDING)], name="held")
         # Statistics read closed threads' facts by date (services/store/stats.py).
         await self.threads.create_index([("facts.at", ASCENDING)], name="facts_at")

@@ -18,6 +18,7 @@ from services.store.case_report_routes import CaseReportRoutes
 from services.store.cases import CaseApi
 from services.store.clients import ClientRoutes
 from services.store.events import ConsoleHub, DeliveryRecorder
+from services.store.service_figures import ServiceFigureRoutes
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
 from services.store.search import SearchRoutes
@@ -70,6 +71,7 @@ def create_app(settings: StoreSettings) -> web.Application:
     health.add_routes(app)
     api.add_routes(app)
     ClientRoutes(api).add_routes(app)
+    ServiceFigureRoutes(api).add_routes(app)
     reports.register(app, config, repo, api.sessions, settings.stats_timezone, settings.stats_min_cell)
     CaseReportRoutes(api).add_routes(app)
     app.router.add_get("/api/events", hub.handle_ws)

@@ -38,6 +38,8 @@ ROLE_ROUTES = {
     ("POST", "/api/users/{login}/disable"): {"admin"},
     ("GET", "/api/threads/{id}/reads"): {"supervisor", "admin"},
     ("GET", "/api/cases/{id}/reads"): {"supervisor", "admin"},
+    # Service figures (services/store/service_figures.py): for supervisors, never published.
+    ("GET", "/api/service-figures"): {"supervisor", "admin"},
 }
 # Routes about one thread: a thread outside the caller's queues answers 404, whatever the role.
 THREAD_ROUTES = [

@@ -457,6 +457,7 @@ async def test_every_query_the_services_make_is_served_by_an_index(
             "/api/threads?mine=1",
             f"/api/threads/{thread_id}/reads",
             f"/api/stats?from={year}-01-01&to={year}-12-31&compare=1",
+            "/api/service-figures?period=month",
         ):
             assert (await sofia.call("GET", path))[0] == 200, path
         for path in (
