@@ -6,10 +6,12 @@ Figures so far:
   publish (confirm) -> consume round trip on the same broker; idle sockets held by one
   chat_ingest and its memory per socket (benchmarks/chat.py);
 - e-mail: IMAP append -> thread visible p95, and backlog import against a bare aioimaplib
-  UID FETCH (benchmarks/email.py, whose docstring lists its settings).
+  UID FETCH (benchmarks/email.py, whose docstring lists its settings);
+- finding a record: each kind of search over 100,000 stored messages against the 1 s ceiling,
+  last, as it fills the database (benchmarks/search.py, whose docstring lists its settings).
 
 Environment: BENCH_RATE (messages per second, default 200), BENCH_SECONDS (default 60, as in
-QUALITY.md), BENCH_ONLY (a comma-separated subset of ``latency,idle,email``; default all).
+QUALITY.md), BENCH_ONLY (a comma-separated subset of ``latency,idle,email,search``; default all).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import aiohttp
 
 from benchmarks import chat as chat_bench
 from benchmarks import email as email_bench
+from benchmarks import search as search_bench
 from deploy.local.services import SERVICES, ServiceProcesses, StackUrls, service_env
 from deploy.local.stack import LocalStack, StackPorts, free_ports
 from services.chat_ingest.ws import session_id_for
@@ -171,11 +174,12 @@ async def chat_to_console(store: str, chat: str, rate: int, seconds: int) -> Cha
 def main() -> None:
     rate = int(os.environ.get("BENCH_RATE", "200"))
     seconds = int(os.environ.get("BENCH_SECONDS", "60"))
-    only = {p.strip() for p in os.environ.get("BENCH_ONLY", "latency,idle,email").split(",") if p.strip()}
-    unknown = only - {"latency", "idle", "email"}
+    parts = ("latency", "idle", "email", "search")
+    only = {p.strip() for p in os.environ.get("BENCH_ONLY", ",".join(parts)).split(",") if p.strip()}
+    unknown = only - set(parts)
     if unknown:
         names = ", ".join(sorted(unknown))
-        raise SystemExit(f"BENCH_ONLY: unknown part(s) {names}; use latency, idle, email")
+        raise SystemExit(f"BENCH_ONLY: unknown part(s) {names}; use {', '.join(parts)}")
     with (
         tempfile.TemporaryDirectory(prefix="hotline-bench-") as tmp,
         LocalStack(Path(tmp) / "stack", StackPorts.free(), name="hlbench") as stack,
@@ -220,24 +224,30 @@ def main() -> None:
                 report_chat(ceiling, run, rate, seconds)
             if "idle" in only:
                 chat_bench.run("127.0.0.1", ports["chat_ingest"], procs.pids()["chat_ingest"])
-            if "email" not in only:
-                return
+            if "email" in only:
 
-            def stop_email() -> None:
-                procs.stop("email_ingest")
+                def stop_email() -> None:
+                    procs.stop("email_ingest")
 
-            def start_email() -> None:
-                procs.start("email_ingest", env["email_ingest"])
-                procs.wait_ready(ports)
+                def start_email() -> None:
+                    procs.start("email_ingest", env["email_ingest"])
+                    procs.wait_ready(ports)
 
-            email_bench.run(
-                f"http://127.0.0.1:{ports['store']}",
-                stack.imap_port,
-                "bench-hotline",
-                stack.mongo_url,
-                stop_email,
-                start_email,
-            )
+                email_bench.run(
+                    f"http://127.0.0.1:{ports['store']}",
+                    stack.imap_port,
+                    "bench-hotline",
+                    stack.mongo_url,
+                    stop_email,
+                    start_email,
+                )
+            if "search" in only:
+                search_bench.run(
+                    f"http://127.0.0.1:{ports['store']}",
+                    stack.mongo_url,
+                    "bench",
+                    env["store"]["STORE_CLIENT_KEY_SECRET"],
+                )
         finally:
             procs.stop_all()
 

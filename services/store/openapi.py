@@ -515,6 +515,74 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     }),
 }  # fmt: skip
 
+# Finding a record (services/store/search.py): the criteria go in the body, never in the URL.
+OPERATIONS[("POST", "/api/search")] = (
+    "session: each person finds only what they could open; cases only the owning organisation's "
+    "specialists and supervisors",
+    {
+        "summary": "Find threads, consultations and cases of one's own organisation by number, words, "
+        "dates and case-form answers, newest first",
+        "description": "number (thread id, <thread>:<n>, or a case number such as LASTRADA-17) is used "
+        "alone; otherwise words give threads, dates alone or answers give consultations. truncated: "
+        "more may match than were checked. Changes nothing; a POST so that no word reaches a URL.",
+        "requestBody": _body(
+            _obj(
+                [],
+                number=STR,
+                text={"type": "string", "maxLength": 500},
+                **{"from": {"type": "string", "format": "date"}, "to": {"type": "string", "format": "date"}},
+                answers={"type": "object", "additionalProperties": {"type": "array", "items": STR}},
+                line=STR,
+                limit={"type": "integer", "minimum": 1, "maximum": 50},
+            )
+        ),
+        "responses": {
+            "200": _ok(
+                "records and cases",
+                _obj(
+                    ["records", "cases", "truncated"],
+                    records={"type": "array", "items": {"type": "object"}},
+                    cases={"type": "array", "items": {"type": "object"}},
+                    truncated={"type": "boolean"},
+                ),
+            ),
+            "401": PROBLEM,
+            "403": PROBLEM,
+            "415": PROBLEM,
+            "422": PROBLEM,
+        },
+    },
+)
+# Case reports (services/store/case_report_routes.py), scoped like /api/stats.
+_CASE_REPORT_QUERY = [
+    {"name": "year", "in": "query", "schema": {"type": "integer"}},
+    {"name": "publish", "in": "query", "schema": {"enum": ["0", "1"]}},
+    {"name": "kind", "in": "query", "schema": STR, "description": "case kinds, comma-separated"},
+    {"name": "line", "in": "query", "schema": STR},
+    {"name": "organisation", "in": "query", "schema": STR},
+]
+for _report, _what in (
+    ("assistance", "people given each kind of service in the year, per organisation"),
+    ("cases", "cases opened in the year by kind, status and duration band"),
+    ("referrals", "external referrals made in the year by destination (directory id)"),
+):
+    for _suffix, _type in (("", "application/json"), (".csv", "text/csv")):
+        OPERATIONS[("GET", f"/api/case-reports/{_report}{_suffix}")] = (
+            "supervisor",
+            {
+                "summary": f"Case report ({'CSV' if _suffix else 'JSON'}): {_what}",
+                "description": "publish=1 suppresses small cells and every count a published total "
+                "would give away; exact figures are marked not for publication.",
+                "parameters": _CASE_REPORT_QUERY,
+                "responses": {
+                    "200": {"description": "the report", "content": {_type: {"schema": {"type": "object"}}}},
+                    "401": PROBLEM,
+                    "403": PROBLEM,
+                    "422": PROBLEM,
+                },
+            },
+        )
+
 _PARAM = re.compile(r"\{(\w+)\}")
 
 

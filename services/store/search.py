@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -191,6 +191,10 @@ def all_of(sets: list[dict[str, date]]) -> dict[str, date]:
     return {t: max(s[t] for s in sets) for t in common}
 
 
+async def _one(found: dict[str, date]) -> AsyncIterator[dict[str, date]]:
+    yield found
+
+
 def thread_of(consultation_id: str) -> str:
     return consultation_id.rpartition(":")[0]
 
@@ -341,75 +345,96 @@ class _Finder:
         wanted = set(months(first, last))
         return [m for m in stored if m in wanted]
 
-    async def _term(self, token: str, in_months: list[str]) -> dict[str, date]:
-        """Targets of one term in the months searched, with their latest day."""
+    async def _in_month(self, tokens: list[str], month: str) -> dict[str, date]:
+        """Targets of any of ``tokens`` in ``month``, on days the criteria cover, with their
+        latest such day."""
+        refs = await self.r.index.refs([f"{token}:{month}" for token in tokens])
+        return hits(refs, month, self.c)
+
+    async def _all_months(self, tokens: list[str], in_months: list[str]) -> dict[str, date]:
         out: dict[str, date] = {}
         for month in in_months:
-            found = hits(await self.r.index.refs([f"{token}:{month}"]), month, self.c)
-            for target, day in found.items():
-                if target not in out or out[target] < day:
-                    out[target] = day
-        return out
-
-    async def _any_of(self, tokens: list[str], in_months: list[str]) -> dict[str, date]:
-        out: dict[str, date] = {}
-        for token in tokens:
-            for target, day in (await self._term(token, in_months)).items():
+            for target, day in (await self._in_month(tokens, month)).items():
                 if target not in out or out[target] < day:
                     out[target] = day
         return out
 
     async def _by_criteria(self) -> list[Doc]:
+        """Words give threads, answers and dates consultations. Where one month's postings
+        decide alone (one word; answers; dates), months are read newest first and reading stops
+        once enough records are found; several words may meet in a thread across months, so
+        they are read for every month first."""
         in_months = await self._months()
         key = self.r.key
+        words = sorted(self.c.words)
         threads: dict[str, date] | None = None
-        if self.c.words:
-            threads = all_of([await self._term(key.word(w), in_months) for w in sorted(self.c.words)])
-        if threads is not None and not self.c.answers:
-            return await self._check(newest_first(threads), lambda t: self._thread_record(t, threads))
+        if len(words) > 1:
+            threads = all_of([await self._all_months([key.word(w)], in_months) for w in words])
+        if words and not self.c.answers:
+            batches: AsyncIterator[dict[str, date]]
+            if threads is None:
+                token = key.word(words[0])
+                batches = (await self._in_month([token], m) for m in reversed(in_months))
+            else:
+                batches = _one(threads)
+            return await self._newest_first(batches, self._thread_record)
+        if threads is None and words:
+            threads = await self._all_months([key.word(words[0])], in_months)
         orgs = self.organisations()
-        if self.c.answers:
-            per_field = [
-                await self._any_of(
-                    [key.answer(o, name, code) for o in orgs for code in sorted(codes)], in_months
-                )
-                for name, codes in sorted(self.c.answers.items())
-            ]
-            consultations = all_of(per_field)
-        else:
-            consultations = await self._any_of([key.consultations(o) for o in orgs], in_months)
-        if threads is None:
-            return await self._check(newest_first(consultations), self._consultation_record)
-        worded = threads
-        consultations = {c: d for c, d in consultations.items() if thread_of(c) in worded}
-        return await self._check(
-            newest_first(consultations), lambda c: self._consultation_record(c, worded[thread_of(c)])
-        )
+        fields = sorted(self.c.answers.items())
 
-    async def _thread_record(self, thread_id: str, days: Mapping[str, date]) -> Doc | None:
-        thread = await self._thread(thread_id, days[thread_id])
+        async def consultations() -> AsyncIterator[dict[str, date]]:
+            for month in reversed(in_months):
+                if fields:
+                    per_field = [
+                        await self._in_month(
+                            [key.answer(o, f, code) for o in orgs for code in sorted(codes)], month
+                        )
+                        for f, codes in fields
+                    ]
+                    found = all_of(per_field)
+                else:
+                    found = await self._in_month([key.consultations(o) for o in orgs], month)
+                if threads is not None:
+                    found = {c: d for c, d in found.items() if thread_of(c) in threads}
+                yield found
+
+        async def make(consultation_id: str, _: date) -> Doc | None:
+            text_day = threads[thread_of(consultation_id)] if threads is not None else None
+            return await self._consultation_record(consultation_id, text_day)
+
+        return await self._newest_first(consultations(), make)
+
+    async def _thread_record(self, thread_id: str, text_day: date) -> Doc | None:
+        thread = await self._thread(thread_id, text_day)
         return record(thread, None) if thread is not None else None
 
     async def _consultation_record(self, consultation_id: str, text_day: date | None = None) -> Doc | None:
         found = await self._consultation(consultation_id, text_day)
         return record(found[0], found[1]) if found is not None else None
 
-    async def _check(self, candidates: list[str], make: Callable[[str], Any]) -> list[Doc]:
-        """Records for the candidates, newest first, checked a few at once, until the limit."""
+    async def _newest_first(
+        self,
+        batches: AsyncIterator[dict[str, date]],
+        make: Callable[[str, date], Awaitable[Doc | None]],
+    ) -> list[Doc]:
+        """Records for the candidates of each batch (a month, newest first), newest day first,
+        checked a few at once, until the limit or :data:`MAX_CHECKED` candidates checked;
+        ``truncated`` when it stopped there, as more may match."""
         out: list[Doc] = []
-        for start in range(0, len(candidates), CHECK_AT_ONCE):
+        async for found in batches:
+            ordered = newest_first(found)
+            for start in range(0, len(ordered), CHECK_AT_ONCE):
+                if len(out) >= self.c.limit or self.checked >= MAX_CHECKED:
+                    self.truncated = True
+                    return out[: self.c.limit]
+                chunk = ordered[start : start + CHECK_AT_ONCE]
+                self.checked += len(chunk)
+                out += [r for r in await asyncio.gather(*(make(t, found[t]) for t in chunk)) if r is not None]
             if len(out) >= self.c.limit:
                 self.truncated = True
-                break
-            if self.checked >= MAX_CHECKED:
-                self.truncated = True
-                break
-            chunk = candidates[start : start + CHECK_AT_ONCE]
-            self.checked += len(chunk)
-            out += [r for r in await asyncio.gather(*(make(t) for t in chunk)) if r is not None]
-        if len(out) > self.c.limit:
-            self.truncated = True
-        return out[: self.c.limit]
+                return out[: self.c.limit]
+        return out
 
     # --- cases --------------------------------------------------------------------------------------
 

@@ -38,6 +38,12 @@ ROLE_ROUTES = {
     ("POST", "/api/users/{login}/disable"): {"admin"},
     ("GET", "/api/threads/{id}/reads"): {"supervisor", "admin"},
     ("GET", "/api/cases/{id}/reads"): {"supervisor", "admin"},
+    # Case reports (services/store/case_report_routes.py), scoped like statistics.
+    **{
+        ("GET", f"/api/case-reports/{report}{suffix}"): {"supervisor", "admin"}
+        for report in ("assistance", "cases", "referrals")
+        for suffix in ("", ".csv")
+    },
     # Service figures (services/store/service_figures.py): for supervisors, never published.
     ("GET", "/api/service-figures"): {"supervisor", "admin"},
 }
@@ -93,6 +99,8 @@ SCOPED = {
     ("POST", "/api/cases"),
     ("GET", "/api/cases"),
     ("GET", "/api/cases/alerts"),
+    # Finding a record: each person finds what they could open (checked below).
+    ("POST", "/api/search"),
 }
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
 
@@ -239,6 +247,21 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
         }
     assert unauthorised == []
     assert checked >= 100
+
+    # Finding a record: the canary's words find, for each person, exactly the threads they may
+    # open. The store indexes a message within seconds: asked until the supervisor of all
+    # lines finds every thread.
+    word = secret.removeprefix("canary-")
+    for _ in range(60):
+        status, found = await sofia.call("POST", "/api/search", {"text": word})
+        if status != 200 or len(found["records"]) == len(threads):
+            break
+        await asyncio.sleep(0.5)  # the indexer's pass is periodic: there is no event to await
+    for login, c in people.items():
+        status, found = await c.call("POST", "/api/search", {"text": word})
+        assert status == 200, (login, found)
+        assert {by_id[r["thread"]["id"]] for r in found["records"]} == VISIBLE[login] & set(threads), login
+        assert found["cases"] == [] and secret not in str(found)
 
     # The allowed side of the matrix answers: consultants read their organisation's threads,
     # supervisors every queue of their lines, admins the accounts.

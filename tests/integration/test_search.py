@@ -18,13 +18,12 @@ from conversations.identity import new_id
 from conversations.model import ThreadStatus, consultation_id, new_thread
 from conversations.repository import Repository
 from conversations.search import SearchIndex, SearchKey
-from services.store.auth import hash_password
 from services.store.search_index import SearchIndexer
 from services.store.stats import make_facts
 from shared.mongo import make_client
 from tests.conftest import Gateway
 from tests.integration.chat_client import ChatClient
-from tests.integration.helpers import Consultant
+from tests.integration.helpers import Consultant, add_account, logged_in
 
 MINSK = ZoneInfo("Europe/Minsk")
 # Words only these tests use: a hit can only come from the records written here.
@@ -76,20 +75,6 @@ def message(thread_id: str, text: str, day: str, direction: str = "in") -> dict[
         "text": text,
         "created_at": at(day, 10),
     }
-
-
-async def add_account(repo: Repository, login: str, role: str, organisation: str, lines: list[str]) -> None:
-    doc = {
-        "_id": login,
-        "name": login,
-        "role": role,
-        "organisation": organisation,
-        "lines": lines,
-        "password_hash": hash_password(f"{login}-demo"),
-    }
-    if role == "specialist":
-        doc["specialist_roles"] = ["social_worker"]
-    await repo.upsert_consultant(doc)
 
 
 def case(organisation: str, number: int, t: dict[str, Any], day: str) -> dict[str, Any]:
@@ -156,20 +141,31 @@ async def write_world(gateway: Gateway) -> World:
         cases = [case("lastrada", 1, w.t["lastrada"], "2026-03-10"), case("bwc", 1, w.t["bwc"], "2026-03-11")]
         await db["cases"].insert_many(cases)
         await add_account(repo, "lsup", "supervisor", "lastrada", ["113"])
-        await add_account(repo, "lspec", "specialist", "lastrada", ["113"])
-        await add_account(repo, "bspec", "specialist", "bwc", ["113"])
+        await add_account(repo, "lspec", "specialist", "lastrada", ["113"], ["social_worker"])
+        await add_account(repo, "bspec", "specialist", "bwc", ["113"], ["social_worker"])
         # The store indexes on its own a moment later; here at once, with the store's key.
-        key = SearchKey(gateway.env["store"]["STORE_CLIENT_KEY_SECRET"].encode())
-        await SearchIndexer(SearchIndex(db), key, MINSK, None, "test").drain()
+        await indexer(gateway, db).drain()
     finally:
         await client.close()
     return w
 
 
+def indexer(gateway: Gateway, db: Any) -> SearchIndexer:
+    """An indexer like the store's, with the store's key."""
+    key = SearchKey(gateway.env["store"]["STORE_CLIENT_KEY_SECRET"].encode())
+    return SearchIndexer(SearchIndex(db), key, MINSK, None, "test")
+
+
+async def in_database(gateway: Gateway, act: Any) -> Any:
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        return await act(client[gateway.database])
+    finally:
+        await client.close()
+
+
 async def login(gateway: Gateway, who: str) -> Consultant:
-    c = Consultant(gateway.store_url)
-    await c.login(who, f"{who}-demo")
-    return c
+    return await logged_in(gateway.store_url, who)
 
 
 async def search(c: Consultant, **criteria: Any) -> dict[str, Any]:
@@ -253,6 +249,20 @@ async def test_each_criterion_finds_only_what_the_person_could_open(gateway: Gat
             for number in ("LASTRADA-1", "BWC-1", "1"):
                 assert (await search(consultant, number=number))["cases"] == []
             assert (await search(consultant, text=PASSPORT))["cases"] == []
+
+        # A later message adds to the month's postings of a word already indexed.
+        later = message(ids["lastrada"], f"{PASSPORT} вернули, спасибо {PHONE_WORD}x", "2026-03-20")
+        await in_database(gateway, lambda db: db["messages"].insert_one(later))
+        await in_database(gateway, lambda db: Repository(db).search.message_stored(later["_id"]))
+        await in_database(gateway, lambda db: indexer(gateway, db).drain())
+        assert threads(await search(anna, text=f"{PHONE_WORD}x")) == {ids["lastrada"]}
+        assert threads(await search(anna, text=PASSPORT, **{"from": "2026-03-20"})) == {ids["lastrada"]}
+        assert threads(await search(boris, text=f"{PHONE_WORD}x")) == set()
+        # Once retention deleted a thread's text, its words no longer find it; its number does.
+        deleted = {"$set": {"text_deleted_at": at("2026-04-01")}}
+        await in_database(gateway, lambda db: db["threads"].update_one({"_id": ids["lastrada"]}, deleted))
+        assert threads(await search(anna, text=PASSPORT)) == set()
+        assert threads(await search(anna, number=ids["lastrada"])) == {ids["lastrada"]}
 
         # What cannot be searched is refused, naming the criterion.
         for bad, word in (
