@@ -99,6 +99,7 @@
       $("supervisor-toggle").textContent = t(state.supervisor ? "consultant_view" : "supervisor_view");
       renderQueues(); loadThreads(); if (state.thread) { openThread(state.thread, true); }
       if (state.supervisor) { loadSupervisor(); }
+      if (window.HotlineCases) { window.HotlineCases.language(); }
     }
   }
   document.querySelectorAll(".lang-select").forEach(function (s) {
@@ -117,6 +118,7 @@
     $("supervisor-toggle").hidden = !(me.role === "supervisor" || me.role === "admin");
     api("GET", "/api/config").then(function (c) { state.config = c; applyLanguage(); });
     loadQueues(); connectEvents();
+    if (window.HotlineCases) { window.HotlineCases.start(kit); }
   }
 
   $("login-form").addEventListener("submit", function (ev) {
@@ -273,7 +275,7 @@
     return d;
   }
 
-  // What services/store/static/clients.js (the person's panel) may use of the console.
+  // What services/store/static/clients.js (the person's panel) and cases.js may use of the console.
   var kit = {
     api: api, el: el, pick: pick, showError: showError,
     lang: function () { return lang; },
@@ -457,6 +459,7 @@
       });
       box.appendChild(closeBtn);
     }
+    if (window.HotlineCases) { box.appendChild(window.HotlineCases.opener(th)); }
     return box;
   }
 
@@ -603,12 +606,16 @@
     var url = new URL("/api/events", location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     events = new WebSocket(url);
-    events.onopen = function () { $("live").classList.add("on"); refreshSoon(); };
+    events.onopen = function () {
+      $("live").classList.add("on"); refreshSoon();
+      if (window.HotlineCases) { window.HotlineCases.event(null); }  // events may have been missed
+    };
     events.onmessage = function (ev) {
       var f = JSON.parse(ev.data);
       if (f.type !== "event") { return; }
       if (f.name === "CrisisEscalated" && state.me && (state.me.role === "supervisor" || state.me.role === "admin")) { crisisAlert(f); }
       if (f.thread_id === state.thread) { touched.thread = true; }
+      if (window.HotlineCases) { window.HotlineCases.event(f); }
       refreshSoon();
     };
     events.onclose = function (ev) {
