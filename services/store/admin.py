@@ -82,7 +82,7 @@ async def _run(args: argparse.Namespace, settings: AdminSettings) -> str:
             return "demo accounts: " + ", ".join(str(a["_id"]) for a in DEMO_ACCOUNTS)
         if args.command == "seed-demo-statistics":
             added = await seed_sample_year(repo, load_config(settings.config_path), utcnow())
-            return f"demo statistics: {added} sample consultations of the last 12 months added (demo data)"
+            return f"demo statistics: {added} sample contacts since 1 January last year added (demo data)"
         if args.command in {"add-user", "reset-password"}:
             password = (
                 sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")

@@ -1,10 +1,15 @@
-"""A sample year of statistics for ``make demo``: closed consultations of every line, spread
-over the twelve months before today, so a newcomer sees the reports and charts alive.
+"""Sample statistics for ``make demo``: closed consultations of every line, spread from the
+first of January last year to today, so a newcomer's report page shows this year against the
+last one, alive.
 
 Demo data only, and marked as such: every sample thread has the key ``demo:<line>:<n>``,
 ``demo: true``, no client address and no text; only its case form and the facts statistics
 count. Its answers are drawn from each line's configured case form, so the sample follows the
-configuration. Written once: the keys are fixed, and running it again adds nothing.
+configuration. Some contacts are closed without a consultation (a configured reason), and
+the consultations of e-mail and Telegram (and a few linked chats) belong to sample people
+(``demo-<line>-<k>``), some of whom come back, so "people" and "contacts without a
+consultation" are filled too. Written once: the keys are fixed, and running it again adds
+nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ from typing import Any
 
 from conversations.identity import new_reply_token, thread_id_for
 from conversations.repository import Doc, Repository
-from services.store.stats import facts_for
+from services.store.stats import facts_for, no_consultation_facts_for
 from shared.config import HotlineConfig
 
-PER_LINE = 600
+PER_LINE = 1000
 SEED = 2026
 CHANNELS = ["email", "chat", "telegram", "phone"]
+NO_CONSULTATION_SHARE = 0.06
+# Sample people per line, as a share of its contacts: fewer people than consultations, so
+# some come back.
+PEOPLE_SHARE = 0.45
 
 
 def _answer(rnd: random.Random, spec: dict[str, Any]) -> Any:
@@ -35,21 +44,28 @@ def _answer(rnd: random.Random, spec: dict[str, Any]) -> Any:
 def sample_year(config: HotlineConfig, now: datetime, per_line: int = PER_LINE) -> list[Doc]:
     """The sample threads (pure: the same configuration and ``now`` give the same answers)."""
     rnd = random.Random(SEED)  # noqa: S311 (a sample, not a secret)
+    first = datetime(now.year - 1, 1, 1, tzinfo=now.tzinfo)
+    span_minutes = int((now - first).total_seconds() // 60)
+    reasons = list(config.close_reasons)
     docs: list[Doc] = []
     for line in config.lines:
         queues = [name for name, q in config.queues.items() if q.line == line]
         fields = config.case_fields(line)
         for n in range(per_line):
-            created = now - timedelta(minutes=rnd.randrange(1, 365 * 24 * 60))
+            created = now - timedelta(minutes=rnd.randrange(1, span_minutes))
             queue = rnd.choice(queues)
             organisation = rnd.choice(config.queues[queue].organisations)
             case, _, _ = config.check_case(line, {name: _answer(rnd, spec) for name, spec in fields.items()})
             key = f"demo:{line}:{n}"
+            channel = rnd.choice(CHANNELS)
+            named = channel in {"email", "telegram"} or (channel == "chat" and rnd.random() < 0.2)
+            person = f"demo-{line}-{rnd.randrange(int(per_line * PEOPLE_SHARE))}" if named else None
             thread: Doc = {
                 "_id": thread_id_for(key),
                 "key": key,
                 "demo": True,
-                "channel": rnd.choice(CHANNELS),
+                "channel": channel,
+                "client_id": person,
                 "line": line,
                 "queue": queue,
                 "organisations": config.queues[queue].organisations,
@@ -67,7 +83,14 @@ def sample_year(config: HotlineConfig, now: datetime, per_line: int = PER_LINE) 
                 "updated_at": created,
                 "case": case,
             }
-            thread["facts"] = facts_for(config, thread, organisation, case)
+            if reasons and channel != "phone" and rnd.random() < NO_CONSULTATION_SHARE:
+                reason = rnd.choice(reasons)
+                del thread["case"]
+                thread.update(outcome="no_consultation", no_consultation_reason=reason)
+                thread["facts"] = no_consultation_facts_for(config, thread, organisation, reason)
+            else:
+                thread["outcome"] = "consultation"
+                thread["facts"] = facts_for(config, thread, organisation, case)
             docs.append(thread)
     return docs
 

@@ -1,13 +1,14 @@
 """The demo's sample year: `make demo` writes it so the reports are alive for a newcomer. Every
-line gets consultations spread over the last twelve months, counted by the real statistics
-API; each one is marked demo data; writing it again adds nothing."""
+line gets contacts from the first of January last year to today (consultations of sample people,
+some of whom come back, and contacts without a consultation), counted by the real statistics API;
+each one is marked demo data; writing it again adds nothing."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from collections import Counter
 
 from conversations.repository import Repository
 from services.store.demo_data import PER_LINE
@@ -31,28 +32,41 @@ def seed(gateway: Gateway) -> str:
     return done.stdout
 
 
-async def test_the_sample_year_fills_every_line_and_is_written_once(gateway: Gateway) -> None:
+async def test_the_sample_fills_every_line_this_year_and_last_and_is_written_once(gateway: Gateway) -> None:
     gateway.seed_demo_accounts()
     lines = load_config(DEFAULT_CONFIG_PATH).lines
     total = PER_LINE * len(lines)
-    assert f"{total} sample consultations" in seed(gateway)
-    assert "0 sample consultations" in seed(gateway)  # again: nothing added
-    sofia = Consultant(gateway.store_url)
-    await sofia.login("sofia", "sofia-demo")
-    try:
-        today = utcnow().date()
-        window = f"from={(today - timedelta(days=366)).isoformat()}&to={today.isoformat()}"
-        status, stats = await sofia.call("GET", f"/api/stats?{window}&by=line&period=month")
-    finally:
-        await sofia.close()
-    assert status == 200, stats
-    assert stats["total"]["count"] == total
-    months = {row["period"] for row in stats["rows"]}
-    assert len(months) >= 12 and {row["line"] for row in stats["rows"]} == set(lines)
+    assert f"{total} sample contacts" in seed(gateway)
+    assert "0 sample contacts" in seed(gateway)  # again: nothing added
     client = make_client(gateway.urls.mongo_url)
     try:
         repo = Repository(client[gateway.database])
         sample = await repo.threads.find({"key": {"$regex": "^demo:"}}).to_list()
+        written = await repo.consultations.count_documents({})
     finally:
         await client.close()
-    assert len(sample) == total and all(t["demo"] is True and t["client"]["address"] == "" for t in sample)
+    assert len(sample) == total == written
+    assert all(t["demo"] is True and t["client"]["address"] == "" for t in sample)
+    consulted = [t for t in sample if t["outcome"] == "consultation"]
+    people = {t["client_id"] for t in consulted if t["client_id"]}
+    skipped = Counter(t["no_consultation_reason"] for t in sample if t["outcome"] == "no_consultation")
+    # Some people come back, some contacts were no consultation: every figure has something.
+    assert 0 < len(people) < len([t for t in consulted if t["client_id"]]) and skipped
+
+    sofia = Consultant(gateway.store_url)
+    await sofia.login("sofia", "sofia-demo")
+    try:
+        today = utcnow().date()
+        window = f"from={today.year - 1}-01-01&to={today.isoformat()}"
+        status, stats = await sofia.call("GET", f"/api/stats?{window}&by=line&period=month")
+    finally:
+        await sofia.close()
+    assert status == 200, stats
+    assert stats["total"]["count"] == len(consulted) and stats["total"]["people"] == len(people)
+    by_reason: Counter[str] = Counter()
+    for row in stats["no_consultation"]["rows"]:  # by month and reason
+        by_reason[row["reason"]] += row["count"]
+    assert by_reason == skipped
+    assert stats["no_consultation"]["count"] == sum(skipped.values())
+    months = {row["period"] for row in stats["rows"]}
+    assert len(months) >= 13 and {row["line"] for row in stats["rows"]} == set(lines)
