@@ -195,6 +195,11 @@ def _joined(refs: Iterable[str]) -> str:
     return " ".join(sorted(set(refs)))
 
 
+def _split(refs: Any) -> list[str]:
+    # A list where the postings were written as an array (the index's first form).
+    return [str(r) for r in refs] if isinstance(refs, list) else str(refs or "").split()
+
+
 def merge(into: dict[str, set[str]], more: Mapping[str, Iterable[str]]) -> None:
     for k, refs in more.items():
         into.setdefault(k, set()).update(refs)
@@ -328,7 +333,7 @@ class SearchIndex:
                     return
                 except DuplicateKeyError:
                     continue  # written meanwhile: merge with it
-            have = set(str(doc.get("refs") or "").split())
+            have = set(_split(doc.get("refs")))
             more = set(refs) - have
             if not more:
                 return
@@ -351,5 +356,5 @@ class SearchIndex:
         for k in keys:
             doc = await self.postings.find_one({"_id": k}, {"refs": 1})
             if doc is not None:
-                out += str(doc.get("refs") or "").split()
+                out += _split(doc.get("refs"))
         return out

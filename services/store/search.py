@@ -46,7 +46,7 @@ from conversations.search import SearchIndex, SearchKey, months, split_ref, word
 from services.store.api import SUPERVISORS, ConsultantApi, thread_view
 from services.store.auth import User
 from services.store.clients import consultation_view
-from services.store.search_index import SearchIndexer
+from services.store.search_index import LEASE_SECONDS, SearchIndexer
 from services.store.stats import FIRST_DATE, LAST_DATE
 from shared.envelope import utcnow
 from shared.http import problem
@@ -216,7 +216,7 @@ class SearchRoutes:
         app.router.add_post("/api/search", self.search)
 
         async def running(app: web.Application) -> Any:
-            lease = Lease(self.repo.db["leases"], 120)
+            lease = Lease(self.repo.db["leases"], LEASE_SECONDS)
             indexer = SearchIndexer(self.index, self.key, self.tz, lease, self.api.s.instance_id)
             supervisor.start("search_index", indexer.run, interval=300)
             yield

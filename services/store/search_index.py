@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
+from pymongo.errors import PyMongoError
+
 from conversations.search import SearchIndex, SearchKey, merge
 from shared.lease import Lease
 from shared.logs import get_logger
@@ -34,6 +36,8 @@ BATCH = 500  # entries read per step
 CONCURRENT_READS = 25
 REBUILD_CHUNK = 20_000  # documents whose postings are gathered before one write
 MAX_PAUSE = 2.0  # seconds of rest between two steps of a long drain
+LEASE_SECONDS = 60.0  # a holder that vanished loses the lease this long after its last pass
+RELEASE_SECONDS = 2.0
 
 
 class SearchIndexer:
@@ -108,8 +112,17 @@ class SearchIndexer:
 
     async def run(self, heartbeat: Heartbeat, every: float = EVERY) -> None:
         """Pass after pass until cancelled. A failure (the database away) ends the task, and its
-        supervisor starts it again after a pause: what waits stays waiting meanwhile."""
-        while True:
-            await self.step(heartbeat.beat)
-            heartbeat.beat()
-            await asyncio.sleep(every)  # a period: new entries are not announced
+        supervisor starts it again after a pause: what waits stays waiting meanwhile. Cancelled
+        (the store stopping), it gives the lease back, so a replica started next takes over at
+        once rather than when the lease lapses."""
+        try:
+            while True:
+                await self.step(heartbeat.beat)
+                heartbeat.beat()
+                await asyncio.sleep(every)  # a period: new entries are not announced
+        finally:
+            if self.lease is not None:
+                try:
+                    await asyncio.wait_for(self.lease.release(LEASE_KEY, self.holder), RELEASE_SECONDS)
+                except (PyMongoError, TimeoutError) as exc:  # it lapses on its own
+                    log.warning("search_index_lease_kept", error=type(exc).__name__)
