@@ -100,6 +100,7 @@
       renderQueues(); loadThreads(); if (state.thread) { openThread(state.thread, true); }
       if (state.supervisor) { loadSupervisor(); }
       if (window.HotlineCases) { window.HotlineCases.language(); }
+      if (window.HotlinePhone) { window.HotlinePhone.language(); }
     }
   }
   document.querySelectorAll(".lang-select").forEach(function (s) {
@@ -119,6 +120,7 @@
     api("GET", "/api/config").then(function (c) { state.config = c; applyLanguage(); });
     loadQueues(); connectEvents();
     if (window.HotlineCases) { window.HotlineCases.start(kit); }
+    if (window.HotlinePhone) { window.HotlinePhone.start(kit); }
   }
 
   $("login-form").addEventListener("submit", function (ev) {
@@ -278,6 +280,7 @@
   // What services/store/static/clients.js (the person's panel) and cases.js may use of the console.
   var kit = {
     api: api, el: el, pick: pick, showError: showError,
+    caseFields: caseFields, caseValues: caseValues, caseProblem: caseProblem,
     lang: function () { return lang; },
     config: function () { return state.config; },
     me: function () { return state.me; },
@@ -463,10 +466,11 @@
     return box;
   }
 
-  function caseForm(th, after) {
-    var form = el("form", { "id": "case-form" });
-    var fields = (state.config && state.config.case_form[th.line]) || {};
-    form.appendChild(el("h3", {}, t("case_form")));
+  // The case form's questions of a line (GET /api/config case_form), drawn into a form: a
+  // fieldset per question, its label as legend with " *" when required, tick boxes for a
+  // multi-answer question, a list otherwise. Used by the close dialog and by phone.js.
+  function caseFields(form, fields, preset) {
+    preset = preset || {};
     Object.keys(fields).forEach(function (name) {
       var f = fields[name];
       var label = pick(f.label, name) + (f.required ? " *" : "");
@@ -475,7 +479,7 @@
       if (f.multiple) {
         Object.keys(f.options).forEach(function (opt) {
           var cb = el("input", { "type": "checkbox", "name": name, "value": opt });
-          if (name === "topics" && th.topic === opt) { cb.checked = true; }
+          if ((preset[name] || []).indexOf(opt) >= 0) { cb.checked = true; }
           var l = el("label", { "class": "check" }); l.appendChild(cb); l.appendChild(el("span", {}, pick(f.options[opt], opt)));
           fs.appendChild(l);
         });
@@ -484,11 +488,48 @@
         if (f.required) { sel.setAttribute("aria-required", "true"); }
         sel.appendChild(el("option", { "value": "" }, t("choose")));
         Object.keys(f.options).forEach(function (opt) { sel.appendChild(el("option", { "value": opt }, pick(f.options[opt], opt))); });
-        if (name === "region" && th.region) { sel.value = th.region; }
+        if (preset[name]) { sel.value = preset[name]; }
         fs.appendChild(sel);
       }
       form.appendChild(fs);
     });
+  }
+
+  // The answers given in a form drawn by caseFields, as the API takes them (unanswered left out).
+  function caseValues(form, fields) {
+    var c = {};
+    Object.keys(fields).forEach(function (name) {
+      if (fields[name].multiple) {
+        var vals = Array.prototype.map.call(form.querySelectorAll("input[name=\"" + name + "\"]:checked"), function (i) { return i.value; });
+        if (vals.length) { c[name] = vals; }
+      } else {
+        var v = form.querySelector("select[name=\"" + name + "\"]").value;
+        if (v) { c[name] = v; }
+      }
+    });
+    return c;
+  }
+
+  // A 422 answer's missing and invalid fields named by their labels, and their fieldsets marked;
+  // returns the text to show.
+  function caseProblem(form, fields, e) {
+    var p = e.problem || {};
+    var names = function (list) { return (list || []).map(function (n) { return pick(fields[n] && fields[n].label, n); }).join(", "); };
+    var parts = [];
+    if (p.missing && p.missing.length) { parts.push(t("missing") + ": " + names(p.missing)); }
+    if (p.invalid && p.invalid.length) { parts.push(t("invalid") + ": " + names(p.invalid)); }
+    form.querySelectorAll("fieldset[data-field]").forEach(function (fs) {
+      var bad = (p.missing || []).concat(p.invalid || []).indexOf(fs.getAttribute("data-field")) >= 0;
+      fs.classList.toggle("bad", bad);
+    });
+    return parts.join(". ") || p.detail || e.message;
+  }
+
+  function caseForm(th, after) {
+    var form = el("form", { "id": "case-form" });
+    var fields = (state.config && state.config.case_form[th.line]) || {};
+    form.appendChild(el("h3", {}, t("case_form")));
+    caseFields(form, fields, { topics: th.topic ? [th.topic] : [], region: th.region });
     var err = el("p", { "id": "case-error", "role": "alert", "class": "error" });
     form.appendChild(err);
     form.appendChild(el("button", { "type": "submit" }, t("close_case")));
@@ -498,27 +539,8 @@
     form.appendChild(noConsultation(th, after, err));
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      var c = {};
-      Object.keys(fields).forEach(function (name) {
-        if (fields[name].multiple) {
-          var vals = Array.prototype.map.call(form.querySelectorAll("input[name=\"" + name + "\"]:checked"), function (i) { return i.value; });
-          if (vals.length) { c[name] = vals; }
-        } else {
-          var v = form.querySelector("select[name=\"" + name + "\"]").value;
-          if (v) { c[name] = v; }
-        }
-      });
-      api("POST", "/api/threads/" + encodeURIComponent(th.id) + "/close", { case: c }).then(after).catch(function (e) {
-        var p = e.problem || {};
-        var names = function (list) { return (list || []).map(function (n) { return pick(fields[n] && fields[n].label, n); }).join(", "); };
-        var parts = [];
-        if (p.missing && p.missing.length) { parts.push(t("missing") + ": " + names(p.missing)); }
-        if (p.invalid && p.invalid.length) { parts.push(t("invalid") + ": " + names(p.invalid)); }
-        err.textContent = parts.join(". ") || p.detail || e.message;
-        form.querySelectorAll("fieldset").forEach(function (fs) {
-          var bad = (p.missing || []).concat(p.invalid || []).indexOf(fs.getAttribute("data-field")) >= 0;
-          fs.classList.toggle("bad", bad);
-        });
+      api("POST", "/api/threads/" + encodeURIComponent(th.id) + "/close", { case: caseValues(form, fields) }).then(after).catch(function (e) {
+        err.textContent = caseProblem(form, fields, e);
       });
     });
     return form;
