@@ -364,11 +364,13 @@ def referral_counts(cases: Iterable[Mapping[str, Any]], q: CaseQuery, min_cell: 
 # --- the section of the reports page ----------------------------------------------------------
 
 
-def assistance_section(result: Mapping[str, Any], config: Any, lang: str, hidden: str) -> str:
-    """The table "types of assistance provided": people per kind (rows) and organisation."""
+def assistance_section(result: Mapping[str, Any], config: Any, labels: Any, hidden: str) -> str:
+    """The table "types of assistance provided": people per kind (rows) and organisation, in
+    the language of ``labels`` (a :class:`services.store.reports.Labels`)."""
+    t = labels.text
 
     def label(names: dict[str, str], fallback: str) -> str:
-        return names.get(lang) or names.get("en") or fallback
+        return str(labels.pick(names, fallback))
 
     orgs = [o["organisation"] for o in result["organisations"]]
     cells = {(r["organisation"], r["assistance"]): r["people"] for r in result["rows"]}
@@ -381,10 +383,9 @@ def assistance_section(result: Mapping[str, Any], config: Any, lang: str, hidden
         f"<th>{escape(config.organisations[o].name if o in config.organisations else o)}</th>" for o in orgs
     )
     out = [
-        '<section id="assistance"><h2>Types of assistance provided (people in cases)</h2>',
-        "<p>People given each kind of service in the year, by the date of the service; a person "
-        "given several kinds counts under each, and once in the total.</p>",
-        f'<table class="figures"><tr><th>Assistance</th>{head}</tr>',
+        f'<section id="assistance"><h2>{escape(t("assistance title"))}</h2>',
+        f"<p>{escape(t('assistance note'))}</p>",
+        f'<table class="figures"><tr><th>{escape(t("Assistance"))}</th>{head}</tr>',
     ]
     for kind in kinds:
         title = label(dict(config.cases.assistance_kinds[kind].title), kind)
@@ -393,9 +394,16 @@ def assistance_section(result: Mapping[str, Any], config: Any, lang: str, hidden
         )
         out.append(f"<tr><td>{escape(title)}</td>{row}</tr>")
     totals = "".join(f"<th>{num(o['people'])}</th>" for o in result["organisations"])
-    out.append(f"<tr><th>People assisted</th>{totals}</tr></table>")
-    out.append(f"<p>All organisations: {num(result['total']['people'])} people.</p></section>")
+    out.append(f"<tr><th>{escape(t('People assisted'))}</th>{totals}</tr></table>")
+    out.append(
+        f"<p>{escape(t('all organisations people', n=_plain(result['total']['people'], hidden)))}</p>"
+        "</section>"
+    )
     return "".join(out)
+
+
+def _plain(v: Any, hidden: str) -> str:
+    return hidden if v is None else str(v)
 
 
 # --- CSV -------------------------------------------------------------------------------------

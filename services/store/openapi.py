@@ -583,6 +583,41 @@ for _report, _what in (
             },
         )
 
+# Statistics (services/store/reports.py, docs/statistics.md "API"): the same table three ways.
+_STATS_QUERY = [
+    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"}},
+    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"}},
+    {"name": "by", "in": "query", "schema": STR, "description": "up to three dimensions, comma-separated"},
+    {"name": "period", "in": "query", "schema": {"enum": ["day", "month", "year"]}},
+    {"name": "compare", "in": "query", "schema": {"enum": ["0", "1"]}},
+    {"name": "publish", "in": "query", "schema": {"enum": ["0", "1"]}},
+]
+for _suffix, _type, _what in (
+    ("", "application/json", "JSON"),
+    (".csv", "text/csv", "CSV"),
+    (".xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "XLSX, labelled in lang"),
+):
+    _lang = (
+        [{"name": "lang", "in": "query", "schema": {"enum": ["ru", "be", "en"]}}]
+        if _suffix == ".xlsx"
+        else []
+    )
+    OPERATIONS[("GET", f"/api/stats{_suffix}")] = (
+        "supervisor",
+        {
+            "summary": f"Consultations counted by any dimension ({_what})",
+            "description": "Any other query name filters (channel=email,phone). publish=1 suppresses "
+            "small cells; exact figures are marked not for publication.",
+            "parameters": _STATS_QUERY + _lang,
+            "responses": {
+                "200": {"description": "the table", "content": {_type: {"schema": {"type": "object"}}}},
+                "401": PROBLEM,
+                "403": PROBLEM,
+                "422": PROBLEM,
+            },
+        },
+    )
+
 _PARAM = re.compile(r"\{(\w+)\}")
 
 

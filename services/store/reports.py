@@ -2,13 +2,15 @@
 
 Routes (registered by :func:`register`, called from the composition root):
 
-- ``GET /api/stats`` and ``GET /api/stats.csv``: counts by any dimension (see
-  :mod:`services.store.stats`); supervisors and admins only, scoped to their lines and,
-  when they belong to one, their organisation. ``publish=1`` suppresses small cells.
+- ``GET /api/stats``, ``GET /api/stats.csv`` and ``GET /api/stats.xlsx``: counts by any
+  dimension (see :mod:`services.store.stats`); supervisors and admins only, scoped to their
+  lines and, when they belong to one, their organisation. ``publish=1`` suppresses small
+  cells; the XLSX takes ``lang`` for its labels.
 - ``POST /api/consultations``: register a phone consultation with the case form: a
   closed thread with channel ``phone``, so statistics cover every channel.
 - ``GET /reports``: the reports page (charts and tables for a year, drawn on the server
-  as SVG: no script, the same drawing in the page, the yearly report and its PDF).
+  as SVG: no script, the same drawing in the page, the yearly report and its PDF), in
+  ``lang=ru|be|en`` (default English) like the yearly report.
 - ``GET /reports/yearly``: the yearly report for stakeholders: publication figures only.
 
 The PDF is printed by headless Chromium from the same HTML, outside the request path::
@@ -28,7 +30,7 @@ import argparse
 import asyncio
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from html import escape
@@ -41,9 +43,19 @@ from aiohttp import web
 from conversations.identity import phone_thread_key
 from conversations.model import EventName, new_phone_consultation
 from conversations.repository import Doc, Repository
-from services.store import case_reports, charts, stats
+from services.store import case_reports, charts, spreadsheet, stats
 from services.store.api import thread_view
 from services.store.auth import COOKIE, Sessions, User
+from services.store.report_text import (
+    CHANNELS,
+    LANGUAGE_NAMES,
+    LANGUAGES,
+    MONTHS,
+    SUPPRESSED,
+    language,
+    pick,
+    text,
+)
 from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
 from shared.http import problem
@@ -53,8 +65,6 @@ log = get_logger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 SUPERVISORS = {"supervisor", "admin"}
-CHANNELS = {"email": "E-mail", "chat": "Web chat", "telegram": "Telegram", "phone": "Phone"}
-NOT_ANSWERED = "not answered"
 
 
 @dataclass(frozen=True)
@@ -116,29 +126,32 @@ class StatsReader:
 
 
 class Labels:
-    """Names of dimensions and values for people, in one language (falls back to the id)."""
+    """Names of dimensions and values for people, in one language: the program's words from
+    :mod:`services.store.report_text`, the configuration's names in that language (falls back
+    to the id)."""
 
     def __init__(self, config: HotlineConfig, lang: str = "en") -> None:
         self.config = config
         self.lang = lang
         self.fields = form_fields(config)
 
-    def _pick(self, names: dict[str, str] | None, fallback: str) -> str:
-        if not names:
-            return fallback
-        return names.get(self.lang) or names.get("en") or next(iter(names.values()), fallback)
+    def text(self, key: str, **values: Any) -> str:
+        return text(self.lang, key, **values)
+
+    def pick(self, names: dict[str, str] | None, fallback: str) -> str:
+        return pick(names, self.lang, fallback)
 
     def dimension(self, name: str) -> str:
-        if name in {"channel", "line", "organisation"}:
-            return name.capitalize()
+        if name in {"channel", "line", "organisation", "period"}:
+            return self.text(name.capitalize())
         f = self.fields.get(name)
-        return self._pick(getattr(f, "label", None), name.replace("_", " ").capitalize())
+        return self.pick(getattr(f, "label", None), name.replace("_", " ").capitalize())
 
     def value(self, name: str, value: str | None) -> str:
         if value is None:
-            return NOT_ANSWERED
+            return self.text("not answered")
         if name == "channel":
-            return CHANNELS.get(value, value)
+            return CHANNELS[self.lang].get(value, value)
         if name == "line":
             line = self.config.lines.get(value)
             return line.name if line else value
@@ -148,13 +161,21 @@ class Labels:
         f = self.fields.get(name)
         source = getattr(f, "options_from", None)
         if name == "region" or source == "regions":
-            return self._pick(self.config.regions.get(value), value)
+            return self.pick(self.config.regions.get(value), value)
         if name in {"topic", "topics"} or source == "topics":
             for line in self.config.lines.values():
                 if value in line.topics:
-                    return self._pick(line.topics[value].title, value)
+                    return self.pick(line.topics[value].title, value)
         options = getattr(f, "options", None) or {}
-        return self._pick(options.get(value), value.replace("_", " "))
+        return self.pick(options.get(value), value.replace("_", " "))
+
+    def reason(self, reason: str) -> str:
+        return self.pick(self.config.close_reasons.get(reason), reason)
+
+    def suppression_note(self, min_cell: int) -> str:
+        if self.lang == "en":
+            return stats.suppression_note(min_cell)
+        return SUPPRESSED[self.lang].format(n=min_cell)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -248,11 +269,12 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
     labels = Labels(config, opts.lang)
     min_cell = report["min_cell"]
     hidden = f"<{min_cell}" if opts.publish else "-"
-    lines_text = ", ".join(config.lines[ln].name for ln in opts.lines) or "no line"
-    org_text = config.organisations[opts.organisation].name if opts.organisation else "all organisations"
-    title = f"Consultations {opts.year}"
+    t = labels.text
+    lines_text = ", ".join(config.lines[ln].name for ln in opts.lines) or t("no line")
+    org_text = config.organisations[opts.organisation].name if opts.organisation else t("all organisations")
+    title = t("title", year=opts.year)
     out: list[str] = [
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
+        f'<!doctype html><html lang="{opts.lang}"><head><meta charset="utf-8">',
         f"<title>{escape(title)}</title>",
     ]
     if css is not None:
@@ -261,36 +283,37 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
         out.append('<link rel="stylesheet" href="/static/reports.css">')
     out.append('</head><body class="report">')
     out.append(f"<header><h1>{escape(title)}</h1>")
-    out.append(
-        f'<p class="scope">{escape(lines_text)}; {escape(org_text)}; '
-        f"{report['from'].isoformat()} to {report['to'].isoformat()}, compared with the same "
-        f"dates of {opts.year - 1}.</p>"
+    scope = t(
+        "scope",
+        lines=lines_text,
+        org=org_text,
+        first=report["from"].isoformat(),
+        last=report["to"].isoformat(),
+        previous=opts.year - 1,
     )
+    out.append(f'<p class="scope">{escape(scope)}</p>')
     if page:
         out.append(_filter_form(config, opts))
     if opts.publish:
-        out.append(f'<p class="note" id="suppression">{escape(stats.suppression_note(min_cell))}</p>')
+        out.append(f'<p class="note" id="suppression">{escape(labels.suppression_note(min_cell))}</p>')
     else:
-        out.append(
-            '<p class="note" id="suppression">Exact figures for internal use; not for publication. '
-            "Tick “for publication” to suppress small cells.</p>"
-        )
+        out.append(f'<p class="note" id="suppression">{escape(t("internal"))}</p>')
     out.append("</header>")
 
     total = report["total"]["total"]
-    out.append('<section id="total"><h2>All consultations</h2><table class="figures">')
-    out.append(f"<tr><th>{opts.year}</th><th>{opts.year - 1}</th><th>Change</th></tr>")
+    out.append(f'<section id="total"><h2>{escape(t("All consultations"))}</h2><table class="figures">')
+    out.append(f"<tr><th>{opts.year}</th><th>{opts.year - 1}</th><th>{escape(t('Change'))}</th></tr>")
     out.append(
         f"<tr><td>{_num(total['count'], hidden)}</td><td>{_num(total.get('previous'), hidden)}</td>"
         f"<td>{_num(total.get('change'), '-')}</td></tr></table>"
     )
     out.append(
-        '<table class="figures" id="people"><tr><th>Distinct people (where known)</th>'
-        "<th>Consultations of people not known</th></tr>"
+        f'<table class="figures" id="people"><tr><th>{escape(t("people"))}</th>'
+        f"<th>{escape(t('unknown people'))}</th></tr>"
         f"<tr><td>{_num(total.get('people'), hidden)}</td>"
         f"<td>{_num(total.get('without_known_person'), hidden)}</td></tr></table></section>"
     )
-    out.append(_no_consultation_section(report["total"]["no_consultation"], config, opts.lang, hidden))
+    out.append(_no_consultation_section(report["total"]["no_consultation"], labels, hidden))
 
     months = report["months"]
     keys = [f"{opts.year}-{m:02d}" for m in range(1, 13)]
@@ -305,10 +328,9 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
     lines_data: list[tuple[str, list[int | None]]] = [
         (labels.value("channel", ch), vals) for ch, vals in sorted(series.items(), key=lambda kv: kv[0] or "")
     ]
-    lines_data.append((f"all, {opts.year - 1}", list(previous)))
-    month_names = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-    out.append('<section id="months"><h2>Requests per month, by channel</h2>')
-    out.append(charts.line_chart("Requests per month, by channel", month_names, lines_data))
+    lines_data.append((t("all, {year}", year=opts.year - 1), list(previous)))
+    out.append(f'<section id="months"><h2>{escape(t("months"))}</h2>')
+    out.append(charts.line_chart(t("months"), MONTHS[opts.lang], lines_data))
     out.append("</section>")
 
     for section, table in report["sections"]:
@@ -318,11 +340,13 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
             rows = rows[: section.top]
         items = [(labels.value(section.by, r[section.by]), r["count"]) for r in rows]
         draw = charts.pie_chart if section.chart == "pie" else charts.bar_chart
-        out.append(f'<section id="{section.by}"><h2>{escape(section.title)}</h2>')
-        out.append(draw(section.title, items, hidden))
+        heading = t(section.title)
+        out.append(f'<section id="{section.by}"><h2>{escape(heading)}</h2>')
+        out.append(draw(heading, items, hidden))
         out.append(
             f'<table class="figures"><tr><th>{escape(labels.dimension(section.by))}</th>'
-            f"<th>{opts.year}</th><th>Share</th><th>{opts.year - 1}</th><th>Change</th></tr>"
+            f"<th>{opts.year}</th><th>{escape(t('Share'))}</th><th>{opts.year - 1}</th>"
+            f"<th>{escape(t('Change'))}</th></tr>"
         )
         for r, (label, _) in zip(rows, items, strict=True):
             share = "-" if r["share"] is None else f"{r['share']:.1f} %"
@@ -332,50 +356,60 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
             )
         out.append("</table></section>")
     if report.get("assistance"):
-        out.append(case_reports.assistance_section(report["assistance"], config, opts.lang, hidden))
-    out.append(
-        "<footer><p>A consultation with several answers to one question (topics, services, "
-        "referrals, kinds of abuse) counts under each, so those shares can add up to more than "
-        "100 %. Produced by hotline-gateway from the case forms; no message text is used.</p></footer>"
-    )
+        out.append(case_reports.assistance_section(report["assistance"], config, labels, hidden))
+    out.append(f"<footer><p>{escape(t('footer'))}</p></footer>")
     out.append("</body></html>")
     return "".join(out)
 
 
-def _no_consultation_section(other: Doc, config: HotlineConfig, lang: str, hidden: str) -> str:
+def _no_consultation_section(other: Doc, labels: Labels, hidden: str) -> str:
     """Contacts closed without a consultation, by reason: apart from every figure above."""
+    t = labels.text
     out = [
-        '<section id="no-consultation"><h2>Contacts without a consultation</h2>',
-        "<p>Spam, tests, silent or abandoned contacts and the like: counted here, never in the "
-        "consultations above.</p>",
-        '<table class="figures"><tr><th>Reason</th><th>Contacts</th></tr>',
+        f'<section id="no-consultation"><h2>{escape(t("Contacts without a consultation"))}</h2>',
+        f"<p>{escape(t('no consultation note'))}</p>",
+        f'<table class="figures"><tr><th>{escape(t("Reason"))}</th><th>{escape(t("Contacts"))}</th></tr>',
     ]
     for row in other["rows"]:
-        names = config.close_reasons.get(row["reason"]) or {}
-        label = names.get(lang) or names.get("en") or row["reason"]
+        label = labels.reason(row["reason"])
         out.append(f"<tr><td>{escape(label)}</td><td>{_num(row['count'], hidden)}</td></tr>")
-    out.append(f"<tr><th>All</th><th>{_num(other['count'], hidden)}</th></tr></table></section>")
+    out.append(
+        f"<tr><th>{escape(t('All'))}</th><th>{_num(other['count'], hidden)}</th></tr></table></section>"
+    )
     return "".join(out)
 
 
 def _filter_form(config: HotlineConfig, opts: ReportOptions) -> str:
+    def t(key: str) -> str:
+        return escape(text(opts.lang, key))
+
     line_options = "".join(
         f'<option value="{escape(ln)}"{" selected" if opts.lines == [ln] else ""}>'
         f"{escape(config.lines[ln].name)}</option>"
         for ln in config.lines
     )
+    lang_options = "".join(
+        f'<option value="{code}"{" selected" if code == opts.lang else ""}>{LANGUAGE_NAMES[code]}</option>'
+        for code in LANGUAGES
+    )
     checked = " checked" if opts.publish else ""
+    line = "&amp;line=" + escape(opts.lines[0]) if len(opts.lines) == 1 else ""
+    export = (
+        f"?from={opts.year}-01-01&amp;to={opts.year}-12-31&amp;by=channel&amp;period=month&amp;compare=1"
+        f"{'&amp;publish=1' if opts.publish else ''}"
+    )
     return (
         '<form class="filters" method="get" action="/reports">'
-        f'<label>Year <input name="year" type="number" min="2000" max="2100" value="{opts.year}"></label>'
-        '<label>Line <select name="line"><option value="">all my lines</option>'
+        f'<label>{t("Year")} <input name="year" type="number" min="2000" max="2100" '
+        f'value="{opts.year}"></label>'
+        f'<label>{t("Line")} <select name="line"><option value="">{t("all my lines")}</option>'
         f"{line_options}</select></label>"
-        f'<label><input type="checkbox" name="publish" value="1"{checked}> for publication</label>'
-        '<button type="submit">Show</button>'
-        f'<a href="/reports/yearly?year={opts.year}'
-        f'{"&amp;line=" + escape(opts.lines[0]) if len(opts.lines) == 1 else ""}">Yearly report</a>'
-        f'<a href="/api/stats.csv?from={opts.year}-01-01&amp;to={opts.year}-12-31&amp;by=channel&amp;'
-        f'period=month&amp;compare=1{"&amp;publish=1" if opts.publish else ""}">CSV by month</a>'
+        f'<label>{t("Language")} <select name="lang">{lang_options}</select></label>'
+        f'<label><input type="checkbox" name="publish" value="1"{checked}> {t("for publication")}</label>'
+        f'<button type="submit">{t("Show")}</button>'
+        f'<a href="/reports/yearly?year={opts.year}{line}&amp;lang={opts.lang}">{t("Yearly report")}</a>'
+        f'<a href="/api/stats.csv{export}">{t("CSV by month")}</a>'
+        f'<a href="/api/stats.xlsx{export}&amp;lang={opts.lang}">{t("XLSX by month")}</a>'
         "</form>"
     )
 
@@ -408,13 +442,17 @@ class Reports:
             return problem(403, "Statistics are for supervisors and admins")
         return scope
 
-    async def _stats(self, request: web.Request) -> Doc | web.Response:
+    async def _stats(
+        self, request: web.Request, params: Mapping[str, str] | None = None
+    ) -> Doc | web.Response:
         scope = self._scope(request["user"])
         if isinstance(scope, web.Response):
             return scope
         fields = form_fields(self.config)
         try:
-            query = stats.parse_query(request.query, self._today(), self.tz, fields or None)
+            query = stats.parse_query(
+                request.query if params is None else params, self._today(), self.tz, fields or None
+            )
         except stats.QueryError as exc:
             return problem(422, "Bad statistics request", str(exc))
         return await self.reader.table(query, scope, self.min_cell)
@@ -436,6 +474,25 @@ class Reports:
             text=stats.to_csv(result),
             content_type="text/csv",
             charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    async def stats_xlsx(self, request: web.Request) -> web.Response:
+        """The table of ``/api/stats.csv`` as an XLSX workbook, labelled in ``lang``."""
+        lang = language(request.query.get("lang"))
+        if lang is None:
+            return problem(422, "Bad statistics request", "lang: ru, be or en")
+        query = {k: v for k, v in request.query.items() if k != "lang"}
+        result = await self._stats(request, query)
+        if isinstance(result, web.Response):
+            return result
+        body = await asyncio.to_thread(spreadsheet.to_xlsx, result, Labels(self.config, lang))
+        name = (
+            f"hotline-stats-{result['from']}-{result['to']}{'-published' if result['published'] else ''}.xlsx"
+        )
+        return web.Response(
+            body=body,
+            content_type=spreadsheet.CONTENT_TYPE,
             headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
@@ -537,11 +594,15 @@ class Reports:
         line = request.query.get("line") or None
         if line is not None and line not in scope.lines:
             return problem(404, "no such line")
+        lang = language(request.query.get("lang"))
+        if lang is None:
+            return problem(422, "lang: ru, be or en")
         opts = ReportOptions(
             year,
             [line] if line else scope.lines,
             scope.organisation,
             publish if publish is not None else request.query.get("publish") == "1",
+            lang,
         )
         report = await build_report(self.reader, self.config, opts, self.tz, self.min_cell, today)
         return report, opts
@@ -606,6 +667,7 @@ def register(
     r = app.router
     r.add_get("/api/stats", reports.stats_json)
     r.add_get("/api/stats.csv", reports.stats_csv)
+    r.add_get("/api/stats.xlsx", reports.stats_xlsx)
     r.add_post("/api/consultations", reports.consultation)
     r.add_get("/reports", reports.page)
     r.add_get("/reports/yearly", reports.yearly)
@@ -625,7 +687,7 @@ async def _write_report(args: argparse.Namespace) -> str:
     try:
         reader = StatsReader(Repository(client[settings.mongo_database]))
         lines = [args.line] if args.line else list(config.lines)
-        opts = ReportOptions(args.year, lines, args.organisation, True)
+        opts = ReportOptions(args.year, lines, args.organisation, True, args.lang)
         today = utcnow().astimezone(tz).date()
         report = await build_report(reader, config, opts, tz, settings.stats_min_cell, today)
     finally:
@@ -665,6 +727,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--line", help="one line id; default: every line")
     parser.add_argument("--organisation", help="one organisation id; default: all")
     parser.add_argument("--out", required=True, help="report.pdf or report.html")
+    parser.add_argument("--lang", choices=LANGUAGES, default="en", help="ru, be or en; default en")
     parser.add_argument("--chromium", help="Chromium executable; default: chromium on PATH")
     args = parser.parse_args(list(argv) if argv is not None else None)
     print(asyncio.run(_write_report(args)), file=sys.stdout)

@@ -46,6 +46,8 @@ ROLE_ROUTES = {
     },
     # Service figures (services/store/service_figures.py): for supervisors, never published.
     ("GET", "/api/service-figures"): {"supervisor", "admin"},
+    # Statistics (services/store/reports.py): the same table as JSON, CSV and XLSX.
+    **{("GET", f"/api/stats{suffix}"): {"supervisor", "admin"} for suffix in ("", ".csv", ".xlsx")},
 }
 # Routes about one thread: a thread outside the caller's queues answers 404, whatever the role.
 THREAD_ROUTES = [
