@@ -11,9 +11,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
 
-from services.store.stats import no_consultation_facts
 from tests.conftest import ROOT, Gateway
-from tests.integration.test_stats_api import YEAR, generated_threads, insert
+from tests.integration.test_stats_api import YEAR, closed_without_consultation, generated_threads, insert
 
 DOCS = ROOT / "docs"
 
@@ -61,20 +60,9 @@ async def test_reports_page_draws_labelled_charts_and_the_yearly_report_prints(
     gateway: Gateway, browser: Browser, tmp_path: Path
 ) -> None:
     gateway.seed_demo_accounts()
-    this_year = generated_threads(21, YEAR, 400)
-    for d in this_year[:2]:  # two people over 60: too few to publish
-        d["case"]["age_group"] = "60+"
-        d["facts"]["fields"]["age_group"] = ["60+"]
+    this_year = generated_threads(21, YEAR, 400, over_60=2)  # two people over 60: too few to publish
     # Ten contacts without a consultation: 3 spam, 7 tests, never among the 400 consultations.
-    contacts = generated_threads(23, YEAR, 10)
-    for i, d in enumerate(contacts):
-        reason = "spam" if i < 3 else "test"
-        f = d.pop("facts")
-        del d["case"]
-        d.update(outcome="no_consultation", no_consultation_reason=reason)
-        d["facts"] = no_consultation_facts(
-            reason, at=f["at"], line=f["line"], channel=f["channel"], organisation=f["organisation"]
-        )
+    contacts = closed_without_consultation(23, YEAR, ["spam"] * 3 + ["test"] * 7)
     await insert(gateway, this_year + contacts + generated_threads(22, YEAR - 1, 300))
 
     consultant = await logged_in_page(browser, gateway, "anna")

@@ -18,7 +18,7 @@ import aiohttp
 from conversations.identity import new_id, new_reply_token
 from conversations.model import new_thread
 from conversations.repository import Repository
-from services.store.stats import facts_for
+from services.store.stats import facts_for, no_consultation_facts
 from shared.config import load_config
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH
@@ -33,8 +33,9 @@ TOPICS_113 = ["work_abroad", "study_abroad", "au_pair", "crisis_abroad", "safe_t
 COUNTRIES = ["PL", "LT", "DE", "RU", "CY", "TR"]
 
 
-def generated_threads(seed: int, year: int, n: int) -> list[dict[str, Any]]:
-    """Closed e-mail, chat and Telegram threads of the 113 line as the store keeps them."""
+def generated_threads(seed: int, year: int, n: int, over_60: int = 0) -> list[dict[str, Any]]:
+    """Closed e-mail, chat and Telegram threads of the 113 line as the store keeps them; the
+    first ``over_60`` of them people of 60 and over (an age group the rest never have)."""
     config = load_config(DEFAULT_CONFIG_PATH)
     rnd = random.Random(seed)
     start = datetime(year, 1, 1, tzinfo=MINSK)
@@ -66,6 +67,22 @@ def generated_threads(seed: int, year: int, n: int) -> list[dict[str, Any]]:
         }
         thread["facts"] = facts_for(config, thread, org, case)
         docs.append(thread)
+    for d in docs[:over_60]:
+        d["case"]["age_group"] = "60+"
+        d["facts"]["fields"]["age_group"] = ["60+"]
+    return docs
+
+
+def closed_without_consultation(seed: int, year: int, reasons: list[str]) -> list[dict[str, Any]]:
+    """Threads closed without a consultation, one per reason given, dated like generated_threads."""
+    docs = generated_threads(seed, year, len(reasons))
+    for d, reason in zip(docs, reasons, strict=True):
+        f = d.pop("facts")
+        del d["case"]
+        d.update(outcome="no_consultation", no_consultation_reason=reason)
+        d["facts"] = no_consultation_facts(
+            reason, at=f["at"], line=f["line"], channel=f["channel"], organisation=f["organisation"]
+        )
     return docs
 
 

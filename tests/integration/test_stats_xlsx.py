@@ -9,11 +9,16 @@ from typing import Any
 from openpyxl import load_workbook
 
 from services.store.reports import Labels
-from services.store.stats import no_consultation_facts
 from shared.config import load_config
 from shared.settings import DEFAULT_CONFIG_PATH
 from tests.conftest import Gateway
-from tests.integration.test_stats_api import YEAR, generated_threads, insert, login
+from tests.integration.test_stats_api import (
+    YEAR,
+    closed_without_consultation,
+    generated_threads,
+    insert,
+    login,
+)
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -27,19 +32,8 @@ def expected_cell(value: Any, suppressed: bool, min_cell: int | None) -> Any:
 
 async def test_the_xlsx_holds_the_json_figures_exactly_in_each_language(gateway: Gateway) -> None:
     gateway.seed_demo_accounts()
-    this_year = generated_threads(31, YEAR, 300)
-    for d in this_year[:3]:  # three people of 60 and over: too few to publish
-        d["case"]["age_group"] = "60+"
-        d["facts"]["fields"]["age_group"] = ["60+"]
-    contacts = generated_threads(32, YEAR, 8)
-    for i, d in enumerate(contacts):
-        f = d.pop("facts")
-        del d["case"]
-        reason = "spam" if i < 2 else "test"
-        d.update(outcome="no_consultation", no_consultation_reason=reason)
-        d["facts"] = no_consultation_facts(
-            reason, at=f["at"], line=f["line"], channel=f["channel"], organisation=f["organisation"]
-        )
+    this_year = generated_threads(31, YEAR, 300, over_60=3)  # three people over 60: too few to publish
+    contacts = closed_without_consultation(32, YEAR, ["spam"] * 2 + ["test"] * 6)
     await insert(gateway, this_year + contacts + generated_threads(33, YEAR - 1, 200))
     config = load_config(DEFAULT_CONFIG_PATH)
 

@@ -27,7 +27,7 @@
       oldest_short: "oldest", no_consultation: "No consultation", reason: "Reason",
       close_no_consultation: "Close without consultation",
       client_left: "Client left", left_quick_exit: "quick exit", left_silent: "no message for",
-      close_left: "Close: client left"
+      close_left: "Close: client left", reports: "Reports"
     },
     ru: {
       title: "Консоль горячей линии", login: "Логин", password: "Пароль", log_in: "Войти", log_out: "Выйти",
@@ -50,7 +50,7 @@
       s_waiting: "ждёт", s_active: "в работе", s_closed: "закрыто", mine: "ваше", oldest_short: "дольше всех",
       no_consultation: "Без консультации", reason: "Причина", close_no_consultation: "Закрыть без консультации",
       client_left: "Клиент ушёл", left_quick_exit: "быстрый выход", left_silent: "нет сообщений уже",
-      close_left: "Закрыть: клиент ушёл"
+      close_left: "Закрыть: клиент ушёл", reports: "Отчёты"
     }
   };
   var lang = localStorage.getItem("hl_lang") || ((navigator.language || "en").slice(0, 2) === "ru" ? "ru" : "en");
@@ -92,6 +92,7 @@
 
   function applyLanguage() {
     document.documentElement.lang = lang;
+    $("reports-link").href = "/reports?lang=" + lang;  // the reports in the console's language
     document.querySelectorAll("[data-i18n]").forEach(function (e) { e.textContent = t(e.getAttribute("data-i18n")); });
     document.querySelectorAll("[data-i18n-title]").forEach(function (e) { e.title = t(e.getAttribute("data-i18n-title")); });
     document.querySelectorAll(".lang-select").forEach(function (s) { s.value = lang; });
@@ -117,6 +118,7 @@
     $("who").textContent = me.name + " (" + me.role + ")";
     $("availability").value = me.status || "offline";
     $("supervisor-toggle").hidden = !(me.role === "supervisor" || me.role === "admin");
+    $("reports-link").hidden = !(me.role === "supervisor" || me.role === "admin");
     api("GET", "/api/config").then(function (c) { state.config = c; applyLanguage(); });
     loadQueues(); connectEvents();
     if (window.HotlineCases) { window.HotlineCases.start(kit); }
