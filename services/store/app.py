@@ -18,10 +18,10 @@ from services.store.case_report_routes import CaseReportRoutes
 from services.store.cases import CaseApi
 from services.store.clients import ClientRoutes
 from services.store.events import ConsoleHub, DeliveryRecorder
-from services.store.service_figures import ServiceFigureRoutes
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
 from services.store.search import SearchRoutes
+from services.store.service_figures import ServiceFigureRoutes
 from services.store.settings import StoreSettings
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics

@@ -8,8 +8,8 @@ consultations by their start dates. Run twice, it changes nothing."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from conversations.identity import new_id, new_reply_token
 from conversations.repository import Repository
