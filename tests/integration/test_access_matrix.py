@@ -48,6 +48,9 @@ ROLE_ROUTES = {
     ("GET", "/api/service-figures"): {"supervisor", "admin"},
     # Statistics (services/store/reports.py): the same table as JSON, CSV and XLSX.
     **{("GET", f"/api/stats{suffix}"): {"supervisor", "admin"} for suffix in ("", ".csv", ".xlsx")},
+    # The reports page and the yearly report (HTML, PDF from the command line).
+    ("GET", "/reports"): {"supervisor", "admin"},
+    ("GET", "/reports/yearly"): {"supervisor", "admin"},
 }
 # Routes about one thread: a thread outside the caller's queues answers 404, whatever the role.
 THREAD_ROUTES = [
@@ -103,6 +106,9 @@ SCOPED = {
     ("GET", "/api/cases/alerts"),
     # Finding a record: each person finds what they could open (checked below).
     ("POST", "/api/search"),
+    # A phone consultation: registered by anyone on one of their lines, in their organisation's
+    # queue (services/store/reports.py), never readable by another organisation.
+    ("POST", "/api/consultations"),
 }
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
 
