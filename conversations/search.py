@@ -6,7 +6,7 @@ only: any other filter decodes the whole collection, and it has no text index
 100,000 messages takes about 20 s, a lookup by ``_id`` about 1.5 ms). So every read of a
 search is a lookup by ``_id``:
 
-- ``search_postings`` ``{_id: "<token>:<YYYY-MM>", refs: "DD|<ref> DD|<ref> ...", n}``: for one word
+- ``search_postings`` ``{_id: "<token>:<YYYY-MM>", refs: "DD|<ref> DD|<ref> ...", more, n}``: for one word
   (or one case-form answer) and one month (in the statistics time zone), the threads (or
   consultations) that hold it and on which day. A search reads one document per term and
   month, so its cost grows with the words asked and the months searched, not with the
@@ -40,9 +40,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from shared.mongo import InsertBatcher
 
@@ -211,7 +212,9 @@ _MESSAGE_FIELDS = {"thread_id": 1, "created_at": 1, "direction": 1, "subject": 1
 _CONSULTATION_FIELDS = {"facts": 1, "started_at": 1}
 
 MESSAGE = "m:"
-MERGE_TRIES = 8
+# Appends a key takes before they are folded into its one string: reading a list element
+# costs the stand-in more than reading its share of a string.
+FOLD_AT = 32
 CONSULTATION = "c:"
 # Meta documents beside the postings (a token has no "~").
 MONTHS_ID = "~months"
@@ -301,12 +304,13 @@ class SearchIndex:
     # --- postings -----------------------------------------------------------------------------
 
     async def add(self, postings: Mapping[str, Iterable[str]]) -> None:
-        """Add ``postings`` (key -> refs). New keys are written together in one insert; a key
-        that exists is read, merged and written back if nobody wrote it meanwhile (its ``n``
-        counts its writes). Adding a ref twice changes nothing."""
+        """Add ``postings`` (key -> refs). New keys are written together in one insert; to a key
+        that exists the new refs are appended in one write, without reading it (``more``, a
+        list of strings), and folded into ``refs`` once it holds :data:`FOLD_AT` of them.
+        Adding a ref twice changes what is stored, never what is found."""
         if not postings:
             return
-        docs = [{"_id": k, "refs": _joined(v), "n": 1} for k, v in postings.items()]
+        docs = [{"_id": k, "refs": _joined(v), "more": [], "n": 1} for k, v in postings.items()]
         existing: list[str] = []
         for start in range(0, len(docs), 1000):
             chunk = docs[start : start + 1000]
@@ -318,32 +322,33 @@ class SearchIndex:
                     raise
                 existing += [chunk[e["index"]]["_id"] for e in errors]
         for k in existing:
-            await self._merge(k, postings[k])
+            # (No projection: findAndModify on the stand-in does not take one.)
+            after = await self.postings.find_one_and_update(
+                {"_id": k},
+                {"$push": {"more": _joined(postings[k])}, "$inc": {"n": 1}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            if after is not None and (after.get("n") or 0) - (after.get("folds") or 0) >= FOLD_AT:
+                await self._fold(k)
         month_keys = sorted({k.rpartition(":")[2] for k in postings})
         await self.postings.update_one(
             {"_id": MONTHS_ID}, {"$addToSet": {"months": {"$each": month_keys}}}, upsert=True
         )
 
-    async def _merge(self, key: str, refs: Iterable[str]) -> None:
-        for _ in range(MERGE_TRIES):
-            doc = await self.postings.find_one({"_id": key})
-            if doc is None:
-                try:
-                    await self.postings.insert_one({"_id": key, "refs": _joined(refs), "n": 1})
-                    return
-                except DuplicateKeyError:
-                    continue  # written meanwhile: merge with it
-            have = set(_split(doc.get("refs")))
-            more = set(refs) - have
-            if not more:
-                return
-            done = await self.postings.update_one(
-                {"_id": key, "n": doc.get("n")},
-                {"$set": {"refs": _joined(have | more), "n": (doc.get("n") or 0) + 1}},
-            )
-            if done.matched_count:
-                return
-        raise RuntimeError(f"search postings: {MERGE_TRIES} writes of one key lost to others")
+    async def _fold(self, key: str) -> None:
+        """Fold ``more`` into ``refs`` (each ref once), unless someone wrote the key meanwhile
+        (``n`` counts its writes; the next fold then does it)."""
+        doc = await self.postings.find_one({"_id": key})
+        if doc is None:
+            return
+        refs = set(_split(doc.get("refs")))
+        for part in doc.get("more") or []:
+            refs.update(_split(part))
+        n = doc.get("n") or 0
+        await self.postings.update_one(
+            {"_id": key, "n": n}, {"$set": {"refs": _joined(refs), "more": [], "n": n + 1, "folds": n + 1}}
+        )
 
     async def months(self) -> list[str]:
         """The months that have postings, ``YYYY-MM``, in order."""
@@ -354,7 +359,9 @@ class SearchIndex:
         """The refs of every key in ``keys`` (one lookup by ``_id`` each)."""
         out: list[str] = []
         for k in keys:
-            doc = await self.postings.find_one({"_id": k}, {"refs": 1})
+            doc = await self.postings.find_one({"_id": k}, {"refs": 1, "more": 1})
             if doc is not None:
                 out += _split(doc.get("refs"))
+                for part in doc.get("more") or []:
+                    out += _split(part)
         return out

@@ -32,7 +32,7 @@ log = get_logger(__name__)
 
 LEASE_KEY = "search_index"
 EVERY = 2.0  # seconds between passes when nothing waits
-BATCH = 500  # entries read per step
+BATCH = 1000  # entries read per step
 CONCURRENT_READS = 25
 REBUILD_CHUNK = 20_000  # documents whose postings are gathered before one write
 MAX_PAUSE = 2.0  # seconds of rest between two steps of a long drain

@@ -17,7 +17,7 @@ from conversations.cases import new_case, new_referral
 from conversations.identity import new_id
 from conversations.model import ThreadStatus, consultation_id, new_thread
 from conversations.repository import Repository
-from conversations.search import SearchIndex, SearchKey
+from conversations.search import FOLD_AT, SearchIndex, SearchKey
 from services.store.search_index import SearchIndexer
 from services.store.stats import make_facts
 from shared.mongo import make_client
@@ -314,3 +314,21 @@ async def test_a_chat_message_becomes_searchable_through_the_stores_own_indexer(
             await vera.close()
             await anna.close()
     assert word not in gateway.logs()
+
+
+async def test_postings_take_appends_without_reading_and_fold_them_keeping_every_ref(
+    repo: Repository,
+) -> None:
+    index = SearchIndex(repo.db)
+    key = "tokentokenAA:2026-03"
+    refs = [f"{1 + i % 28:02d}|{new_id()}" for i in range(FOLD_AT * 2 + 5)]
+    await index.add({key: {refs[0]}})  # a new key: inserted
+    for i, r in enumerate(refs[1:], 1):
+        await index.add({key: {r, refs[i - 1]}})  # each also repeats the previous ref
+    assert sorted(set(await index.refs([key]))) == sorted(refs)
+    doc = await repo.db["search_postings"].find_one({"_id": key})
+    assert doc is not None and len(doc["more"]) < FOLD_AT and len(doc["refs"].split()) >= FOLD_AT
+    # Written by the index's first form (an array): still read.
+    await repo.db["search_postings"].insert_one({"_id": "old:2026-01", "refs": ["01|a", "02|b"]})
+    assert sorted(await index.refs(["old:2026-01", "missing:2026-01"])) == ["01|a", "02|b"]
+    assert await index.months() == ["2026-03"]
