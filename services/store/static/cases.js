@@ -721,5 +721,12 @@
     return art;
   }
 
-  window.HotlineCases = { start: start, opener: opener, event: event, language: language };
+  // A case found by the search panel: the Cases view, on that case.
+  function showCase(id) {
+    if (!kit || $("cases-toggle").hidden) { return; }
+    if (!view.on) { show(true); }
+    openCase(id);
+  }
+
+  window.HotlineCases = { start: start, opener: opener, event: event, language: language, openCase: showCase };
 }());

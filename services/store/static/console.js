@@ -102,6 +102,7 @@
       if (state.supervisor) { loadSupervisor(); }
       if (window.HotlineCases) { window.HotlineCases.language(); }
       if (window.HotlinePhone) { window.HotlinePhone.language(); }
+      if (window.HotlineSearch) { window.HotlineSearch.language(); }
     }
   }
   document.querySelectorAll(".lang-select").forEach(function (s) {
@@ -123,6 +124,7 @@
     loadQueues(); connectEvents();
     if (window.HotlineCases) { window.HotlineCases.start(kit); }
     if (window.HotlinePhone) { window.HotlinePhone.start(kit); }
+    if (window.HotlineSearch) { window.HotlineSearch.start(kit); }
   }
 
   $("login-form").addEventListener("submit", function (ev) {
@@ -286,7 +288,8 @@
     lang: function () { return lang; },
     config: function () { return state.config; },
     me: function () { return state.me; },
-    reopen: function () { openThread(state.thread); loadThreads(); }
+    reopen: function () { openThread(state.thread); loadThreads(); },
+    openThread: function (id) { return openThread(id); }
   };
 
   function openThread(id, keepActions) {
