@@ -7,7 +7,7 @@ an acknowledgement whatever the hour of the run."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -97,7 +97,8 @@ async def test_a_telegram_client_who_writes_again_after_a_close_is_a_second_cons
     sofia = Consultant(gateway.store_url)
     try:
         await sofia.login("sofia", "sofia-demo")
-        day = first["started_at"].date().isoformat()
+        # Statistics' days are the stats time zone's (Europe/Minsk), not UTC's.
+        day = first["started_at"].replace(tzinfo=UTC).astimezone(ZoneInfo("Europe/Minsk")).date().isoformat()
         status, result = await sofia.call("GET", f"/api/stats?from={day}&to={day}&line=dv&by=age_group")
         assert status == 200, result
         assert result["total"]["count"] == 2

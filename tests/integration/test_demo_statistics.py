@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from zoneinfo import ZoneInfo
 
 from conversations.repository import Repository
 from services.store.demo_data import PER_LINE
@@ -56,8 +57,10 @@ async def test_the_sample_fills_every_line_this_year_and_last_and_is_written_onc
     sofia = Consultant(gateway.store_url)
     await sofia.login("sofia", "sofia-demo")
     try:
-        today = utcnow().date()
-        window = f"from={today.year - 1}-01-01&to={today.isoformat()}"
+        # From the sample's first day (1 January of last year, UTC) to today in the statistics'
+        # time zone (Europe/Minsk), which can be a day ahead of UTC's.
+        today = utcnow().astimezone(ZoneInfo("Europe/Minsk")).date()
+        window = f"from={utcnow().year - 1}-01-01&to={today.isoformat()}"
         status, stats = await sofia.call("GET", f"/api/stats?{window}&by=line&period=month")
     finally:
         await sofia.close()
