@@ -233,6 +233,7 @@ async def test_two_consultants_whole_journey_live(
         await boris.get_by_role("button", name="Close with this case form").click()
         await expect(boris.locator("#thread-meta")).to_contain_text("Status: closed")
         await expect(badge(boris, "bwc-migration")).to_have_text("0")
+        await chat.close()  # closed here, not left to the collector (an unclosed connection warns)
 
     # The case form is stored as categorical answers, lists where several may be chosen.
     api = Consultant(gateway.store_url)
@@ -304,6 +305,8 @@ async def test_supervisor_sees_queues_holders_and_crises_live_in_russian(
                 "Кризисное обращение ждёт слишком долго: Насилие: консультанты", timeout=20_000
             )
             await expect(sofia.locator("#sup-alerts li.escalated")).to_have_count(1)
+            await calm.close()
+            await crisis.close()
     finally:
         await vera.close()
     assert watch.elsewhere == [] and watch.dialogs == []
