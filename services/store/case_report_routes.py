@@ -13,6 +13,7 @@ answer.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -69,8 +70,17 @@ class CaseReportRoutes:
             )
         except case_reports.QueryError as exc:
             return problem(422, "Bad case report request", str(exc))
-        cases = await self.read(scope)
-        return self.count(name, cases, q, now, orgs)
+        if not q.publish:
+            return self.count(name, await self.read(scope), q, now, orgs)
+        if q.year >= now.astimezone(self.tz).year:
+            return problem(422, "Not publishable", f"for publication: a year that is over ({q.year} is not)")
+        if q.kinds or q.lines:
+            return problem(422, "Not publishable", "for publication: per organisation only (no kind or line)")
+        # Protected over every organisation together, then shown for the reader's ones.
+        everyone = list(self.config.organisations)
+        every_case = await self.read(Scope(list(self.config.lines), None))
+        whole = self.count(name, every_case, replace(q, organisations=frozenset()), now, everyone)
+        return case_reports.restricted(whole, q.organisations or frozenset(orgs), frozenset(everyone))
 
     def count(
         self, name: str, cases: list[Doc], q: case_reports.CaseQuery, now: datetime, orgs: list[str]
@@ -120,8 +130,15 @@ async def yearly_assistance(
     when no assistance kinds are configured."""
     if not config.cases.assistance_kinds:
         return None
-    cases = await cases_in(CaseRepository(db), scope)
     orgs = [scope.organisation] if scope.organisation else list(config.organisations)
-    offered = {o: list(config.cases.assistance_of(o)) for o in orgs}
-    q = case_reports.CaseQuery(year, tz, publish, lines=frozenset(scope.lines))
-    return case_reports.assistance(cases, q, min_cell, offered)
+    if not publish:
+        cases = await cases_in(CaseRepository(db), scope)
+        offered = {o: list(config.cases.assistance_of(o)) for o in orgs}
+        q = case_reports.CaseQuery(year, tz, publish, lines=frozenset(scope.lines))
+        return case_reports.assistance(cases, q, min_cell, offered)
+    # As the route publishes it: every organisation protected together, then the reader's.
+    everyone = list(config.organisations)
+    every_case = await cases_in(CaseRepository(db), Scope(list(config.lines), None))
+    offered = {o: list(config.cases.assistance_of(o)) for o in everyone}
+    whole = case_reports.assistance(every_case, case_reports.CaseQuery(year, tz, True), min_cell, offered)
+    return case_reports.restricted(whole, frozenset(orgs), frozenset(everyone))

@@ -13,11 +13,12 @@ organisation with the organisation's total and the total of all:
   opening to the close, or to now for a case still open, in bands (:data:`DURATION_BANDS`);
 - ``referrals``: external referrals made in the year, by destination (a directory entry).
 
-Publication (``publish=1``) follows the rules statistics follow (services/store/stats.py):
-every count from 1 to ``min_cell - 1`` is hidden, and wherever a total is published with its
-parts and only one part is hidden, the next smallest part is hidden too (or the total, when no
-other part has anything), repeated until no published total gives a hidden count away
-(:func:`protect`). Exact figures are for internal use and say so.
+Publication (``publish=1``) follows the rules statistics follow (services/store/publication.py):
+a whole year that is over, every organisation's table protected together with the total of
+all by secondary cell suppression (:func:`protect`, services/store/disclosure.py), so no
+hidden count can be worked out to within ``min_cell`` from the organisations' tables and
+totals; a reader sees the organisations of their scope. Exact figures are for internal use
+and say so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from datetime import UTC, date, datetime
 from html import escape
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from services.store import disclosure
+from services.store.disclosure import Cover, Problem, Sum
 
 Doc = dict[str, Any]
 Key = tuple[str | None, ...]
@@ -149,33 +153,20 @@ def duration_days(case: Mapping[str, Any], now: datetime, tz: ZoneInfo) -> int:
 
 
 def protect(
-    counts: Mapping[Key, int], groups: Iterable[tuple[Key, Sequence[Key]]], min_cell: int
+    counts: Mapping[Key, int],
+    groups: Iterable[tuple[Key, Sequence[Key]]],
+    min_cell: int,
+    *,
+    several: bool = False,
 ) -> set[Key]:
-    """The keys to hide. ``counts``: every published count (parts and totals); ``groups``:
-    (total, its parts) for each total published with its parts. Primary: counts from 1 to
-    ``min_cell - 1``. Then, while the total and parts of a group hold exactly one hidden count
-    (which the others would give away), the smallest other non-zero part is hidden too, or the
-    total when no other part has anything. A total is itself a part of the group above it, so
-    hiding spreads up and down until every group hides none or at least two."""
-    hidden = {k for k, n in counts.items() if 0 < n < min_cell}
-    groups = list(groups)
-    changed = True
-    while changed:
-        changed = False
-        for total, parts in groups:
-            if sum(1 for k in (total, *parts) if k in hidden) != 1:
-                continue
-            rest = sorted(
-                (counts.get(p, 0), repr(p), p) for p in parts if p not in hidden and counts.get(p, 0) > 0
-            )
-            if rest:
-                hidden.add(rest[0][2])
-            elif total not in hidden:
-                hidden.add(total)
-            else:
-                continue  # a hidden total of parts that are all 0: it is 0, never hidden
-            changed = True
-    return hidden
+    """The keys to hide: secondary cell suppression over the table and its totals
+    (:func:`services.store.disclosure.protect`), so no hidden count can be narrowed to an
+    interval shorter than ``min_cell`` from the counts shown. ``groups``: (total, its parts)
+    for each total published with its parts; ``several``: the parts may count one unit more
+    than once (a person given several kinds of service), so they add up to at least the total."""
+    relation = Cover if several else Sum
+    problem = Problem(dict(counts), [relation(total, tuple(parts)) for total, parts in groups])
+    return set(disclosure.protect(problem, min_cell))
 
 
 def _shown(n: int, key: Key, hidden: set[Key]) -> int | None:
@@ -203,8 +194,11 @@ def _result(name: str, q: CaseQuery, min_cell: int) -> Doc:
 
 def publication_note(min_cell: int) -> str:
     return (
-        f"Counts from 1 to {min_cell - 1} are suppressed (shown empty or as <{min_cell}), and so is "
-        "one more count wherever a hidden one could be worked out from a total published with it."
+        f"Published figures: counts from 1 to {min_cell - 1} are suppressed, and so are other counts "
+        f"chosen so that no suppressed one can be worked out to within {min_cell} from the figures "
+        "published for the year (secondary suppression, checked by linear programming). Suppressed "
+        "counts are empty in data files and marked x in reports. Published for whole years that are "
+        "over, per organisation and for all organisations together."
     )
 
 
@@ -263,7 +257,7 @@ def assistance(
             people.setdefault((org, kind), set())
     cells = {k: len(v) for k, v in people.items()}
     counts, groups = _org_groups(cells, {o: len(p) for o, p in org_people.items()}, len(everyone))
-    hidden = protect(counts, groups, min_cell) if q.publish else set()
+    hidden = protect(counts, groups, min_cell, several=True) if q.publish else set()
     rows = []
     for key in sorted(cells, key=lambda k: (k[0] or "", -cells[k], k[1] or "")):
         row: Doc = {"organisation": key[0], "assistance": key[1], "people": _shown(cells[key], key, hidden)}
@@ -361,6 +355,22 @@ def referral_counts(cases: Iterable[Mapping[str, Any]], q: CaseQuery, min_cell: 
     return result
 
 
+def restricted(result: Doc, visible: frozenset[str], everyone: frozenset[str]) -> Doc:
+    """A report of every organisation, published, as a reader of ``visible`` organisations
+    sees it: their rows and totals; the total of all only when they see every organisation
+    (the sum of some organisations is not among the protected counts)."""
+    out = dict(result)
+    out["rows"] = [r for r in result["rows"] if r.get("organisation") in visible]
+    if "kinds" in result:
+        out["kinds"] = [r for r in result["kinds"] if r.get("organisation") in visible]
+    out["organisations"] = [o for o in result["organisations"] if o["organisation"] in visible]
+    if not everyone <= visible:
+        out["total"] = {k: None for k in result["total"]}
+    if visible != everyone:
+        out["filters"] = {**result["filters"], "organisation": sorted(visible)}
+    return out
+
+
 # --- the section of the reports page ----------------------------------------------------------
 
 
@@ -395,10 +405,11 @@ def assistance_section(result: Mapping[str, Any], config: Any, labels: Any, hidd
         out.append(f"<tr><td>{escape(title)}</td>{row}</tr>")
     totals = "".join(f"<th>{num(o['people'])}</th>" for o in result["organisations"])
     out.append(f"<tr><th>{escape(t('People assisted'))}</th>{totals}</tr></table>")
-    out.append(
-        f"<p>{escape(t('all organisations people', n=_plain(result['total']['people'], hidden)))}</p>"
-        "</section>"
-    )
+    if not (result.get("published") and "organisation" in result["filters"]):  # else not theirs to see
+        out.append(
+            f"<p>{escape(t('all organisations people', n=_plain(result['total']['people'], hidden)))}</p>"
+        )
+    out.append("</section>")
     return "".join(out)
 
 
@@ -416,7 +427,7 @@ def to_csv(result: Mapping[str, Any]) -> str:
     the note (suppression, or "not for publication")."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\r\n")
-    hidden = f"<{result['min_cell']}" if result.get("published") else ""
+    hidden = ""  # a suppressed count is empty, as in the statistics' CSV
 
     def cell(v: Any) -> str:
         return hidden if v is None else str(v)

@@ -30,7 +30,7 @@ import argparse
 import asyncio
 import shutil
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from html import escape
@@ -43,7 +43,7 @@ from aiohttp import web
 from conversations.identity import phone_thread_key
 from conversations.model import EventName, new_phone_consultation
 from conversations.repository import Doc, Repository
-from services.store import case_reports, charts, spreadsheet, stats
+from services.store import case_reports, charts, publication, spreadsheet, stats
 from services.store.api import thread_view
 from services.store.auth import COOKIE, Sessions, User
 from services.store.report_text import (
@@ -92,9 +92,18 @@ def form_fields(config: HotlineConfig) -> dict[str, Any]:
 class StatsReader:
     """Counts closed consultations' facts from the database."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(
+        self, repo: Repository, all_lines: Sequence[str] = (), questions: Iterable[str] = ()
+    ) -> None:
+        """``all_lines`` and ``questions`` (the case form's): what a year's catalogue of
+        publishable tables spans (:mod:`services.store.publication`)."""
         self.consultations = repo.consultations
         self.db = repo.db  # the yearly report's table of assistance reads cases too
+        self.all_lines = list(all_lines)
+        self.questions = list(questions)
+        # The protection of each year's catalogue, kept while its counts stay the same.
+        self._protected: dict[tuple[int, int], tuple[int, frozenset[publication.Key]]] = {}
+        self._protecting = asyncio.Lock()
 
     async def tally(self, queries: list[stats.Query], scope: Scope) -> list[stats.Tally]:
         """One pass over the consultations of every query's window: memory holds the counts
@@ -116,10 +125,50 @@ class StatsReader:
                     t.add(facts, doc.get("client_id"))
         return tallies
 
-    async def table(self, query: stats.Query, scope: Scope, min_cell: int) -> Doc:
+    async def table(self, query: stats.Query, scope: Scope, min_cell: int, today: date) -> Doc:
+        """The table a query asks for: exact, or with ``publish`` the published form of it
+        (raises :class:`publication.NotPublishable` for one outside the catalogue)."""
+        request = self.publication_request(query, scope, today) if query.publish else None
         queries = [query, query.previous_year()] if query.compare else [query]
         tallies = await self.tally(queries, scope)
-        return stats.build_table(tallies[0], tallies[1] if query.compare else None, min_cell)
+        exact = stats.build_table(tallies[0], tallies[1] if query.compare else None)
+        if request is None:
+            return exact
+        return await self.published(exact, request, query, min_cell)
+
+    def publication_request(self, query: stats.Query, scope: Scope, today: date) -> publication.Request:
+        publication.whole_year(query, today)
+        return publication.request_of(query, scope.lines, scope.organisation, self.all_lines)
+
+    async def published(
+        self, exact: Doc, request: publication.Request, query: stats.Query, min_cell: int
+    ) -> Doc:
+        now = await self.catalogue(query.first.year, query.tz, min_cell)
+        before = await self.catalogue(query.first.year - 1, query.tz, min_cell) if query.compare else None
+        return publication.publish_table(exact, request, now, before, min_cell)
+
+    async def catalogue(self, year: int, tz: ZoneInfo, min_cell: int) -> publication.Catalogue:
+        """Every publishable cell of a year, of every line and organisation (a publisher sees
+        a part, but the parts must be protected together), protected for publication."""
+        start = datetime(year, 1, 1, tzinfo=tz).astimezone(UTC)
+        end = datetime(year + 1, 1, 1, tzinfo=tz).astimezone(UTC)
+        cat = publication.Catalogue(year, tz, self.questions)
+        where = {"facts.at": {"$gte": start, "$lt": end}}
+        async for doc in self.consultations.find(
+            where, {"facts": 1, "client_id": 1, "_id": 0}, batch_size=1000
+        ):
+            facts = doc.get("facts")
+            if isinstance(facts, dict):
+                cat.add(facts, doc.get("client_id"))
+        digest = hash(frozenset(cat.counts.items()))
+        async with self._protecting:  # one protection at a time: it is CPU work
+            cached = self._protected.get((year, min_cell))
+            if cached is not None and cached[0] == digest:
+                cat.use(cached[1])
+            else:
+                hidden = await asyncio.to_thread(cat.protect, min_cell)
+                self._protected[(year, min_cell)] = (digest, hidden)
+        return cat
 
 
 # --- labels ----------------------------------------------------------------------------------
@@ -175,7 +224,7 @@ class Labels:
     def suppression_note(self, min_cell: int) -> str:
         if self.lang == "en":
             return stats.suppression_note(min_cell)
-        return SUPPRESSED[self.lang].format(n=min_cell)
+        return SUPPRESSED[self.lang].format(n=min_cell, m=min_cell - 1)
 
 
 # --- the report ------------------------------------------------------------------------------
@@ -235,13 +284,22 @@ async def build_report(
         return stats.Query(first, last, tz, by, period, {}, True, opts.publish)
 
     queries = [query((), None), query(("channel",), "month")] + [query((s.by,), None) for s in sections]
+    scope = Scope(opts.lines, opts.organisation)
+    # Refused before anything is read when the year cannot be published (NotPublishable).
+    requests = [reader.publication_request(q, scope, today) for q in queries] if opts.publish else []
     all_queries = [q for pair in ((q, q.previous_year()) for q in queries) for q in pair]
-    tallies = await reader.tally(all_queries, Scope(opts.lines, opts.organisation))
-    tables = [stats.build_table(tallies[2 * i], tallies[2 * i + 1], min_cell) for i in range(len(queries))]
+    tallies = await reader.tally(all_queries, scope)
+    tables = [stats.build_table(tallies[2 * i], tallies[2 * i + 1]) for i in range(len(queries))]
+    if opts.publish:
+        now = await reader.catalogue(opts.year, tz, min_cell)
+        before = await reader.catalogue(opts.year - 1, tz, min_cell)
+        tables = [
+            publication.publish_table(t, r, now, before, min_cell)
+            for t, r in zip(tables, requests, strict=True)
+        ]
     # Imported here: case_report_routes takes the reader's scope from this module.
     from services.store.case_report_routes import yearly_assistance
 
-    scope = Scope(opts.lines, opts.organisation)
     assistance = await yearly_assistance(reader.db, config, scope, opts.year, opts.publish, tz, min_cell)
     return {
         "assistance": assistance,
@@ -252,6 +310,7 @@ async def build_report(
         "months": tables[1],
         "sections": list(zip(sections, tables[2:], strict=True)),
         "min_cell": min_cell,
+        "last_year_over": today.year - 1,  # the newest year that can be published
     }
 
 
@@ -268,7 +327,7 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
     opts: ReportOptions = report["options"]
     labels = Labels(config, opts.lang)
     min_cell = report["min_cell"]
-    hidden = f"<{min_cell}" if opts.publish else "-"
+    hidden = "x" if opts.publish else "-"  # x: suppressed for publication, as statistical offices mark it
     t = labels.text
     lines_text = ", ".join(config.lines[ln].name for ln in opts.lines) or t("no line")
     org_text = config.organisations[opts.organisation].name if opts.organisation else t("all organisations")
@@ -293,7 +352,7 @@ def render_report(report: Doc, config: HotlineConfig, *, page: bool, css: str | 
     )
     out.append(f'<p class="scope">{escape(scope)}</p>')
     if page:
-        out.append(_filter_form(config, opts))
+        out.append(_filter_form(config, opts, report["last_year_over"]))
     if opts.publish:
         out.append(f'<p class="note" id="suppression">{escape(labels.suppression_note(min_cell))}</p>')
     else:
@@ -379,7 +438,7 @@ def _no_consultation_section(other: Doc, labels: Labels, hidden: str) -> str:
     return "".join(out)
 
 
-def _filter_form(config: HotlineConfig, opts: ReportOptions) -> str:
+def _filter_form(config: HotlineConfig, opts: ReportOptions, last_year_over: int) -> str:
     def t(key: str) -> str:
         return escape(text(opts.lang, key))
 
@@ -407,7 +466,9 @@ def _filter_form(config: HotlineConfig, opts: ReportOptions) -> str:
         f'<label>{t("Language")} <select name="lang">{lang_options}</select></label>'
         f'<label><input type="checkbox" name="publish" value="1"{checked}> {t("for publication")}</label>'
         f'<button type="submit">{t("Show")}</button>'
-        f'<a href="/reports/yearly?year={opts.year}{line}&amp;lang={opts.lang}">{t("Yearly report")}</a>'
+        # A year is published once it is over: the yearly report of this year is last year's.
+        f'<a href="/reports/yearly?year={min(opts.year, last_year_over)}{line}&amp;lang={opts.lang}">'
+        f"{t('Yearly report')}</a>"
         f'<a href="/api/stats.csv{export}">{t("CSV by month")}</a>'
         f'<a href="/api/stats.xlsx{export}&amp;lang={opts.lang}">{t("XLSX by month")}</a>'
         "</form>"
@@ -429,7 +490,7 @@ class Reports:
         self.config = config
         self.repo = repo
         self.sessions = sessions
-        self.reader = StatsReader(repo)
+        self.reader = StatsReader(repo, list(config.lines), form_fields(config))
         self.tz = tz
         self.min_cell = min_cell
 
@@ -455,7 +516,10 @@ class Reports:
             )
         except stats.QueryError as exc:
             return problem(422, "Bad statistics request", str(exc))
-        return await self.reader.table(query, scope, self.min_cell)
+        try:
+            return await self.reader.table(query, scope, self.min_cell, self._today())
+        except publication.NotPublishable as exc:
+            return problem(422, "Not publishable", str(exc))
 
     async def stats_json(self, request: web.Request) -> web.Response:
         result = await self._stats(request)
@@ -585,8 +649,10 @@ class Reports:
         if isinstance(scope, web.Response):
             return scope
         today = self._today()
+        # The yearly report publishes a year that is over: by default, the last one.
+        default_year = today.year - 1 if publish else today.year
         try:
-            year = int(request.query.get("year") or today.year)
+            year = int(request.query.get("year") or default_year)
         except ValueError:
             return problem(422, "year must be a number")
         if not 2000 <= year <= today.year:
@@ -604,7 +670,10 @@ class Reports:
             publish if publish is not None else request.query.get("publish") == "1",
             lang,
         )
-        report = await build_report(self.reader, self.config, opts, self.tz, self.min_cell, today)
+        try:
+            report = await build_report(self.reader, self.config, opts, self.tz, self.min_cell, today)
+        except publication.NotPublishable as exc:
+            return problem(422, "Not publishable", str(exc))
         return report, opts
 
     async def page(self, request: web.Request) -> web.Response:
@@ -685,7 +754,9 @@ async def _write_report(args: argparse.Namespace) -> str:
     tz = ZoneInfo(settings.stats_timezone)
     client = make_client(settings.mongo_url.get_secret_value())
     try:
-        reader = StatsReader(Repository(client[settings.mongo_database]))
+        reader = StatsReader(
+            Repository(client[settings.mongo_database]), list(config.lines), form_fields(config)
+        )
         lines = [args.line] if args.line else list(config.lines)
         opts = ReportOptions(args.year, lines, args.organisation, True, args.lang)
         today = utcnow().astimezone(tz).date()
@@ -730,7 +801,10 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--lang", choices=LANGUAGES, default="en", help="ru, be or en; default en")
     parser.add_argument("--chromium", help="Chromium executable; default: chromium on PATH")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    print(asyncio.run(_write_report(args)), file=sys.stdout)
+    try:
+        print(asyncio.run(_write_report(args)), file=sys.stdout)
+    except publication.NotPublishable as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -26,16 +26,10 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-def _cell(value: Any, suppressed: bool, min_cell: int | None) -> Any:
-    """A number as a number; a suppressed one as ``<min_cell``; nothing as an empty cell."""
-    if value is None:
-        return f"<{min_cell}" if suppressed and min_cell else None
-    return value
-
-
 def to_xlsx(result: Mapping[str, Any], labels: Labels) -> bytes:
     """The table ``result`` (as :func:`services.store.stats.build_table` makes it) as the bytes
-    of an XLSX file, labelled in ``labels``' language."""
+    of an XLSX file, labelled in ``labels``' language. A suppressed figure (None) is an empty
+    cell, as in the CSV."""
     lang = labels.lang
     book = Workbook()
     sheet = book.active
@@ -50,11 +44,10 @@ def to_xlsx(result: Mapping[str, Any], labels: Labels) -> bytes:
         c.font = Font(bold=True)
     min_cell = result.get("min_cell")
     for row in result["rows"]:
-        sup = bool(row.get("suppressed"))
         line: list[Any] = [row[d] if d == "period" else labels.value(d, row[d]) for d in dims]
-        line += [_cell(row["count"], sup, min_cell), _cell(row["share"], sup, min_cell)]
+        line += [row["count"], row["share"]]
         if result["compare"]:
-            line += [_cell(row["previous"], sup, min_cell), _cell(row["change"], False, None)]
+            line += [row["previous"], row["change"]]
         sheet.append(line)
     sheet.append([])
     total = result["total"]
@@ -63,25 +56,23 @@ def to_xlsx(result: Mapping[str, Any], labels: Labels) -> bytes:
     else:
         note = result["note"] if lang == "en" else text(lang, "not for publication")
     sheet.append([text(lang, "Note"), note])
-    sheet.append([text(lang, "Consultations"), _cell(total["count"], True, min_cell)])
-    sheet.append([text(lang, "People"), _cell(total.get("people"), True, min_cell)])
+    sheet.append([text(lang, "Consultations"), total["count"]])
+    sheet.append([text(lang, "People"), total.get("people")])
     sheet.append(
         [
             text(lang, "unknown people"),
-            _cell(total.get("without_known_person"), True, min_cell),
+            total.get("without_known_person"),
         ]
     )
     if result["compare"]:
-        sheet.append(
-            [text(lang, "Consultations, previous year"), _cell(total.get("previous"), True, min_cell)]
-        )
-        sheet.append([text(lang, "Change, %"), _cell(total.get("change"), False, None)])
+        sheet.append([text(lang, "Consultations, previous year"), total.get("previous")])
+        sheet.append([text(lang, "Change, %"), total.get("change")])
     other = result.get("no_consultation") or {"count": 0, "rows": []}
     heading = text(lang, "Contacts without a consultation")
-    sheet.append([heading, _cell(other["count"], True, min_cell)])
+    sheet.append([heading, other["count"]])
     for row in other["rows"]:
         period = [row["period"]] if result["period"] else []
-        count = _cell(row["count"], bool(row.get("suppressed")), min_cell)
+        count = row["count"]
         sheet.append([heading, *period, labels.reason(row["reason"]), count])
     sheet.append([text(lang, "Period"), text(lang, "dates", first=result["from"], last=result["to"])])
     for name, values in result["filters"].items():

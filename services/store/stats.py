@@ -286,7 +286,8 @@ def values_of(facts: Mapping[str, Any], name: str) -> list[str]:
         return [value] if isinstance(value, str) else []
     fields = facts.get("fields") or {}
     found = fields.get(name)
-    return [v for v in found if isinstance(v, str)] if isinstance(found, list) else []
+    # Each answer once: a list that names one twice still counts the thread once under it.
+    return list(dict.fromkeys(v for v in found if isinstance(v, str))) if isinstance(found, list) else []
 
 
 def matches(facts: Mapping[str, Any], filters: Mapping[str, frozenset[str]]) -> bool:
@@ -353,7 +354,7 @@ class Tally:
         return self
 
 
-def _change(now: int, before: int) -> float | None:
+def change(now: int, before: int) -> float | None:
     """Year-on-year change in percent, one decimal; None when there was nothing before."""
     if before == 0:
         return None
@@ -364,27 +365,10 @@ def _share(count: int, total: int) -> float | None:
     return round(100 * count / total, 1) if total else None
 
 
-def _suppress(counts: dict[Cell, int], min_cell: int, group_of: Any) -> set[Cell]:
-    """Cells to hide: every count from 1 to ``min_cell - 1`` (primary), and, in a group
-    where only one cell is hidden, the next smallest non-zero one too, so the hidden one
-    cannot be worked out from the group's total (complementary suppression)."""
-    hidden = {c for c, n in counts.items() if 0 < n < min_cell}
-    groups: dict[Any, list[Cell]] = {}
-    for c in counts:
-        groups.setdefault(group_of(c), []).append(c)
-    for cells in groups.values():
-        inside = [c for c in cells if c in hidden]
-        if len(inside) == 1:
-            rest = sorted((counts[c], c) for c in cells if c not in hidden and counts[c] > 0)
-            if rest:
-                hidden.add(rest[0][1])
-    return hidden
-
-
-def build_table(current: Tally, previous: Tally | None, min_cell: int) -> Doc:
+def build_table(current: Tally, previous: Tally | None) -> Doc:
     """Rows with counts, shares of the period's threads and, with ``previous``, the count a
-    year earlier and the change. For publication (``query.publish``) counts below
-    ``min_cell`` are replaced by None and flagged, and the output says so."""
+    year earlier and the change: exact figures, for internal use. What may be published is
+    made from them by :func:`services.store.publication.publish_table`."""
     q = current.query
     prev_cells: dict[Cell, int] = {}
     prev_periods: dict[str | None, int] = {}
@@ -397,13 +381,6 @@ def build_table(current: Tally, previous: Tally | None, min_cell: int) -> Doc:
     keys = set(current.cells) | set(prev_cells)
     now_counts = {c: current.cells.get(c, 0) for c in keys}
     before_counts = {c: prev_cells.get(c, 0) for c in keys}
-    hidden_now: set[Cell] = set()
-    hidden_before: set[Cell] = set()
-    hidden_periods: set[str | None] = set()
-    if q.publish:
-        hidden_now = _suppress(now_counts, min_cell, lambda c: c[0])
-        hidden_before = _suppress(before_counts, min_cell, lambda c: c[0])
-        hidden_periods = {p for p, n in current.periods.items() if 0 < n < min_cell}
 
     def order(cell: Cell) -> tuple[Any, ...]:
         return (cell[0] or "", -now_counts[cell], *[v if v is not None else "~" for v in cell[1:]])
@@ -415,103 +392,78 @@ def build_table(current: Tally, previous: Tally | None, min_cell: int) -> Doc:
         if q.period:
             row["period"] = cell[0]
         row.update(zip(q.by, cell[1:], strict=True))
-        hidden = cell in hidden_now or cell[0] in hidden_periods
-        row["count"] = None if hidden else n
-        row["share"] = None if hidden else _share(n, current.periods.get(cell[0], 0))
+        row["count"] = n
+        row["share"] = _share(n, current.periods.get(cell[0], 0))
         if previous is not None:
             b = before_counts[cell]
-            row["previous"] = None if cell in hidden_before else b
-            row["change"] = None if hidden or cell in hidden_before else _change(n, b)
-        if q.publish:
-            row["suppressed"] = hidden or cell in hidden_before
+            row["previous"] = b
+            row["change"] = change(n, b)
         rows.append(row)
 
     periods: list[Doc] = []
     for pkey in sorted(set(current.periods) | set(prev_periods), key=lambda p: p or ""):
         n = current.periods.get(pkey, 0)
-        entry: Doc = {"period": pkey, "count": None if pkey in hidden_periods else n}
-        people = len(current.period_people.get(pkey, ()))
-        entry["people"] = None if q.publish and 0 < people < min_cell else people
+        entry: Doc = {"period": pkey, "count": n, "people": len(current.period_people.get(pkey, ()))}
         if previous is not None:
             b = prev_periods.get(pkey, 0)
-            entry["previous"] = None if q.publish and 0 < b < min_cell else b
-            entry["change"] = None if entry["count"] is None or entry["previous"] is None else _change(n, b)
+            entry["previous"] = b
+            entry["change"] = change(n, b)
         periods.append(entry)
 
     total: Doc = {"count": current.threads}
     if previous is not None:
         total["previous"] = previous.threads
-        total["change"] = _change(current.threads, previous.threads)
+        total["change"] = change(current.threads, previous.threads)
     # Distinct people where known; a person with consultations in several periods counts
     # once here and once in each of those periods.
-    people = len(current.people)
-    total["people"] = None if q.publish and 0 < people < min_cell else people
-    total["without_known_person"] = (
-        None if q.publish and 0 < current.unknown_people < min_cell else current.unknown_people
-    )
-    if q.publish:
-        if 0 < current.threads < min_cell:
-            total["count"] = None
-        if previous is not None and 0 < previous.threads < min_cell:
-            total["previous"] = None
-        if total["count"] is None or total.get("previous", 0) is None:
-            total["change"] = None
-
-    result: Doc = {
-        "no_consultation": _no_consultation(current, min_cell),
+    total["people"] = len(current.people)
+    total["without_known_person"] = current.unknown_people
+    return {
+        "no_consultation": _no_consultation(current),
         "from": q.first.isoformat(),
         "to": q.last.isoformat(),
         "by": list(q.by),
         "period": q.period,
         "filters": {k: sorted(v) for k, v in sorted(q.filters.items())},
         "compare": previous is not None,
-        "published": q.publish,
+        "published": False,
         "total": total,
         "periods": periods if q.period else [],
         "rows": rows,
+        "note": "Exact figures for internal use: do not publish; use publish=1 for publication.",
     }
-    if q.publish:
-        result["min_cell"] = min_cell
-        result["note"] = suppression_note(min_cell)
-    else:
-        result["note"] = "Exact figures for internal use: do not publish; use publish=1 for publication."
-    return result
 
 
-def _no_consultation(tally: Tally, min_cell: int) -> Doc:
+def _no_consultation(tally: Tally) -> Doc:
     """Contacts without a consultation: the total and one row per reason (and period, when
-    the query has one), most first; for publication small counts are hidden as above."""
+    the query has one), most first."""
     q = tally.query
     counts: dict[Cell, int] = {cell: n for cell, n in tally.no_consultation.items()}
-    hidden = _suppress(counts, min_cell, lambda c: c[0]) if q.publish else set()
     rows: list[Doc] = []
     for cell in sorted(counts, key=lambda c: (c[0] or "", -counts[c], c[1])):
         row: Doc = {"period": cell[0]} if q.period else {}
         row["reason"] = cell[1]
-        row["count"] = None if cell in hidden else counts[cell]
-        if q.publish:
-            row["suppressed"] = cell in hidden
+        row["count"] = counts[cell]
         rows.append(row)
-    total = sum(counts.values())
-    return {"count": None if q.publish and 0 < total < min_cell else total, "rows": rows}
+    return {"count": sum(counts.values()), "rows": rows}
 
 
 def suppression_note(min_cell: int) -> str:
     return (
-        f"Cells counting fewer than {min_cell} consultations are suppressed (shown empty or "
-        f"as <{min_cell}), and so is one more cell where a single hidden one could be worked out "
-        "from a total. A consultation with several answers to one question counts under each, "
-        "so such shares can add up to more than 100 %."
+        f"Published figures: counts from 1 to {min_cell - 1} are suppressed, and so are other cells chosen "
+        f"so that no suppressed cell can be worked out to within {min_cell} from all the figures published "
+        "for the year, in any table or scope (secondary suppression, checked by linear programming). "
+        "Suppressed cells are empty in data files and marked x in reports. A consultation with "
+        "several answers to one question counts under each, so such shares can add up to more than 100 %."
     )
 
 
 # --- CSV -------------------------------------------------------------------------------------
 
 
-def _cell_text(value: Any, suppressed: bool, min_cell: int | None) -> str:
-    if value is None:
-        return f"<{min_cell}" if suppressed and min_cell else ""
-    return str(value)
+def _cell_text(value: Any) -> str:
+    """A number, or nothing where it is suppressed (or there is none, as a change from 0)."""
+    return "" if value is None else str(value)
 
 
 def to_csv(result: Mapping[str, Any]) -> str:
@@ -525,34 +477,30 @@ def to_csv(result: Mapping[str, Any]) -> str:
     if result["compare"]:
         head += ["previous_year", "change_percent"]
     w.writerow(head)
-    min_cell = result.get("min_cell")
     for row in result["rows"]:
-        sup = bool(row.get("suppressed"))
         line = [row[d] if row[d] is not None else "not answered" for d in dims]
         line += [
-            _cell_text(row["count"], sup, min_cell),
-            _cell_text(row["share"], sup, min_cell),
+            _cell_text(row["count"]),
+            _cell_text(row["share"]),
         ]
         if result["compare"]:
             line += [
-                _cell_text(row["previous"], sup, min_cell),
-                _cell_text(row["change"], False, None),
+                _cell_text(row["previous"]),
+                _cell_text(row["change"]),
             ]
         w.writerow(line)
     w.writerow([])
     total = result["total"]
     w.writerow(["note", result["note"]])
-    w.writerow(["consultations", _cell_text(total["count"], True, min_cell)])
-    w.writerow(["people", _cell_text(total.get("people"), True, min_cell)])
-    w.writerow(
-        ["consultations_without_known_person", _cell_text(total.get("without_known_person"), True, min_cell)]
-    )
+    w.writerow(["consultations", _cell_text(total["count"])])
+    w.writerow(["people", _cell_text(total.get("people"))])
+    w.writerow(["consultations_without_known_person", _cell_text(total.get("without_known_person"))])
     if result["compare"]:
-        w.writerow(["consultations_previous_year", _cell_text(total.get("previous"), True, min_cell)])
-        w.writerow(["change_percent", _cell_text(total.get("change"), False, None)])
+        w.writerow(["consultations_previous_year", _cell_text(total.get("previous"))])
+        w.writerow(["change_percent", _cell_text(total.get("change"))])
     # Contacts without a consultation, apart from the consultations counted above.
     other = result.get("no_consultation") or {"count": 0, "rows": []}
-    w.writerow(["no_consultation", _cell_text(other["count"], True, min_cell)])
+    w.writerow(["no_consultation", _cell_text(other["count"])])
     for row in other["rows"]:
         label = [row["period"]] if result["period"] else []
         w.writerow(
@@ -560,7 +508,7 @@ def to_csv(result: Mapping[str, Any]) -> str:
                 "no_consultation",
                 *label,
                 row["reason"],
-                _cell_text(row["count"], bool(row.get("suppressed")), min_cell),
+                _cell_text(row["count"]),
             ]
         )
     w.writerow(["period", f"{result['from']} to {result['to']}"])

@@ -19,6 +19,7 @@ from conversations.repository import Repository
 from shared.config import load_config
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH
+from tests.attacker import interval
 from tests.conftest import Gateway
 from tests.integration.helpers import Consultant, add_account, logged_in
 
@@ -229,6 +230,60 @@ async def test_a_generated_year_of_cases_gives_exact_counts_in_every_report(gate
         await lsup.close()
 
 
+def attack(pub: dict[str, Any], count: str, several: bool) -> dict[tuple[Any, ...], tuple[float, float]]:
+    """(min, max) of each hidden count of a published report given all it shows: rows add up
+    to their organisation's total (through the kinds' totals in the cases report), the
+    organisations to the total of all; with ``several`` (people given several kinds, or helped
+    by two organisations) each part is at most its total and together at least it."""
+    cells: dict[tuple[Any, ...], Any] = {("all",): pub["total"][count]}
+    groups: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = [(("all",), [])]
+    for org in pub["organisations"]:
+        cells[("org", org["organisation"])] = org[count]
+        groups[0][1].append(("org", org["organisation"]))
+    within: dict[tuple[Any, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    for kind in pub.get("kinds", []):
+        key = ("kind", kind["organisation"], kind["kind"])
+        cells[key] = kind[count]
+        within[("org", kind["organisation"])].append(key)
+    for row in pub["rows"]:
+        key = ("row", *(v for k, v in row.items() if k not in {count, "suppressed"}))
+        cells[key] = row[count]
+        parent = (
+            ("kind", row["organisation"], row["kind"]) if "kinds" in pub else ("org", row["organisation"])
+        )
+        within[parent].append(key)
+    groups += list(within.items())
+    names = list(cells)
+    index = {k: i for i, k in enumerate(names)}
+    a_eq: list[list[float]] = []
+    b_eq: list[float] = []
+    a_ub: list[list[float]] = []
+    for k, v in cells.items():
+        if v is not None:
+            a_eq.append([1.0 if i == index[k] else 0.0 for i in range(len(names))])
+            b_eq.append(float(v))
+    for total, parts in groups:
+        line = [0.0] * len(names)
+        line[index[total]] = 1.0
+        for p in parts:
+            line[index[p]] -= 1.0
+        if not several:
+            a_eq.append(line)
+            b_eq.append(0.0)
+            continue
+        a_ub.append(line)  # the total is at most the sum of its parts
+        for p in parts:
+            a_ub.append(
+                [1.0 if i == index[p] else -1.0 if i == index[total] else 0.0 for i in range(len(names))]
+            )
+    return {
+        key: interval(
+            [1.0 if i == index[key] else 0.0 for i in range(len(names))], a_eq, b_eq, a_ub, [0.0] * len(a_ub)
+        )
+        for key in [k for k, v in cells.items() if v is None]
+    }
+
+
 async def test_published_reports_hide_what_could_identify_and_only_supervisors_read_them(
     gateway: Gateway,
 ) -> None:
@@ -257,6 +312,9 @@ async def test_published_reports_hide_what_could_identify_and_only_supervisors_r
                 parts = [x for x in pub["rows"] if x["organisation"] == org["organisation"]]
                 if report != "cases" and org[count] is not None:
                     assert sum(1 for x in parts if x[count] is None) != 1, (report, org)
+            # No hidden count can be worked out from everything the report publishes.
+            for key, (low, high) in attack(pub, count, several=report == "assistance").items():
+                assert high - low >= 5 - 1e-6, (report, key, low, high)
             # What is shown is exact.
             exact_rows = {
                 tuple(v for k, v in x.items() if k not in {count, "services", "amount"}): x[count]
@@ -272,15 +330,20 @@ async def test_published_reports_hide_what_could_identify_and_only_supervisors_r
             f"{sofia.base}/api/case-reports/assistance.csv?year={YEAR}&publish=1"
         ) as resp:
             text = await resp.text()
-        assert "<5" in text and "published" in resp.headers["Content-Disposition"]
+        assert "published" in resp.headers["Content-Disposition"]
+        body = list(csv.reader(io.StringIO(text)))
+        # Hidden counts are empty: "<5" would itself tell the bound.
+        assert "<5" not in text and any(r[-1] == "" for r in body[1 : body.index([])])
         # The reports page and the yearly report carry the table, the yearly one suppressed.
         status, pub = await sofia.call("GET", f"/api/case-reports/assistance?year={YEAR}&publish=1")
         async with sofia.http.get(f"{sofia.base}/reports/yearly?year={YEAR}") as resp:
             page = await resp.text()
         section = page.split('<section id="assistance">', 1)[1].split("</section>", 1)[0]
-        assert "Types of assistance provided" in section and "Counselling" in section and "&lt;5" in section
+        assert (
+            "Types of assistance provided" in section and "Counselling" in section and "<td>x</td>" in section
+        )
         shown = pub["total"]["people"]
-        assert f"All organisations: {shown if shown is not None else '&lt;5'} people" in section
+        assert f"All organisations: {shown if shown is not None else 'x'} people" in section
         async with sofia.http.get(f"{sofia.base}/reports?year={YEAR}") as resp:
             page = await resp.text()
         assert f"All organisations: {exact_total} people" in page
@@ -294,5 +357,13 @@ async def test_published_reports_hide_what_could_identify_and_only_supervisors_r
                 await c.close()
         status, _ = await sofia.call("GET", "/api/case-reports/assistance?year=1999")
         assert status == 422
+        # A year in progress is not published; nor a part of a table (a kind, a line).
+        this_year = datetime.now(MINSK).year
+        status, refused = await sofia.call("GET", f"/api/case-reports/cases?year={this_year}&publish=1")
+        assert status == 422 and "a year that is over" in refused["detail"]
+        status, refused = await sofia.call(
+            "GET", f"/api/case-reports/cases?year={YEAR}&publish=1&kind=crisis_abroad"
+        )
+        assert status == 422 and "per organisation only" in refused["detail"]
     finally:
         await sofia.close()

@@ -146,7 +146,7 @@ async def test_episodes_of_old_threads_become_consultations(repo: Repository) ->
         ZoneInfo("Europe/Minsk"),
     )
     (tally,) = await StatsReader(repo).tally([query], Scope(["113"], None))
-    table = stats.build_table(tally, None, 5)
+    table = stats.build_table(tally, None)
     assert table["total"]["count"] == 5
     assert {r["gender"]: r["count"] for r in table["rows"]} == {"f": 4, None: 1}
     assert table["no_consultation"]["rows"] == [{"reason": "duplicate", "count": 1}]

@@ -62,7 +62,7 @@ def _contacts() -> list[dict]:
 
 
 def test_contacts_without_consultation_are_counted_apart_by_reason() -> None:
-    result = stats.build_table(stats.Tally(_query(by="gender")).add_all(_contacts()), None, 5)
+    result = stats.build_table(stats.Tally(_query(by="gender")).add_all(_contacts()), None)
     assert result["total"] == {"count": 1, "people": 0, "without_known_person": 1}
     assert result["rows"] == [{"gender": "f", "count": 1, "share": 100.0}]
     assert result["no_consultation"] == {
@@ -70,19 +70,6 @@ def test_contacts_without_consultation_are_counted_apart_by_reason() -> None:
         "rows": [{"reason": "spam", "count": 6}, {"reason": "test", "count": 1}],
     }
     # A thread dimension filters them like consultations.
-    chat = stats.build_table(stats.Tally(_query(channel="chat")).add_all(_contacts()), None, 5)
+    chat = stats.build_table(stats.Tally(_query(channel="chat")).add_all(_contacts()), None)
     assert chat["total"] == {"count": 0, "people": 0, "without_known_person": 0}
     assert chat["no_consultation"] == {"count": 1, "rows": [{"reason": "test", "count": 1}]}
-
-
-def test_for_publication_small_reason_counts_are_hidden() -> None:
-    result = stats.build_table(stats.Tally(_query(publish="1", period="month")).add_all(_contacts()), None, 5)
-    rows = result["no_consultation"]["rows"]
-    # "test" (1) is below the threshold; "spam" (6) is hidden too, or 7 - 6 would give it away.
-    assert rows == [
-        {"period": "2026-03", "reason": "spam", "count": None, "suppressed": True},
-        {"period": "2026-03", "reason": "test", "count": None, "suppressed": True},
-    ]
-    assert result["no_consultation"]["count"] == 7
-    text = stats.to_csv(result)
-    assert "no_consultation,7\r\n" in text and "no_consultation,2026-03,test,<5\r\n" in text

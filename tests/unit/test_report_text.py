@@ -46,7 +46,7 @@ def test_labels_come_from_the_configuration_in_the_language_asked() -> None:
     assert be.value("gender", None) == "няма адказу" and en.value("gender", None) == "not answered"
     assert be.reason("spam") == "Спам або робат" and ru.reason("test") == "Тест"
     assert ru.dimension("channel") == "Канал" and be.dimension("organisation") == "Арганізацыя"
-    assert "менш за 5" in be.suppression_note(5) and "fewer than 5" in en.suppression_note(5)
+    assert "ад 1 да 4" in be.suppression_note(5) and "from 1 to 4" in en.suppression_note(5)
     # Every question and answer of the case form has its Belarusian name.
     for field in CONFIG.case_form.fields.values():
         assert "be" in dict(field.label or {}), field
@@ -105,17 +105,17 @@ def test_the_xlsx_holds_numbers_as_numbers_and_hidden_cells_as_in_the_csv() -> N
     rows = [list(r) for r in sheet.iter_rows(values_only=True)]
     assert rows[0] == ["Перыяд", "Пол", "Колькасць", "Доля, %", "Мінулы год", "Змена, %"]
     assert rows[1] == ["2025-01", "Жанчына", 12, 60.0, 9, 33.3]
-    assert rows[2] == ["2025-01", "Мужчына", "<5", "<5", "<5", None]
+    assert rows[2] == ["2025-01", "Мужчына", None, None, None, None]  # hidden: empty, as in the CSV
     assert rows[3] == ["2025-01", "няма адказу", 6, 30.0, 0, None]
     assert all(v is None for v in rows[4])
     tail = {r[0]: r[1:] for r in rows[5:]}
-    assert "менш за 5" in tail["Заўвага"][0]
-    assert tail["Кансультацыі"][0] == 20 and tail["Людзі"][0] == "<5"
+    assert "ад 1 да 4" in tail["Заўвага"][0]
+    assert tail["Кансультацыі"][0] == 20 and tail["Людзі"][0] is None
     assert tail["Кансультацыі, дзе чалавек невядомы"][0] == 20
     assert tail["Кансультацыі, мінулы год"][0] == 15 and tail["Змена, %"][0] == 33.3
     assert [r[1:4] for r in rows if r[0] == "Звароты без кансультацыі"] == [
         [7, None, None],
-        ["2025-01", "Спам або робат", "<5"],
+        ["2025-01", "Спам або робат", None],
     ]
     assert tail["Фільтр"][0] == "Канал = Эл. пошта"
     assert tail["Перыяд"][0] == "з 2025-01-01 па 2025-01-31"

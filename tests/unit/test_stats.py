@@ -1,9 +1,8 @@
-"""Statistics counting, shares, year-on-year change and small-cell suppression (pure logic)."""
+"""Statistics counting, shares and year-on-year change (pure logic); publication is in
+test_publication.py."""
 
 from __future__ import annotations
 
-import csv
-import io
 import random
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -19,7 +18,6 @@ from services.store.stats import (
     make_facts,
     organisation_of,
     parse_query,
-    to_csv,
 )
 
 MINSK = ZoneInfo("Europe/Minsk")
@@ -119,7 +117,7 @@ def generated_year(seed: int, year: int, n: int) -> list[dict]:
 def test_a_generated_year_gives_exact_counts_and_shares_by_month_and_topic() -> None:
     docs = generated_year(7, 2026, 900)
     query = q(**{"from": "2026-01-01", "to": "2026-12-31", "by": "topics", "period": "month"})
-    result = build_table(Tally(query).add_all(docs), None, 5)
+    result = build_table(Tally(query).add_all(docs), None)
     # Independently: local month of each thread, one count per topic it names.
     expected: dict[tuple[str, str | None], int] = {}
     per_month: dict[str, int] = {}
@@ -140,7 +138,7 @@ def test_a_generated_year_gives_exact_counts_and_shares_by_month_and_topic() -> 
 def test_filters_keep_threads_with_one_of_the_values() -> None:
     docs = generated_year(3, 2026, 400)
     query = q(by="gender", channel="email,phone", topics="au_pair")
-    result = build_table(Tally(query).add_all(docs), None, 5)
+    result = build_table(Tally(query).add_all(docs), None)
     expected: dict[str, int] = {}
     for d in docs:
         if d["channel"] in {"email", "phone"} and "au_pair" in d["fields"].get("topics", []):
@@ -156,7 +154,7 @@ def test_year_on_year_compares_the_same_window_a_year_earlier() -> None:
     before = generated_year(12, 2025, 500)
     query = q(**{"from": "2026-01-01", "to": "2026-12-31", "by": "channel", "period": "year", "compare": "1"})
     result = build_table(
-        Tally(query).add_all(now + before), Tally(query.previous_year()).add_all(now + before), 5
+        Tally(query).add_all(now + before), Tally(query.previous_year()).add_all(now + before)
     )
     count_now = {c: sum(d["channel"] == c for d in now) for c in ("email", "chat", "phone")}
     count_before = {c: sum(d["channel"] == c for d in before) for c in ("email", "chat", "phone")}
@@ -184,61 +182,3 @@ def test_a_leap_day_window_compares_with_28_february() -> None:
     query = q(**{"from": "2028-02-29", "to": "2028-02-29"})
     prev = query.previous_year()
     assert (prev.first, prev.last) == (date(2027, 2, 28), date(2027, 2, 28))
-
-
-def test_publication_suppresses_small_cells_and_one_more_per_group() -> None:
-    at = datetime(2026, 5, 5, 12, tzinfo=UTC)
-    docs = (
-        [facts(at, gender=["female"]) for _ in range(20)]
-        + [facts(at, gender=["male"]) for _ in range(6)]
-        + [facts(at, gender=["other"]) for _ in range(2)]
-    )
-    exact = build_table(Tally(q(by="gender")).add_all(docs), None, 5)
-    assert {r["gender"]: r["count"] for r in exact["rows"]} == {"female": 20, "male": 6, "other": 2}
-    published = build_table(Tally(q(by="gender", publish="1")).add_all(docs), None, 5)
-    rows = {r["gender"]: r for r in published["rows"]}
-    assert rows["other"]["count"] is None and rows["other"]["suppressed"]
-    # 28 - 20 - 6 would give "other" away: the next smallest cell is hidden as well.
-    assert rows["male"]["count"] is None and rows["male"]["share"] is None and rows["male"]["suppressed"]
-    assert rows["female"] == {"gender": "female", "count": 20, "share": 71.4, "suppressed": False}
-    assert "fewer than 5" in published["note"] and published["min_cell"] == 5
-    # A threshold from configuration applies as given.
-    high = build_table(Tally(q(by="gender", publish="1")).add_all(docs), None, 25)
-    assert all(r["count"] is None for r in high["rows"])
-
-
-def test_publication_hides_a_small_total_and_small_previous_year_cells() -> None:
-    at = datetime(2026, 5, 5, tzinfo=UTC)
-    docs = [facts(at, gender=["female"]) for _ in range(3)]
-    docs += [facts(at - timedelta(days=365), gender=["female"]) for _ in range(2)]
-    docs += [facts(at - timedelta(days=365), gender=["male"]) for _ in range(9)]
-    query = q(by="gender", publish="1", compare="1")
-    result = build_table(Tally(query).add_all(docs), Tally(query.previous_year()).add_all(docs), 5)
-    assert result["total"] == {
-        "count": None,
-        "previous": 11,
-        "change": None,
-        "people": 0,
-        "without_known_person": None,
-    }
-    assert all(r["count"] is None and r["change"] is None for r in result["rows"])
-    assert {r["gender"]: r["previous"] for r in result["rows"]} == {"female": None, "male": None}
-
-
-def test_csv_carries_the_rows_and_says_what_was_suppressed() -> None:
-    at = datetime(2026, 5, 5, 12, tzinfo=UTC)
-    docs = [facts(at, gender=["female"]) for _ in range(12)] + [facts(at, gender=["male"])] * 2
-    docs += [facts(at, gender=[])]  # unanswered
-    query = q(by="gender", publish="1", compare="1")
-    result = build_table(Tally(query).add_all(docs), Tally(query.previous_year()).add_all(docs), 5)
-    lines = list(csv.reader(io.StringIO(to_csv(result))))
-    assert lines[0] == ["gender", "count", "share_percent", "previous_year", "change_percent"]
-    body = lines[1 : lines.index([])]
-    assert body == [
-        ["female", "12", "80.0", "0", ""],
-        ["male", "<5", "<5", "0", ""],
-        ["not answered", "<5", "<5", "0", ""],
-    ]
-    footer = dict(r for r in lines[lines.index([]) + 1 :] if len(r) == 2)
-    assert "fewer than 5" in footer["note"]
-    assert footer["consultations"] == "15"
