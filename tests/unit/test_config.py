@@ -51,6 +51,18 @@ def test_broken_yaml_names_the_file(tmp_path):
         load_config(path)
 
 
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path):
+    text = DEFAULT_CONFIG_PATH.read_text(encoding="utf-8")
+    topic = "      safe_travel: {title: {ru: Безопасный выезд, be: Бяспечны выезд, "
+    topic += "en: Safe travel and migration}}\n"
+    assert topic in text
+    path = tmp_path / "hotline.yaml"
+    path.write_text(text.replace(topic, topic + topic.replace("Safe travel", "Travel")), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"not valid YAML.*'safe_travel' is given twice"):
+        load_config(path)
+    load_config(DEFAULT_CONFIG_PATH)  # the example configuration names each key once
+
+
 def test_visibility_follows_organisation_and_line(config):
     assert config.queues_visible_to("bwc", ["113"]) == ["113-triage", "bwc-migration"]
     assert config.queues_visible_to("gp", ["dv"]) == ["gp-dv", "gp-legal"]
