@@ -118,7 +118,9 @@ def protect(problem: Problem, threshold: int) -> frozenset[Key]:
     """The cells to hide: primary and secondary suppression, audited until every hidden cell
     spans at least ``threshold`` given everything else shown. Zeros are never hidden."""
     counts = problem.counts
-    hidden = {k for k, n in counts.items() if 0 < n < threshold and k not in problem.unpublished}
+    # An unpublished count is never shown, but whatever the shown ones give away of it must
+    # not narrow it either: a small one is protected like a hidden one.
+    hidden = {k for k, n in counts.items() if 0 < n < threshold}
     if not hidden:
         return frozenset()
     touching: dict[Key, list[int]] = {}
