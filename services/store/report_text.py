@@ -107,6 +107,9 @@ _TABLE: dict[str, tuple[str, str, str]] = {
     "Referrals made": ("Referrals made", "Перенаправления", "Перанакіраванні"),
     "Kinds of abuse": ("Kinds of abuse", "Виды насилия", "Віды гвалту"),
     "Perpetrator's relation": ("Perpetrator's relation", "Кем приходится агрессор", "Кім даводзіцца агрэсар"),
+    "Perpetrator's gender": ("Perpetrator's gender", "Пол агрессора", "Пол агрэсара"),
+    "Children affected": ("Children affected", "Затронуты ли дети", "Ці закранутыя дзеці"),
+    "Police measures": ("Police measures", "Меры милиции", "Меры міліцыі"),
     "Requests by line": ("Requests by line", "Обращения по линиям", "Звароты па лініях"),
     # dimensions and values
     "Channel": ("Channel", "Канал", "Канал"),

@@ -251,6 +251,9 @@ SECTIONS = [
     Section("Referrals made", "referrals", "bar"),
     Section("Kinds of abuse", "abuse_kinds", "bar", lines=("dv",)),
     Section("Perpetrator's relation", "perpetrator_relation", "bar", lines=("dv",)),
+    Section("Perpetrator's gender", "perpetrator_gender", "bar", lines=("dv",)),
+    Section("Children affected", "children_affected", "bar", lines=("dv",)),
+    Section("Police measures", "police_measures", "bar", lines=("dv",)),
     Section("Requests by line", "line", "bar"),
 ]
 
