@@ -12,7 +12,8 @@ for every person allowed to publish, is one set of linked tables, the *catalogue
   of 1,247 cells hidden instead of 150 of 645;
 - in each scope: the total; consultations per month; months by channel; one table per
   dimension (channel and every case-form question); gender by age group and by destination
-  country (:data:`BY_GENDER`); consultations without a known person; contacts without a consultation by reason.
+  country (:data:`BY_GENDER`); consultations without a known person; contacts without a
+  consultation by reason.
 
 :class:`Catalogue` counts a year's consultations into every cell of it once, and
 :meth:`Catalogue.protect` runs secondary suppression (:mod:`services.store.disclosure`) over
