@@ -107,13 +107,15 @@ def _route(request: web.Request) -> str:
 
 
 def security_headers(headers: dict[str, str], path_prefix: str = "/") -> Middleware:
-    """Add ``headers`` to every plain HTTP response under ``path_prefix``."""
+    """Add ``headers`` to every plain HTTP response under ``path_prefix``; a header the handler
+    set itself stays (a download's stricter ``Content-Security-Policy: sandbox``)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         if request.path.startswith(path_prefix) and not isinstance(response, web.WebSocketResponse):
-            response.headers.update(headers)
+            for name, value in headers.items():
+                response.headers.setdefault(name, value)
         return response
 
     return middleware

@@ -13,6 +13,7 @@ from conversations.outbound import OutboxSweeper
 from conversations.repository import Repository
 from services.store import openapi, reports
 from services.store.api import ConsultantApi
+from services.store.attachments import AttachmentRoutes
 from services.store.audit import ReadAudit
 from services.store.case_report_routes import CaseReportRoutes
 from services.store.cases import CaseApi
@@ -74,6 +75,7 @@ def create_app(settings: StoreSettings) -> web.Application:
     ServiceFigureRoutes(api).add_routes(app)
     reports.register(app, config, repo, api.sessions, settings.stats_timezone, settings.stats_min_cell)
     CaseReportRoutes(api).add_routes(app)
+    AttachmentRoutes(api).add_routes(app)
     app.router.add_get("/api/events", hub.handle_ws)
     app.router.add_get("/api/openapi.json", openapi.serve)
 

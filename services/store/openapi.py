@@ -318,6 +318,14 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "summary": "The thread with its messages and notes (the read is recorded)",
         "responses": {"200": _ok("thread", _ref("ThreadWithMessages")), "401": PROBLEM, "404": PROBLEM},
     }),
+    ("GET", "/api/threads/{id}/attachments/{attachment}"): ("thread", {
+        "summary": "An attachment of the thread's messages, as a download (the read is recorded)",
+        "description": "Content-Disposition: attachment, X-Content-Type-Options: nosniff, no caching. "
+        "Images are decoded and encoded again on the server, so EXIF (GPS), XMP and anything hidden "
+        "after the pixels are dropped; anything else is application/octet-stream. 404 for an "
+        "attachment of another thread, or one larger than the intake keeps.",
+        "responses": {"200": {"description": "the file"}, "401": PROBLEM, "404": PROBLEM},
+    }),
     ("GET", "/api/threads/{id}/history"): ("thread", {
         "summary": "Every change of the thread with its time (the read is recorded)",
         "responses": {"200": _ok("events", {"type": "array", "items": _ref("Event")}), "401": PROBLEM, "404": PROBLEM},  # noqa: E501

@@ -56,6 +56,7 @@ ROLE_ROUTES = {
 THREAD_ROUTES = [
     ("GET", "/api/threads/{id}", None),
     ("GET", "/api/threads/{id}/history", None),
+    ("GET", "/api/threads/{id}/attachments/{attachment}", None),
     ("GET", "/api/threads/{id}/reads", None),
     ("POST", "/api/threads/{id}/claim", None),
     ("POST", "/api/threads/{id}/messages", {"text": "hello"}),
@@ -216,7 +217,7 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
                     continue
                 status, answer = await c.call(
                     method,
-                    route.format(id=thread_id),
+                    route.format(id=thread_id, attachment="0" * 32),
                     body,
                     headers={"Idempotency-Key": uuid.uuid4().hex},
                 )

@@ -274,7 +274,14 @@
     if (m.attachments && m.attachments.length) {
       var ul = el("ul", { "class": "attachments", "aria-label": t("attachments") });
       m.attachments.forEach(function (a) {
-        ul.appendChild(el("li", {}, a.filename + " (" + a.content_type + ", " + Math.ceil(a.size / 1024) + " KiB)"));
+        var label = a.filename + " (" + a.content_type + ", " + Math.ceil(a.size / 1024) + " KiB)";
+        var li = el("li", {});
+        // A download (services/store/attachments.py): never opened inside the console.
+        li.appendChild(a.stored && state.thread ? el("a", {
+          href: "/api/threads/" + encodeURIComponent(state.thread) + "/attachments/" + encodeURIComponent(a.id),
+          download: a.filename, rel: "noopener"
+        }, label) : el("span", {}, label));
+        ul.appendChild(li);
       });
       d.appendChild(ul);
     }
