@@ -16,6 +16,7 @@ default 1000; QUALITY.md's figure is 10000).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -32,6 +33,7 @@ from pymongo import AsyncMongoClient
 
 from services.email_ingest.imap import parse_fetch
 from services.email_ingest.rawstore import RawStore
+from tests.integration.helpers import imap_session
 
 FETCH_BATCH = 50  # as email_ingest's default fetch_batch
 
@@ -91,29 +93,25 @@ class _Queue:
             self._task.cancel()
 
 
-async def _imap(port: int, user: str) -> IMAP4:
-    imap = IMAP4("127.0.0.1", port, timeout=120)
-    await imap.wait_hello_from_server()
-    assert (await imap.login(user, user)).result == "OK"
-    return imap
+def _imap(port: int, user: str) -> contextlib.AbstractAsyncContextManager[IMAP4]:
+    return imap_session("127.0.0.1", port, user, command_timeout=120)
 
 
 async def latency(store: str, imap_port: int, user: str, samples: int) -> list[float]:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         queue = _Queue(http, store)
         await queue.open()
-        imap = await _imap(imap_port, user)
         out = []
         try:
-            for _ in range(samples):
-                target = queue.queued + 1
-                raw = _mail(2_000)
-                assert (await imap.append(raw, mailbox="INBOX")).result == "OK"
-                began = time.perf_counter()  # the mail is on the server from here
-                await queue.until(lambda t=target: queue.queued >= t, 30)  # type: ignore[misc]
-                out.append(time.perf_counter() - began)
+            async with _imap(imap_port, user) as imap:
+                for _ in range(samples):
+                    target = queue.queued + 1
+                    raw = _mail(2_000)
+                    assert (await imap.append(raw, mailbox="INBOX")).result == "OK"
+                    began = time.perf_counter()  # the mail is on the server from here
+                    await queue.until(lambda t=target: queue.queued >= t, 30)  # type: ignore[misc]
+                    out.append(time.perf_counter() - began)
         finally:
-            await imap.logout()
             queue.close()
         return out
 
@@ -121,12 +119,9 @@ async def latency(store: str, imap_port: int, user: str, samples: int) -> list[f
 async def fill(imap_port: int, user: str, count: int) -> None:
     """The mails that arrived during a 48-hour outage (their server arrival time says so)."""
     arrived = datetime.now(UTC) - timedelta(hours=48)
-    imap = await _imap(imap_port, user)
-    try:
+    async with _imap(imap_port, user) as imap:
         for _ in range(count):
             assert (await imap.append(_mail(20 * 1024), mailbox="INBOX", date=arrived)).result == "OK"
-    finally:
-        await imap.logout()
 
 
 async def _unflagged(imap: IMAP4) -> list[int]:
@@ -138,8 +133,7 @@ async def _unflagged(imap: IMAP4) -> list[int]:
 async def bare_fetch(imap_port: int, user: str) -> tuple[list[int], float]:
     """Ceiling: UID FETCH BODY.PEEK[] of every mail not yet flagged, in batches as email_ingest.
     Returns the UIDs fetched and the seconds it took."""
-    imap = await _imap(imap_port, user)
-    try:
+    async with _imap(imap_port, user) as imap:
         uids = await _unflagged(imap)
         began = time.perf_counter()
         got: list[int] = []
@@ -148,8 +142,6 @@ async def bare_fetch(imap_port: int, user: str) -> tuple[list[int], float]:
             resp = await imap.uid("fetch", chunk, "(UID BODY.PEEK[])")
             got += [uid for uid, _ in parse_fetch(resp.lines)]
         return got, time.perf_counter() - began
-    finally:
-        await imap.logout()
 
 
 async def fetch_and_keep(imap_port: int, user: str, uids: list[int], mongo_url: str) -> tuple[int, float]:
@@ -158,7 +150,6 @@ async def fetch_and_keep(imap_port: int, user: str, uids: list[int], mongo_url: 
     afterwards), up to three writes in flight while the next batch is fetched. No parsing,
     no hand-over, no flags: what any import has to do at least, done as fast as the
     database takes it."""
-    imap = await _imap(imap_port, user)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     scratch = f"bench_bound_{uuid.uuid4().hex[:8]}"
     store = RawStore(client[scratch])
@@ -173,20 +164,20 @@ async def fetch_and_keep(imap_port: int, user: str, uids: list[int], mongo_url: 
             in_flight.release()
 
     try:
-        await store.ensure_indexes()
-        await imap.select("INBOX")
-        began = time.perf_counter()
-        got = 0
-        for i in range(0, len(uids), FETCH_BATCH):
-            chunk = ",".join(str(u) for u in uids[i : i + FETCH_BATCH])
-            mails = parse_fetch((await imap.uid("fetch", chunk, "(UID BODY.PEEK[])")).lines)
-            got += len(mails)
-            await in_flight.acquire()
-            writes.append(asyncio.create_task(keep(mails)))
-        await asyncio.gather(*writes)
-        return got, time.perf_counter() - began
+        async with _imap(imap_port, user) as imap:
+            await store.ensure_indexes()
+            await imap.select("INBOX")
+            began = time.perf_counter()
+            got = 0
+            for i in range(0, len(uids), FETCH_BATCH):
+                chunk = ",".join(str(u) for u in uids[i : i + FETCH_BATCH])
+                mails = parse_fetch((await imap.uid("fetch", chunk, "(UID BODY.PEEK[])")).lines)
+                got += len(mails)
+                await in_flight.acquire()
+                writes.append(asyncio.create_task(keep(mails)))
+            await asyncio.gather(*writes)
+            return got, time.perf_counter() - began
     finally:
-        await imap.logout()
         await client.drop_database(scratch)
         await client.close()
 

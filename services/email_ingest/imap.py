@@ -266,6 +266,26 @@ def uid_set(uids: list[int]) -> str:
     return ",".join(str(u) for u in uids)
 
 
+async def close_connection(imap: IMAP4) -> None:
+    """Close ``imap``'s socket without a word to the server; return once it is closed.
+
+    aioimaplib never closes it itself: its LOGOUT waits for the server to hang up and the
+    event loop to read that, and until the connection is made the socket is held only by
+    its pending connect task, which would still complete after the session gave up on it.
+    A session ended without this (cancelled at shutdown, or by a test whose event loop then
+    closes) leaves an open socket to the garbage collector."""
+    transport = imap.protocol.transport if imap.protocol is not None else None
+    if transport is not None:
+        transport.abort()
+        await asyncio.sleep(0)  # abort() closes the socket in a callback it schedules
+        return
+    # Not connected yet: a cancelled connect closes the socket it opened (asyncio's
+    # create_connection does, on any exception), once the task has run again.
+    connecting = imap._client_task
+    connecting.cancel()
+    await asyncio.wait({connecting})
+
+
 @dataclass
 class _Outcome:
     uid: int
@@ -381,9 +401,10 @@ class MailboxWatcher:
             )
         finally:
             lost.cancel()
+            # Also when the watcher itself is cancelled: the command must not outlive it.
+            task.cancel()
         if task in done:
             return task.result()
-        task.cancel()
         self._dead = True
         raise ConnectionLost("closed" if self._lost.is_set() else "watchdog")
 
@@ -445,15 +466,16 @@ class MailboxWatcher:
     async def _close(self, imap: IMAP4) -> None:
         """End the session. LOGOUT only on a connection that still answers: on a closed or
         silent one it could only wait out its timeout, delaying the reconnect. Cancellation
-        (shutdown) is never swallowed here, or the watcher would outlive its service."""
+        (shutdown) is never swallowed here, or the watcher would outlive its service. The
+        socket is closed on the way out, also when the session ends before it was connected
+        (see close_connection)."""
         transport = imap.protocol.transport if imap.protocol is not None else None
         try:
             if transport is not None and not self._lost.is_set() and not self._dead:
                 with contextlib.suppress(OSError, TimeoutError, Abort, CommandTimeout):
                     await asyncio.wait_for(imap.logout(), 2)
         finally:
-            if transport is not None:
-                transport.abort()
+            await close_connection(imap)
 
     async def _poll_wait(self) -> None:
         """The fallback for servers without IDLE: wait ``poll_seconds`` (or a lost socket)."""

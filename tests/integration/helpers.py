@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiohttp
-from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH
+from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH, Abort, CommandTimeout
 
 from conversations.repository import Repository
-from services.email_ingest.imap import parse_fetch
+from services.email_ingest.imap import close_connection, parse_fetch
 from services.store.auth import hash_password
 
 
@@ -122,17 +123,39 @@ def new_message_id() -> str:
     return f"<{uuid.uuid4().hex}@client.example>"
 
 
+@contextlib.asynccontextmanager
+async def imap_session(host: str, port: int, user: str, command_timeout: float = 10) -> AsyncIterator[IMAP4]:
+    """``user`` logged in over IMAP (password: the user name, as on the local Dovecot); on
+    exit logged out and the socket closed.
+
+    Closed by us: aioimaplib's LOGOUT leaves the socket open until the server hangs up and
+    the event loop reads that, and each test has its own event loop, closed when the test
+    ends. A socket left open is found by the garbage collector later, in another test, whose
+    ResourceWarning then fails that test. LOGOUT is bounded and its failures ignored: the
+    session may be broken already (what a test may be checking)."""
+    imap = IMAP4(host, port, timeout=command_timeout)
+    try:
+        await imap.wait_hello_from_server()
+        assert (await imap.login(user, user)).result == "OK"
+        yield imap
+    finally:
+        transport = imap.protocol.transport
+        try:
+            if transport is not None and not transport.is_closing():
+                with contextlib.suppress(Abort, CommandTimeout, OSError, TimeoutError):
+                    await asyncio.wait_for(imap.logout(), 2)
+        finally:
+            await close_connection(imap)
+
+
 class Mailbox:
     """An IMAP mailbox of the local Dovecot (password = user name)."""
 
     def __init__(self, host: str, port: int, user: str) -> None:
         self.host, self.port, self.user = host, port, user
 
-    async def _open(self) -> IMAP4:
-        imap = IMAP4(self.host, self.port, timeout=10)
-        await imap.wait_hello_from_server()
-        assert (await imap.login(self.user, self.user)).result == "OK"
-        return imap
+    def session(self) -> contextlib.AbstractAsyncContextManager[IMAP4]:
+        return imap_session(self.host, self.port, self.user)
 
     async def append(self, raw: bytes) -> None:
         await self.append_all([raw])
@@ -140,18 +163,14 @@ class Mailbox:
     async def append_all(self, raws: list[bytes]) -> None:
         """Append every mail in one session, one right after the other: a burst, within the
         server's connections per user and address (Dovecot's mail_max_userip_connections, 10)."""
-        imap = await self._open()
-        try:
+        async with self.session() as imap:
             for raw in raws:
                 resp = await imap.append(raw, mailbox="INBOX")
                 assert resp.result == "OK", resp
-        finally:
-            await imap.logout()
 
     async def wait_for_mail(self, count: int = 1, within: float = 30) -> list[bytes]:
         """Wait (IMAP IDLE, no polling) until INBOX holds ``count`` mails; return them all."""
-        imap = await self._open()
-        try:
+        async with self.session() as imap:
 
             async def loop() -> list[bytes]:
                 while True:
@@ -167,8 +186,6 @@ class Mailbox:
                     assert push != STOP_WAIT_SERVER_PUSH, "no mail arrived"
 
             return await asyncio.wait_for(loop(), within)
-        finally:
-            await imap.logout()
 
 
 class Frames:

@@ -12,8 +12,6 @@ import sys
 import uuid
 from pathlib import Path
 
-from aioimaplib import IMAP4
-
 from tests.conftest import ROOT, Gateway
 from tests.integration.email_support import (
     config_with_mailboxes,
@@ -22,7 +20,7 @@ from tests.integration.email_support import (
     restart_email_ingest,
     supervisor,
 )
-from tests.integration.helpers import Mailbox, mail, new_message_id
+from tests.integration.helpers import Mailbox, imap_session, mail, new_message_id
 
 CORPUS = ROOT / "tests" / "corpus" / "email"
 
@@ -177,32 +175,29 @@ async def test_several_mailboxes_from_configuration(gateway: Gateway, tmp_path: 
 
 async def test_uidvalidity_change_resyncs_without_duplicates(gateway: Gateway) -> None:
     user = gateway.line_mailbox
-    imap = IMAP4("127.0.0.1", gateway.urls.imap_port, timeout=10)
-    await imap.wait_hello_from_server()
-    await imap.login(user, user)
-    await imap.create("Watched")
-    restart_email_ingest(gateway, IMAP_MAILBOX="Watched", IDLE_SECONDS="2", RECONNECT_MAX_SECONDS="2")
-    sofia = await supervisor(gateway)
-    client, db = database(gateway)
-    try:
-        raws = [mail("c@demo.test", "h@demo.test", "s", f"mail {i}", new_message_id()) for i in range(3)]
-        for raw in raws:
-            assert (await imap.append(raw, mailbox="Watched")).result == "OK"
-        await queued_threads(sofia, 3)
-        # The folder is recreated (a restore, a server migration): new UIDVALIDITY, same mails.
-        await imap.delete("Watched")
+    async with imap_session("127.0.0.1", gateway.urls.imap_port, user) as imap:
         await imap.create("Watched")
-        for raw in [*raws, mail("c@demo.test", "h@demo.test", "s", "new one", new_message_id())]:
-            assert (await imap.append(raw, mailbox="Watched")).result == "OK"
-        await queued_threads(sofia, 1)
-        assert await db["messages"].count_documents({"direction": "in"}) == 4
-        assert await db["threads"].count_documents({}) == 4
-        cursor = await db["imap_cursors"].find_one({"_id": {"$regex": "/Watched$"}})
-        assert cursor["resync"] is True and cursor["last_uid"] == 4
-    finally:
-        await imap.logout()
-        await sofia.close()
-        await client.close()
+        restart_email_ingest(gateway, IMAP_MAILBOX="Watched", IDLE_SECONDS="2", RECONNECT_MAX_SECONDS="2")
+        sofia = await supervisor(gateway)
+        client, db = database(gateway)
+        try:
+            raws = [mail("c@demo.test", "h@demo.test", "s", f"mail {i}", new_message_id()) for i in range(3)]
+            for raw in raws:
+                assert (await imap.append(raw, mailbox="Watched")).result == "OK"
+            await queued_threads(sofia, 3)
+            # The folder is recreated (a restore, a server migration): new UIDVALIDITY, same mails.
+            await imap.delete("Watched")
+            await imap.create("Watched")
+            for raw in [*raws, mail("c@demo.test", "h@demo.test", "s", "new one", new_message_id())]:
+                assert (await imap.append(raw, mailbox="Watched")).result == "OK"
+            await queued_threads(sofia, 1)
+            assert await db["messages"].count_documents({"direction": "in"}) == 4
+            assert await db["threads"].count_documents({}) == 4
+            cursor = await db["imap_cursors"].find_one({"_id": {"$regex": "/Watched$"}})
+            assert cursor["resync"] is True and cursor["last_uid"] == 4
+        finally:
+            await sofia.close()
+            await client.close()
 
 
 async def test_threads_join_only_by_our_reference_and_the_same_sender(gateway: Gateway) -> None:

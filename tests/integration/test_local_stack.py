@@ -21,10 +21,10 @@ from email.message import EmailMessage
 import aio_pika
 import pymongo
 import pytest
-from aioimaplib import aioimaplib
 from pymongo.errors import DuplicateKeyError
 
 from deploy.local.stack import REPO_ROOT, LocalStack, StackPorts
+from tests.integration.helpers import imap_session
 
 
 @pytest.fixture(scope="module")
@@ -151,31 +151,28 @@ def send(stack: LocalStack, mail: EmailMessage) -> None:
 
 async def test_mail_sent_over_smtp_arrives_in_imap_and_idle_reports_it(local_stack: LocalStack) -> None:
     mail = make_mail(f"client@{local_stack.mail_domain}")
-    imap = aioimaplib.IMAP4(local_stack.imap_host, local_stack.imap_port, timeout=10)
-    await imap.wait_hello_from_server()
-    assert imap.has_capability("IDLE")
-    assert (await imap.login("client", "client")).result == "OK"
-    assert (await imap.select("INBOX")).result == "OK"
+    async with imap_session(local_stack.imap_host, local_stack.imap_port, "client") as imap:
+        assert imap.has_capability("IDLE")
+        assert (await imap.select("INBOX")).result == "OK"
 
-    idle = await imap.idle_start(timeout=30)
-    await asyncio.to_thread(send, local_stack, mail)
-    # IDLE (RFC 2177) pushes the new message count; await it instead of polling.
-    async with asyncio.timeout(15):
-        while not any(line.endswith(b"EXISTS") for line in await imap.wait_server_push()):
-            pass
-    imap.idle_done()
-    await asyncio.wait_for(idle, 10)
+        idle = await imap.idle_start(timeout=30)
+        await asyncio.to_thread(send, local_stack, mail)
+        # IDLE (RFC 2177) pushes the new message count; await it instead of polling.
+        async with asyncio.timeout(15):
+            while not any(line.endswith(b"EXISTS") for line in await imap.wait_server_push()):
+                pass
+        imap.idle_done()
+        await asyncio.wait_for(idle, 10)
 
-    found = await imap.search("HEADER", "Message-ID", mail["Message-ID"], charset=None)
-    assert found.result == "OK"
-    numbers = found.lines[0].split()
-    assert len(numbers) == 1
-    fetched = await imap.fetch(numbers[0].decode(), "(BODY.PEEK[])")
-    assert fetched.result == "OK"
-    body = bytes(fetched.lines[1])
-    # Delivered unchanged: Dovecot only prepends its trace headers (Return-Path, Received, ...).
-    assert body.endswith(wire_bytes(mail))
-    await imap.logout()
+        found = await imap.search("HEADER", "Message-ID", mail["Message-ID"], charset=None)
+        assert found.result == "OK"
+        numbers = found.lines[0].split()
+        assert len(numbers) == 1
+        fetched = await imap.fetch(numbers[0].decode(), "(BODY.PEEK[])")
+        assert fetched.result == "OK"
+        body = bytes(fetched.lines[1])
+        # Delivered unchanged: Dovecot only prepends its trace headers (Return-Path, Received, ...).
+        assert body.endswith(wire_bytes(mail))
 
 
 def test_imap_login_with_domain_maps_to_the_same_user(local_stack: LocalStack) -> None:

@@ -16,13 +16,12 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 import pytest
-from aioimaplib import IMAP4
 
 from services.store.migrations import migrate
 from shared import html
 from tests.conftest import Gateway
 from tests.integration.email_support import database, delivery, queued_threads, reply, supervisor
-from tests.integration.helpers import Consultant, Mailbox, mail, new_message_id
+from tests.integration.helpers import Consultant, Mailbox, imap_session, mail, new_message_id
 
 TEXT = "Здравствуйте, мне нужна помощь"
 
@@ -99,10 +98,7 @@ def word(text: str) -> str:
 
 
 async def message_count(gw: Gateway, user: str) -> int:
-    imap = IMAP4("127.0.0.1", gw.urls.imap_port, timeout=10)
-    await imap.wait_hello_from_server()
-    try:
-        assert (await imap.login(user, user)).result == "OK"
+    async with imap_session("127.0.0.1", gw.urls.imap_port, user) as imap:
         selected = await imap.select("INBOX")
         (exists,) = [
             int(m.group(1))
@@ -110,8 +106,6 @@ async def message_count(gw: Gateway, user: str) -> int:
             if isinstance(line, bytes) and (m := re.search(rb"(\d+) EXISTS", line))
         ]
         return exists
-    finally:
-        await imap.logout()
 
 
 ALLOWED = {"from", "to", "subject", "date", "message-id", "in-reply-to", "references"} | {

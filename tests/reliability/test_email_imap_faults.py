@@ -20,12 +20,12 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
-from aioimaplib import IMAP4
 
 from services.email_ingest.imap import KEYWORD, parse_search
 from shared import topology
 from tests.conftest import Gateway
 from tests.integration.email_support import database, queued_threads, restart_email_ingest, supervisor
+from tests.integration.helpers import imap_session
 from tests.reliability.imap_proxy import ImapProxy
 from tests.reliability.ledger import CANARY
 
@@ -60,16 +60,10 @@ def ledger_mail(
 
 async def append_all(gw: Gateway, mails: list[bytes], internaldate: datetime | None = None) -> None:
     """Append over one IMAP connection to the line's mailbox on Dovecot (not via the proxy)."""
-    user = gw.line_mailbox
-    imap = IMAP4("127.0.0.1", gw.urls.imap_port, timeout=30)
-    await imap.wait_hello_from_server()
-    assert (await imap.login(user, user)).result == "OK"
-    try:
+    async with imap_session("127.0.0.1", gw.urls.imap_port, gw.line_mailbox, command_timeout=30) as imap:
         for raw in mails:
             resp = await imap.append(raw, mailbox="INBOX", date=internaldate)
             assert resp.result == "OK", resp
-    finally:
-        await imap.logout()
 
 
 async def ledger(db: Any, markers: list[str]) -> dict[str, int]:
@@ -92,16 +86,11 @@ _UIDVALIDITY = re.compile(r"UIDVALIDITY (\d+)")
 
 async def unflagged_stored(gw: Gateway, db: Any) -> int:
     """Mails email_ingest has stored but not yet flagged on the server (Dovecot, asked directly)."""
-    imap = IMAP4("127.0.0.1", gw.urls.imap_port, timeout=30)
-    await imap.wait_hello_from_server()
-    assert (await imap.login(gw.line_mailbox, gw.line_mailbox)).result == "OK"
-    try:
+    async with imap_session("127.0.0.1", gw.urls.imap_port, gw.line_mailbox, command_timeout=30) as imap:
         selected = await imap.select("INBOX")
         uidvalidity = int(_UIDVALIDITY.findall(" ".join(str(line) for line in selected.lines))[0])
         found = await imap.uid_search("KEYWORD", KEYWORD, charset=None)
         flagged = set(parse_search(found.lines))
-    finally:
-        await imap.logout()
     stored = [d["uid"] async for d in db["mail_raw"].find({"uidvalidity": uidvalidity}, {"uid": 1})]
     return sum(1 for uid in stored if uid not in flagged)
 
