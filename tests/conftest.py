@@ -9,6 +9,7 @@ CA made for the session (``tls_ca``), which no client trusts unless given its fi
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -33,6 +34,28 @@ from shared.settings import DEFAULT_CONFIG_PATH
 from tests.integration.helpers import Consultant
 
 ROOT = Path(__file__).resolve().parent.parent
+UNIT_TESTS = ROOT / "tests" / "unit"
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect garbage once the test's other fixtures, its event loop among them, are torn down.
+
+    A socket, transport or client session a test leaves open is otherwise found by the
+    garbage collector whenever it happens to run, in some later test, and its
+    ResourceWarning (an error here) fails that test instead. Collected here, the warning is
+    reported by pytest's unraisable-exception check, which runs right after the fixtures'
+    teardown, as an error of this test. A fixture, not a ``trylast`` teardown hook: such a
+    hook of a conftest runs after that check (pluggy calls the last-registered one last),
+    which would report the leak at the next test's setup. Set up before the test's other
+    function-scoped fixtures (autouse), it is torn down after them.
+
+    Not for tests/unit (pure logic, no server): a collection costs about a tenth of a second
+    there, and its hundreds of tests ran three times as long."""
+    yield
+    if request.path.is_relative_to(UNIT_TESTS):
+        return
+    gc.collect()
 
 
 @dataclass(frozen=True)
