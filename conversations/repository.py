@@ -311,6 +311,9 @@ class Repository:
                         "consultation.consultants": [],
                     },
                     "$inc": {"consultation.n": 1},
+                    # Retention cleared its text before: the new text is cleared in its turn
+                    # once the thread has been closed long enough again.
+                    "$unset": {"text_deleted_at": ""},
                 },
                 return_document=ReturnDocument.AFTER,
             )

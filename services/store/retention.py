@@ -14,7 +14,9 @@ cut-off and not yet cleared it deletes (QUALITY.md 4, data minimisation):
 and keeps the thread, its times, its channel, line and queue, and ``facts`` (the categorical
 answers statistics count). Each thread is cleared with conditional updates and marked
 ``text_deleted_at`` last, so a run that stops half-way is finished by the next one.
-A thread reopened meanwhile (status no longer closed) is left alone.
+A thread reopened meanwhile (status no longer closed) is left alone; a thread that reopens
+after its pass (its client wrote again) loses its mark, so its new text is cleared once it has
+been closed long enough again.
 
 Cases closed before the same cut-off lose their free text too (conversations/cases.py,
 :meth:`CaseRepository.delete_free_text`): notes, the intake's text answers (the fields of type

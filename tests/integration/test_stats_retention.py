@@ -12,7 +12,7 @@ from conversations.repository import Repository
 from services.store.reports import Scope, StatsReader
 from services.store.retention import delete_free_text
 from services.store.stats import Query, build_table, make_facts
-from shared.envelope import utcnow
+from shared.envelope import Channel, ChatFacts, InboundMessage, message_id_for, utcnow
 
 CANARY = "Canary-Ж-" + uuid.uuid4().hex
 
@@ -114,3 +114,29 @@ async def test_old_threads_lose_their_free_text_and_keep_their_statistics(repo: 
     assert len(raw_left) == 2
     after = build_table((await reader.tally([query], Scope(["113"], None)))[0], None)
     assert after == before and after["total"]["count"] == 5
+
+
+async def test_text_that_arrives_after_a_pass_is_cleared_in_its_turn(repo: Repository) -> None:
+    """A client writes again in a thread whose text retention cleared: the thread reopens, and
+    once closed long enough again the new text goes too (it was kept forever before)."""
+    tid = await closed_thread(repo, 400)
+    assert await delete_free_text(repo, utcnow() - timedelta(days=365)) == 1
+    thread = await repo.thread(tid)
+    assert thread is not None and "text_deleted_at" in thread
+    source = f"chat:{tid}:again"
+    msg = InboundMessage(
+        message_id=message_id_for(source),
+        source_id=source,
+        channel=Channel.CHAT,
+        line="113",
+        received_at=utcnow(),
+        sender=tid,
+        text=f"again {CANARY}",
+        chat=ChatFacts(session=tid),
+    )
+    accepted = await repo.accept_inbound(msg, thread, {})
+    assert accepted.reopened and "text_deleted_at" not in accepted.thread
+    # Closed again (as a consultant's close leaves it), then retention's next pass.
+    await repo.threads.update_one({"_id": tid}, {"$set": {"status": "closed", "closed_at": utcnow()}})
+    assert await delete_free_text(repo, utcnow() + timedelta(minutes=1)) == 1
+    assert not any(CANARY in repr(m) for m in await repo.thread_messages(tid))
