@@ -343,7 +343,7 @@ async def test_no_session_and_no_csrf_token_get_nothing(
             assert resp.status == 200 and await resp.json() == doc  # public: it describes, holds no data
         for method, path in operations:
             url = gateway.store_url + path.format(
-                id=thread_id, queue="lastrada-migration", login="anna", item="x"
+                id=thread_id, queue="lastrada-migration", login="anna", item="x", attachment="0" * 32
             )
             if (method, path) in PUBLIC:
                 continue
