@@ -39,6 +39,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conversations.identity import phone_thread_key
 from conversations.model import EventName, new_phone_consultation
@@ -56,12 +58,15 @@ from services.store.report_text import (
     pick,
     text,
 )
+from services.store.settings import StoreSettings
 from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
 from shared.http import problem
 from shared.logs import get_logger
+from shared.settings import DEFAULT_CONFIG_PATH
 
 log = get_logger(__name__)
+STORE_FIELDS = StoreSettings.model_fields
 
 STATIC = Path(__file__).parent / "static"
 SUPERVISORS = {"supervisor", "admin"}
@@ -748,11 +753,25 @@ def register(
 # --- command: the yearly report as HTML or PDF ---------------------------------------------------
 
 
+class ReportSettings(BaseSettings):
+    """What the report command reads, from the store's own variables (``STORE_MONGO_URL`` and
+    so on): the database, the configuration and the statistics' time zone and threshold; not
+    the broker's URL nor the console's secrets, which a report does not need."""
+
+    model_config = SettingsConfigDict(env_prefix="STORE_", extra="ignore")
+    mongo_url: SecretStr = Field(description="MongoDB URL")
+    mongo_database: str = Field(default="hotline", description="MongoDB database name")
+    config_path: Path = Field(default=DEFAULT_CONFIG_PATH, description="Hotline configuration (YAML)")
+    stats_timezone: str = Field(default=STORE_FIELDS["stats_timezone"].default, description="as the store's")
+    stats_min_cell: int = Field(
+        default=STORE_FIELDS["stats_min_cell"].default, ge=1, description="as the store's"
+    )
+
+
 async def _write_report(args: argparse.Namespace) -> str:
-    from services.store.settings import StoreSettings
     from shared.mongo import make_client
 
-    settings = StoreSettings()  # from the environment
+    settings = ReportSettings()  # from the environment
     config = load_config(settings.config_path)
     tz = ZoneInfo(settings.stats_timezone)
     client = make_client(settings.mongo_url.get_secret_value())
