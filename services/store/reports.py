@@ -158,7 +158,9 @@ class StatsReader:
         start = datetime(year, 1, 1, tzinfo=tz).astimezone(UTC)
         end = datetime(year + 1, 1, 1, tzinfo=tz).astimezone(UTC)
         cat = publication.Catalogue(year, tz, self.questions)
-        where = {"facts.at": {"$gte": start, "$lt": end}}
+        where: Doc = {"facts.at": {"$gte": start, "$lt": end}}
+        if self.all_lines:  # a line no longer configured is nobody's to publish
+            where["facts.line"] = {"$in": self.all_lines}
         async for doc in self.consultations.find(
             where, {"facts": 1, "client_id": 1, "_id": 0}, batch_size=1000
         ):
