@@ -63,9 +63,14 @@ def clean_image(data: bytes) -> tuple[bytes, str] | None:
                 pixels = img if img.mode in keep else img.convert("RGBA")
                 pixels.save(out, "PNG")
                 return out.getvalue(), "image/png"
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
-    except Image.DecompressionBombWarning:
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,  # raised, not warned: the filter above
+    ):
         return None
 
 
