@@ -24,6 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from conversations import client_left
 from conversations.clients import ClientRepository
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, thread_id_for
@@ -596,13 +597,14 @@ class Repository:
 
     async def mark_client_left(self, thread_id: str, marker: Doc) -> Doc | None:
         """Mark an open thread as one whose client left (``marker``, the ``client_left``
-        field); None when it is closed or already so marked. A quick exit replaces a silence,
-        never the reverse. Conditional, so replicas marking at once mark it once."""
+        field); None when it is closed or already so marked. A stronger mark replaces a weaker
+        one, never the reverse (``client_left.at_least``). Conditional, so replicas marking at
+        once mark it once."""
         query: Doc = {"_id": thread_id, "status": {"$in": ["waiting", "active"]}}
-        if marker["why"] == "quick_exit":
-            query["client_left.why"] = {"$ne": "quick_exit"}
-        else:
+        if marker["why"] == client_left.SILENT:
             query["client_left"] = {"$exists": False}
+        else:
+            query["client_left.why"] = {"$nin": client_left.at_least(marker["why"])}
         return await self.threads.find_one_and_update(
             query, {"$set": {"client_left": marker}}, return_document=ReturnDocument.AFTER
         )
@@ -893,6 +895,8 @@ class ChatRepository:
         self.sessions: AsyncCollection[Doc] = db["chat_sessions"]
         self.telegram_chats: AsyncCollection[Doc] = db["telegram_chats"]
         self.telegram_updates: AsyncCollection[Doc] = db["telegram_updates"]
+        # The ids of a Telegram chat's messages the bot may still delete ("not safe now").
+        self.telegram_trail: AsyncCollection[Doc] = db["telegram_trail"]
 
     async def ensure_indexes(self) -> None:
         # The expiry fields the sweep deletes by. On MongoDB 7 a TTL index (expireAfterSeconds)
@@ -902,6 +906,10 @@ class ChatRepository:
         await self.sessions.create_index([("expires_at", ASCENDING)], name="expiry")
         await self.telegram_chats.create_index([("expires_at", ASCENDING)], name="expiry")
         await self.telegram_updates.create_index([("at", ASCENDING)], name="claimed_at")
+        await self.telegram_trail.create_index([("expires_at", ASCENDING)], name="expiry")
+        await self.telegram_trail.create_index(
+            [("chat", ASCENDING), ("sent_at", ASCENDING)], name="chat_sent"
+        )
 
     # --- web chat sessions ---------------------------------------------------------------
 
@@ -949,11 +957,12 @@ class ChatRepository:
     async def delete_expired(
         self, now: datetime, updates_before: datetime, later: datetime
     ) -> dict[str, int]:
-        """One sweep: delete chat sessions and Telegram chat choices whose expiry passed, and
-        Telegram update claims older than ``updates_before``; documents written before expiry
-        existed get ``later`` as theirs. Returns the numbers deleted by collection."""
+        """One sweep: delete chat sessions, Telegram chat choices and kept Telegram message ids
+        whose expiry passed, and Telegram update claims older than ``updates_before``; documents
+        written before expiry existed get ``later`` as theirs. Returns the numbers deleted by
+        collection."""
         deleted: dict[str, int] = {}
-        for coll in (self.sessions, self.telegram_chats):
+        for coll in (self.sessions, self.telegram_chats, self.telegram_trail):
             await coll.update_many({"expires_at": None}, {"$set": {"expires_at": later}})
             deleted[coll.name] = (await coll.delete_many({"expires_at": {"$lt": now}})).deleted_count
         gone = await self.telegram_updates.delete_many({"at": {"$lt": updates_before}})
@@ -1054,3 +1063,36 @@ class ChatRepository:
 
     async def abandon_update(self, update_key: str) -> None:
         await self.telegram_updates.delete_one({"_id": update_key, "state": "busy"})
+
+    async def remember_telegram_message(
+        self, chat: str, message_id: int, sent_at: datetime, expires_at: datetime, keep: int
+    ) -> None:
+        """Keep the id of a message of Telegram chat ``chat`` (sent at ``sent_at`` by Telegram's
+        clock) until ``expires_at``, when the Bot API no longer lets the bot delete it; at most
+        the ``keep`` newest of a chat are kept. A repeat (a redelivered update) is kept once."""
+        await self.telegram_trail.update_one(
+            {"_id": f"{chat}:{message_id}"},
+            {
+                "$setOnInsert": {
+                    "chat": chat,
+                    "message_id": message_id,
+                    "sent_at": sent_at,
+                    "expires_at": expires_at,
+                }
+            },
+            upsert=True,
+        )
+        if await self.telegram_trail.count_documents({"chat": chat}) > keep:
+            cursor = (
+                self.telegram_trail.find({"chat": chat}, {"_id": 1}).sort("sent_at", DESCENDING).skip(keep)
+            )
+            await self.telegram_trail.delete_many({"_id": {"$in": [d["_id"] async for d in cursor]}})
+
+    async def telegram_messages(self, chat: str, sent_after: datetime) -> list[int]:
+        """The ids kept of chat ``chat``'s messages sent after ``sent_after``, oldest first."""
+        cursor = self.telegram_trail.find({"chat": chat, "sent_at": {"$gt": sent_after}}, {"message_id": 1})
+        return [d["message_id"] async for d in cursor.sort("sent_at", ASCENDING)]
+
+    async def forget_telegram_messages(self, chat: str) -> None:
+        """The chat's messages are deleted (or can no longer be): their ids go."""
+        await self.telegram_trail.delete_many({"chat": chat})

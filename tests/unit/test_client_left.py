@@ -1,11 +1,20 @@
 """The rules of a chat whose client left (conversations/client_left.py): when a client counts as
-silent, and which message clears the mark."""
+silent, which message clears the mark, which mark replaces which, and which forbids replies."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conversations.client_left import QUICK_EXIT, SILENT, marker, silent_since, wrote_after
+from conversations.client_left import (
+    NOT_SAFE,
+    QUICK_EXIT,
+    SILENT,
+    at_least,
+    holds_replies,
+    marker,
+    silent_since,
+    wrote_after,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -25,3 +34,19 @@ def test_only_a_message_after_the_client_left_clears_the_mark() -> None:
     assert wrote_after(marker(SILENT, NOW, NOW), NOW + timedelta(milliseconds=1))
     assert not wrote_after(None, NOW)
     assert not wrote_after({"why": SILENT}, NOW)
+
+
+def test_a_stronger_mark_replaces_a_weaker_one_never_the_reverse() -> None:
+    # The repository marks a thread unless it carries one of these already.
+    assert at_least(NOT_SAFE) == [NOT_SAFE]
+    assert at_least(QUICK_EXIT) == [NOT_SAFE, QUICK_EXIT]
+    assert at_least(SILENT) == [NOT_SAFE, QUICK_EXIT, SILENT]
+
+
+def test_only_not_safe_forbids_replies_and_writing_again_lifts_it() -> None:
+    left = marker(NOT_SAFE, NOW, NOW)
+    assert holds_replies(left)
+    assert not holds_replies(marker(QUICK_EXIT, NOW, NOW))
+    assert not holds_replies(marker(SILENT, NOW, NOW))
+    assert not holds_replies(None)
+    assert wrote_after(left, NOW + timedelta(seconds=1))
