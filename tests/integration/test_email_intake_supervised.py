@@ -91,7 +91,12 @@ async def watched(stack: LocalStack, **overrides: Any) -> AsyncIterator[Intake]:
     )
     user = f"{name}-line"
     box = Mailbox(f"{user}@test", "113", "127.0.0.1", stack.imap_port, False, user, user)
+    # The watcher's client, and the test's own for what it reads: a read of the test's that
+    # shared the watcher's pool could make the watcher open a second connection, and a
+    # watcher stopped while PyMongo opens one leaves that socket to the garbage collector
+    # (PyMongo closes it on an error, not on a cancellation), which fails the test.
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url, tz_aware=True)
+    reader: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url, tz_aware=True)
     db = client[name]
     registry = CollectorRegistry()
     broker = Broker(amqp, 100, BrokerMetrics(registry), "intake test")
@@ -100,7 +105,7 @@ async def watched(stack: LocalStack, **overrides: Any) -> AsyncIterator[Intake]:
     await raw.ensure_indexes()
     supervisor = Supervisor(registry, Health(registry), backoff_initial=0.2, backoff_max=2)
     inbox = DovecotMailbox("127.0.0.1", stack.imap_port, user)
-    intake = Intake(stack, box.name, inbox, raw, supervisor, registry)
+    intake = Intake(stack, box.name, inbox, RawStore(reader[name]), supervisor, registry)
     await broker.consume(broker.topology.queues[topology.DISPATCHER_INBOUND.name], intake.on_inbound)
     watcher = MailboxWatcher(box, settings, broker, db["imap_cursors"], raw, ImapMetrics(registry))
     supervisor.start(f"imap-watcher {box.name}", watcher.run, interval=60, intake=True)
@@ -112,6 +117,7 @@ async def watched(stack: LocalStack, **overrides: Any) -> AsyncIterator[Intake]:
         await broker.close()
         await client.drop_database(name)
         await client.close()
+        await reader.close()
         stack.delete_vhost(name)
 
 
