@@ -32,9 +32,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from shared import topology
 from shared.envelope import Envelope, EnvelopeError, decode, encode
-from shared.logs import get_logger
+from shared.logs import get_logger, place
 from shared.mongo import is_transient_database_error
-from shared.supervise import place
 
 log = get_logger(__name__)
 

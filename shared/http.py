@@ -8,8 +8,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from shared.logs import get_logger
-from shared.supervise import place
+from shared.logs import get_logger, place
 
 log = get_logger(__name__)
 

@@ -26,20 +26,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.health import Health
 from shared.logs import get_logger
+from shared.logs import place as place  # re-exported: callers that supervise import it from here
 
 log = get_logger(__name__)
-
-_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass
@@ -71,22 +68,6 @@ class Heartbeat:
             if now - since > self.interval:
                 return "stalled"
         return None
-
-
-def place(exc: BaseException) -> str:
-    """Where ``exc`` was raised, as ``path:line in function``: the innermost frame of this
-    project's own code if there is one (that is where to look), else the innermost frame.
-    Only code locations: nothing of the exception's message or arguments."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if not frames:
-        return "unknown"
-    ours = [f for f in frames if f.filename.startswith(str(_ROOT)) and "/.venv/" not in f.filename]
-    frame = (ours or frames)[-1]
-    try:
-        filename = str(Path(frame.filename).resolve().relative_to(_ROOT))
-    except ValueError:
-        filename = Path(frame.filename).name
-    return f"{filename}:{frame.lineno} in {frame.name}"
 
 
 class SupervisorMetrics:
