@@ -27,7 +27,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from conversations import client_left
 from conversations.clients import ClientRepository
 from conversations.email_threading import our_message_ids
-from conversations.identity import new_id, thread_id_for
+from conversations.identity import new_id, session_thread_key, thread_id_for
 from conversations.model import Outcome, closed_consultation
 from conversations.search import SearchIndex
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
@@ -286,6 +286,11 @@ class Repository:
             await self.threads.update_one(
                 {"_id": thread["_id"]},
                 {"$set": {f"email.{k}": v for k, v in reply_headers.items()}},
+            )
+        if stored and not created:
+            session = msg.chat.session if msg.chat is not None else None
+            await self.text_added(
+                thread, msg.sender, session_thread_key(msg.channel, session) if session else None
             )
         reopened = False
         backlog = msg.email is not None and msg.email.backlog
@@ -782,6 +787,8 @@ class Repository:
         else:
             created = True
         await self.search.message_stored(doc["_id"])  # again on a retry: harmless
+        if created:
+            await self.text_added(thread)
         return doc, created
 
     async def add_note(self, thread: Doc, login: str, text: str) -> Doc:
@@ -797,7 +804,21 @@ class Repository:
             "created_at": utcnow(),
         }
         await self.messages.insert_one(doc)
+        await self.text_added(thread)
         return doc
+
+    async def text_added(self, thread: Doc, sender: str | None = None, key: str | None = None) -> None:
+        """Text was stored in ``thread``: if retention had cleared it (services/store/retention.py),
+        take its mark away, so the new text is cleared in its turn, and give it back what a
+        reply needs: the client's address or chat (``sender``) and, for a chat, its ``key``.
+        A write only for such a thread (as read by the caller): a chat message in a live
+        thread costs none."""
+        if "text_deleted_at" not in thread and (thread.get("client") or {}).get("address") is not None:
+            return
+        update: Doc = {"$unset": {"text_deleted_at": ""}}
+        if sender is not None:
+            update["$set"] = {"client.address": sender, **({"key": key} if key is not None else {})}
+        await self.threads.update_one({"_id": thread["_id"]}, update)
 
     async def mark_published(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})

@@ -60,8 +60,23 @@ class Queue(_Strict):
     title: dict[str, str] = Field(default_factory=dict)
 
 
+class Retention(_Strict):
+    """How long a line keeps what people wrote (services/store/retention.py); a field left
+    out takes the store's setting (``STORE_RETENTION_DAYS``, ``STORE_RETENTION_UNCLOSED_DAYS``)."""
+
+    days: int | None = Field(
+        default=None, ge=1, description="free text is deleted this many days after its thread closed"
+    )
+    unclosed_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="a thread never closed loses its free text after this many days without a message",
+    )
+
+
 class Line(_Strict):
     name: str
+    retention: Retention = Retention()
     hours: Hours = Hours()
     email: str | None = Field(default=None, description="the line's public address")
     default_queue: str = Field(description="where a conversation goes when nothing else decides")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -21,6 +22,8 @@ from services.store.clients import ClientRoutes
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
+from services.store.retention import LEASE_SECONDS as RETENTION_LEASE_SECONDS
+from services.store.retention import RetentionJob
 from services.store.search import SearchRoutes
 from services.store.service_figures import ServiceFigureRoutes
 from services.store.settings import StoreSettings
@@ -125,6 +128,20 @@ def create_app(settings: StoreSettings) -> web.Application:
                 lambda beat: outbox.run(settings.outbox_seconds, beat),
                 interval=3 * settings.outbox_seconds + 30,
             )
+            if settings.retention_interval_hours > 0:
+                retention = RetentionJob(
+                    repo,
+                    config,
+                    Lease(db["leases"], RETENTION_LEASE_SECONDS),
+                    settings.instance_id,
+                    days=settings.retention_days,
+                    unclosed_days=settings.retention_unclosed_days,
+                    interval=timedelta(hours=settings.retention_interval_hours),
+                    check_seconds=settings.retention_check_seconds,
+                )
+                supervisor.start(
+                    "retention", retention.run, interval=3 * settings.retention_check_seconds + 60
+                )
             every = settings.metrics_refresh_seconds
             supervisor.start(
                 "metrics",

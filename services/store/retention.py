@@ -1,101 +1,273 @@
-"""Retention: delete the free text of threads closed long ago, keep what statistics count.
+"""Retention: delete what people wrote once it is no longer needed, keep what statistics count.
 
-    python -m services.store.retention            # threads closed > STORE_RETENTION_DAYS ago
-    python -m services.store.retention --days 90
+The store runs it on a schedule (:class:`RetentionJob`, every ``STORE_RETENTION_INTERVAL_HOURS``,
+one replica at a time); an operator can also run one pass by hand:
 
-Run it daily (cron, a systemd timer or a compose job). For every thread closed before the
-cut-off and not yet cleared it deletes (QUALITY.md 4, data minimisation):
+    python -m services.store.retention            # each line's own periods
+    python -m services.store.retention --days 90  # one period for every line, this time
 
-- the text, HTML, subject, quoted history and attachment names of its messages and notes;
-- the raw mails (``mail_raw.raw``) and attachment bytes (``mail_attachments.data``) they came from;
-- the thread's subject and every case-form answer that is not a categorical code, in the
-  thread and in each of its consultations;
+How long is per line (``lines.<id>.retention`` in the configuration, else the store's
+settings, ``STORE_RETENTION_DAYS`` and ``STORE_RETENTION_UNCLOSED_DAYS``):
 
-and keeps the thread, its times, its channel, line and queue, and ``facts`` (the categorical
-answers statistics count). Each thread is cleared with conditional updates and marked
-``text_deleted_at`` last, so a run that stops half-way is finished by the next one.
-A thread reopened meanwhile (status no longer closed) is left alone; a thread that reopens
-after its pass (its client wrote again) loses its mark, so its new text is cleared once it has
-been closed long enough again.
+- ``days``: what was written in a thread is deleted once the thread has been closed that
+  long *and* the text itself is that old. A note or a message that arrives in a closed thread
+  after a pass (a late reply, a consultant's note) is deleted in its turn, ``days`` after it
+  arrived;
+- ``unclosed_days``: a thread nobody closed (the person stopped writing, nobody answered) is
+  cleared once no message arrived in it for that long.
 
-Cases closed before the same cut-off lose their free text too (conversations/cases.py,
-:meth:`CaseRepository.delete_free_text`): notes, the intake's text answers (the fields of type
-``text`` in the configuration), the notes of services and follow-ups and the results of
-external referrals; their kinds, dates, amounts, categorical answers and history stay.
+What is deleted (QUALITY.md 4, data minimisation): the text, HTML, subject, quoted history and
+attachment names of messages and notes, the Message-IDs the client's mail program wrote (they
+may name its host); the raw mails (``mail_raw.raw``) and attachment bytes
+(``mail_attachments.data``) they came from; the thread's subject, its client's address or
+Telegram chat (``client.address``, and ``key``, which names the chat) and its mail headers;
+every case-form answer that is not a categorical code, in the thread and in its
+consultations. Kept: the thread, its times, channel, line and queue, and ``facts`` (the
+categorical answers statistics count), so statistics count the same before and after.
+
+Each thread is cleared with conditional updates and marked ``text_deleted_at`` last, and
+only when nothing it holds is left to clear; a pass that stops half-way is finished by the
+next. Whatever stores text in a thread removes the mark (conversations/repository.py,
+:meth:`Repository.text_added`), and a pass that marks a thread looks again afterwards, so a
+message stored while the pass ran is not left behind by the mark. ``text_cleared_to`` records
+how far a thread's text was cleared (search finds nothing older in it).
+
+Mails the e-mail intake quarantined (never read by a person, waiting for an operator) lose
+their bytes after the longest ``days`` of any line. Cases closed before the same cut-off lose
+their free text too (conversations/cases.py, :meth:`CaseRepository.delete_free_text`): notes,
+the intake's text answers, the notes of services and follow-ups and the results of external
+referrals; their kinds, dates, amounts, categorical answers and history stay.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pymongo.errors import PyMongoError
 
 from conversations.cases import CaseRepository
+from conversations.model import ThreadStatus
 from conversations.repository import Repository
 from services.store.stats import categorical
 from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
+from shared.lease import Lease
+from shared.logs import get_logger
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH
+from shared.supervise import Heartbeat
+
+log = get_logger(__name__)
 
 Doc = dict[str, Any]
+Beat = Callable[[], Awaitable[None]]
+
+# Quarantined mails: status of mail_raw (services/email_ingest/rawstore.py), not imported:
+# the store does not depend on the e-mail service.
+QUARANTINED = "quarantined"
+OPEN_STATUSES = [s.value for s in ThreadStatus if s is not ThreadStatus.CLOSED]
 
 
-async def delete_free_text(repo: Repository, closed_before: datetime) -> int:
-    """Clear the free text of threads closed before ``closed_before``; return how many."""
-    db = repo.db
-    cleared = 0
+async def _nothing() -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How long one line (``line``; None: threads of lines no longer configured) keeps text."""
+
+    line: str | None
+    days: int
+    unclosed_days: int
+
+
+def policies(
+    config: HotlineConfig, days: int, unclosed_days: int, override: int | None = None
+) -> list[Policy]:
+    """Each configured line's periods (its own, else the settings'), and one for threads of
+    lines no longer configured. ``override`` (the command's ``--days``) replaces ``days``."""
+    found = [
+        Policy(
+            line,
+            override or cfg.retention.days or days,
+            cfg.retention.unclosed_days or unclosed_days,
+        )
+        for line, cfg in config.lines.items()
+    ]
+    return [*found, Policy(None, override or days, unclosed_days)]
+
+
+@dataclass
+class Outcome:
+    threads: int = 0  # closed threads cleared
+    unclosed: int = 0  # threads never closed, cleared
+    cases: int = 0
+    quarantined: int = 0  # quarantined raw mails emptied
+    by_line: dict[str, int] = field(default_factory=dict)
+
+    def as_log(self) -> Doc:
+        return {
+            "threads": self.threads,
+            "unclosed": self.unclosed,
+            "cases": self.cases,
+            "quarantined": self.quarantined,
+        }
+
+
+class Retention:
+    """One pass over a database: :meth:`run`."""
+
+    def __init__(self, repo: Repository, config: HotlineConfig) -> None:
+        self.repo = repo
+        self.config = config
+
+    async def run(
+        self, policies: list[Policy], now: datetime | None = None, beat: Beat = _nothing
+    ) -> Outcome:
+        now = now or utcnow()
+        out = Outcome()
+        configured = [p.line for p in policies if p.line is not None]
+        for p in policies:
+            where: Doc = {"line": p.line} if p.line is not None else {"line": {"$nin": configured}}
+            closed = await delete_free_text(self.repo, now - timedelta(days=p.days), where, beat)
+            unclosed = await delete_unclosed_free_text(
+                self.repo, now - timedelta(days=p.unclosed_days), where, beat
+            )
+            out.threads += closed
+            out.unclosed += unclosed
+            out.by_line[p.line or "(not configured)"] = closed + unclosed
+        longest = max(p.days for p in policies)
+        cut = now - timedelta(days=longest)
+        out.cases = await CaseRepository(self.repo.db).delete_free_text(
+            cut, self.config.cases.free_text_fields
+        )
+        gone = await self.repo.db["mail_raw"].update_many(
+            {"status": QUARANTINED, "stored_at": {"$lt": cut}, "raw": {"$ne": None}},
+            {"$set": {"raw": None, "text_deleted": True}},
+        )
+        out.quarantined = gone.modified_count
+        return out
+
+
+async def delete_free_text(
+    repo: Repository, closed_before: datetime, where: Doc | None = None, beat: Beat = _nothing
+) -> int:
+    """Clear the text of threads closed before ``closed_before`` (and among them, of their
+    messages stored before it); return how many threads are now fully cleared."""
     query: Doc = {
-        "status": "closed",
+        "status": ThreadStatus.CLOSED.value,
         "closed_at": {"$lt": closed_before},
         "text_deleted_at": {"$exists": False},
+        **(where or {}),
     }
-    async for t in repo.threads.find(query, {"_id": 1, "case": 1}, batch_size=200):
-        sources: list[str] = []
-        attachments: list[str] = []
-        async for m in repo.messages.find({"thread_id": t["_id"]}, {"source_id": 1, "attachments": 1}):
-            if isinstance(m.get("source_id"), str):
-                sources.append(m["source_id"])
-            attachments += [a["id"] for a in m.get("attachments") or [] if isinstance(a, dict) and "id" in a]
-        await repo.messages.update_many(
-            {"thread_id": t["_id"]},
-            {
-                "$set": {
-                    "text": None,
-                    "html": None,
-                    "subject": None,
-                    "quoted": None,
-                    "attachments": [],
-                    "text_deleted": True,
-                }
-            },
-        )
-        if sources:
-            await db["mail_raw"].update_many(
-                {"_id": {"$in": sources}}, {"$set": {"raw": None, "text_deleted": True}}
-            )
-        if attachments:
-            await db["mail_attachments"].update_many(
-                {"_id": {"$in": attachments}},
-                {"$set": {"data": None, "filename": None, "text_deleted": True}},
-            )
-        # Each consultation's case form, as the thread's latest copy of one.
-        async for c in repo.consultations.find({"thread_id": t["_id"]}, {"case": 1}):
-            if isinstance(c.get("case"), dict):
-                await repo.consultations.update_one(
-                    {"_id": c["_id"]}, {"$set": {"case": _categorical(c["case"])}}
-                )
-        done = await repo.threads.update_one(
-            {"_id": t["_id"], "status": "closed"},
-            {"$set": {"subject": None, "case": _categorical(t.get("case")), "text_deleted_at": utcnow()}},
-        )
-        cleared += done.modified_count
+    cleared = 0
+    async for t in repo.threads.find(query, {"_id": 1}, batch_size=200):
+        cleared += await _clear_thread(repo, t["_id"], closed_before, {"status": ThreadStatus.CLOSED.value})
+        await beat()
     return cleared
+
+
+async def delete_unclosed_free_text(
+    repo: Repository, quiet_since: datetime, where: Doc | None = None, beat: Beat = _nothing
+) -> int:
+    """Clear threads never closed in which no message arrived since ``quiet_since``; return
+    how many."""
+    query: Doc = {
+        "status": {"$in": OPEN_STATUSES},
+        "created_at": {"$lt": quiet_since},
+        "text_deleted_at": {"$exists": False},
+        **(where or {}),
+    }
+    cleared = 0
+    async for t in repo.threads.find(query, {"_id": 1}, batch_size=200):
+        recent = await repo.messages.find_one(
+            {"thread_id": t["_id"], "created_at": {"$gte": quiet_since}}, {"_id": 1}
+        )
+        if recent is None:
+            cleared += await _clear_thread(repo, t["_id"], quiet_since, {"status": {"$in": OPEN_STATUSES}})
+        await beat()
+    return cleared
+
+
+async def _clear_thread(repo: Repository, tid: str, before: datetime, still: Doc) -> int:
+    """Clear what thread ``tid`` holds that was written before ``before``; mark the thread
+    (1) when nothing is left to clear, else leave it for a later pass (0). ``still``: the
+    thread's state the pass chose it for (a thread reopened meanwhile is left alone)."""
+    db = repo.db
+    old: Doc = {"thread_id": tid, "created_at": {"$lt": before}, "text_deleted": {"$exists": False}}
+    sources: list[str] = []
+    attachments: list[str] = []
+    async for m in repo.messages.find(old, {"source_id": 1, "attachments": 1}):
+        if isinstance(m.get("source_id"), str):
+            sources.append(m["source_id"])
+        attachments += [a["id"] for a in m.get("attachments") or [] if isinstance(a, dict) and "id" in a]
+    # The client's own Message-IDs first (they may name their host); ours are opaque.
+    await repo.messages.update_many({**old, "direction": "in"}, {"$set": {"email_message_id": None}})
+    await repo.messages.update_many(
+        old,
+        {
+            "$set": {
+                "text": None,
+                "html": None,
+                "subject": None,
+                "quoted": None,
+                "attachments": [],
+                "text_deleted": True,
+            }
+        },
+    )
+    if sources:
+        await db["mail_raw"].update_many(
+            {"_id": {"$in": sources}}, {"$set": {"raw": None, "text_deleted": True}}
+        )
+    if attachments:
+        await db["mail_attachments"].update_many(
+            {"_id": {"$in": attachments}},
+            {"$set": {"data": None, "filename": None, "text_deleted": True}},
+        )
+    # Each consultation's case form that ended before the cut-off.
+    async for c in repo.consultations.find({"thread_id": tid}, {"case": 1, "closed_at": 1}):
+        ended = c.get("closed_at")
+        if isinstance(c.get("case"), dict) and (ended is None or ended < before):
+            await repo.consultations.update_one(
+                {"_id": c["_id"]}, {"$set": {"case": _categorical(c["case"])}}
+            )
+    await repo.threads.update_one({"_id": tid}, {"$max": {"text_cleared_to": before}})
+    if await repo.messages.find_one({"thread_id": tid, "text_deleted": {"$exists": False}}, {"_id": 1}):
+        return 0  # newer text: the thread is cleared in full in a later pass
+    thread = await repo.threads.find_one({"_id": tid, **still}, {"case": 1})
+    if thread is None:
+        return 0
+    done = await repo.threads.update_one(
+        {"_id": tid, **still},
+        {
+            "$set": {
+                "subject": None,
+                "case": _categorical(thread.get("case")),
+                "client.address": None,
+                "text_deleted_at": utcnow(),
+            },
+            "$unset": {"key": "", "email": ""},
+        },
+    )
+    if not done.modified_count:
+        return 0
+    # A message stored while this pass ran, after the look above: its writer removed a mark
+    # that was not there yet, so take the mark back; the next pass clears it in its turn.
+    if await repo.messages.find_one({"thread_id": tid, "text_deleted": {"$exists": False}}, {"_id": 1}):
+        await repo.threads.update_one({"_id": tid}, {"$unset": {"text_deleted_at": ""}})
+        return 0
+    return 1
 
 
 async def delete_case_free_text(repo: Repository, config: HotlineConfig, closed_before: datetime) -> int:
@@ -108,6 +280,87 @@ def _categorical(case: Any) -> Doc:
     return {k: v for k, v in (case if isinstance(case, dict) else {}).items() if categorical(v) is not None}
 
 
+JOB_ID = "retention"
+# Renewed after every thread a pass clears: lapses only when its replica is gone.
+LEASE_SECONDS = 300
+
+
+class RetentionJob:
+    """Retention on a schedule, across the store's replicas.
+
+    Every ``check_seconds`` a replica asks whether a pass is due (the ``jobs`` document
+    ``retention`` records when the last one finished); the one that holds the ``retention``
+    lease (shared/lease.py) runs it, renewing the lease as it goes, and records its end. A
+    replica that dies half-way loses the lease; another one runs the pass again, which
+    finishes what was left (each step is idempotent).
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        config: HotlineConfig,
+        lease: Lease,
+        holder: str,
+        *,
+        days: int,
+        unclosed_days: int,
+        interval: timedelta,
+        check_seconds: float,
+    ) -> None:
+        self.retention = Retention(repo, config)
+        self.jobs = repo.db["jobs"]
+        self.lease = lease
+        self.holder = holder
+        self.policies = policies(config, days, unclosed_days)
+        self.interval = interval
+        self.check_seconds = check_seconds
+
+    async def due(self, now: datetime) -> bool:
+        last = await self.jobs.find_one({"_id": JOB_ID})
+        done = (last or {}).get("finished_at")
+        return done is None or done + self.interval <= now
+
+    async def step(self, heartbeat: Heartbeat | None = None) -> Outcome | None:
+        """One pass if it is due and this replica holds the lease; None otherwise."""
+        now = utcnow()
+        if not await self.due(now) or not await self.lease.take(JOB_ID, self.holder):
+            return None
+        try:
+            if not await self.due(now):  # another replica finished one meanwhile
+                return None
+
+            async def still_here() -> None:
+                await self.lease.renew(JOB_ID, self.holder)
+                if heartbeat is not None:
+                    heartbeat.beat()
+
+            began = utcnow()
+            out = await self.retention.run(self.policies, now, still_here)
+            finished = utcnow()
+            await self.jobs.update_one(
+                {"_id": JOB_ID},
+                {"$set": {"started_at": began, "finished_at": finished, "by": self.holder, **out.as_log()}},
+                upsert=True,
+            )
+            log.info("retention_done", seconds=round((finished - began).total_seconds(), 1), **out.as_log())
+            return out
+        finally:
+            with contextlib.suppress(PyMongoError):
+                await self.lease.release(JOB_ID, self.holder)
+
+    async def run(self, heartbeat: Heartbeat) -> None:
+        """Until cancelled: a pass when one is due. A database away is waited out; anything
+        else ends the task, and the supervisor logs and restarts it."""
+        while True:
+            try:
+                await self.step(heartbeat)
+            except PyMongoError as exc:
+                log.warning("retention_database_unavailable", error=type(exc).__name__)
+            heartbeat.beat()
+            # Jittered, so replicas started together do not ask together.
+            await asyncio.sleep(self.check_seconds * random.uniform(0.8, 1.0))  # noqa: S311
+
+
 class RetentionSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORE_", extra="ignore")
     mongo_url: SecretStr = Field(description="MongoDB URL")
@@ -115,32 +368,37 @@ class RetentionSettings(BaseSettings):
     retention_days: int = Field(
         default=365, ge=1, description="Free text of threads closed longer ago is deleted"
     )
+    retention_unclosed_days: int = Field(
+        default=365, ge=1, description="Free text of threads never closed and quiet this long is deleted"
+    )
     config_path: Path = Field(
-        default=DEFAULT_CONFIG_PATH, description="Hotline configuration (YAML): which case answers are text"
+        default=DEFAULT_CONFIG_PATH,
+        description="Hotline configuration (YAML): lines, which case answers are text",
     )
 
 
-async def _run(days: int, settings: RetentionSettings) -> tuple[int, int]:
+async def _run(days: int | None, settings: RetentionSettings) -> Outcome:
     config = load_config(settings.config_path)
     client = make_client(settings.mongo_url.get_secret_value())
     try:
         repo = Repository(client[settings.mongo_database])
-        cut = utcnow() - timedelta(days=days)
-        return await delete_free_text(repo, cut), await delete_case_free_text(repo, config, cut)
+        chosen = policies(config, settings.retention_days, settings.retention_unclosed_days, days)
+        return await Retention(repo, config).run(chosen)
     finally:
         await client.close()
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m services.store.retention")
-    parser.add_argument("--days", type=int, help="default: STORE_RETENTION_DAYS")
+    parser.add_argument("--days", type=int, help="one period for every line (default: each line's own)")
     args = parser.parse_args(argv)
-    settings = RetentionSettings()
-    days = args.days or settings.retention_days
-    if days < 1:
+    if args.days is not None and args.days < 1:
         raise SystemExit("--days must be at least 1")
-    threads, cases = asyncio.run(_run(days, settings))
-    print(f"free text deleted from {threads} threads and {cases} cases closed over {days} days ago")
+    out = asyncio.run(_run(args.days, RetentionSettings()))
+    print(
+        f"free text deleted from {out.threads} closed threads, {out.unclosed} threads never closed, "
+        f"{out.cases} cases and {out.quarantined} quarantined mails"
+    )
 
 
 if __name__ == "__main__":

@@ -291,7 +291,9 @@ class _Finder:
                 return None
         if self.c.line is not None and thread.get("line") != self.c.line:
             return None
-        deleted = thread.get("text_deleted_at")
+        # How far retention cleared the thread's text (a thread cleared only up to a date keeps
+        # the newer text, and loses its full mark when text arrives after a pass).
+        deleted = thread.get("text_cleared_to") or thread.get("text_deleted_at")
         if text_day is not None and deleted is not None and text_day <= deleted.astimezone(self.r.tz).date():
             return None
         return thread

@@ -32,7 +32,19 @@ class StoreSettings(DatabaseSettings):
     retention_days: int = Field(
         default=365,
         ge=1,
-        description="Free text of threads closed longer ago is deleted by the retention command",
+        description="Free text of threads closed longer ago is deleted (a line's retention.days wins)",
+    )
+    retention_unclosed_days: int = Field(
+        default=365,
+        ge=1,
+        description="Free text of threads never closed and without a message this long is deleted "
+        "(a line's retention.unclosed_days wins)",
+    )
+    retention_interval_hours: float = Field(
+        default=24, ge=0, description="How often retention runs (one replica at a time); 0 turns it off"
+    )
+    retention_check_seconds: float = Field(
+        default=300, gt=0, description="How often a replica asks whether a retention pass is due"
     )
     outbox_seconds: float = Field(
         default=5,

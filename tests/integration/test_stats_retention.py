@@ -70,7 +70,9 @@ async def closed_thread(repo: Repository, closed_days_ago: float, status: str = 
             ],
         }
     )
-    await repo.add_note({"_id": tid, "channel": "email"}, "anna", f"note {CANARY}")
+    note = await repo.add_note({"_id": tid, "channel": "email"}, "anna", f"note {CANARY}")
+    # Written while the thread was open, as notes are.
+    await repo.messages.update_one({"_id": note["_id"]}, {"$set": {"created_at": at}})
     return tid
 
 
