@@ -56,8 +56,10 @@ def event_key(name: str) -> str:
     return f"event.{name}"
 
 
-# A web chat ended by its client (Quick exit): every chat_ingest replica closes the sockets it
-# holds of that session, and the dispatcher marks its thread (DISPATCHER_CHAT_ENDED). Not under
+# A web chat ended by its client (Quick exit, or "Not safe now": data ``why`` ``not_safe``), or a
+# Telegram chat its client hid (``/notsafe``: data ``channel`` ``telegram``, ``session`` the
+# chat's key): every chat_ingest replica closes the sockets it holds of that session (a Telegram
+# chat has none), and the dispatcher marks its thread (DISPATCHER_CHAT_ENDED). Not under
 # ``event.``: the store forwards those to consoles.
 CHAT_SESSION_ENDED = "ChatSessionEnded"
 
@@ -92,8 +94,8 @@ EMAIL_OUTBOUND = WorkQueue("email_ingest.outbound", OUTBOUND, "outbound.email.#"
 STORE_DELIVERY = WorkQueue("store.delivery", EVENTS, "delivery.#")
 # Replies to Telegram chats: any chat_ingest replica may send them through the Bot API.
 TELEGRAM_OUTBOUND = WorkQueue("chat_ingest.telegram", OUTBOUND, "outbound.telegram.#")
-# Quick exits: the dispatcher marks the session's thread as one whose client left
-# (conversations/client_left.py). Durable, unlike the chat replicas' own queues of the same key.
+# Quick exits and "not safe now": the dispatcher marks the session's thread as one whose client
+# left (conversations/client_left.py). Durable, unlike the chat replicas' own queues of the same key.
 DISPATCHER_CHAT_ENDED = WorkQueue("dispatcher.chat_ended", EVENTS, chat_session_ended_key())
 WORK_QUEUES = (DISPATCHER_INBOUND, EMAIL_OUTBOUND, STORE_DELIVERY, TELEGRAM_OUTBOUND, DISPATCHER_CHAT_ENDED)
 

@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from conversations.client_left import NOT_SAFE
+
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CHOICE = re.compile(r"[a-z0-9_-]{1,40}")
 # A lone surrogate: what JSON's "\ud800" escapes decode to. It is no Unicode text: it can be
@@ -44,7 +46,10 @@ class Message:
 
 @dataclass(frozen=True)
 class End:
-    pass
+    # The only reason the protocol names is ``not_safe`` ("Not safe now": do not reply until I
+    # write). Any other value, or none, is a plain end (Quick exit): a client who is leaving
+    # is never refused.
+    reason: str | None = None
 
 
 ClientFrame = Start | Resume | Message | End
@@ -97,7 +102,7 @@ def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame:
             raise FrameError("too_long", f"a message holds at most {max_text_chars} characters")
         return Message(mid, text)
     if kind == "end":
-        return End()
+        return End(NOT_SAFE if frame.get("reason") == NOT_SAFE else None)
     raise FrameError("unknown_type", "type must be start, resume, message or end")
 
 

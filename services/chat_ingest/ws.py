@@ -521,13 +521,15 @@ class ChatHub:
             await self._accept(conn, conn.session, frame)
         elif isinstance(frame, frames.End):
             if conn.session is not None:
-                await self._end(conn.session)
+                await self._end(conn.session, frame.reason)
             else:
                 self._reply(conn, {"type": "closed", "_close": True})
 
-    async def _end(self, session: Session) -> None:
-        """Quick exit: every socket of the session, here and on every replica, gets ``closed``
-        and is closed, and the token never resumes again. Here at once; the end is written to
+    async def _end(self, session: Session, reason: str | None = None) -> None:
+        """Quick exit (and "Not safe now", ``reason`` ``not_safe``, which the announcement
+        carries as ``why`` so the dispatcher marks the thread so): every socket of the session,
+        here and on every replica, gets ``closed`` and is closed, and the token never resumes
+        again. Here at once; the end is written to
         the session's document (any replica's resume reads it) and then announced through the
         broker (each replica closes its sockets of it when it hears it). Why the broker and not
         a read of the document before each message: chat goes on through a database outage,
@@ -541,15 +543,14 @@ class ChatHub:
             # The client is leaving anyway: this replica refuses the token meanwhile, and the
             # sweep writes the end once the database is back.
             log.warning("chat_end_not_recorded", session=session.id, error=type(exc).__name__)
-        event = ConsoleEvent(
-            name=topology.CHAT_SESSION_ENDED, thread_id="", at=utcnow(), data={"session": session.id}
-        )
+        data = {"session": session.id} if reason is None else {"session": session.id, "why": reason}
+        event = ConsoleEvent(name=topology.CHAT_SESSION_ENDED, thread_id="", at=utcnow(), data=data)
         try:
             await self.broker.publish(event, topology.EVENTS, topology.chat_session_ended_key())
         except PUBLISH_ERRORS as exc:
             # The other replicas find the end in the database at their next sweep.
             log.warning("chat_end_not_announced", session=session.id, error=type(exc).__name__)
-        log.info("chat_ended", session=session.id)
+        log.info("chat_ended", session=session.id, why=reason)
 
     def _close_session(self, sid: str) -> bool:
         """Send ``closed`` to and close every socket of ``sid`` this replica holds."""

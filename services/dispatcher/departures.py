@@ -1,14 +1,17 @@
-"""A web chat whose client left: the dispatcher marks its thread for the console, and clears
+"""A chat whose client left: the dispatcher marks its thread for the console, and clears
 the mark when the client writes again (the rules: conversations/client_left.py).
 
-- Quick exit: chat_ingest publishes ``ChatSessionEnded`` (shared/topology.py); the durable
-  queue ``dispatcher.chat_ended`` brings it to :meth:`Departures.on_chat_ended`, which marks the
-  session's thread. Ack policy: acked when the handler returns, after the mark is stored,
-  recorded in the event log and announced; a failure before that is retried by the broker
-  module, and a redelivery finds the thread marked and announces it again (consoles take a
-  repeat as a refresh). An end the broker never got (chat_ingest logs chat_end_not_announced),
-  or one handled before the dispatcher stored the session's first message, marks nothing: the
-  silence rule marks that thread later.
+- Quick exit and "not safe now": chat_ingest publishes ``ChatSessionEnded`` (shared/topology.py)
+  with ``why`` ``not_safe`` for the latter, and ``channel`` ``telegram`` for the bot's
+  ``/notsafe``; the durable queue ``dispatcher.chat_ended`` brings it to
+  :meth:`Departures.on_chat_ended`, which marks the session's thread. ``ClientLeft`` with ``why``
+  ``not_safe`` is what tells the organisation's supervisors (their consoles raise it as an
+  alert; services/store/static/console.js). Ack policy: acked when the handler returns, after
+  the mark is stored, recorded in the event log and announced; a failure before that is
+  retried by the broker module, and a redelivery finds the thread marked and announces it again
+  (consoles take a repeat as a refresh). An end the broker never got (chat_ingest logs
+  chat_end_not_announced), or one handled before the dispatcher stored the session's first
+  message, marks nothing: the silence rule marks that web chat later.
 - Silence: each sweeper pass (sweeper.py) calls :meth:`Departures.sweep_silent`.
 - Writing again: the dispatcher's accept path calls :func:`returned`.
 
@@ -23,7 +26,17 @@ from datetime import datetime
 from aio_pika.abc import AbstractIncomingMessage
 
 from conversations import announce
-from conversations.client_left import CHANNELS, QUICK_EXIT, SILENT, marker, silent_since, wrote_after
+from conversations.client_left import (
+    CHANNELS,
+    ENDED,
+    NOT_SAFE,
+    NOT_SAFE_CHANNELS,
+    QUICK_EXIT,
+    SILENT,
+    marker,
+    silent_since,
+    wrote_after,
+)
 from conversations.identity import session_thread_key, thread_id_for
 from conversations.model import EventName, ThreadStatus
 from conversations.repository import Doc, Repository
@@ -63,28 +76,31 @@ class Departures:
         self.policy = config.queue_policy
 
     async def on_chat_ended(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
-        """A web chat's client ended the session (Quick exit): mark its thread, if open."""
+        """A web chat's client ended the session (Quick exit, or "Not safe now"), or a Telegram
+        client said it is not safe now: mark its thread, if open."""
         if not isinstance(envelope, ConsoleEvent) or envelope.name != topology.CHAT_SESSION_ENDED:
             log.error("unexpected_envelope", kind=envelope.kind)
             return
-        sid = envelope.data.get("session")
-        if not isinstance(sid, str) or not sid:
+        sid, channel = envelope.data.get("session"), envelope.data.get("channel", Channel.CHAT.value)
+        if not isinstance(sid, str) or not sid or channel not in NOT_SAFE_CHANNELS:
             log.error("chat_end_without_session")
             return
-        thread_id = thread_id_for(session_thread_key(Channel.CHAT, sid))
-        marked = await self.repo.mark_client_left(thread_id, marker(QUICK_EXIT, envelope.at, utcnow()))
+        # Only a web chat session ends; a Telegram chat is hidden, and goes on when they write.
+        why = NOT_SAFE if envelope.data.get("why") == NOT_SAFE or channel != Channel.CHAT else QUICK_EXIT
+        thread_id = thread_id_for(session_thread_key(Channel(channel), sid))
+        marked = await self.repo.mark_client_left(thread_id, marker(why, envelope.at, utcnow()))
         if marked is not None:
-            log.info("client_left", thread_id=thread_id, why=QUICK_EXIT)
-            await _record_and_announce(self.repo, self.broker, EventName.CLIENT_LEFT, marked, why=QUICK_EXIT)
+            log.info("client_left", thread_id=thread_id, why=why)
+            await _record_and_announce(self.repo, self.broker, EventName.CLIENT_LEFT, marked, why=why)
             return
         thread = await self.repo.thread(thread_id)
         if thread is None or thread["status"] not in OPEN:
             # No thread (the client wrote nothing, or their message is not stored yet) or a
             # closed one: nobody is waiting on this chat.
             log.info("chat_end_not_marked", thread_id=thread_id, thread=thread is not None)
-        elif (thread.get("client_left") or {}).get("why") == QUICK_EXIT:
+        elif (thread.get("client_left") or {}).get("why") == why:
             # Marked by an earlier delivery of this end, whose announcement may not have gone.
-            await announce.announce(self.broker, EventName.CLIENT_LEFT, thread, why=QUICK_EXIT)
+            await announce.announce(self.broker, EventName.CLIENT_LEFT, thread, why=why)
 
     async def sweep_silent(self, now: datetime) -> int:
         """Mark the open web chats whose client has not written for ``client_silent_minutes``;
@@ -97,7 +113,7 @@ class Departures:
         marked = 0
         for thread in await self.repo.open_threads_of(list(CHANNELS)):
             left = thread.get("client_left")
-            if left is not None and left.get("why") == QUICK_EXIT:
+            if left is not None and left.get("why") in ENDED:
                 continue  # an ended session writes nothing more
             last = await self.repo.last_client_message_at(thread["_id"]) or thread["waiting_since"]
             if left is None and silent_since(last, now, minutes):

@@ -135,8 +135,9 @@ class ChatClient:
             await self._reader
         self.ws, self._reader = None, None
 
-    async def end(self) -> None:
+    async def end(self, reason: str | None = None) -> None:
+        """Quick exit; with ``reason`` ``not_safe``, the widget's "Not safe now"."""
         assert self.ws is not None
-        await self.ws.send_json({"type": "end"})
+        await self.ws.send_json({"type": "end"} if reason is None else {"type": "end", "reason": reason})
         await self.wait(lambda: self.closed > 0)
         await self.drop()

@@ -1,7 +1,8 @@
 """The chat widget in real Chromium, embedded with one script tag in an organisation's page
 on another origin: pre-chat choices, on-duty status, an exchange with a consultant through
 the API, Quick exit (nothing stored, page replaced, not in history; every other socket of the
-chat closed, on any replica), Escape twice, and resume after the connection dropped."""
+chat closed, on any replica), "Not safe now" (the same, and the thread marked for the
+console), Escape twice, and resume after the connection dropped."""
 
 from __future__ import annotations
 
@@ -129,6 +130,19 @@ async def skip_and_say(page: Page, site: Site, text: str) -> Locator:
 NOTHING = {"local": 0, "session": 0, "cookie": "", "idb": 0, "caches": 0}
 
 
+async def leave_by(page: Page, site: Site, button: str) -> None:
+    """Press ``button`` (Quick exit, Not safe now) on the chat page, reached from the site's
+    home: the neutral page replaces it, Back goes home, and nothing is left stored."""
+    await page.get_by_role("button", name=button).click()
+    await page.wait_for_url(site.neutral)
+    await expect(page.locator("body")).to_have_text("Sunny")
+    # Back does not return to the chat: the chat page was replaced, not left behind.
+    await page.go_back()
+    assert page.url == site.url + "/"
+    assert await storage_left(page) == NOTHING
+    assert await page.context.cookies() == []
+
+
 async def test_start_exchange_with_a_consultant_then_quick_exit(
     gateway: Gateway, site: Site, vera: Consultant, browser: Browser
 ) -> None:
@@ -177,14 +191,7 @@ async def test_start_exchange_with_a_consultant_then_quick_exit(
     assert await storage_left(page) == NOTHING
     assert await context.cookies() == []
 
-    await page.get_by_role("button", name="Quick exit").click()
-    await page.wait_for_url(site.neutral)
-    await expect(page.locator("body")).to_have_text("Sunny")
-    # Back does not return to the chat: the chat page was replaced, not left behind.
-    await page.go_back()
-    assert page.url == site.url + "/"
-    assert await storage_left(page) == NOTHING
-    assert await context.cookies() == []
+    await leave_by(page, site, "Quick exit")
 
     # The chat was ended: someone who later finds the token gets nothing back.
     token = next(f["token"] for f in frames if f.get("type") == "session")
@@ -199,6 +206,45 @@ async def test_start_exchange_with_a_consultant_then_quick_exit(
     finally:
         await mongo.close()
     assert stored and agent not in str(stored) and "127.0.0.1" not in str(stored)
+
+
+async def test_not_safe_now_clears_the_page_and_storage_and_marks_the_thread(
+    gateway: Gateway, site: Site, vera: Consultant, browser: Browser
+) -> None:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(site.url + "/")
+    await page.goto(site.chat_page + "?lang=be")
+    await expect(page.get_by_role("button", name="Зараз небяспечна")).to_be_visible()
+    await page.goto(site.chat_page + "?lang=ru")
+    await expect(page.get_by_role("button", name="Сейчас небезопасно")).to_be_visible()
+    await page.goto(site.url + "/")
+    box = await skip_and_say(page, site, "He is coming home")
+    queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
+    status, thread = await vera.call("POST", "/api/queues/gp-dv/next")
+    assert status == 200 and thread["id"] == queued["thread_id"]
+    status, _ = await vera.call(
+        "POST",
+        f"/api/threads/{thread['id']}/messages",
+        {"text": "I am here. Are you safe?"},
+        {"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert status == 202
+    await expect(page.locator("li.hl-consultant")).to_have_count(1)
+    await box.fill("half-typed")
+    # What an older widget might have left: it goes too.
+    await page.evaluate(
+        "sessionStorage.setItem('hl-chat-token', 'x'); localStorage.setItem('hl-chat-lang', 'en')"
+    )
+
+    await leave_by(page, site, "Not safe now")
+
+    left = await vera.wait_event(lambda e: e["name"] == "ClientLeft" and e["thread_id"] == thread["id"])
+    assert left["data"]["why"] == "not_safe"
+    status, thread = await vera.call("GET", f"/api/threads/{thread['id']}")
+    assert status == 200 and thread["client_left"]["why"] == "not_safe"
+    assert [m["text"] for m in thread["messages"] if m["direction"] == "in"] == ["He is coming home"]
+    await context.close()
 
 
 async def test_escape_twice_leaves_at_once_and_texts_follow_the_language(

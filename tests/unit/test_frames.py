@@ -25,6 +25,12 @@ def test_unknown_fields_are_ignored():
     assert parse({"type": "end", "extra": [1, 2]}) == End()
 
 
+def test_an_end_says_when_it_is_not_safe_and_any_other_reason_is_a_plain_end():
+    assert parse({"type": "end", "reason": "not_safe"}) == End("not_safe")
+    assert parse({"type": "end", "reason": "bored"}) == End() == End(None)
+    assert parse({"type": "end", "reason": ["not_safe"]}) == End()
+
+
 def test_message_and_resume():
     assert parse({"type": "message", "id": "6b0f2d0e-1c7e-4a53-9e70-2f2d9a3c4b10", "text": "hi"}) == Message(
         "6b0f2d0e-1c7e-4a53-9e70-2f2d9a3c4b10", "hi"

@@ -6,8 +6,9 @@
 // Safety (the client may be on a watched device): the session token is held in memory only,
 // nothing is written to cookies, localStorage, sessionStorage or IndexedDB; Quick exit (or
 // Escape twice) ends the chat, forgets everything and replaces the page with a neutral one
-// with location.replace, so Back does not return to it. Texts from the network are shown
-// with textContent only.
+// with location.replace, so Back does not return to it. "Not safe now" does the same and
+// tells the consultants not to write until the client does (the end frame carries
+// reason "not_safe"). Texts from the network are shown with textContent only.
 (function () {
   "use strict";
   var me = document.currentScript;
@@ -21,6 +22,7 @@
   var TEXT = {
     en: {
       title: "Chat with a consultant", exit: "Quick exit", exitHint: "Leave this page at once (or press Esc twice)",
+      notSafe: "Not safe now", notSafeHint: "Hide this chat at once and ask the consultants not to write to you until you write again",
       intro: "You can write without giving your name. You may answer these questions or skip them.",
       line: "Line", language: "Language", region: "Region", topic: "Topic", any: "Prefer not to say",
       start: "Start chat", skip: "Skip and start", send: "Send", yourMessage: "Your message",
@@ -34,6 +36,7 @@
     },
     ru: {
       title: "Чат с консультантом", exit: "Быстрый выход", exitHint: "Сразу уйти с этой страницы (или дважды нажмите Esc)",
+      notSafe: "Сейчас небезопасно", notSafeHint: "Сразу скрыть чат и попросить консультантов не писать вам, пока вы не напишете сами",
       intro: "Можно писать, не называя имени. На вопросы ниже можно ответить или пропустить их.",
       line: "Линия", language: "Язык", region: "Регион", topic: "Тема", any: "Не хочу указывать",
       start: "Начать чат", skip: "Пропустить и начать", send: "Отправить", yourMessage: "Ваше сообщение",
@@ -47,6 +50,7 @@
     },
     be: {
       title: "Чат з кансультантам", exit: "Хуткі выхад", exitHint: "Адразу пакінуць гэту старонку (або двойчы націсніце Esc)",
+      notSafe: "Зараз небяспечна", notSafeHint: "Адразу схаваць чат і папрасіць кансультантаў не пісаць вам, пакуль вы не напішаце самі",
       intro: "Можна пісаць, не называючы імя. На пытанні ніжэй можна адказаць або прапусціць іх.",
       line: "Лінія", language: "Мова", region: "Рэгіён", topic: "Тэма", any: "Не хачу пазначаць",
       start: "Пачаць чат", skip: "Прапусціць і пачаць", send: "Адправіць", yourMessage: "Ваша паведамленне",
@@ -97,7 +101,10 @@
   var head = el("header");
   var title = el("h2", { id: "hl-chat-title" });
   var exit = el("button", { type: "button", "class": "hl-exit" });
-  head.appendChild(title); head.appendChild(exit);
+  var notSafe = el("button", { type: "button", "class": "hl-notsafe" });
+  var leave = el("div", { "class": "hl-leave" });
+  leave.appendChild(notSafe); leave.appendChild(exit);
+  head.appendChild(title); head.appendChild(leave);
   var status = el("p", { "class": "hl-status", role: "status", "aria-live": "polite" });
   var hours = el("p", { "class": "hl-hours" });
   var emergency = el("p", { "class": "hl-emergency" });
@@ -132,6 +139,9 @@
     exit.textContent = t("exit");
     exit.setAttribute("title", t("exitHint"));
     exit.setAttribute("aria-label", t("exit") + ". " + t("exitHint"));
+    notSafe.textContent = t("notSafe");
+    notSafe.setAttribute("title", t("notSafeHint"));
+    notSafe.setAttribute("aria-label", t("notSafe") + ". " + t("notSafeHint"));
     inputLabel.textContent = t("yourMessage");
     send.textContent = t("send");
     list.setAttribute("aria-label", t("messages"));
@@ -222,25 +232,31 @@
     } catch (e) { /* storage may be blocked: then nothing was stored */ }
   }
 
-  function quickExit() {
+  // reason: "not_safe" for "Not safe now" (the thread is marked "do not reply until they
+  // write" and the supervisors are told), none for Quick exit. Either way the conversation
+  // leaves the page at once.
+  function quickExit(reason) {
     gone = true;
     clearTimeout(reconnectTimer); clearTimeout(startTimer); clearTimeout(pumpTimer);
     Object.keys(pending).forEach(function (id) { clearTimeout(pending[id].timer); });
     try {
-      if (socket) { socket.send(JSON.stringify({ type: "end" })); socket.close(); }
+      var end = reason ? { type: "end", reason: reason } : { type: "end" };
+      if (socket) { socket.send(JSON.stringify(end)); socket.close(); }
     } catch (e) { /* leaving anyway */ }
     socket = null;
     forget();
+    list.textContent = ""; input.value = "";
     box.remove();
     document.title = "";
     location.replace(exitUrl);  // replace: the page with the chat does not stay in history
   }
-  exit.addEventListener("click", quickExit);
+  exit.addEventListener("click", function () { quickExit(null); });
+  notSafe.addEventListener("click", function () { quickExit("not_safe"); });
   var lastEsc = 0;
   document.addEventListener("keydown", function (ev) {
     if (ev.key !== "Escape") { return; }
     var now = Date.now();
-    if (now - lastEsc < 1000) { quickExit(); }
+    if (now - lastEsc < 1000) { quickExit(null); }
     lastEsc = now;
   }, true);
 
