@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from conversations import announce, client_left
+from conversations.client_left import NOT_SAFE
 from conversations.model import URGENT
 from conversations.outbound import publish_outbound
 from conversations.repository import Doc, IdempotencyKeyReused, Repository
@@ -448,7 +449,8 @@ class ConsultantApi:
     async def overview(self, request: web.Request) -> web.Response:
         """The supervisor's view: every queue of their lines with its waiting count, oldest
         wait and urgent count; who holds which conversation; consultants' availability;
-        urgent conversations still waiting (crises first)."""
+        urgent conversations still waiting (crises first); open conversations whose client said
+        it is not safe now (newest first)."""
         user = require(request, SUPERVISORS)
         names = self.visible_queues(user)
         summary = await self.repo.queue_summary(names)
@@ -468,6 +470,15 @@ class ConsultantApi:
             .limit(100)
         )
         alerts = [_jsonable(t) async for t in alerts_cursor]
+        # Open threads whose client said it is not safe now (conversations/client_left.py): a
+        # few among the open ones (found by queue_order), newest first.
+        not_safe_cursor = self.repo.threads.find(
+            {"queue": {"$in": names}, "status": {"$in": ["waiting", "active"]}, "client_left.why": NOT_SAFE},
+            {"queue": 1, "channel": 1, "status": 1, "assignee": 1, "client_left": 1},
+        )
+        not_safe_docs = [t async for t in not_safe_cursor]
+        not_safe_docs.sort(key=lambda t: t["client_left"]["at"], reverse=True)
+        not_safe = [_jsonable(t) for t in not_safe_docs]
         people = []
         async for c in self.repo.consultants.find({"lines": {"$in": user.lines}, "disabled": {"$ne": True}}):
             holds = sum(1 for q in held.values() for t in q if t.get("assignee") == c["_id"])
@@ -496,6 +507,7 @@ class ConsultantApi:
                 ],
                 "consultants": sorted(people, key=lambda p: p["login"]),
                 "alerts": alerts,
+                "not_safe": not_safe,
             }
         )
 
@@ -588,6 +600,13 @@ class ConsultantApi:
             return problem(422, "text is required")
         if thread["status"] != "active" or thread.get("assignee") != user.login:
             return problem(409, "Claim the thread before replying")
+        if client_left.holds_replies(thread.get("client_left")):
+            # A reply could be seen by whoever made it unsafe (conversations/client_left.py).
+            return problem(
+                409,
+                "Not safe: do not reply until they write",
+                "the client said it is not safe to talk now; replies open again once they write",
+            )
         try:
             doc, created = await self.repo.add_reply(thread, user.login, text, key, self.s.message_id_domain)
         except IdempotencyKeyReused:

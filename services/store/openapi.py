@@ -116,8 +116,15 @@ COMPONENTS: Schema = {
             ),
             client_left=_obj(
                 ["why", "at"],
-                why={"enum": ["quick_exit", "silent"]},
-                at={**TIME, "description": "when the session ended; for silent, the client's last message"},
+                why={
+                    "enum": ["not_safe", "quick_exit", "silent"],
+                    "description": "not_safe: the client said it is not safe now; no reply until they write",
+                },
+                at={
+                    **TIME,
+                    "description": "when the session ended or the client said so; for silent, "
+                    "the client's last message",
+                },
                 marked_at=TIME,
             ),
         ),
@@ -359,7 +366,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "summary": "Reply; delivery status follows on the message (queued, sent, failed)",
         "description": "The Idempotency-Key (8-100 characters) names this reply: sent again with the same "
         "thread and text it answers the stored reply (202, nothing sent twice); with another thread or "
-        "another text it is refused with 409 and nothing is stored or sent.",
+        "another text it is refused with 409 and nothing is stored or sent. While the thread is marked "
+        "client_left.why not_safe (the client said it is not safe now) every reply is refused with 409 "
+        "until the client writes again.",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": True, "schema": STR}],
         "requestBody": _body(_obj(["text"], text=STR)),
         "responses": {
@@ -498,7 +507,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "responses": {"200": _ok("moved", _ref("Case")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},  # noqa: E501
     }),
     ("GET", "/api/supervisor"): ("supervisor", {
-        "summary": "Every queue of the supervisor's lines: waiting, oldest wait, holders, crises",
+        "summary": "Every queue of the supervisor's lines: waiting, oldest wait, holders, crises, "
+        "and the open conversations whose client said it is not safe now (not_safe)",
         "responses": {"200": _ok("overview", {"type": "object"}), "401": PROBLEM, "403": PROBLEM},
     }),
     ("GET", "/api/users"): ("admin", {

@@ -3,11 +3,13 @@
 ``ClientLeft`` to consoles and keeps it in the event log; the client writing again clears the
 mark (``ClientReturned``); one action closes it (``POST /api/threads/{id}/close-left``: claimed
 if waiting, closed as no consultation with reason silent), counted once under "no consultation:
-silent" and never in case statistics, however many consultants press it at once."""
+silent" and never in case statistics, however many consultants press it at once. "Not safe now"
+in the console: marked loud, the reply box gives way, the supervisor is alerted."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -201,3 +203,35 @@ async def test_the_console_marks_the_chat_and_closes_it_with_one_button_in_russi
         await expect(page.locator("#client-left")).to_have_count(0)
     finally:
         await ctx.close()
+
+
+async def test_not_safe_is_marked_loud_replies_are_held_and_the_supervisor_is_alerted_in_the_console(
+    gateway: Gateway, vera: Consultant, http: aiohttp.ClientSession, browser: Browser
+) -> None:
+    gateway.seed_demo_accounts()
+    chat, thread_id = await queued_chat(http, gateway, vera, line="dv", language="en")
+    status, _ = await vera.call("POST", f"/api/threads/{thread_id}/claim")
+    assert status == 200
+    contexts = [await browser.new_context(viewport=LAPTOP) for _ in range(2)]
+    try:
+        sofia = await console_of(contexts[0], gateway, "sofia", Watch(gateway.store_url))
+        await sofia.get_by_role("button", name="Supervisor view").click()
+        await expect(sofia.locator("#sup-not-safe")).to_have_text("none")
+        page = await console_of(contexts[1], gateway, "vera", Watch(gateway.store_url))
+        await page.locator('#queues button[data-queue="gp-dv"]').click()
+        item = page.locator(f'#threads button[data-thread="{thread_id}"]')
+        await item.click()
+        await expect(page.locator("#reply-form")).to_be_visible()
+
+        await chat.end("not_safe")
+        mark = page.locator("#client-left")
+        await expect(mark).to_have_text("Not safe: do not reply until they write")
+        await expect(mark).to_have_attribute("role", "alert")
+        await expect(page.locator("#reply-form")).to_have_count(0)
+        await expect(page.locator("#reply-held")).to_contain_text("No reply can be sent")
+        await expect(item).to_have_class(re.compile(r"\bnot-safe\b"))
+        await expect(sofia.locator("#alerts")).to_contain_text("Client not safe now")
+        await expect(sofia.locator(f'#sup-not-safe li[data-thread="{thread_id}"]')).to_be_visible()
+    finally:
+        for ctx in contexts:
+            await ctx.close()

@@ -27,7 +27,9 @@
       oldest_short: "oldest", no_consultation: "No consultation", reason: "Reason",
       close_no_consultation: "Close without consultation",
       client_left: "Client left", left_quick_exit: "quick exit", left_silent: "no message for",
-      close_left: "Close: client left", reports: "Reports"
+      close_left: "Close: client left", reports: "Reports",
+      not_safe: "Not safe: do not reply until they write", not_safe_alert: "Client not safe now",
+      not_safe_list: "Not safe now", reply_held: "No reply can be sent: the client said it is not safe to talk now. Replies open again once they write."
     },
     ru: {
       title: "Консоль горячей линии", login: "Логин", password: "Пароль", log_in: "Войти", log_out: "Выйти",
@@ -50,7 +52,9 @@
       s_waiting: "ждёт", s_active: "в работе", s_closed: "закрыто", mine: "ваше", oldest_short: "дольше всех",
       no_consultation: "Без консультации", reason: "Причина", close_no_consultation: "Закрыть без консультации",
       client_left: "Клиент ушёл", left_quick_exit: "быстрый выход", left_silent: "нет сообщений уже",
-      close_left: "Закрыть: клиент ушёл", reports: "Отчёты"
+      close_left: "Закрыть: клиент ушёл", reports: "Отчёты",
+      not_safe: "Небезопасно: не писать, пока клиент не напишет сам", not_safe_alert: "Клиенту сейчас небезопасно",
+      not_safe_list: "Сейчас небезопасно", reply_held: "Ответ отправить нельзя: клиент сообщил, что сейчас говорить небезопасно. Ответить можно, когда клиент напишет снова."
     }
   };
   var lang = localStorage.getItem("hl_lang") || ((navigator.language || "en").slice(0, 2) === "ru" ? "ru" : "en");
@@ -167,9 +171,16 @@
 
   // A chat whose client left (quick exit, or no message for the configured time): marked in
   // the list and the thread, and closed in one action (POST /api/threads/{id}/close-left).
+  // "Not safe" (the client hid the conversation) is marked louder, and no reply can be sent
+  // while it holds: the API refuses it (409) and the reply box gives way to a notice.
+  function notSafe(th) {
+    return !!(th.client_left && th.client_left.why === "not_safe" && th.status !== "closed");
+  }
+
   function leftText(th) {
     var left = th.client_left;
     if (!left || th.status === "closed") { return ""; }
+    if (notSafe(th)) { return t("not_safe"); }
     return t("client_left") + ": " + (left.why === "quick_exit" ? t("left_quick_exit") : t("left_silent") + " " + since(left.at));
   }
 
@@ -206,7 +217,7 @@
       lists[0].concat(lists[1]).forEach(function (th) {
         var urgent = state.config && th.priority >= state.config.urgent_priority;
         var b = el("button", { "type": "button", "data-thread": th.id, "aria-current": String(th.id === state.thread),
-          "class": (urgent ? "urgent" : "") + (th.client_left ? " left" : "") });
+          "class": (urgent ? "urgent" : "") + (th.client_left ? " left" : "") + (notSafe(th) ? " not-safe" : "") });
         b.appendChild(el("span", {}, "[" + th.channel + "] " + (th.subject || "chat") + " · " + t("s_" + th.status) +
           (th.assignee ? " · " + th.assignee : "") + (th.status === "waiting" ? " · " + since(th.waiting_since) : "")));
         if (leftText(th)) { b.appendChild(el("span", { "class": "left-mark" }, leftText(th))); }
@@ -319,7 +330,10 @@
       if (th.region) { facts.push(th.region); }
       if (th.topic) { facts.push(th.topic); }
       art.appendChild(el("p", { "class": "meta", "id": "thread-meta" }, facts.join(" · ")));
-      if (leftText(th)) { art.appendChild(el("p", { "class": "left-mark", "id": "client-left", "role": "status" }, leftText(th))); }
+      if (leftText(th)) {
+        art.appendChild(el("p", { "class": "left-mark" + (notSafe(th) ? " not-safe" : ""), "id": "client-left",
+          "role": notSafe(th) ? "alert" : "status" }, leftText(th)));
+      }
       var list = el("div", { "id": "messages" });
       th.messages.forEach(function (m) { list.appendChild(renderMessage(m)); });
       art.appendChild(list);
@@ -388,7 +402,9 @@
       claim.addEventListener("click", function () { api("POST", path + "/claim").then(after).catch(showError); });
       box.appendChild(claim);
     }
-    if (mine) {
+    if (mine && notSafe(th)) {
+      box.appendChild(el("p", { "id": "reply-held", "class": "not-safe" }, t("reply_held")));
+    } else if (mine) {
       var form = el("form", { "id": "reply-form" });
       var ta = el("textarea", { "name": "text", "aria-label": t("reply") });
       ta.value = draft(id).reply;
@@ -596,6 +612,14 @@
         tr.appendChild(el("td", { "class": "holders" }, q.active.map(function (a) { return a.assignee + " [" + a.channel + "]"; }).join(", ") || t("nothing")));
         tb.appendChild(tr);
       });
+      var ns = $("sup-not-safe"); ns.textContent = "";
+      (o.not_safe || []).forEach(function (a) {
+        var li = el("li", { "data-thread": a.id });
+        li.appendChild(el("span", {}, queueTitle(a.queue) + " · [" + a.channel + "] · " + t("s_" + a.status) +
+          (a.assignee ? " (" + a.assignee + ")" : "") + " · " + since(a.client_left && a.client_left.at)));
+        ns.appendChild(li);
+      });
+      if (!ns.childNodes.length) { ns.appendChild(el("li", {}, t("none"))); }
       var ul = $("sup-alerts"); ul.textContent = "";
       o.alerts.forEach(function (a) {
         var li = el("li", { "class": a.escalated_at ? "escalated" : "", "data-thread": a.id });
@@ -614,6 +638,14 @@
     var box = $("alerts");
     box.hidden = false;
     box.appendChild(el("p", { "data-thread": ev.thread_id }, t("crisis_alert") + ": " + queueTitle(ev.queue)));
+  }
+
+  // A client said it is not safe now (ClientLeft with why not_safe): the supervisors are told.
+  function notSafeAlert(ev) {
+    var box = $("alerts");
+    box.hidden = false;
+    box.appendChild(el("p", { "data-thread": ev.thread_id, "class": "not-safe" },
+      t("not_safe_alert") + ": " + queueTitle(ev.queue) + " · " + t("not_safe")));
   }
 
   // --- live events ---------------------------------------------------------------------------
@@ -647,7 +679,9 @@
     events.onmessage = function (ev) {
       var f = JSON.parse(ev.data);
       if (f.type !== "event") { return; }
-      if (f.name === "CrisisEscalated" && state.me && (state.me.role === "supervisor" || state.me.role === "admin")) { crisisAlert(f); }
+      var sup = state.me && (state.me.role === "supervisor" || state.me.role === "admin");
+      if (f.name === "CrisisEscalated" && sup) { crisisAlert(f); }
+      if (f.name === "ClientLeft" && f.data && f.data.why === "not_safe" && sup) { notSafeAlert(f); }
       if (f.thread_id === state.thread) { touched.thread = true; }
       if (window.HotlineCases) { window.HotlineCases.event(f); }
       refreshSoon();
