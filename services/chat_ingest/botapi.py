@@ -120,6 +120,13 @@ class BotApi:
         result = await self.call("sendMessage", payload)
         return result if isinstance(result, dict) else {}
 
+    async def delete_messages(self, chat_id: int, message_ids: list[int]) -> None:
+        """deleteMessages: 1-100 ids of one chat; those not found are skipped (Bot API)."""
+        await self.call("deleteMessages", {"chat_id": chat_id, "message_ids": message_ids})
+
+    async def delete_message(self, chat_id: int, message_id: int) -> None:
+        await self.call("deleteMessage", {"chat_id": chat_id, "message_id": message_id})
+
     async def answer_callback(self, callback_id: str) -> None:
         await self.call("answerCallbackQuery", {"callback_query_id": callback_id})
 

@@ -7,13 +7,22 @@ No I/O here: :mod:`services.chat_ingest.telegram_bot` sends, stores and publishe
 Callback data (at most 64 bytes, Bot API ``InlineKeyboardButton``):
 ``m`` menu, ``e`` emergency contacts, ``d`` choose a region for the directory, ``d:<region>``
 its entries, ``c`` talk to a consultant (choose region), ``c:<region>`` choose a topic,
-``t:<region>:<topic>`` ready to write; ``-`` stands for "skip".
+``t:<region>:<topic>`` ready to write, ``x`` not safe now (as ``/notsafe``); ``-`` stands for
+"skip".
+
+"Not safe now" (``/notsafe`` or the menu's button): the bot deletes the chat's messages it may
+still delete and answers nothing (an answer would stay on the phone). The Bot API's
+``deleteMessage`` lets a bot delete, in a private chat, its own messages and the user's, less
+than 48 hours old (https://core.telegram.org/bots/api#deletemessage); ``deleteMessages`` takes
+1-100 ids at once. :func:`deletable_after` and :func:`batches` are those rules.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.chat_ingest.frames import repaired
@@ -21,6 +30,15 @@ from shared.config import DirectoryEntry, HotlineConfig
 
 MAX_TEXT = 4096  # Bot API sendMessage text limit
 SKIP = "-"
+# deleteMessage: "a message can only be deleted if it was sent less than 48 hours ago"; a few
+# minutes are kept in hand for clocks and the time the deletion itself takes.
+DELETABLE_FOR = timedelta(hours=48)
+DELETE_MARGIN = timedelta(minutes=5)
+DELETE_BATCH = 100  # deleteMessages: 1-100 identifiers
+# Message ids kept per chat: a long conversation within 48 hours, and a bound on what one
+# chat can make us store.
+KEEP_PER_CHAT = 500
+NOT_SAFE_COMMANDS = {"/notsafe"}
 
 TEXT: dict[str, dict[str, str]] = {
     "en": {
@@ -39,6 +57,7 @@ TEXT: dict[str, dict[str, str]] = {
         "no_entries": "We have no addresses for this region yet. Call the national helplines:",
         "danger": "If you are in danger now, call:",
         "unsupported": "I can read text only. Please write your message in words.",
+        "not_safe": "Not safe now: hide this chat",
     },
     "ru": {
         "hello": "Здравствуйте. Здесь можно безопасно попросить о помощи, имя называть не нужно. "
@@ -56,6 +75,7 @@ TEXT: dict[str, dict[str, str]] = {
         "no_entries": "Для этого региона у нас пока нет адресов. Звоните на общенациональные линии:",
         "danger": "Если вам угрожает опасность, звоните:",
         "unsupported": "Я понимаю только текст. Пожалуйста, напишите словами.",
+        "not_safe": "Сейчас небезопасно: скрыть чат",
     },
     "be": {
         "hello": "Добры дзень. Тут можна бяспечна папрасіць дапамогі, імя называць не трэба. "
@@ -74,6 +94,7 @@ TEXT: dict[str, dict[str, str]] = {
         "Тэлефануйце на агульнанацыянальныя лініі:",
         "danger": "Калі вам пагражае небяспека, тэлефануйце:",
         "unsupported": "Я разумею толькі тэкст. Калі ласка, напішыце словамі.",
+        "not_safe": "Зараз небяспечна: схаваць чат",
     },
 }
 
@@ -92,6 +113,8 @@ class Update:
     callback_id: str | None = None
     language_code: str | None = None
     private: bool = True
+    message_id: int | None = None  # the client's message (text and other kinds)
+    sent_at: datetime | None = None  # its ``date``, by Telegram's clock
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,7 @@ class Decision:
     replies: list[BotReply] = field(default_factory=list)
     forward: str | None = None  # text for a consultant
     remember: dict[str, Any] = field(default_factory=dict)  # chat choices to store
+    hide: bool = False  # not safe now: delete the chat's messages, mark the thread
 
 
 def parse_update(body: bytes) -> Update | None:
@@ -136,6 +160,7 @@ def parse_update(body: bytes) -> Update | None:
             raise BadUpdate("message without chat id")
         sender = _obj(msg.get("from"))
         text = msg.get("text")
+        mid, date = msg.get("message_id"), msg.get("date")
         return Update(
             uid,
             chat["id"],
@@ -145,6 +170,8 @@ def parse_update(body: bytes) -> Update | None:
             text=repaired(text) if isinstance(text, str) else "",
             language_code=_lang_code(sender),
             private=chat.get("type", "private") == "private",
+            message_id=mid if isinstance(mid, int) else None,
+            sent_at=unix_time(date),
         )
     if isinstance(raw.get("callback_query"), dict):
         cq = raw["callback_query"]
@@ -168,6 +195,24 @@ def parse_update(body: bytes) -> Update | None:
 
 def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def unix_time(value: Any) -> datetime | None:
+    """A Bot API ``date`` (Unix seconds) as an aware UTC time; None when it is not one."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**35:
+        return None
+    return datetime.fromtimestamp(value, UTC)
+
+
+def deletable_after(now: datetime) -> datetime:
+    """Messages sent after this may still be deleted by the bot ``now`` (see the module's doc)."""
+    return now - DELETABLE_FOR + DELETE_MARGIN
+
+
+def batches(ids: list[int]) -> Iterator[list[int]]:
+    """``ids`` in calls of deleteMessages, each 1-100 ids."""
+    for i in range(0, len(ids), DELETE_BATCH):
+        yield ids[i : i + DELETE_BATCH]
 
 
 def _lang_code(sender: dict[str, Any]) -> str | None:
@@ -212,6 +257,7 @@ def menu(lang: str) -> BotReply:
             [(_t(lang, "emergency"), "e")],
             [(_t(lang, "directory"), "d")],
             [(_t(lang, "consultant"), "c")],
+            [(_t(lang, "not_safe"), "x")],
         ],
     )
 
@@ -253,11 +299,15 @@ def decide(config: HotlineConfig, line: str, chat: dict[str, Any], update: Updat
             return Decision([menu(lang)], remember=remember)
         if command == "/emergency":
             return Decision([emergency(config, lang)], remember=remember)
+        if command in NOT_SAFE_COMMANDS:
+            return Decision([], remember=remember, hide=True)
         # Anything else is for a consultant, with or without the questions answered.
         return Decision([], forward=update.text, remember=remember)
     if update.kind == "other":
         return Decision([BotReply(_t(lang, "unsupported"))], remember=remember)
     data = update.data
+    if data == "x":
+        return Decision([], remember=remember, hide=True)
     if data == "e":
         return Decision([emergency(config, lang)], remember=remember)
     if data == "d":

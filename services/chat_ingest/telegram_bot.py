@@ -16,6 +16,16 @@ or after a permanent refusal (reported ``failed``). Flood control (429) is waite
 and the queue's delivery limit dead-letters it after a bounded number of attempts. A reply
 already reported ``sent`` is not sent again.
 
+"Not safe now" (``/notsafe``, or the menu's button; services/chat_ingest/telegram.py): the
+bot keeps the ids of a chat's messages, its own and the client's, for as long as the Bot API
+lets it delete them (48 hours, at most ``telegram.KEEP_PER_CHAT`` a chat; chat_ingest's sweep
+drops the rest). On the command it deletes them all, answers nothing, marks the chat
+``not_safe_at`` and publishes ``ChatSessionEnded`` for the chat (``why`` ``not_safe``), so the
+dispatcher marks the thread and the supervisors are told (services/dispatcher/departures.py).
+The webhook answers 200 only after that; a failure gives 503 and Telegram's redelivery does it
+again. Until the client writes again, a reply to the chat is not sent: it is reported
+``failed`` (held back), so a reply already on its way when the client asked does not arrive.
+
 At start-up each bot's ``getWebhookInfo`` is read: its last error and pending update count
 are shown in ``/readyz`` details and in metrics.
 """
@@ -23,7 +33,7 @@ are shown in ``/readyz`` details and in metrics.
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -32,6 +42,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.errors import PyMongoError
 
+from conversations.client_left import NOT_SAFE
 from conversations.repository import ChatRepository
 from services.chat_ingest import telegram
 from services.chat_ingest.botapi import BotApi, BotApiError, BotApiMetrics, RetryLater
@@ -42,6 +53,7 @@ from shared.config import HotlineConfig
 from shared.envelope import (
     Channel,
     ChatFacts,
+    ConsoleEvent,
     DeliveryReport,
     DeliveryStatus,
     Envelope,
@@ -223,10 +235,21 @@ class TelegramBots:
         decision = telegram.decide(
             self.config, bot.line, chat, update, is_open(self.config.lines[bot.line].hours, utcnow())
         )
+        remember = dict(decision.remember)
+        if decision.hide:
+            remember["not_safe_at"] = utcnow()
+        elif decision.forward is not None and chat.get("not_safe_at") is not None:
+            remember["not_safe_at"] = None  # they write again: replies may go to them again
         # Written on every update: the choices expire telegram_chat_ttl_seconds after the last one.
         expires = utcnow() + timedelta(seconds=self.s.telegram_chat_ttl_seconds)
-        await self.repo.set_telegram_chat(chat_key, decision.remember, expires)
-        chat = {**chat, **decision.remember}
+        await self.repo.set_telegram_chat(chat_key, remember, expires)
+        chat = {**chat, **remember}
+        api = self.apis[name]
+        if decision.hide:
+            await self._hide(name, api, update)
+            return
+        if update.message_id is not None:
+            await self._remember(chat_key, update.message_id, update.sent_at)
         if decision.forward is not None:
             source_id = f"telegram:{name}:{update.update_id}"
             message_id = message_id_for(source_id)
@@ -253,11 +276,62 @@ class TelegramBots:
                 headers={"channel": "telegram", "line": bot.line},
             )
             log.info("telegram_forwarded", bot=name, message_id=message_id, update_id=update.update_id)
-        api = self.apis[name]
         if update.callback_id is not None:
             await api.answer_callback(update.callback_id)
         for reply in decision.replies:
-            await api.send_message(reply.payload(update.chat_id))
+            await self._sent(chat_key, await api.send_message(reply.payload(update.chat_id)))
+
+    # --- not safe now ---------------------------------------------------------------------
+
+    async def _remember(self, chat_key: str, message_id: int, sent_at: datetime | None) -> None:
+        """Keep a message's id for as long as the bot may delete it. A database that is away
+        costs only that message's deletion later: the message itself went, or was taken."""
+        sent_at = sent_at or utcnow()
+        try:
+            await self.repo.remember_telegram_message(
+                chat_key, message_id, sent_at, sent_at + telegram.DELETABLE_FOR, telegram.KEEP_PER_CHAT
+            )
+        except PyMongoError as exc:
+            log.warning("telegram_message_not_kept", chat=chat_key, error=type(exc).__name__)
+
+    async def _sent(self, chat_key: str, result: dict[str, Any]) -> None:
+        """A sendMessage result (a Message): keep its id."""
+        if isinstance(result.get("message_id"), int):
+            await self._remember(chat_key, result["message_id"], telegram.unix_time(result.get("date")))
+
+    async def _hide(self, name: str, api: BotApi, update: telegram.Update) -> None:
+        """The client says it is not safe now: delete what the bot may delete of the chat (the
+        command too), then have the thread marked. Deleting first: it is what protects them
+        now. Raises what the Bot API, the database and the broker raise (then Telegram
+        redelivers the update and it is done again; deleting twice is harmless)."""
+        chat_key = f"{name}:{update.chat_id}"
+        if update.callback_id is not None:
+            await api.answer_callback(update.callback_id)
+        ids = await self.repo.telegram_messages(chat_key, telegram.deletable_after(utcnow()))
+        if update.message_id is not None and update.message_id not in ids:
+            ids.append(update.message_id)
+        refused = 0
+        for batch in telegram.batches(ids):
+            try:
+                await api.delete_messages(update.chat_id, batch)
+            except BotApiError:
+                # The batch as a whole was refused (one of them can no longer be deleted, say):
+                # each alone, so that every one that can go goes.
+                for message_id in batch:
+                    try:
+                        await api.delete_message(update.chat_id, message_id)
+                    except BotApiError:
+                        refused += 1
+        await self.repo.forget_telegram_messages(chat_key)
+        event = ConsoleEvent(
+            name=topology.CHAT_SESSION_ENDED,
+            thread_id="",
+            at=utcnow(),
+            data={"session": chat_key, "channel": Channel.TELEGRAM.value, "why": NOT_SAFE},
+        )
+        await self.broker.publish(event, topology.EVENTS, topology.chat_session_ended_key())
+        self.metrics.updates.labels(name, "not_safe").inc()
+        log.info("telegram_not_safe", bot=name, deleted=len(ids) - refused, refused=refused)
 
     # --- replies --------------------------------------------------------------------------
 
@@ -274,14 +348,24 @@ class TelegramBots:
         if await self.repo.already_sent(envelope.message_id):
             self.metrics.replies.labels("duplicate").inc()
             return
+        if (await self.repo.telegram_chat(envelope.recipient)).get("not_safe_at") is not None:
+            # The client said it is not safe now and has not written since (see the module's doc).
+            self.metrics.replies.labels("held_not_safe").inc()
+            await self._report(
+                envelope, DeliveryStatus.FAILED, "not sent: the client said it is not safe now"
+            )
+            return
         try:
-            await api.send_message({"chat_id": int(chat_id), "text": envelope.text[: telegram.MAX_TEXT]})
+            result = await api.send_message(
+                {"chat_id": int(chat_id), "text": envelope.text[: telegram.MAX_TEXT]}
+            )
         except BotApiError as exc:
             # Blocked by the user (403), chat gone (400): retrying will not help.
             self.metrics.replies.labels("failed").inc()
             await self._report(envelope, DeliveryStatus.FAILED, f"Telegram refused it ({exc.code})")
             return
         self.metrics.replies.labels("sent").inc()
+        await self._sent(envelope.recipient, result)
         await self._report(envelope, DeliveryStatus.SENT, "sent to Telegram")
 
     async def _report(self, envelope: OutboundMessage, status: DeliveryStatus, detail: str) -> None:

@@ -3,9 +3,16 @@ its documented JSON: ``POST /bot<token>/<method>``, answers ``{"ok": true, "resu
 or ``{"ok": false, "error_code", "description"[, "parameters": {"retry_after"}]}``.
 
 It knows the methods the gateway uses (sendMessage, answerCallbackQuery, getWebhookInfo,
-setWebhook, getMe), records every call, and can be told to answer the next calls of a
-method with 429 Too Many Requests. It also posts updates to a webhook as Telegram does,
-with the secret token header.
+setWebhook, getMe, deleteMessage, deleteMessages), records every call, and can be told to
+answer the next calls of a method with 429 Too Many Requests. It also posts updates to a
+webhook as Telegram does, with the secret token header.
+
+It keeps the messages of each chat, the bot's (sendMessage) and the user's (the updates
+:class:`Telegram` makes), so deletions follow the documented rules
+(https://core.telegram.org/bots/api#deletemessage): in a private chat a bot deletes outgoing
+and incoming messages sent less than 48 hours ago; deleteMessages takes 1-100 ids and skips
+those it cannot find. What deleteMessages does when one of them is too old the documentation
+does not say; this stand-in takes the strict reading and refuses the whole call (400) then.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ class Call:
     status: int
 
 
+DELETABLE_FOR = 48 * 3600
+
+
+@dataclass
+class Kept:
+    date: float
+    outgoing: bool
+    text: str
+
+
 @dataclass
 class FakeBotApi:
     tokens: set[str]
@@ -37,9 +54,13 @@ class FakeBotApi:
         default_factory=lambda: {"url": "", "has_custom_certificate": False, "pending_update_count": 0}
     )
     url: str = ""
+    messages: dict[tuple[int, int], Kept] = field(default_factory=dict)  # (chat, message id)
     _runner: web.AppRunner | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _next_message_id: int = 1
+    # One sequence per chat in Telegram; the user's messages here carry their update's id
+    # (from 1000), so the bot's start far above them and the two never meet.
+    _next_message_id: int = 1_000_000
+    refusals: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # method -> next errors
 
     async def start(self) -> None:
         app = web.Application()
@@ -57,6 +78,18 @@ class FakeBotApi:
 
     def fail_next(self, method: str, retry_after: int, times: int = 1) -> None:
         self.flood.setdefault(method, []).extend([retry_after] * times)
+
+    def refuse_next(self, method: str, code: int, description: str) -> None:
+        """Answer the next call of ``method`` with this error (a 4xx the gateway cannot retry)."""
+        self.refusals.setdefault(method, []).append((code, description))
+
+    def received(self, chat_id: int, message_id: int, date: float, text: str = "") -> None:
+        """A message the user wrote in ``chat_id`` (what Telegram knows of it)."""
+        self.messages[(chat_id, message_id)] = Kept(date, False, text)
+
+    def in_chat(self, chat_id: int) -> dict[int, Kept]:
+        """The messages of ``chat_id`` not deleted, by id."""
+        return {mid: kept for (chat, mid), kept in self.messages.items() if chat == chat_id}
 
     def sent(self, chat_id: int | None = None) -> list[Call]:
         return [
@@ -96,6 +129,9 @@ class FakeBotApi:
     def _answer(self, token: str, method: str, body: dict[str, Any]) -> web.Response:
         if token not in self.tokens:
             return self._error(401, "Unauthorized")
+        refusals = self.refusals.get(method)
+        if refusals:
+            return self._error(*refusals.pop(0))
         pending = self.flood.get(method)
         if pending:
             retry_after = pending.pop(0)
@@ -111,6 +147,8 @@ class FakeBotApi:
             if body["chat_id"] == 403:
                 return self._error(403, "Forbidden: bot was blocked by the user")
             self._next_message_id += 1
+            if isinstance(body["chat_id"], int):
+                self.messages[(body["chat_id"], self._next_message_id)] = Kept(time.time(), True, text)
             return web.json_response(
                 {
                     "ok": True,
@@ -122,6 +160,28 @@ class FakeBotApi:
                     },
                 }
             )
+        if method == "deleteMessage":
+            chat, mid = body.get("chat_id"), body.get("message_id")
+            if not isinstance(chat, int) or not isinstance(mid, int):
+                return self._error(400, "Bad Request: message identifier is not specified")
+            if (chat, mid) not in self.messages:
+                return self._error(400, "Bad Request: message to delete not found")
+            if time.time() - self.messages[(chat, mid)].date >= DELETABLE_FOR:
+                return self._error(400, "Bad Request: message can't be deleted")
+            del self.messages[(chat, mid)]
+            return web.json_response({"ok": True, "result": True})
+        if method == "deleteMessages":
+            chat, ids = body.get("chat_id"), body.get("message_ids")
+            if not isinstance(chat, int) or not isinstance(ids, list) or not ids:
+                return self._error(400, "Bad Request: message identifiers are not specified")
+            if len(ids) > 100 or not all(isinstance(i, int) for i in ids):
+                return self._error(400, "Bad Request: too many message identifiers specified")
+            found = [(chat, i) for i in ids if (chat, i) in self.messages]
+            if any(time.time() - self.messages[k].date >= DELETABLE_FOR for k in found):
+                return self._error(400, "Bad Request: message can't be deleted")
+            for k in found:
+                del self.messages[k]
+            return web.json_response({"ok": True, "result": True})
         if method == "answerCallbackQuery":
             if not body.get("callback_query_id"):
                 return self._error(400, "Bad Request: query is too old and response timeout expired")
@@ -141,19 +201,32 @@ class FakeBotApi:
 class Telegram:
     """Posts updates to a bot's webhook the way Telegram does."""
 
-    def __init__(self, http: aiohttp.ClientSession, webhook_url: str, secret: str) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, webhook_url: str, secret: str, api: FakeBotApi | None = None
+    ) -> None:
         self.http = http
         self.url = webhook_url
         self.secret = secret
         self.next_update_id = 1000
+        self.api = api  # told of each message the user writes, so it can be deleted
 
-    def text(self, chat_id: int, text: str, update_id: int | None = None, lang: str = "ru") -> dict[str, Any]:
+    def text(
+        self,
+        chat_id: int,
+        text: str,
+        update_id: int | None = None,
+        lang: str = "ru",
+        date: int | None = None,
+    ) -> dict[str, Any]:
         uid = update_id if update_id is not None else self._uid()
+        date = int(time.time()) if date is None else date
+        if self.api is not None:
+            self.api.received(chat_id, uid, date, text)
         return {
             "update_id": uid,
             "message": {
                 "message_id": uid,
-                "date": int(time.time()),
+                "date": date,
                 "from": {"id": chat_id, "is_bot": False, "first_name": "A", "language_code": lang},
                 "chat": {"id": chat_id, "type": "private", "first_name": "A"},
                 "text": text,

@@ -97,6 +97,25 @@ async def test_the_sweep_deletes_expired_sessions_and_an_expired_one_cannot_be_r
         ]
     )
     await db["telegram_chats"].insert_one({"_id": "dvbot:9", "region": "minsk", "expires_at": now})
+    # Ids of a chat's messages the bot could delete ("not safe now"): kept 48 hours, no longer.
+    await db["telegram_trail"].insert_many(
+        [
+            {
+                "_id": "dvbot:9:1",
+                "chat": "dvbot:9",
+                "message_id": 1,
+                "sent_at": now - timedelta(hours=49),
+                "expires_at": now - timedelta(hours=1),
+            },
+            {
+                "_id": "dvbot:9:2",
+                "chat": "dvbot:9",
+                "message_id": 2,
+                "sent_at": now,
+                "expires_at": now + timedelta(hours=48),
+            },
+        ]
+    )
     await db["chat_sessions"].insert_one({"_id": "legacy", "line": "dv", "ended": False, "started_at": now})
 
     idle, ended, held = (ChatClient(http, gateway.chat_url) for _ in range(3))
@@ -113,6 +132,7 @@ async def test_the_sweep_deletes_expired_sessions_and_an_expired_one_cannot_be_r
     await until(swept)
     assert await db["telegram_updates"].distinct("_id") == ["dvbot:2"]
     assert await db["telegram_chats"].count_documents({}) == 0
+    assert await db["telegram_trail"].distinct("_id") == ["dvbot:9:2"]
     # The session a socket holds is kept past the TTL: it is in use.
     kept = await db["chat_sessions"].find_one({"_id": session_id_for(held.token)})
     assert kept is not None and kept["expires_at"] > utcnow()

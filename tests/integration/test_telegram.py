@@ -1,11 +1,14 @@
 """The Telegram bot against the real services and a local stand-in for the Bot API: webhook
 secret, the menu answered from the configuration, a text to a consultant and the reply back,
-and getWebhookInfo in readiness and metrics."""
+getWebhookInfo in readiness and metrics, and "not safe now" (the bot deletes the chat's
+messages it may, the thread is marked, replies are refused, the supervisor is told, and the
+client writing again lifts it all)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,7 +19,7 @@ import pytest
 from tests.conftest import Gateway
 from tests.fakes.telegram import FakeBotApi, Telegram
 from tests.integration.chat_client import replica_logs, start_replica
-from tests.integration.helpers import Consultant
+from tests.integration.helpers import Consultant, logged_in
 
 TOKEN = "123456:TEST-token"
 SECRET = "webhook-secret-" + "x" * 16
@@ -52,7 +55,7 @@ async def bot(gateway: Gateway) -> AsyncIterator[Bot]:
     )
     async with aiohttp.ClientSession() as http:
         try:
-            yield Bot(api, Telegram(http, f"{url}/telegram/dvbot/webhook", SECRET), url)
+            yield Bot(api, Telegram(http, f"{url}/telegram/dvbot/webhook", SECRET, api), url)
         finally:
             await api.stop()
 
@@ -97,7 +100,7 @@ async def test_the_bot_answers_the_menu_from_the_configuration_without_a_consult
     assert await tg.post(tg.text(chat, "/start", lang="en")) == 200
     (menu,) = api.sent(chat)
     buttons = [row[0]["callback_data"] for row in menu.body["reply_markup"]["inline_keyboard"]]
-    assert buttons == ["e", "d", "c"]
+    assert buttons == ["e", "d", "c", "x"]
     assert "Emergency contacts" in json.dumps(menu.body)
 
     assert await tg.post(tg.button(chat, "e", lang="en")) == 200
@@ -160,3 +163,95 @@ async def test_a_text_reaches_a_consultant_with_region_and_topic_and_the_reply_g
     assert [m["delivery"]["status"] for m in thread["messages"] if m["id"] == reply["id"]] == ["sent"]
     assert canary not in replica_logs(gateway)
     assert TOKEN not in replica_logs(gateway) and SECRET not in replica_logs(gateway)
+
+
+def deletions(api: FakeBotApi) -> list[tuple[str, int]]:
+    return [(c.method, c.status) for c in api.calls if c.method.startswith("delete")]
+
+
+async def reply(who: Consultant, thread_id: str, text: str) -> tuple[int, dict[str, object]]:
+    return await who.call(
+        "POST", f"/api/threads/{thread_id}/messages", {"text": text}, {"Idempotency-Key": uuid.uuid4().hex}
+    )
+
+
+async def test_not_safe_deletes_the_chat_marks_the_thread_tells_the_supervisor_until_they_write(
+    gateway: Gateway, bot: Bot, vera: Consultant
+) -> None:
+    tg, api, chat = bot.telegram, bot.api, 511
+    sofia = await logged_in(gateway.store_url, "sofia")
+    await sofia.open_events()
+    try:
+        # A message of three days ago (Telegram redelivers for a day; a chat has older ones):
+        # beyond what the Bot API lets a bot delete.
+        old = tg.text(chat, "Давнее сообщение", date=int(time.time()) - 72 * 3600)
+        assert await tg.post(old) == 200
+        queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
+        status, thread = await vera.call("POST", "/api/queues/gp-dv/next")
+        assert status == 200 and thread["id"] == queued["thread_id"] and thread["channel"] == "telegram"
+        # The automatic answer to a first message (acknowledgement, or out of hours).
+        await api.wait_for(lambda: len(api.sent(chat)) == 1)
+        assert await tg.post(tg.text(chat, "/start")) == 200
+        assert await tg.post(tg.text(chat, "Мне страшно")) == 200
+        await vera.wait_event(lambda e: e["name"] == "MessageReceived" and e["thread_id"] == thread["id"])
+        status, sent = await reply(vera, thread["id"], "Я здесь, пишите.")
+        assert status == 202, sent
+        await vera.wait_event(lambda e: e["name"] == "MessageDelivered" and e["message_id"] == sent["id"])
+        before = api.in_chat(chat)
+        assert {k.text for k in before.values()} >= {"Давнее сообщение", "Мне страшно", "Я здесь, пишите."}
+        hidden_at = time.monotonic()
+        hide = tg.text(chat, "/notsafe")
+        assert await tg.post(hide) == 200
+        # Everything the bot may delete is gone, the command too; only the old message stays.
+        assert {k.text for k in api.in_chat(chat).values()} == {"Давнее сообщение"}
+        assert deletions(api) == [("deleteMessages", 200)]
+        assert [c for c in api.sent(chat) if c.at >= hidden_at] == []  # nothing new is left on the phone
+
+        left = await vera.wait_event(lambda e: e["name"] == "ClientLeft" and e["thread_id"] == thread["id"])
+        assert left["data"]["why"] == "not_safe"
+        told = await sofia.wait_event(lambda e: e["name"] == "ClientLeft" and e["thread_id"] == thread["id"])
+        assert told["data"]["why"] == "not_safe"
+        status, overview = await sofia.call("GET", "/api/supervisor")
+        assert status == 200 and [t["id"] for t in overview["not_safe"]] == [thread["id"]]
+        status, marked = await vera.call("GET", f"/api/threads/{thread['id']}")
+        assert status == 200 and marked["client_left"]["why"] == "not_safe"
+        status, refused = await reply(vera, thread["id"], "Вы здесь?")
+        assert status == 409 and "Not safe" in str(refused["title"]), refused
+        # A redelivered command changes nothing more.
+        assert await tg.post(hide) == 200
+        assert deletions(api) == [("deleteMessages", 200)]
+
+        # They write again: the mark goes, and a reply reaches them.
+        assert await tg.post(tg.text(chat, "Теперь могу говорить")) == 200
+        back = await vera.wait_event(
+            lambda e: e["name"] == "ClientReturned" and e["thread_id"] == thread["id"]
+        )
+        assert back["data"]["why"] == "not_safe"
+        status, thread = await vera.call("GET", f"/api/threads/{thread['id']}")
+        assert status == 200 and "client_left" not in thread
+        status, overview = await sofia.call("GET", "/api/supervisor")
+        assert status == 200 and overview["not_safe"] == []
+        status, sent = await reply(vera, thread["id"], "Я рада, что вы вернулись.")
+        assert status == 202, sent
+        await api.wait_for(
+            lambda: any(c.body.get("text") == "Я рада, что вы вернулись." for c in api.sent(chat))
+        )
+    finally:
+        await sofia.close()
+
+
+async def test_not_safe_from_the_menu_deletes_one_by_one_when_the_batch_is_refused(
+    gateway: Gateway, bot: Bot
+) -> None:
+    tg, api, chat = bot.telegram, bot.api, 512
+    assert await tg.post(tg.text(chat, "/start", lang="en")) == 200
+    assert await tg.post(tg.button(chat, "e", lang="en")) == 200
+    assert len(api.in_chat(chat)) == 3  # the command, the menu, the emergency contacts
+    api.refuse_next("deleteMessages", 400, "Bad Request: message can't be deleted")
+    assert await tg.post(tg.button(chat, "x", lang="en")) == 200
+    assert api.in_chat(chat) == {}
+    assert deletions(api) == [("deleteMessages", 400)] + [("deleteMessage", 200)] * 3
+    # The button is answered (else it keeps spinning on the client's screen), and nothing is said.
+    assert [c.method for c in api.calls[-5:]] == ["answerCallbackQuery", "deleteMessages"] + [
+        "deleteMessage"
+    ] * 3

@@ -1,13 +1,23 @@
-"""The bot's pure decisions: parsing updates, the menu, the directory, the questions."""
+"""The bot's pure decisions: parsing updates, the menu, the directory, the questions, and "not
+safe now" (which messages may still be deleted, in which calls)."""
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.chat_ingest.telegram import BadUpdate, Update, decide, parse_update
+from services.chat_ingest.telegram import (
+    BadUpdate,
+    Update,
+    batches,
+    decide,
+    deletable_after,
+    parse_update,
+    unix_time,
+)
 from shared.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +38,17 @@ def test_parse_a_text_and_a_button() -> None:
         "message": {"chat": {"id": 5, "type": "private"}, "from": {"language_code": "be-BY"}, "text": "hi"},
     }
     assert parse_update(json.dumps(body).encode()) == Update(9, 5, "text", text="hi", language_code="be")
+    # The client's message id and its date: what "not safe now" deletes, while it may.
+    body["message"] |= {"message_id": 77, "date": 1_800_000_000}
+    assert parse_update(json.dumps(body).encode()) == Update(
+        9,
+        5,
+        "text",
+        text="hi",
+        language_code="be",
+        message_id=77,
+        sent_at=datetime.fromtimestamp(1_800_000_000, UTC),
+    )
     cq = {"update_id": 10, "callback_query": {"id": "x", "data": "e", "message": {"chat": {"id": 5}}}}
     assert parse_update(json.dumps(cq).encode()) == Update(10, 5, "callback", data="e", callback_id="x")
     assert parse_update(b'{"update_id": 11, "edited_message": {}}') is None
@@ -52,7 +73,8 @@ def test_parsing_never_fails_otherwise(body: bytes) -> None:
 def test_start_gives_the_menu_in_the_users_language() -> None:
     d = decide(CONFIG, "dv", {}, text("/start", "en"), True)
     assert d.forward is None and d.remember == {"language": "en"}
-    assert [row[0][1] for row in d.replies[0].keyboard] == ["e", "d", "c"]
+    assert [row[0][1] for row in d.replies[0].keyboard] == ["e", "d", "c", "x"]
+    assert d.replies[0].keyboard[-1][0][0] == "Not safe now: hide this chat"
 
 
 def test_emergency_contacts_come_from_the_directory() -> None:
@@ -99,3 +121,23 @@ def test_commands_with_a_bot_name_or_payload_are_commands(command: str) -> None:
 def test_the_emergency_command() -> None:
     (reply,) = decide(CONFIG, "dv", {"language": "ru"}, text("/emergency@hotline_bot"), True).replies
     assert "102" in reply.text
+
+
+@pytest.mark.parametrize("update", [text("/notsafe"), text("/notsafe@hotline_bot"), button("x")])
+def test_not_safe_hides_the_chat_and_answers_nothing(update: Update) -> None:
+    d = decide(CONFIG, "dv", {"language": "ru"}, update, True)
+    assert d.hide and d.replies == [] and d.forward is None
+
+
+def test_a_text_is_not_a_request_to_hide() -> None:
+    assert not decide(CONFIG, "dv", {"language": "ru"}, text("notsafe"), True).hide
+
+
+def test_only_messages_younger_than_48_hours_are_deleted_in_calls_of_at_most_100() -> None:
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    cutoff = deletable_after(now)
+    assert now - timedelta(hours=48) < cutoff < now - timedelta(hours=47, minutes=50)
+    assert [len(b) for b in batches(list(range(250)))] == [100, 100, 50]
+    assert list(batches([])) == []
+    assert unix_time(1_800_000_000) == datetime.fromtimestamp(1_800_000_000, UTC)
+    assert unix_time("1800000000") is None and unix_time(True) is None and unix_time(-5) is None
