@@ -79,6 +79,7 @@ class Problem:
 
 
 _UNBOUNDED = (highspy.HighsModelStatus.kUnbounded, highspy.HighsModelStatus.kUnboundedOrInfeasible)
+_DECIDED = (highspy.HighsModelStatus.kOptimal, highspy.HighsModelStatus.kInfeasible, *_UNBOUNDED)
 _FIRST = threading.Lock()
 _made = False
 
@@ -286,6 +287,12 @@ class Audit:
                 solver.changeObjectiveSense(sense)
                 solver.run()
                 status = solver.getModelStatus()
+                if status not in _DECIDED:
+                    # A warm start can end undecided (seen as "Unknown" on a three-cell
+                    # model): solve this one again from nothing before judging the model.
+                    solver.clearSolver()
+                    solver.run()
+                    status = solver.getModelStatus()
                 if status == highspy.HighsModelStatus.kOptimal:
                     found.append(solver.getInfo().objective_function_value)
                 elif sense == highspy.ObjSense.kMaximize and status in _UNBOUNDED:

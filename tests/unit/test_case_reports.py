@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from services.store.case_reports import (
@@ -188,6 +188,8 @@ def test_a_small_cell_alone_in_its_group_hides_the_total_and_the_level_above_pro
     st.lists(st.lists(st.integers(0, 12), min_size=1, max_size=6), min_size=1, max_size=5),
     st.integers(2, 6),
 )
+# Once ended "Unknown" in the solver's warm start (services/store/disclosure.py solves it again).
+@example([[1], [2], [2, 2]], 2)
 def test_no_group_holds_exactly_one_hidden_count(table: list[list[int]], min_cell: int) -> None:
     counts: dict[Any, int] = {}
     groups = []
