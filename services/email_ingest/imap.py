@@ -22,6 +22,15 @@ polled every ``poll_seconds``. Watchdog: every command, and the end of every IDL
 answer within ``watchdog_seconds``, and a closed socket is noticed at once; otherwise the
 session is torn down and rebuilt with jittered exponential backoff.
 
+Deleting old mail from the server (``delete_after_days``, off by default): once a day per
+mailbox, and at the first synchronisation after the service starts, the mails that carry
+``$HotlineIngested`` (stored and handed over) but not ``$HotlineQuarantined``, and arrived on
+the server (internal date) before that many days ago, are flagged ``\\Deleted`` and removed
+with UID EXPUNGE (RFC 4315), which removes only those. A server without UIDPLUS keeps every
+mail: a plain EXPUNGE would also remove what another client flagged ``\\Deleted``. The pass
+runs before the synchronisation, so a mail that arrives with an old internal date is handed
+over first and deleted by a later pass.
+
 Failures are told apart: a refused login or folder waits the longest backoff and says so
 (an operator must act); a network failure reconnects quickly; a broker or database failure
 reconnects once they are back; a mail that does not parse is quarantined, never retried in
@@ -36,15 +45,16 @@ import os
 import random
 import re
 import ssl
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aio_pika.exceptions import AMQPError
-from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH, Abort, CommandTimeout
+from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH, Abort, CommandTimeout, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
@@ -58,7 +68,7 @@ from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker, BrokerUnavailable
 from shared.config import ConfigError, HotlineConfig
 from shared.envelope import Channel, InboundMessage, utcnow
-from shared.logs import get_logger
+from shared.logs import get_logger, place
 from shared.supervise import Heartbeat
 
 log = get_logger(__name__)
@@ -73,6 +83,12 @@ _INTERNALDATE = re.compile(rb'INTERNALDATE "([^"]{1,40})"')
 MAX_SYNC_ROUNDS = 10
 # A UID FETCH of bodies asks for at most this many bytes at once (besides fetch_batch).
 _FETCH_BYTES = 8 * 1024 * 1024
+# Old mail is deleted from the server this often per mailbox (and once after the start).
+DELETE_EVERY_SECONDS = 24 * 3600.0
+# Mails flagged \Deleted and expunged per pair of commands.
+DELETE_BATCH = 500
+# RFC 3501 9 (date-month): English whatever the locale, which strftime's %b would follow.
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 T = TypeVar("T")
 
@@ -86,11 +102,21 @@ class ImapMailboxError(Exception):
 
 
 class ImapProtocolError(Exception):
-    """The server answered a command with NO/BAD."""
+    """The server answered a command with NO/BAD. ``command`` names it (our words, never
+    the server's, so it may be logged)."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(command)
+        self.command = command
 
 
 class ConnectionLost(Exception):
-    """The socket closed, or the watchdog saw no answer in time."""
+    """The socket closed, or the watchdog saw no answer in time. ``reason`` says which:
+    "closed", "closed during IDLE" or "watchdog" (our words, so it may be logged)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -202,6 +228,12 @@ class ImapMetrics:
         self.reconnects = Counter(
             "hotline_imap_reconnects_total", "IMAP reconnects, by reason", ["reason"], registry=registry
         )
+        self.deleted = Counter(
+            "hotline_mail_deleted_total",
+            "Handed-over mails deleted from the IMAP server after EMAIL_INGEST_DELETE_AFTER_DAYS",
+            ["mailbox"],
+            registry=registry,
+        )
 
 
 def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
@@ -266,6 +298,57 @@ def uid_set(uids: list[int]) -> str:
     return ",".join(str(u) for u in uids)
 
 
+def search_date(day: date) -> str:
+    """``day`` as an IMAP SEARCH date (RFC 3501 9, ``date``), e.g. ``7-Nov-2026``."""
+    return f"{day.day}-{_MONTHS[day.month - 1]}-{day.year}"
+
+
+def lost_fields(exc: BaseException) -> dict[str, Any]:
+    """What a log line may say about why a session ended: the exception's type and place,
+    and our own words for it (ConnectionLost's reason, the refused command, an OSError's
+    errno); never the exception's message, which may be the server's or a library's text."""
+    fields: dict[str, Any] = {"error": type(exc).__name__, "where": place(exc)}
+    if isinstance(exc, ConnectionLost):
+        fields["reason"] = exc.reason
+    elif isinstance(exc, ImapProtocolError):
+        fields["command"] = exc.command
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        fields["errno"] = exc.errno
+    return fields
+
+
+async def delete_handed_over(
+    imap: IMAP4, before: date, cmd: Callable[[Awaitable[Response]], Awaitable[Response]]
+) -> int:
+    """Delete from the selected folder the mails whose internal date is before ``before``
+    and which we handed over (``$HotlineIngested``), except quarantined ones
+    (``$HotlineQuarantined``: a mail too large was never stored, and an operator may still
+    need the original of one we could not read); return how many. Needs UIDPLUS (the
+    caller checks): UID EXPUNGE (RFC 4315 2.1) removes these UIDs only, never a mail another
+    client flagged ``\\Deleted``.
+
+    SEARCH BEFORE compares the internal date, the mail's arrival on the server, ignoring
+    time and time zone (RFC 3501 6.4.4), not its Date header, which the sender writes. A
+    batch of DELETE_BATCH at a time, each command under ``cmd`` (the watchdog). A mail
+    flagged but not expunged (the connection lost between the two) still matches the
+    search and is expunged by the next pass. Raise ImapProtocolError on a refusal."""
+    found = await cmd(
+        imap.uid_search(
+            "KEYWORD", KEYWORD, "UNKEYWORD", QUARANTINE_KEYWORD, "BEFORE", search_date(before), charset=None
+        )
+    )
+    if found.result != "OK":
+        raise ImapProtocolError("UID SEARCH BEFORE")
+    uids = parse_search(found.lines)
+    for start in range(0, len(uids), DELETE_BATCH):
+        batch = uid_set(uids[start : start + DELETE_BATCH])
+        if (await cmd(imap.uid("store", batch, "+FLAGS.SILENT", "(\\Deleted)"))).result != "OK":
+            raise ImapProtocolError("UID STORE \\Deleted")
+        if (await cmd(imap.uid("expunge", batch))).result != "OK":
+            raise ImapProtocolError("UID EXPUNGE")
+    return len(uids)
+
+
 async def close_connection(imap: IMAP4) -> None:
     """Close ``imap``'s socket without a word to the server; return once it is closed.
 
@@ -326,6 +409,8 @@ class MailboxWatcher:
         self._lost = asyncio.Event()
         self._dead = False  # the watchdog gave up on this session's connection
         self._heartbeat: Heartbeat | None = None
+        self._deleted_at: float | None = None  # time.monotonic() of the last deletion pass
+        self._warned_uidplus = False
 
     async def run(self, heartbeat: Heartbeat) -> None:
         """Watch the mailbox until cancelled, reconnecting with jittered backoff.
@@ -359,10 +444,7 @@ class MailboxWatcher:
                 reason = "broker"
                 log.warning("imap_broker_unavailable", mailbox=self.key, error=type(exc).__name__)
             except (OSError, TimeoutError, Abort, CommandTimeout, ImapProtocolError, ConnectionLost) as exc:
-                # ConnectionLost says which: "closed" (the socket) or "watchdog" (silence).
-                log.warning(
-                    "imap_connection_lost", mailbox=self.key, error=type(exc).__name__, detail=str(exc)[:80]
-                )
+                log.warning("imap_connection_lost", mailbox=self.key, **lost_fields(exc))
             finally:
                 self.metrics.connected.labels(self.key).set(0)
             self.metrics.reconnects.labels(reason).inc()
@@ -445,6 +527,7 @@ class MailboxWatcher:
             log.info("imap_connected", mailbox=self.key, uidvalidity=uidvalidity)
             can_idle = "IDLE" in imap.protocol.capabilities
             while True:
+                await self._delete_old(imap)
                 # Search again while a synchronisation found mail: a mail that arrives while a
                 # batch is handled is announced (EXISTS, RFC 3501 7.3.1) in the response to one
                 # of that batch's commands, which aioimaplib keeps with that command, and IDLE
@@ -507,6 +590,30 @@ class MailboxWatcher:
         if push != STOP_WAIT_SERVER_PUSH:
             log.debug("imap_push", mailbox=self.key)
 
+    async def _delete_old(self, imap: IMAP4) -> None:
+        """Delete the handed-over mails older than ``delete_after_days`` (see
+        delete_handed_over), if set: at the first synchronisation after the start, then once
+        per DELETE_EVERY_SECONDS. The intake never waits on it: a pass the server refuses is
+        logged and, like one cut short by a lost connection, tried again a period later (a
+        mail it left on the server is deleted then)."""
+        days = self.s.delete_after_days
+        now = time.monotonic()
+        if not days or (self._deleted_at is not None and now - self._deleted_at < DELETE_EVERY_SECONDS):
+            return
+        self._deleted_at = now
+        if not imap.has_capability("UIDPLUS"):
+            if not self._warned_uidplus:
+                log.warning("imap_delete_needs_uidplus", mailbox=self.key, days=days)
+                self._warned_uidplus = True
+            return
+        try:
+            deleted = await delete_handed_over(imap, utcnow().date() - timedelta(days=days), self._cmd)
+        except ImapProtocolError as exc:
+            log.warning("imap_delete_refused", mailbox=self.key, command=exc.command)
+            return
+        self.metrics.deleted.labels(self.key).inc(deleted)
+        log.info("imap_old_mail_deleted", mailbox=self.key, count=deleted, days=days)
+
     async def _cursor(self, uidvalidity: int) -> tuple[int, bool]:
         """(last UID, resyncing): where to resume, and whether a UIDVALIDITY change happened."""
         doc = await self.cursors.find_one({"_id": self.key})
@@ -530,7 +637,7 @@ class MailboxWatcher:
         last_uid, resync = await self._cursor(uidvalidity)
         found = await self._cmd(imap.uid_search(f"UID {last_uid + 1}:*", "UNKEYWORD", KEYWORD, charset=None))
         if found.result != "OK":
-            raise ImapProtocolError("UID SEARCH refused")
+            raise ImapProtocolError("UID SEARCH")
         # "n:*" always includes the highest UID, even below n (RFC 3501 6.4.8).
         uids = [u for u in parse_search(found.lines) if u > last_uid]
         for start in range(0, len(uids), self.s.fetch_batch):
@@ -540,7 +647,7 @@ class MailboxWatcher:
     async def _batch(self, imap: IMAP4, uidvalidity: int, uids: list[int], resync: bool) -> None:
         meta_resp = await self._cmd(imap.uid("fetch", uid_set(uids), "(UID RFC822.SIZE INTERNALDATE)"))
         if meta_resp.result != "OK":
-            raise ImapProtocolError("UID FETCH (sizes) refused")
+            raise ImapProtocolError("UID FETCH sizes")
         meta = parse_meta(meta_resp.lines)
         outcomes: list[_Outcome] = []
         wanted: list[list[int]] = [[]]
@@ -565,7 +672,7 @@ class MailboxWatcher:
         for group in (g for g in wanted if g):
             resp = await self._cmd(imap.uid("fetch", uid_set(group), "(UID BODY.PEEK[])"))
             if resp.result != "OK":
-                raise ImapProtocolError("UID FETCH refused")
+                raise ImapProtocolError("UID FETCH")
             # Each mail is parsed off the event loop (parsing and sanitising its HTML take up
             # to a tenth of a second for a hostile mail, within the sanitiser's budget; the
             # watchdog and /readyz must not wait on it), then kept and handed over by a task
@@ -696,4 +803,4 @@ class MailboxWatcher:
         flags = f"({keyword} \\Seen)" if keyword == KEYWORD else f"({keyword})"
         stored = await self._cmd(imap.uid("store", uid_set(uids), "+FLAGS.SILENT", flags))
         if stored.result != "OK":
-            raise ImapProtocolError("UID STORE refused")
+            raise ImapProtocolError("UID STORE")

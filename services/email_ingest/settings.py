@@ -54,6 +54,14 @@ class EmailIngestSettings(DatabaseSettings):
         description="A mail that arrived on the server longer ago than this is a backlog import: "
         "it is ingested but never answered automatically",
     )
+    delete_after_days: int = Field(
+        default=0,
+        ge=0,
+        le=36500,
+        description="0 (the default): never delete mail from the IMAP server. N: once a day, and at "
+        "start, delete the mails handed over to the hotline that arrived on the server more than N "
+        "days ago (quarantined mail stays); needs a server with UIDPLUS",
+    )
     reconnect_max_seconds: float = Field(default=60, gt=0, description="Backoff ceiling")
     smtp_host: str = Field(default="127.0.0.1", description="SMTP server for replies")
     smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port")

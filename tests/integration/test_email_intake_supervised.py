@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,8 +79,16 @@ class Intake:
 
 
 @asynccontextmanager
-async def watched(stack: LocalStack, **overrides: Any) -> AsyncIterator[Intake]:
+async def watched(
+    stack: LocalStack, prepare: Callable[[DovecotMailbox], Awaitable[None]] | None = None, **overrides: Any
+) -> AsyncIterator[Intake]:
+    """A watcher of a new mailbox, started once ``prepare`` (if given) has filled it; settings
+    ``overrides``."""
     name = "w" + uuid.uuid4().hex[:8]
+    user = f"{name}-line"
+    inbox = DovecotMailbox("127.0.0.1", stack.imap_port, user)
+    if prepare is not None:  # before anything that would need cleaning up
+        await prepare(inbox)
     amqp = stack.add_vhost(name)
     settings = EmailIngestSettings(
         amqp_url=amqp,
@@ -89,7 +97,6 @@ async def watched(stack: LocalStack, **overrides: Any) -> AsyncIterator[Intake]:
         from_address="hotline@demo.test",
         **overrides,
     )
-    user = f"{name}-line"
     box = Mailbox(f"{user}@test", "113", "127.0.0.1", stack.imap_port, False, user, user)
     # The watcher's client, and the test's own for what it reads: a read of the test's that
     # shared the watcher's pool could make the watcher open a second connection, and a
@@ -104,7 +111,6 @@ async def watched(stack: LocalStack, **overrides: Any) -> AsyncIterator[Intake]:
     raw = RawStore(db)
     await raw.ensure_indexes()
     supervisor = Supervisor(registry, Health(registry), backoff_initial=0.2, backoff_max=2)
-    inbox = DovecotMailbox("127.0.0.1", stack.imap_port, user)
     intake = Intake(stack, box.name, inbox, RawStore(reader[name]), supervisor, registry)
     await broker.consume(broker.topology.queues[topology.DISPATCHER_INBOUND.name], intake.on_inbound)
     watcher = MailboxWatcher(box, settings, broker, db["imap_cursors"], raw, ImapMetrics(registry))
