@@ -17,8 +17,9 @@ import asyncio
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+from bson.binary import Binary
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -30,6 +31,7 @@ from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, session_thread_key, thread_id_for
 from conversations.model import Outcome, closed_consultation
 from conversations.search import SearchIndex
+from conversations.vault import Vault, open_attachment_names, seal_fields
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
 from shared.mongo import InsertBatcher
 
@@ -74,9 +76,18 @@ class Accepted:
     reopened: bool
 
 
+# What a message holds that a person wrote: sealed under its thread's data key
+# (conversations/vault.py). Attachment names are sealed as ``attachment_names``.
+MESSAGE_TEXT = ("text", "html", "subject", "quoted", "attachment_names")
+
+
 class Repository:
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+    def __init__(self, db: AsyncDatabase[Doc], vault: Vault | None = None) -> None:
+        """``vault``: what seals the text people wrote; every service that stores or reads
+        text has one. None only for tools that never touch text (reports, retention's
+        command, account administration): text they stored would not be sealed."""
         self.db = db
+        self.vault = vault
         self.threads: AsyncCollection[Doc] = db["threads"]
         self.messages: AsyncCollection[Doc] = db["messages"]
         self.consultants: AsyncCollection[Doc] = db["consultants"]
@@ -87,7 +98,7 @@ class Repository:
         self.keys: AsyncCollection[Doc] = db["keys"]
         self.clients = ClientRepository(db)
         # What is stored waits there for the store's search indexer (conversations/search.py).
-        self.search = SearchIndex(db)
+        self.search = SearchIndex(db, vault)
         # Closed consultations, one per episode of a thread (conversations.model.closed_consultation).
         self.consultations: AsyncCollection[Doc] = db["consultations"]
         # Inbound messages, new threads and thread events written concurrently are stored
@@ -248,7 +259,12 @@ class Repository:
         if thread is None:
             if reply_headers is not None:
                 new_thread["email"] = reply_headers
+            if self.vault is not None:
+                # The new thread's data key, made with it: no second write to the thread.
+                new_thread["data_key"] = await self.vault.new_key()
             thread, created = await self.create_thread(new_thread)
+            if not created and self.vault is not None:
+                await self.vault.erase([new_thread["data_key"]])  # another dispatcher's thread
         doc: Doc = {
             "_id": msg.message_id,
             "source_id": msg.source_id,
@@ -275,8 +291,9 @@ class Repository:
             doc["email_kind"] = msg.email.kind
             doc["backlog"] = msg.email.backlog
         # Stored and queued for the search index side by side (each write is idempotent).
+        sealed = await self.seal_message(thread, doc)
         stored, _ = await asyncio.gather(
-            self._inbound_inserts.insert(doc), self.search.message_stored(doc["_id"])
+            self._inbound_inserts.insert(sealed), self.search.message_stored(doc["_id"])
         )
         if reply_headers is not None and not created:
             # A mail joining a thread: its headers replace the thread's. Always applied
@@ -725,8 +742,9 @@ class Repository:
     # --- messages ------------------------------------------------------------------------
 
     async def thread_messages(self, thread_id: str) -> list[Doc]:
+        """A thread's messages in order, as they were written (opened)."""
         cursor = self.messages.find({"thread_id": thread_id}).sort("created_at", ASCENDING)
-        return [m async for m in cursor]
+        return await self.open_messages([m async for m in cursor])
 
     async def add_reply(
         self, thread: Doc, login: str, text: str, idempotency_key: str, email_domain: str
@@ -779,11 +797,11 @@ class Repository:
             # reply to it can be matched even if a client's mailer trims References.
             doc["email_message_id"] = f"<{message_id}.{thread['reply_token']}@{email_domain}>"
         try:
-            await self.messages.insert_one(doc)
+            await self.messages.insert_one(await self.seal_message(thread, doc))
         except DuplicateKeyError:
             existing = await self.messages.find_one({"source_id": source_id})
             assert existing is not None
-            doc, created = existing, False
+            doc, created = await self.open_message(existing), False
         else:
             created = True
         await self.search.message_stored(doc["_id"])  # again on a retry: harmless
@@ -803,9 +821,71 @@ class Repository:
             "text": text,
             "created_at": utcnow(),
         }
-        await self.messages.insert_one(doc)
+        await self.messages.insert_one(await self.seal_message(thread, doc))
         await self.text_added(thread)
         return doc
+
+    async def data_key(self, thread: Doc) -> Binary | None:
+        """The id of ``thread``'s data key, made now if it has none yet (a thread stored
+        before text was sealed, or whose text retention cleared); None without a vault.
+        Conditional: two writers racing to make one keep the first, and the other's key is
+        deleted unused."""
+        if self.vault is None:
+            return None
+        if isinstance(thread.get("data_key"), Binary):
+            return cast(Binary, thread["data_key"])
+        key = await self.vault.new_key()
+        done = await self.threads.update_one(
+            {"_id": thread["_id"], "data_key": {"$exists": False}}, {"$set": {"data_key": key}}
+        )
+        if done.modified_count:
+            thread["data_key"] = key
+            return key
+        await self.vault.erase([key])
+        current = await self.threads.find_one({"_id": thread["_id"]}, {"data_key": 1})
+        found = (current or {}).get("data_key")
+        if not isinstance(found, Binary):
+            raise LookupError("thread without a data key")
+        thread["data_key"] = found
+        return found
+
+    async def erase_text(self, thread_ids: list[str]) -> int:
+        """Make everything written in these threads unreadable at once, here and in every
+        backup: their data keys are deleted (conversations/vault.py). The threads, their
+        times and statistics facts stay; a message stored later gets a new key. Returns how
+        many keys were deleted."""
+        if self.vault is None:
+            raise RuntimeError("erasing text needs the vault")
+        keys = []
+        for tid in thread_ids:
+            thread = await self.threads.find_one_and_update(
+                {"_id": tid, "data_key": {"$exists": True}}, {"$unset": {"data_key": ""}}
+            )
+            if thread is not None:
+                keys.append(thread["data_key"])
+        return await self.vault.erase(keys)
+
+    async def seal_message(self, thread: Doc, doc: Doc) -> Doc:
+        """The stored form of message ``doc``: what a person wrote sealed under the thread's
+        key (:data:`MESSAGE_TEXT`), attachments listed by id, type and size only."""
+        if self.vault is None:
+            return doc
+        out = dict(doc)
+        attachments = out.get("attachments")
+        if isinstance(attachments, list) and attachments:
+            listed = [a if isinstance(a, dict) else {} for a in attachments]
+            out["attachment_names"] = [a.get("filename") for a in listed]
+            out["attachments"] = [{k: v for k, v in a.items() if k != "filename"} for a in listed]
+        return await seal_fields(self.vault, await self.data_key(thread), out, MESSAGE_TEXT)
+
+    async def open_message(self, doc: Doc) -> Doc:
+        """A stored message as it was written (see :meth:`seal_message`)."""
+        if self.vault is None:
+            return doc
+        return open_attachment_names(await self.vault.open_fields(doc))
+
+    async def open_messages(self, docs: list[Doc]) -> list[Doc]:
+        return [await self.open_message(d) for d in docs]
 
     async def text_added(self, thread: Doc, sender: str | None = None, key: str | None = None) -> None:
         """Text was stored in ``thread``: if retention had cleared it (services/store/retention.py),
@@ -830,7 +910,7 @@ class Repository:
             .sort("created_at", ASCENDING)
             .limit(limit)
         )
-        return [m async for m in cursor]
+        return await self.open_messages([m async for m in cursor])
 
     async def set_delivery(
         self, message_id: str, status: str, at: datetime, detail: str | None
@@ -910,7 +990,8 @@ class ChatRepository:
     reads them, through the same collections and rules as :class:`Repository`.
     """
 
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+    def __init__(self, db: AsyncDatabase[Doc], vault: Vault | None = None) -> None:
+        self.vault = vault  # opens the replies a client is shown again on resume
         self.threads: AsyncCollection[Doc] = db["threads"]
         self.messages: AsyncCollection[Doc] = db["messages"]
         self.sessions: AsyncCollection[Doc] = db["chat_sessions"]
@@ -1005,7 +1086,12 @@ class ChatRepository:
                 "delivery.status": {"$ne": DeliveryStatus.SENT.value},
             }
         ).sort("created_at", ASCENDING)
-        return [m async for m in cursor]
+        return await self.open_messages([m async for m in cursor])
+
+    async def open_messages(self, docs: list[Doc]) -> list[Doc]:
+        if self.vault is None:
+            return docs
+        return [open_attachment_names(await self.vault.open_fields(d)) for d in docs]
 
     async def position(self, thread: Doc) -> int | None:
         """1-based place of a waiting thread in its queue, in the order "next" hands them out

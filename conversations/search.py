@@ -45,6 +45,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
+from conversations.vault import SEALED, Vault
 from shared.mongo import InsertBatcher
 
 Doc = dict[str, Any]
@@ -208,7 +209,7 @@ def merge(into: dict[str, set[str]], more: Mapping[str, Iterable[str]]) -> None:
 
 # What a client wrote and what we answered; internal notes are not searched.
 INDEXED_DIRECTIONS = frozenset({"in", "out"})
-_MESSAGE_FIELDS = {"thread_id": 1, "created_at": 1, "direction": 1, "subject": 1, "text": 1}
+_MESSAGE_FIELDS = {"thread_id": 1, "created_at": 1, "direction": 1, "subject": 1, "text": 1, SEALED: 1}
 _CONSULTATION_FIELDS = {"facts": 1, "started_at": 1}
 
 MESSAGE = "m:"
@@ -224,7 +225,8 @@ REBUILD_ID = "~rebuild"
 class SearchIndex:
     """The two search collections: the only door to them."""
 
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+    def __init__(self, db: AsyncDatabase[Doc], vault: Vault | None = None) -> None:
+        self.vault = vault  # what is read of a message is opened with it (conversations/vault.py)
         self.pending: AsyncCollection[Doc] = db["search_pending"]
         self.postings: AsyncCollection[Doc] = db["search_postings"]
         self._pending_inserts = InsertBatcher(self.pending)
@@ -258,11 +260,14 @@ class SearchIndex:
         kind, target = entry[:2], entry[2:]
         if kind == MESSAGE:
             message = await self._messages.find_one({"_id": target}, _MESSAGE_FIELDS)
-            return _message_of(message, key, tz) if message is not None else {}
+            return _message_of(await self._open(message), key, tz) if message is not None else {}
         if kind == CONSULTATION:
             consultation = await self._consultations.find_one({"_id": target}, _CONSULTATION_FIELDS)
             return consultation_postings(consultation, key, tz) if consultation is not None else {}
         return {}
+
+    async def _open(self, message: Doc) -> Doc:
+        return await self.vault.open_fields(message) if self.vault is not None else message
 
     async def everything(
         self, key: SearchKey, tz: ZoneInfo, chunk: int
@@ -285,6 +290,8 @@ class SearchIndex:
                     yield postings
                     postings, n = {}, 0
                 month = this
+                if collection is self._messages:
+                    doc = await self._open(doc)
                 merge(postings, postings_of(doc, key, tz))
                 n += 1
             if postings:

@@ -8,6 +8,8 @@ a service that lacks one refuses to start and names the variable.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import socket
 import sys
@@ -15,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "deploy" / "config" / "hotline.yaml"
@@ -60,6 +62,63 @@ class DatabaseSettings(ServiceSettings):
 
     mongo_url: SecretStr = Field(description="MongoDB URL, e.g. mongodb://host:27017/")
     mongo_database: str = Field(default="hotline", description="MongoDB database name")
+
+
+MASTER_KEY_BYTES = 96  # what libmongocrypt's "local" KMS provider takes
+
+
+def parse_master_key(text: str) -> bytes:
+    """A master key from its base64 form (surrounding spaces ignored); ValueError naming what
+    is wrong, never the key."""
+    try:
+        key = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("a master key is base64: openssl rand -base64 96") from None
+    if len(key) != MASTER_KEY_BYTES:
+        raise ValueError(f"a master key is {MASTER_KEY_BYTES} bytes, this one is {len(key)}")
+    return key
+
+
+class VaultSettings(BaseSettings):
+    """The master key and the key vault (conversations/vault.py, docs/privacy.md): for the
+    services that store or read what people wrote, and the key commands."""
+
+    master_key: SecretStr = Field(
+        description="Master key that wraps the data keys of what people wrote: 96 random bytes, "
+        "base64 (openssl rand -base64 96); the same in every service, never in the database"
+    )
+    previous_master_key: SecretStr | None = Field(
+        default=None,
+        description="While the master key is replaced: the one before it, until "
+        "python -m services.store.keys rotate has run",
+    )
+    key_vault_database: str | None = Field(
+        default=None,
+        description="Database of the data keys (default: the MONGO_DATABASE name and _keys); "
+        "back it up apart from the data",
+    )
+
+    @field_validator("master_key", "previous_master_key")
+    @classmethod
+    def _a_master_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_master_key(value.get_secret_value())
+        return value
+
+    def key_vault_namespace(self, database: str) -> str:
+        return f"{self.key_vault_database or database + '_keys'}.data_keys"
+
+    def master_keys(self) -> tuple[bytes, bytes | None]:
+        previous = self.previous_master_key
+        return (
+            parse_master_key(self.master_key.get_secret_value()),
+            parse_master_key(previous.get_secret_value()) if previous is not None else None,
+        )
+
+
+class TextSettings(DatabaseSettings, VaultSettings):
+    """Settings of a service that stores or reads what people wrote, which is sealed with data
+    keys wrapped by the master key."""
 
 
 S = TypeVar("S", bound=ServiceSettings)

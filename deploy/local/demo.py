@@ -29,6 +29,7 @@ from deploy.local.services import (
     SERVICES,
     ServiceProcesses,
     StackUrls,
+    new_master_key,
     ready,
     service_env,
 )
@@ -40,6 +41,7 @@ PIDS = STATE / "services.json"
 # The demo's secret of client keys: made once and kept, so a client is the same person across
 # restarts of the demo (as in production, where it is never changed).
 CLIENT_KEY_SECRET = STATE / "client-key-secret"
+MASTER_KEY = STATE / "master-key"
 
 SAMPLE_MAILS = [
     (
@@ -124,8 +126,17 @@ def up(demo_data: bool) -> None:
     if not CLIENT_KEY_SECRET.exists():
         CLIENT_KEY_SECRET.write_text(secrets.token_hex(32))
         CLIENT_KEY_SECRET.chmod(0o600)
+    # The demo's master key: a file beside the demo's data, never in the database (a secret of
+    # the orchestrator or a KMS in production; docs/privacy.md).
+    if not MASTER_KEY.exists():
+        MASTER_KEY.touch(0o600)
+        MASTER_KEY.write_text(new_master_key())
     env = service_env(
-        urls, DEFAULT_PORTS, log_format="console", client_key_secret=CLIENT_KEY_SECRET.read_text().strip()
+        urls,
+        DEFAULT_PORTS,
+        log_format="console",
+        client_key_secret=CLIENT_KEY_SECRET.read_text().strip(),
+        master_key=MASTER_KEY.read_text().strip(),
     )
     if demo_data:
         _seed(env["store"], stack)

@@ -6,6 +6,7 @@ settings in environment variables, exactly as in a container.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -36,6 +37,11 @@ class StackUrls:
     mail_domain: str = "demo.test"
 
 
+def new_master_key() -> str:
+    """A master key for the vault (conversations/vault.py), as ``openssl rand -base64 96``."""
+    return base64.b64encode(secrets.token_bytes(96)).decode()
+
+
 def service_env(
     urls: StackUrls,
     ports: dict[str, int],
@@ -45,11 +51,14 @@ def service_env(
     line: str = "113",
     log_format: str = "json",
     client_key_secret: str | None = None,
+    master_key: str | None = None,
 ) -> dict[str, dict[str, str]]:
     """The environment of each service, as the compose file would set it. The dispatcher and
     the store share ``client_key_secret`` (a fresh one when None: clients are then matched
-    only while these processes' database lives, which is all a test needs)."""
+    only while these processes' database lives, which is all a test needs); the services that
+    read or write what people wrote share ``master_key`` (base64; a fresh one when None)."""
     client_key = client_key_secret or secrets.token_hex(32)
+    sealing = {"MASTER_KEY": master_key or new_master_key()}
     common = {
         "AMQP_URL": urls.amqp_url,
         "MONGO_URL": urls.mongo_url,
@@ -62,9 +71,10 @@ def service_env(
             "COOKIE_SECURE": "false",
             "MESSAGE_ID_DOMAIN": urls.mail_domain,
             "CLIENT_KEY_SECRET": client_key,
+            **sealing,
         },
-        "dispatcher": {"MESSAGE_ID_DOMAIN": urls.mail_domain, "CLIENT_KEY_SECRET": client_key},
-        "chat_ingest": {},
+        "dispatcher": {"MESSAGE_ID_DOMAIN": urls.mail_domain, "CLIENT_KEY_SECRET": client_key, **sealing},
+        "chat_ingest": {**sealing},
         "email_ingest": {
             "LINE": line,
             "IMAP_HOST": urls.imap_host,

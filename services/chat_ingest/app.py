@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
 from conversations.repository import ChatRepository
+from conversations.vault import Vault
 from services.chat_ingest.settings import ChatIngestSettings
 from services.chat_ingest.telegram_bot import TelegramBots
 from services.chat_ingest.ws import ChatHub, ChatMetrics
@@ -83,7 +84,8 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     )
     client = make_client(settings.mongo_url.get_secret_value())
     db = client[settings.mongo_database]
-    repo = ChatRepository(db)
+    vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
+    repo = ChatRepository(db, vault)
     hub = ChatHub(settings, config, broker, repo, ChatMetrics(registry))
     try:
         bots = TelegramBots(settings, config, broker, repo, registry)
@@ -161,6 +163,7 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
             await bots.stop()
             await hub.stop()
             await broker.close()
+            await vault.close()
             await client.close()
 
     async def close_sockets(app: web.Application) -> None:

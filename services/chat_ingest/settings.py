@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from shared.settings import DatabaseSettings
+from shared.settings import TextSettings
 
 
 class TelegramBot(BaseModel):
@@ -29,7 +29,7 @@ class TelegramBot(BaseModel):
         return value
 
 
-class ChatIngestSettings(DatabaseSettings):
+class ChatIngestSettings(TextSettings):
     model_config = SettingsConfigDict(env_prefix="CHAT_INGEST_")
 
     http_port: int = Field(default=8081, ge=0, le=65535, description="Widget, socket and webhook")

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
 from conversations.repository import Repository
+from conversations.vault import Vault
 from services.dispatcher.departures import Departures
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
@@ -33,7 +34,8 @@ def create_app(settings: DispatcherSettings) -> web.Application:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         client = make_client(settings.mongo_url.get_secret_value())
         db = client[settings.mongo_database]
-        repo = Repository(db)
+        vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
+        repo = Repository(db, vault)
         broker = Broker(
             settings.amqp_url.get_secret_value(),
             settings.prefetch,
@@ -77,6 +79,7 @@ def create_app(settings: DispatcherSettings) -> web.Application:
         finally:
             await supervisor.stop()
             await broker.close()
+            await vault.close()
             await client.close()
 
     app.cleanup_ctx.append(resources)

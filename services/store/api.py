@@ -77,7 +77,7 @@ def _jsonable(value: Any) -> Any:
 
 def thread_view(doc: Doc) -> dict[str, Any]:
     view: dict[str, Any] = _jsonable(
-        {k: v for k, v in doc.items() if k not in {"key", "reply_token", "email", "auto"}}
+        {k: v for k, v in doc.items() if k not in {"key", "reply_token", "email", "auto", "data_key"}}
     )
     return view
 

@@ -12,6 +12,7 @@ from pymongo.errors import PyMongoError
 
 from conversations.outbound import OutboxSweeper
 from conversations.repository import Repository
+from conversations.vault import Vault
 from services.store import openapi, reports
 from services.store.api import ConsultantApi
 from services.store.attachments import AttachmentRoutes
@@ -56,7 +57,8 @@ def create_app(settings: StoreSettings) -> web.Application:
     health = Health(registry)
     client = make_client(settings.mongo_url.get_secret_value())
     db = client[settings.mongo_database]
-    repo = Repository(db)
+    vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
+    repo = Repository(db, vault)
     broker = Broker(
         settings.amqp_url.get_secret_value(),
         settings.prefetch,
@@ -154,6 +156,7 @@ def create_app(settings: StoreSettings) -> web.Application:
         finally:
             await supervisor.stop()
             await broker.close()
+            await vault.close()
             await client.close()
 
     async def close_sockets(app: web.Application) -> None:

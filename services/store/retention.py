@@ -222,6 +222,7 @@ async def _clear_thread(repo: Repository, tid: str, before: datetime, still: Doc
                 "subject": None,
                 "quoted": None,
                 "attachments": [],
+                "sealed": None,
                 "text_deleted": True,
             }
         },

@@ -3,10 +3,10 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import DatabaseSettings
+from shared.settings import TextSettings
 
 
-class StoreSettings(DatabaseSettings):
+class StoreSettings(TextSettings):
     model_config = SettingsConfigDict(env_prefix="STORE_")
 
     http_port: int = Field(default=8080, ge=0, le=65535, description="Console, API and health")

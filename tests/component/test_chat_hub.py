@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry
 
+from deploy.local.services import new_master_key
 from services.chat_ingest import frames
 from services.chat_ingest.settings import ChatIngestSettings
 from services.chat_ingest.ws import ChatHub, ChatMetrics, Connection, Outbox, Session
@@ -59,7 +60,9 @@ def offline_hub(settings: ChatIngestSettings) -> ChatHub:
 
 
 async def test_a_slow_reader_is_dropped_and_the_others_get_everything_at_once() -> None:
-    settings = ChatIngestSettings(amqp_url="amqp://x", mongo_url="mongodb://x", outbound_queue=4)
+    settings = ChatIngestSettings(
+        amqp_url="amqp://x", mongo_url="mongodb://x", master_key=new_master_key(), outbound_queue=4
+    )
     hub = offline_hub(settings)
     slow_ws, fast_ws = Socket(stuck=True), Socket(stuck=False)
     slow = Connection(slow_ws, Outbox(settings.outbound_queue))  # type: ignore[arg-type]
@@ -89,7 +92,7 @@ async def test_a_message_that_meets_an_unexpected_failure_is_answered_by_its_id_
     """One message meets a bug of ours: its sender is told by the message's id (the widget keeps
     it and sends it again), the log names the failure by type and place, never the text."""
     canary = "CANARY-what-she-wrote"
-    settings = ChatIngestSettings(amqp_url="amqp://x", mongo_url="mongodb://x")
+    settings = ChatIngestSettings(amqp_url="amqp://x", mongo_url="mongodb://x", master_key=new_master_key())
     hub = offline_hub(settings)
 
     async def accept(conn: Any, session: Any, frame: Any) -> None:

@@ -15,8 +15,10 @@ import aiohttp
 from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH, Abort, CommandTimeout
 
 from conversations.repository import Repository
+from conversations.vault import Vault, open_attachment_names
 from services.email_ingest.imap import close_connection, parse_fetch
 from services.store.auth import hash_password
+from shared.settings import parse_master_key
 
 
 class Consultant:
@@ -224,3 +226,15 @@ def readyz(port: int) -> tuple[int, dict[str, Any]]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+async def opened(
+    mongo: Any, database: str, master_key: str, docs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Stored messages as written: opened with the services' master key (conversations/vault.py),
+    as the store opens them."""
+    vault = Vault(mongo, f"{database}_keys.data_keys", parse_master_key(master_key))
+    try:
+        return [open_attachment_names(await vault.open_fields(d)) for d in docs]
+    finally:
+        await vault.close()

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from conversations.repository import Repository
+from deploy.local.services import new_master_key
 from deploy.local.stack import LocalStack
 from services.dispatcher import priority as priority_module
 from services.dispatcher.dispatch import Dispatcher
@@ -204,6 +205,7 @@ async def test_a_500_from_the_store_api_carries_no_text_in_its_answer_or_the_log
         mongo_url=SecretStr(stack.mongo_url),
         mongo_database=name,
         client_key_secret=SecretStr("k" * 64),
+        master_key=SecretStr(new_master_key()),
         cookie_secure=False,
     )
     try:

@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 
 from tests.conftest import Gateway
 from tests.integration.chat_client import ChatClient, replica_logs, start_replica
-from tests.integration.helpers import Consultant
+from tests.integration.helpers import Consultant, opened
 from tests.integration.test_telegram import Bot
 from tests.integration.test_telegram import bot as bot  # the fixture: a replica with a Telegram bot
 
@@ -103,7 +103,9 @@ async def test_quick_exit_on_one_socket_ends_the_chat_on_every_socket_of_every_r
     try:
         db = mongo[gateway.database]
         assert (await db["chat_sessions"].find_one({}, {"ended": 1}) or {}).get("ended") is True
-        texts = [m["text"] async for m in db["messages"].find({"thread_id": thread_id, "direction": "in"})]
+        stored = [m async for m in db["messages"].find({"thread_id": thread_id, "direction": "in"})]
+        key = gateway.env["store"]["STORE_MASTER_KEY"]
+        texts = [m["text"] for m in await opened(mongo, gateway.database, key, stored)]
     finally:
         await mongo.close()
     assert texts == ["before the exit"]

@@ -25,7 +25,7 @@ from services.email_ingest.imap import KEYWORD, parse_search
 from shared import topology
 from tests.conftest import Gateway
 from tests.integration.email_support import database, queued_threads, restart_email_ingest, supervisor
-from tests.integration.helpers import imap_session
+from tests.integration.helpers import imap_session, opened
 from tests.reliability.imap_proxy import ImapProxy
 from tests.reliability.ledger import CANARY
 
@@ -66,9 +66,11 @@ async def append_all(gw: Gateway, mails: list[bytes], internaldate: datetime | N
             assert resp.result == "OK", resp
 
 
-async def ledger(db: Any, markers: list[str]) -> dict[str, int]:
+async def ledger(gateway: Gateway, db: Any, markers: list[str]) -> dict[str, int]:
     stored: Counter[str] = Counter()
-    async for doc in db["messages"].find({"direction": "in"}, {"text": 1}):
+    sealed = [d async for d in db["messages"].find({"direction": "in"}, {"text": 1, "sealed": 1})]
+    key = gateway.env["store"]["STORE_MASTER_KEY"]
+    for doc in await opened(db.client, gateway.database, key, sealed):
         for marker in _MARK.findall(doc.get("text") or ""):
             stored[marker] += 1
     fetches = [d.get("fetches", 1) async for d in db["mail_raw"].find({}, {"fetches": 1})]
@@ -146,7 +148,7 @@ async def test_f7_kill_9_between_storing_and_flagging_loses_and_doubles_nothing(
             await asyncio.to_thread(_start_email_ingest, gateway)
             await queued_threads(sofia, len(markers))
             await settled(gateway, db)
-            report = await ledger(db, markers)
+            report = await ledger(gateway, db, markers)
             print("F7 ledger", report, "stored-not-flagged at the kill", in_window)
             assert report["lost"] == 0 and report["visibly_duplicated"] == 0
             assert report["refetches"] >= in_window
@@ -208,7 +210,7 @@ async def test_f8_connections_cut_or_silenced_during_fetch_and_idle_recover(gate
                 assert detected <= bound + 0.5, (name, detected)
                 assert reconnected <= detected + 1.5, (name, reconnected)
             await settled(gateway, db)
-            report = await ledger(db, markers)
+            report = await ledger(gateway, db, markers)
             for name, figure in figures.items():
                 print(f"F8 {name}: {figure}")
             print("F8 ledger", report)
@@ -247,7 +249,7 @@ async def test_f9_a_48h_backlog_of_awkward_mails_is_ingested_exactly_once(gatewa
         await queued_threads(sofia, count, within=max(300, count / 10))
         rate = count / (time.monotonic() - began)
         await settled(gateway, db)
-        report = await ledger(db, markers)
+        report = await ledger(gateway, db, markers)
         print("F9 ledger", report, f"catch-up rate {rate:.0f} mails/s (start to all visible)")
         assert report["lost"] == 0 and report["visibly_duplicated"] == 0
         assert report["threads"] == count

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.local.services import new_master_key
 from tests.unit.test_compose import (
     DOCKERFILE,
     SERVICES,
@@ -140,6 +141,7 @@ def test_deployment_runs_the_service_with_its_settings(name, load_settings):  # 
         "MONGO_URL": "mongodb://u:p@hotline-mongodb-svc:27017/?replicaSet=hotline-mongodb",
         "TELEGRAM_BOTS": "",
         "CLIENT_KEY_SECRET": "k" * 64,
+        "MASTER_KEY": new_master_key(),
         "IMAP_PORT": "993",
         "SMTP_PORT": "587",
         "SMTP_SECURITY": "starttls",

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from deploy.local.services import new_master_key
 from services.store import openapi
 from services.store.app import create_app
 from services.store.openapi import OPERATIONS, api_routes, document
@@ -21,7 +22,10 @@ from services.store.settings import StoreSettings
 async def app() -> AsyncIterator[web.Application]:
     # Building the app connects to nothing: clients connect in its cleanup context, not run here.
     settings = StoreSettings(
-        amqp_url="amqp://u:p@127.0.0.1:1/v", mongo_url="mongodb://127.0.0.1:1/", client_key_secret="k" * 32
+        amqp_url="amqp://u:p@127.0.0.1:1/v",
+        mongo_url="mongodb://127.0.0.1:1/",
+        client_key_secret="k" * 32,
+        master_key=new_master_key(),
     )
     application = create_app(settings)
     yield application

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.services import new_master_key
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,6 +65,7 @@ def test_bad_hotline_file_is_named(tmp_path):
             "DISPATCHER_AMQP_URL": "amqp://x",
             "DISPATCHER_MONGO_URL": "mongodb://x",
             "DISPATCHER_CLIENT_KEY_SECRET": "k" * 32,
+            "DISPATCHER_MASTER_KEY": new_master_key(),
             "DISPATCHER_CONFIG_PATH": str(bad),
         },
     )

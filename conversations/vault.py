@@ -1,0 +1,186 @@
+"""The vault: what people wrote is stored encrypted, under a key of its own thread.
+
+Envelope encryption with MongoDB's explicit client-side field-level encryption (PyMongo's
+``ClientEncryption``, libmongocrypt through pymongocrypt): the same on MongoDB 7 and on the
+local stand-in, because the database only stores and returns the ciphertext (BSON binary
+subtype 6) and the key vault is an ordinary collection.
+
+- **Data keys.** Each thread has its own data key (``threads.data_key``, the key's id),
+  made when the first text is stored in it. Text is sealed with
+  ``AEAD_AES_256_CBC_HMAC_SHA_512-Random`` (an authenticated cipher; the same text sealed
+  twice gives two different ciphertexts). A key per thread, not per client: a consultant
+  may link a thread to a client or undo the link (conversations/clients.py), and a key that
+  followed the client would mean encrypting a thread again; erasing a client deletes the keys
+  of all of their threads, which is the same (:meth:`Vault.erase`).
+- **Key vault.** Data keys live in their own database (``<database>_keys.data_keys`` unless
+  set), so that they can be backed up apart from the data and a backup of the data holds no
+  key: a data key deleted is text unreadable in every copy of the data, backups included.
+- **Master key.** Every data key is wrapped by the master key, which never enters the
+  database: 96 random bytes, base64, given to each service that reads or writes text
+  (``*_MASTER_KEY``; a file for the demo, a secret of the orchestrator or a KMS in production).
+  Its KMS provider is named after a fingerprint of the key (``local:<12 hex>``), so a second
+  key can be given while the first is replaced (``*_PREVIOUS_MASTER_KEY``) and
+  ``python -m services.store.keys rotate`` wraps every data key again under the current one.
+
+What a document holds: :func:`seal_fields` moves the named fields of a document into one
+sealed value ``sealed`` (one cipher operation per message, not one per field), and
+:meth:`Vault.open_fields` puts them back. A sealed value whose key was deleted opens as
+nothing: the fields read as ``None`` and the document is marked ``erased``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from bson.binary import STANDARD, Binary
+from bson.codec_options import CodecOptions
+from pymongo.asynchronous.encryption import AsyncClientEncryption
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
+from pymongo.encryption_shared import Algorithm
+from pymongo.errors import EncryptionError
+
+Doc = dict[str, Any]
+
+ALGORITHM = Algorithm.AEAD_AES_256_CBC_HMAC_SHA_512_Random
+SEALED = "sealed"
+ENCRYPTED_SUBTYPE = 6
+# How long a process keeps a data key it unwrapped (libmongocrypt's cache): an erasure
+# reaches every other running process within this time (the erasing one at once).
+KEY_CACHE_MS = 60_000
+
+
+def provider_name(key: bytes) -> str:
+    """The KMS provider name of a master key: ``local:`` and a fingerprint that does not
+    reveal the key (the first 12 hex digits of its SHA-256)."""
+    return "local:" + hashlib.sha256(key).hexdigest()[:12]
+
+
+def key_id_of(sealed: Binary) -> uuid.UUID | None:
+    """The id of the data key a sealed value was made with (a ciphertext names its key:
+    one byte of blob type, then the key's 16-byte id)."""
+    if not isinstance(sealed, Binary) or sealed.subtype != ENCRYPTED_SUBTYPE or len(sealed) < 17:
+        return None
+    return uuid.UUID(bytes=bytes(sealed[1:17]))
+
+
+class Vault:
+    """Seals and opens text with per-thread data keys; makes, erases and re-wraps keys."""
+
+    def __init__(
+        self,
+        key_vault_client: AsyncMongoClient[Doc],
+        key_vault_namespace: str,
+        master_key: bytes,
+        previous_master_key: bytes | None = None,
+    ) -> None:
+        self.provider = provider_name(master_key)
+        providers = {self.provider: {"key": master_key}}
+        if previous_master_key is not None:
+            providers[provider_name(previous_master_key)] = {"key": previous_master_key}
+        database, _, collection = key_vault_namespace.partition(".")
+        self.keys = key_vault_client[database][collection]
+        self._args = (providers, key_vault_namespace, key_vault_client)
+        self._ce = self._encryption()
+
+    def _encryption(self) -> AsyncClientEncryption[Doc]:
+        providers, namespace, client = self._args
+        return AsyncClientEncryption(
+            providers,
+            namespace,
+            client,
+            CodecOptions(uuid_representation=STANDARD),
+            key_expiration_ms=KEY_CACHE_MS,
+        )
+
+    async def close(self) -> None:
+        """Nothing to close by hand: libmongocrypt's handle is freed when the last operation
+        that uses it is gone. ``ClientEncryption.close`` frees it at once, and an operation
+        still unwinding at shutdown (a handler cancelled while it sealed) then touches freed
+        memory and the process dies with SIGSEGV; seen under a chat flood at shutdown."""
+
+    async def new_key(self) -> Binary:
+        """A new data key, wrapped by the current master key; returns its id."""
+        return await self._ce.create_data_key(self.provider)
+
+    async def seal(self, key_id: Binary, value: Mapping[str, Any]) -> Binary:
+        return await self._ce.encrypt(dict(value), ALGORITHM, key_id=key_id)
+
+    async def open(self, sealed: Binary) -> Doc | None:
+        """What ``sealed`` holds; None when its data key was erased. Any other failure (a
+        master key that does not unwrap the data key) raises: nothing is shown as erased
+        that was not."""
+        try:
+            value = await self._ce.decrypt(sealed)
+        except EncryptionError:
+            key_id = key_id_of(sealed)
+            if key_id is None:
+                raise
+            if await self.keys.find_one({"_id": Binary.from_uuid(key_id)}, {"_id": 1}) is None:
+                return None
+            raise
+        return dict(value) if isinstance(value, Mapping) else None
+
+    async def open_fields(self, doc: Doc) -> Doc:
+        """``doc`` with its sealed fields back in place (a document stored before sealing, or
+        cleared by retention, is returned as it is)."""
+        sealed = doc.get(SEALED)
+        if not isinstance(sealed, Binary):
+            return doc
+        opened = await self.open(sealed)
+        out = {k: v for k, v in doc.items() if k != SEALED}
+        if opened is None:
+            out["erased"] = True
+            return out
+        out.update(opened)
+        return out
+
+    async def open_all(self, docs: Iterable[Doc]) -> list[Doc]:
+        return [await self.open_fields(d) for d in docs]
+
+    async def erase(self, key_ids: Iterable[Binary]) -> int:
+        """Delete data keys: whatever they sealed is unreadable from now on, in the database
+        and in every backup of it (once running processes' caches expire, within a minute).
+        Returns how many keys were deleted."""
+        deleted = 0
+        for key_id in key_ids:
+            result = await self._ce.delete_key(key_id)
+            deleted += result.deleted_count
+        if deleted:
+            # This process forgets the keys it had unwrapped at once (others when their
+            # cache expires): a new cache; the old one is freed once its last operation ends
+            # (see close).
+            self._ce = self._encryption()
+        return deleted
+
+    async def rewrap(self) -> int:
+        """Wrap every data key again under the current master key (after a new one was
+        given, the previous one as ``previous_master_key``); returns how many."""
+        result = await self._ce.rewrap_many_data_key({}, provider=self.provider)
+        return result.bulk_write_result.modified_count if result.bulk_write_result is not None else 0
+
+
+async def seal_fields(vault: Vault | None, key_id: Binary | None, doc: Doc, fields: Iterable[str]) -> Doc:
+    """``doc`` with ``fields`` moved into one sealed value under ``key_id``. Without a vault
+    (a tool that never stores text, a test of something else) ``doc`` is returned as it is."""
+    if vault is None or key_id is None:
+        return doc
+    inside = {f: doc[f] for f in fields if f in doc}
+    out = {k: v for k, v in doc.items() if k not in inside}
+    out[SEALED] = await vault.seal(key_id, inside)
+    return out
+
+
+def open_attachment_names(doc: Doc) -> Doc:
+    """A message's attachments with their names given back (sealed apart as
+    ``attachment_names``; conversations/repository.py, :meth:`Repository.seal_message`)."""
+    names = doc.pop("attachment_names", None)
+    attachments = doc.get("attachments")
+    if isinstance(names, list) and isinstance(attachments, list):
+        padded = [*names, *[None] * len(attachments)]
+        doc["attachments"] = [
+            {**a, "filename": padded[i]} if isinstance(a, dict) else a for i, a in enumerate(attachments)
+        ]
+    return doc

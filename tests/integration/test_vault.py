@@ -1,0 +1,238 @@
+"""What people write is stored sealed (conversations/vault.py), on the real services and database.
+
+The attacker holds the database's files, or a backup, and not the master key: they grep for
+what a person wrote. The consultant, with the services, reads it as written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from bson.binary import Binary
+from pymongo.errors import EncryptionError
+
+from conversations.identity import new_id
+from conversations.repository import Repository
+from conversations.vault import SEALED, Vault, key_id_of
+from deploy.local.services import new_master_key
+from deploy.local.stack import LocalStack
+from shared.envelope import Channel, ChatFacts, InboundMessage, message_id_for, utcnow
+from shared.mongo import make_client
+from shared.settings import parse_master_key
+from tests.conftest import ROOT, Gateway
+from tests.integration.chat_client import ChatClient
+from tests.integration.helpers import Consultant
+
+CANARY = "Sealed-Ж-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def files_holding(root: Path, needle: bytes) -> list[str]:
+    """The files under ``root`` that hold ``needle`` (as written, or as UTF-16 would)."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            if needle in data or needle.decode().encode("utf-16-le") in data:
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+async def test_a_conversation_is_sealed_in_the_database_files_and_backups_and_read_as_written(
+    gateway: Gateway, stack: LocalStack, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    gateway.seed_demo_accounts()
+    vera = Consultant(gateway.store_url)
+    await vera.login("vera", "vera-demo")
+    await vera.open_events()
+    chat = ChatClient(http, gateway.chat_url)
+    try:
+        await chat.start(line="dv", language="ru")
+        await chat.say(f"Мне нужна помощь {CANARY}-client")
+        thread_id = (await vera.wait_event(lambda e: e["name"] == "ThreadQueued"))["thread_id"]
+        assert (await vera.call("POST", "/api/queues/gp-dv/next"))[0] == 200
+        status, _ = await vera.call(
+            "POST",
+            f"/api/threads/{thread_id}/messages",
+            {"text": f"Мы с вами {CANARY}-reply"},
+            {"Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert status == 202
+        assert (await vera.call("POST", f"/api/threads/{thread_id}/notes", {"text": f"{CANARY}-note"}))[
+            0
+        ] == 201
+        await chat.wait(lambda: any(CANARY in f.get("text", "") for f in chat.shown.values()))
+
+        # The consultant reads every message as it was written.
+        status, thread = await vera.call("GET", f"/api/threads/{thread_id}")
+        assert status == 200
+        texts = [m.get("text") for m in thread["messages"]]
+        for part in ("client", "reply", "note"):
+            assert any(f"{CANARY}-{part}" in (t or "") for t in texts), (part, texts)
+        assert "data_key" not in thread
+    finally:
+        await chat.drop()
+        await vera.close()
+
+    # The database stores ciphertext only: no message, in no collection, holds the text.
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        db = client[gateway.database]
+        stored = [m async for m in db["messages"].find({"thread_id": thread_id})]
+        assert len(stored) >= 3 and all(isinstance(m.get(SEALED), Binary) for m in stored)
+        for name in await db.list_collection_names():
+            docs = [d async for d in db[name].find({})]
+            assert CANARY not in repr(docs), name
+    finally:
+        await client.close()
+
+    # The stand-in's files on disk (its SQLite databases and their logs) and a backup.
+    assert files_holding(stack.root / "ferretdb", CANARY.encode()) == []
+    out = tmp_path / "backup"
+    env = {
+        **os.environ,
+        "HOTLINE_MONGO_URL": gateway.urls.mongo_url,
+        "HOTLINE_MONGO_DATABASE": gateway.database,
+    }
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "deploy.backup", "dump", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert any(out.iterdir())
+    assert files_holding(out, CANARY.encode()) == []
+
+
+def chat_message(session: str, text: str) -> InboundMessage:
+    source = f"chat:{uuid.uuid4().hex}"
+    return InboundMessage(
+        message_id=message_id_for(source),
+        source_id=source,
+        channel=Channel.CHAT,
+        line="dv",
+        received_at=utcnow(),
+        sender=session,
+        text=text,
+        chat=ChatFacts(session=session),
+    )
+
+
+async def stored_thread(repo: Repository, text: str) -> tuple[str, str]:
+    """A chat thread holding ``text``; (thread id, message id)."""
+    session = new_id()
+    new: dict[str, Any] = {
+        "key": f"chat:{session}",
+        "channel": "chat",
+        "line": "dv",
+        "queue": "gp-dv",
+        "organisations": ["gp"],
+        "status": "waiting",
+        "client": {"address": session},
+        "created_at": utcnow(),
+        "waiting_since": utcnow(),
+    }
+    msg = chat_message(session, text)
+    accepted = await repo.accept_inbound(msg, None, new)
+    return accepted.thread["_id"], msg.message_id
+
+
+def key_env(gateway: Gateway, current: str, previous: str | None) -> dict[str, str]:
+    env = {**os.environ, **gateway.env["store"], "STORE_MASTER_KEY": current}
+    if previous is not None:
+        env["STORE_PREVIOUS_MASTER_KEY"] = previous
+    return env
+
+
+def keys_command(gateway: Gateway, command: str, current: str, previous: str | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.store.keys", command],
+        cwd=ROOT,
+        env=key_env(gateway, current, previous),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout
+
+
+async def test_a_new_master_key_replaces_the_old_one_without_touching_the_text(gateway: Gateway) -> None:
+    """The rotation command wraps every data key under the new master key: the text then
+    opens with the new key alone, and the old key opens nothing any more."""
+    old, new = gateway.env["store"]["STORE_MASTER_KEY"], new_master_key()
+    client = make_client(gateway.urls.mongo_url)
+    namespace = f"{gateway.database}_keys.data_keys"
+    try:
+        with_old = Vault(client, namespace, parse_master_key(old))
+        repo = Repository(client[gateway.database], with_old)
+        thread_id, message_id = await stored_thread(repo, f"{CANARY} rotated")
+        before = await client[gateway.database]["messages"].find_one({"_id": message_id})
+        assert before is not None
+
+        assert "under" in keys_command(gateway, "status", old)
+        out = await asyncio.to_thread(keys_command, gateway, "rotate", new, old)
+        rewrapped = re.match(r"(\d+) data keys now wrapped by the current master key", out)
+        assert rewrapped is not None and int(rewrapped.group(1)) >= 1, out
+        status = await asyncio.to_thread(keys_command, gateway, "status", new, old)
+        assert "(previous)" not in status and "(current)" in status
+
+        after = await client[gateway.database]["messages"].find_one({"_id": message_id})
+        assert after is not None and after[SEALED] == before[SEALED]  # the text was not touched
+        with_new = Vault(client, namespace, parse_master_key(new))
+        opened = await Repository(client[gateway.database], with_new).thread_messages(thread_id)
+        assert [m["text"] for m in opened] == [f"{CANARY} rotated"]
+        # A process that kept only the old key (its cache emptied) can read nothing: an error,
+        # never text shown as erased.
+        only_old = Vault(client, namespace, parse_master_key(old))
+        with pytest.raises(EncryptionError):
+            await only_old.open(after[SEALED])
+        for v in (with_old, with_new, only_old):
+            await v.close()
+    finally:
+        await client.close()
+
+
+async def test_deleting_a_threads_key_leaves_its_text_unreadable_everywhere(repo: Repository) -> None:
+    client = repo.db.client
+    vault = Vault(client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
+    sealed = Repository(repo.db, vault)
+    try:
+        gone, message_id = await stored_thread(sealed, f"{CANARY} erased")
+        kept, _ = await stored_thread(sealed, f"{CANARY} kept")
+        stored = await repo.messages.find_one({"_id": message_id})
+        assert stored is not None and key_id_of(stored[SEALED]) is not None
+        thread = await repo.thread(gone)
+        assert thread is not None
+        # A copy of the sealed value taken before (a backup) is no better than the database.
+        copy = stored[SEALED]
+        assert await sealed.erase_text([gone]) == 1
+
+        (erased,) = await sealed.thread_messages(gone)
+        assert erased.get("erased") is True and erased.get("text") is None
+        assert await vault.open(copy) is None
+        assert [m["text"] for m in await sealed.thread_messages(kept)] == [f"{CANARY} kept"]
+        # A new message in the erased thread gets a new key, and reads.
+        session = (await repo.thread(gone) or {})["client"]["address"]
+        await sealed.accept_inbound(chat_message(session, "again"), await repo.thread(gone), {})
+        texts = [m.get("text") for m in await sealed.thread_messages(gone)]
+        assert texts == [None, "again"]
+    finally:
+        await vault.close()
+        await client.drop_database(f"{repo.db.name}_keys")
