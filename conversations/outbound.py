@@ -7,13 +7,20 @@ the outbox, and :class:`OutboxSweeper` in the store publishes it once the broker
 Publishing twice is harmless: each channel knows a reply by its message id (the SMTP sender
 records its outcome and holds a lease per reply, the widget shows a message id once, the
 Telegram sender records what it sent).
+
+A reply the client's safe-contact plan holds (conversations/contact_plan.py) is never
+published: :func:`publish_outbound` refuses it and the outbox skips it; the store's release pass
+(services/store/held_replies.py) publishes it once allowed. The envelope carries the plan's
+neutral sender name and subject for e-mail.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from conversations.contact_plan import NOT_OUT, ContactPlan
 from conversations.repository import Doc, Repository
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
@@ -30,8 +37,9 @@ BATCH = 100
 LEASE_KEY = "outbox"
 
 
-def outbound_envelope(thread: Doc, doc: Doc) -> OutboundMessage:
+def outbound_envelope(thread: Doc, doc: Doc, plan: ContactPlan | None = None) -> OutboundMessage:
     email = thread.get("email") or {}
+    delivery = doc.get("delivery") or {}
     return OutboundMessage(
         message_id=doc["_id"],
         thread_id=thread["_id"],
@@ -45,6 +53,9 @@ def outbound_envelope(thread: Doc, doc: Doc) -> OutboundMessage:
         email_message_id=doc.get("email_message_id"),
         in_reply_to=email.get("last_client_message_id"),
         references=list(email.get("references", [])),
+        hold=(delivery.get("detail") or "held") if delivery.get("status") in NOT_OUT else None,
+        sender_name=plan.sender_name if plan is not None else None,
+        neutral_subject=plan.subject if plan is not None else None,
     )
 
 
@@ -52,11 +63,13 @@ async def publish_outbound(broker: Broker, repo: Repository, thread: Doc, doc: D
     """Publish (confirmed) unless already published, then remember that it was.
 
     A crash between the two publishes it again on the next attempt; the channels recognise
-    the same message id (the SMTP sender keeps a record of what it sent).
+    the same message id (the SMTP sender keeps a record of what it sent). A held or cancelled
+    reply is not published at all.
     """
-    if doc.get("published"):
+    if doc.get("published") or (doc.get("delivery") or {}).get("status") in NOT_OUT:
         return
-    out = outbound_envelope(thread, doc)
+    plan = await repo.contact_plans.plan_for(thread) if thread["channel"] == Channel.EMAIL else None
+    out = outbound_envelope(thread, doc, plan)
     await broker.publish(
         out, topology.OUTBOUND, topology.outbound_key(out.channel, thread["line"]), message_id=doc["_id"]
     )
@@ -96,13 +109,22 @@ class OutboxSweeper:
         return published
 
     async def run(self, every: float, heartbeat: Heartbeat) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database away: the next pass tries again
-                log.warning("outbox_sweep_failed", error=type(exc).__name__)
-            else:
-                heartbeat.beat()
-            await asyncio.sleep(every)  # a period, not a wait for an event
+        await periodically(self.sweep, every, heartbeat, "outbox_sweep_failed")
+
+
+async def periodically(
+    one_pass: Callable[[], Awaitable[object]], every: float, heartbeat: Heartbeat, failed: str
+) -> None:
+    """Run ``one_pass`` every ``every`` seconds for a supervised task, beating after each pass
+    that ends well; one that fails (the database away) is logged as ``failed`` and the next
+    pass tries again."""
+    while True:
+        try:
+            await one_pass()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database away: the next pass tries again
+            log.warning(failed, error=type(exc).__name__)
+        else:
+            heartbeat.beat()
+        await asyncio.sleep(every)  # a period, not a wait for an event

@@ -27,6 +27,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from conversations import client_left
 from conversations.clients import ClientRepository
+from conversations.contact_plan import NOT_OUT, ContactPlans
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, session_thread_key, thread_id_for
 from conversations.model import Outcome, closed_consultation
@@ -97,6 +98,7 @@ class Repository:
         self.login_failures: AsyncCollection[Doc] = db["login_failures"]
         self.keys: AsyncCollection[Doc] = db["keys"]
         self.clients = ClientRepository(db)
+        self.contact_plans = ContactPlans(db)
         # What is stored waits there for the store's search indexer (conversations/search.py).
         self.search = SearchIndex(db, vault)
         # Closed consultations, one per episode of a thread (conversations.model.closed_consultation).
@@ -154,6 +156,7 @@ class Repository:
         await self.threads.create_index([("reply_token", ASCENDING)], name="reply_token")
         # Ending a person's sessions (an account disabled, a password reset).
         await self.sessions.create_index([("login", ASCENDING)], name="login")
+        await self.contact_plans.ensure_indexes()
 
     # --- threads -----------------------------------------------------------------------
 
@@ -747,9 +750,17 @@ class Repository:
         return await self.open_messages([m async for m in cursor])
 
     async def add_reply(
-        self, thread: Doc, login: str, text: str, idempotency_key: str, email_domain: str
+        self,
+        thread: Doc,
+        login: str,
+        text: str,
+        idempotency_key: str,
+        email_domain: str,
+        held: str | None = None,
     ) -> tuple[Doc, bool]:
         """Store a consultant's reply once per (consultant, Idempotency-Key); (doc, created).
+        ``held``: why the client's safe-contact plan forbids it now (conversations/
+        contact_plan.py): then it is stored held, and no outbox pass publishes it.
 
         A key names one reply: the same key again with the same thread and text is a retry and
         gets the stored reply back; with another thread or text it is a client's mistake and
@@ -757,7 +768,7 @@ class Repository:
         new one nor reach the other thread's client).
         """
         doc, created = await self.add_outbound(
-            thread, f"consultant:{login}", text, f"reply:{login}:{idempotency_key}", email_domain
+            thread, f"consultant:{login}", text, f"reply:{login}:{idempotency_key}", email_domain, held
         )
         if not created and (doc["thread_id"] != thread["_id"] or doc.get("text") != text):
             raise IdempotencyKeyReused
@@ -773,11 +784,15 @@ class Repository:
         return doc, created
 
     async def add_outbound(
-        self, thread: Doc, author: str, text: str, source_id: str, email_domain: str
+        self, thread: Doc, author: str, text: str, source_id: str, email_domain: str, held: str | None = None
     ) -> tuple[Doc, bool]:
-        """Store an outbound message once per ``source_id``; (doc, created)."""
+        """Store an outbound message once per ``source_id``; (doc, created). ``held``: see
+        :meth:`add_reply`."""
         message_id = new_id()
         now = utcnow()
+        delivery: Doc = {"status": DeliveryStatus.QUEUED.value, "at": now}
+        if held is not None:
+            delivery = {"status": DeliveryStatus.HELD.value, "at": now, "detail": held}
         doc: Doc = {
             "_id": message_id,
             "source_id": source_id,
@@ -787,7 +802,7 @@ class Repository:
             "channel": thread["channel"],
             "text": text,
             "created_at": now,
-            "delivery": {"status": DeliveryStatus.QUEUED.value, "at": now},
+            "delivery": delivery,
             # In the outbox until published (services/store/outbound.py): a reply stored while
             # the broker was away is published by the store's outbox sweeper once it is back.
             "published": False,
@@ -903,10 +918,22 @@ class Repository:
     async def mark_published(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})
 
+    async def message(self, message_id: str) -> Doc | None:
+        """One message as it was written (opened)."""
+        doc = await self.messages.find_one({"_id": message_id})
+        return await self.open_message(doc) if doc is not None else None
+
     async def outbox(self, stored_before: datetime, limit: int) -> list[Doc]:
-        """Outbound messages stored before ``stored_before`` and not yet published, oldest first."""
+        """Outbound messages stored before ``stored_before`` and not yet published, oldest
+        first; not those held by a safe-contact plan or cancelled (they must not go)."""
         cursor = (
-            self.messages.find({"published": False, "created_at": {"$lt": stored_before}})
+            self.messages.find(
+                {
+                    "published": False,
+                    "created_at": {"$lt": stored_before},
+                    "delivery.status": {"$nin": list(NOT_OUT)},
+                }
+            )
             .sort("created_at", ASCENDING)
             .limit(limit)
         )
@@ -1078,12 +1105,13 @@ class ChatRepository:
         return await self.threads.find_one({"_id": thread_id})
 
     async def waiting_replies(self, thread_id: str) -> list[Doc]:
-        """Replies to the client not yet shown to them, oldest first (the resume backlog)."""
+        """Replies to the client not yet shown to them, oldest first (the resume backlog); not
+        those a safe-contact plan holds, nor cancelled ones (conversations/contact_plan.py)."""
         cursor = self.messages.find(
             {
                 "thread_id": thread_id,
                 "direction": "out",
-                "delivery.status": {"$ne": DeliveryStatus.SENT.value},
+                "delivery.status": {"$nin": [DeliveryStatus.SENT.value, *NOT_OUT]},
             }
         ).sort("created_at", ASCENDING)
         return await self.open_messages([m async for m in cursor])

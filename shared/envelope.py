@@ -119,12 +119,23 @@ class OutboundMessage(Envelope):
     email_message_id: str | None = None
     in_reply_to: str | None = None
     references: list[str] = Field(default_factory=list)
+    # v1 minor additions (optional; older readers ignore them), from the client's safe-contact
+    # plan (conversations/contact_plan.py):
+    hold: str | None = Field(
+        default=None, description="why the plan forbids sending it now; a sender never sends one held"
+    )
+    sender_name: str | None = Field(default=None, description="neutral From display name for e-mail")
+    neutral_subject: str | None = Field(default=None, description="neutral Subject for e-mail")
 
 
 class DeliveryStatus(StrEnum):
     QUEUED = "queued"
     SENT = "sent"
     FAILED = "failed"
+    # Set by the store alone, never reported by a sender: a reply the client's safe-contact
+    # plan forbids now, and one a consultant cancelled while it was held.
+    HELD = "held"
+    CANCELLED = "cancelled"
 
 
 class DeliveryReport(Envelope):

@@ -340,6 +340,11 @@ class TelegramBots:
         if not isinstance(envelope, OutboundMessage):
             await message.reject(requeue=False)
             return
+        if envelope.hold is not None:
+            # Held by the client's safe-contact plan (conversations/contact_plan.py): never sent.
+            self.metrics.replies.labels("held_by_plan").inc()
+            log.warning("reply_held_not_sent", message_id=envelope.message_id, thread_id=envelope.thread_id)
+            return
         name, _, chat_id = envelope.recipient.partition(":")
         api = self.apis.get(name)
         if api is None or not chat_id.lstrip("-").isdigit():

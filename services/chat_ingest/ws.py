@@ -673,6 +673,10 @@ class ChatHub:
         if not isinstance(envelope, OutboundMessage):
             await message.reject(requeue=False)
             return
+        if envelope.hold is not None:
+            # Held by the client's safe-contact plan (conversations/contact_plan.py): never shown.
+            log.warning("reply_held_not_sent", message_id=envelope.message_id, thread_id=envelope.thread_id)
+            return
         conns = list(self.by_session.get(envelope.recipient, ()))
         frame = reply_frame(envelope.message_id, envelope.sender_role, envelope.text, envelope.sent_at)
         for conn in conns:

@@ -448,6 +448,12 @@ class ReplySender:
 
     async def process(self, out: OutboundMessage, publish_id: str | None = None) -> DeliveryStatus:
         """Deliver one reply (unless it was already) and publish its delivery report."""
+        if out.hold is not None:
+            # Held by the client's safe-contact plan: the store never publishes one, so this is a
+            # bug elsewhere; sending could reach whoever watches the client's mail. The store's
+            # record says held; no report changes that.
+            log.warning("reply_held_not_sent", message_id=out.message_id, thread_id=out.thread_id)
+            return DeliveryStatus.HELD
         holder = publish_id or uuid.uuid4().hex
         if out.message_id in self._accepted:  # accepted here; only its record is missing
             await self._record(out.message_id, DeliveryStatus.SENT, ACCEPTED)
@@ -531,7 +537,15 @@ class ReplySender:
         """Hand the mail to the SMTP server, retrying temporary failures with backoff."""
         who = identity_for(out.line, self.s, self.config)
         try:
-            mail = checked(build_reply(out, who.from_address, who.from_name, who.subject))
+            # The client's safe-contact plan may name a neutral sender and subject.
+            mail = checked(
+                build_reply(
+                    out,
+                    who.from_address,
+                    out.sender_name or who.from_name,
+                    out.neutral_subject or who.subject,
+                )
+            )
         except UnsafeReply as exc:
             self.metrics.failures.labels("unsafe").inc()
             return DeliveryStatus.FAILED, str(exc)

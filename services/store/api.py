@@ -44,6 +44,7 @@ from services.store.auth import (
     token_hash,
 )
 from services.store.events import sessions_ended
+from services.store.held_replies import HeldReplies
 from services.store.metrics import StoreMetrics
 from services.store.settings import StoreSettings
 from shared.broker import PUBLISH_ERRORS, Broker
@@ -119,6 +120,7 @@ class ConsultantApi:
         self.sessions = Sessions(repo, settings.session_hours)
         self.throttle = LoginThrottle(repo, settings.login_attempts, settings.login_window_seconds)
         self.metrics: StoreMetrics | None = None  # set by the composition root
+        self.held: HeldReplies | None = None  # set by the composition root
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -607,8 +609,13 @@ class ConsultantApi:
                 "Not safe: do not reply until they write",
                 "the client said it is not safe to talk now; replies open again once they write",
             )
+        # The client's safe-contact plan may forbid a reply now: it is stored held, with the
+        # reason, and the store sends it once allowed (services/store/held_replies.py).
+        held = await self.held.hold_for(thread) if self.held is not None else None
         try:
-            doc, created = await self.repo.add_reply(thread, user.login, text, key, self.s.message_id_domain)
+            doc, created = await self.repo.add_reply(
+                thread, user.login, text, key, self.s.message_id_domain, held
+            )
         except IdempotencyKeyReused:
             return problem(
                 409,
@@ -629,6 +636,7 @@ class ConsultantApi:
             message_id=doc["_id"],
             consultant=user.login,
             created=created,
+            held=doc["delivery"]["status"] == "held",
         )
         if created:
             await self._event("MessageSent", thread, user.login, message_id=doc["_id"])

@@ -20,7 +20,9 @@ from services.store.audit import ReadAudit
 from services.store.case_report_routes import CaseReportRoutes
 from services.store.cases import CaseApi
 from services.store.clients import ClientRoutes
+from services.store.contact_plan_routes import ContactPlanRoutes
 from services.store.events import ConsoleHub, DeliveryRecorder
+from services.store.held_replies import HeldReplies
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
 from services.store.retention import LEASE_SECONDS as RETENTION_LEASE_SECONDS
@@ -69,6 +71,11 @@ def create_app(settings: StoreSettings) -> web.Application:
     api = ConsultantApi(settings, config, repo, broker, audit)
     metrics = StoreMetrics(registry)
     api.metrics = metrics
+    # The lease lapses after three missed passes: another replica then passes.
+    held = HeldReplies(
+        repo, broker, config, Lease(db["leases"], 3 * settings.hold_check_seconds + 30), settings.instance_id
+    )
+    api.held = held
     hub = ConsoleHub(api.sessions, api.visible_queues)
     app = web.Application(
         middlewares=[security_headers(CONSOLE_HEADERS), errors, api.middleware],
@@ -77,6 +84,7 @@ def create_app(settings: StoreSettings) -> web.Application:
     health.add_routes(app)
     api.add_routes(app)
     ClientRoutes(api).add_routes(app)
+    ContactPlanRoutes(api, held).add_routes(app)
     ServiceFigureRoutes(api).add_routes(app)
     reports.register(app, config, repo, api.sessions, settings.stats_timezone, settings.stats_min_cell)
     CaseReportRoutes(api).add_routes(app)
@@ -129,6 +137,11 @@ def create_app(settings: StoreSettings) -> web.Application:
                 "outbox",
                 lambda beat: outbox.run(settings.outbox_seconds, beat),
                 interval=3 * settings.outbox_seconds + 30,
+            )
+            supervisor.start(
+                "held_replies",
+                lambda beat: held.run(settings.hold_check_seconds, beat),
+                interval=3 * settings.hold_check_seconds + 30,
             )
             if settings.retention_interval_hours > 0:
                 retention = RetentionJob(

@@ -138,8 +138,32 @@ COMPONENTS: Schema = {
             html={"type": ["string", "null"], "description": "sanitised e-mail HTML"},
             quoted={"type": ["string", "null"], "description": "quoted e-mail history"},
             attachments={"type": "array", "items": {"type": "object"}},
-            delivery=_obj([], status={"enum": ["queued", "sent", "failed"]}, at=TIME),
+            delivery=_obj(
+                [],
+                status={"enum": ["queued", "sent", "failed", "held", "cancelled"]},
+                at=TIME,
+                detail={
+                    "type": ["string", "null"],
+                    "description": "why it failed, or why the safe-contact plan holds it",
+                },
+            ),
             created_at=TIME,
+        ),
+        "ContactPlan": _obj(
+            [],
+            channels={
+                "type": ["array", "null"],
+                "items": {"enum": ["email", "chat", "telegram"]},
+                "description": "channels a reply may leave by; null: any",
+            },
+            quiet_hours={
+                "type": ["object", "null"],
+                "properties": {"from": STR, "to": STR},
+                "description": "local times (HH:MM) in the line's time zone; across midnight when from > to",
+            },
+            write_first={"type": "boolean", "description": "answer only when they write first"},
+            sender_name={"type": ["string", "null"], "maxLength": 80, "description": "neutral From name"},
+            subject={"type": ["string", "null"], "maxLength": 120, "description": "neutral Subject"},
         ),
         "ThreadWithMessages": {
             "allOf": [
@@ -333,6 +357,29 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "attachment of another thread, or one larger than the intake keeps.",
         "responses": {"200": {"description": "the file"}, "401": PROBLEM, "404": PROBLEM},
     }),
+    ("GET", "/api/threads/{id}/contact-plan"): ("thread", {
+        "summary": "The safe-contact plan the thread's replies follow (the read is recorded)",
+        "description": "scope client: the person's plan, for all their threads; scope thread: a thread "
+        "whose person is not known (a web chat nobody linked). plan is null when none was recorded. "
+        "conversations/contact_plan.py.",
+        "responses": {"200": _ok("plan", _obj(["scope", "plan"], scope={"enum": ["client", "thread"]}, plan={"oneOf": [_ref("ContactPlan"), {"type": "null"}]}, set_by=STR, set_at=TIME)), "401": PROBLEM, "404": PROBLEM},  # noqa: E501
+    }),
+    ("PUT", "/api/threads/{id}/contact-plan"): ("thread", {
+        "summary": "Record the safe-contact plan: allowed channels, quiet hours, answer only when they "
+        "write first, neutral sender name and subject",
+        "description": "A reply the plan forbids now is stored with delivery status held and the reason "
+        "(channel not allowed, quiet hours until HH:MM, waiting for the client to write first) and sent "
+        "when allowed; held replies of the thread are looked at again at once. 422 names invalid fields. "
+        "Recorded in the event log (ContactPlanSet, by whom, which parts are set).",
+        "requestBody": _body(_ref("ContactPlan")),
+        "responses": {"200": _ok("recorded", {"type": "object"}), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/threads/{id}/messages/{message}/cancel"): ("thread", {
+        "summary": "Cancel a reply the safe-contact plan holds: it is never sent",
+        "description": "409 when the reply is not held (sent, released or cancelled meanwhile). Recorded "
+        "in the event log (ReplyCancelled, by whom).",
+        "responses": {"200": _ok("cancelled", _obj(["id", "delivery"], id=STR, delivery={"type": "object"})), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
+    }),
     ("GET", "/api/threads/{id}/history"): ("thread", {
         "summary": "Every change of the thread with its time (the read is recorded)",
         "responses": {"200": _ok("events", {"type": "array", "items": _ref("Event")}), "401": PROBLEM, "404": PROBLEM},  # noqa: E501
@@ -363,12 +410,13 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "responses": {"200": _ok("reads", {"type": "array", "items": {"type": "object"}}), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM},  # noqa: E501
     }),
     ("POST", "/api/threads/{id}/messages"): ("thread holder", {
-        "summary": "Reply; delivery status follows on the message (queued, sent, failed)",
+        "summary": "Reply; delivery status follows on the message (queued, sent, failed; held, cancelled)",
         "description": "The Idempotency-Key (8-100 characters) names this reply: sent again with the same "
         "thread and text it answers the stored reply (202, nothing sent twice); with another thread or "
         "another text it is refused with 409 and nothing is stored or sent. While the thread is marked "
         "client_left.why not_safe (the client said it is not safe now) every reply is refused with 409 "
-        "until the client writes again.",
+        "until the client writes again. A reply the client's safe-contact plan forbids now is accepted "
+        "and stored held, with the reason in delivery.detail (GET/PUT .../contact-plan).",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": True, "schema": STR}],
         "requestBody": _body(_obj(["text"], text=STR)),
         "responses": {

@@ -51,6 +51,11 @@ class StoreSettings(TextSettings):
         gt=0,
         description="How often replies stored but not yet handed to the broker (it was away) are published",
     )
+    hold_check_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="How often replies a client's safe-contact plan holds are checked, and sent once allowed",
+    )
     metrics_refresh_seconds: float = Field(
         default=15, gt=0, description="How often queue depth, oldest wait and dead letters are measured"
     )

@@ -66,6 +66,9 @@ THREAD_ROUTES = [
     ("POST", "/api/threads/{id}/client", {"thread": "0" * 32}),
     ("DELETE", "/api/threads/{id}/client", None),
     ("GET", "/api/threads/{id}/earlier", None),
+    ("GET", "/api/threads/{id}/contact-plan", None),
+    ("PUT", "/api/threads/{id}/contact-plan", {"write_first": True}),
+    ("POST", "/api/threads/{id}/messages/{message}/cancel", None),
     ("POST", "/api/threads/{id}/close-left", None),
     (
         "POST",
@@ -217,7 +220,7 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
                     continue
                 status, answer = await c.call(
                     method,
-                    route.format(id=thread_id, attachment="0" * 32),
+                    route.format(id=thread_id, attachment="0" * 32, message="0" * 32),
                     body,
                     headers={"Idempotency-Key": uuid.uuid4().hex},
                 )
@@ -343,7 +346,12 @@ async def test_no_session_and_no_csrf_token_get_nothing(
             assert resp.status == 200 and await resp.json() == doc  # public: it describes, holds no data
         for method, path in operations:
             url = gateway.store_url + path.format(
-                id=thread_id, queue="lastrada-migration", login="anna", item="x", attachment="0" * 32
+                id=thread_id,
+                queue="lastrada-migration",
+                login="anna",
+                item="x",
+                attachment="0" * 32,
+                message="0" * 32,
             )
             if (method, path) in PUBLIC:
                 continue
