@@ -19,11 +19,14 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
+from playwright.async_api import Browser, expect
 
 from tests.conftest import Gateway
 from tests.integration.chat_client import ChatClient
 from tests.integration.email_support import database, supervisor
 from tests.integration.helpers import Consultant, Mailbox, mail, new_message_id
+from tests.integration.test_console_journey import LAPTOP, Watch
+from tests.integration.test_console_journey import logged_in as console_of
 
 MINSK = ZoneInfo("Europe/Minsk")  # the dv line's time zone (deploy/config)
 FAST_RELEASE = pytest.mark.service_env({"STORE_HOLD_CHECK_SECONDS": "0.5"})
@@ -231,3 +234,36 @@ async def test_a_neutral_sender_name_and_subject_are_what_the_client_s_mailbox_s
         await mongo.close()
         await sofia.close()
 
+
+async def test_the_console_records_a_plan_shows_a_held_reply_with_its_reason_and_cancels_it(
+    gateway: Gateway, vera: Consultant, http: aiohttp.ClientSession, browser: Browser
+) -> None:
+    gateway.seed_demo_accounts()
+    chat, thread_id = await claimed_chat(http, gateway, vera)
+    ctx = await browser.new_context(viewport=LAPTOP, locale="en-GB")
+    try:
+        watch = Watch(gateway.store_url)
+        page = await console_of(ctx, gateway, "vera", watch)
+        await page.locator('#queues button[data-queue="gp-dv"]').click()
+        await page.locator(f'#threads button[data-thread="{thread_id}"]').click()
+        await page.locator("#contact-plan summary").click()
+        await expect(page.locator("#contact-plan-about")).to_contain_text("No plan recorded")
+        await page.get_by_label("web chat").uncheck()
+        await page.get_by_label("Only answer when they write first").check()
+        await page.get_by_role("button", name="Save plan").click()
+        await expect(page.locator("#contact-plan-about")).to_contain_text("Recorded by vera")
+        status, view = await vera.call("GET", f"/api/threads/{thread_id}/contact-plan")
+        assert status == 200 and view["plan"]["channels"] == ["email", "telegram"], view
+        assert view["plan"]["write_first"] is True and view["plan"]["quiet_hours"] is None
+
+        held = await reply(vera, thread_id, "Ответ")
+        message = page.locator(f'#messages [data-message="{held["id"]}"]')
+        await expect(message.locator(".held-reason")).to_contain_text("Held: channel not allowed")
+        await message.get_by_role("button", name="Cancel reply").click()
+        await expect(message.locator(".meta")).to_contain_text("cancelled")
+        await expect(message.locator(".held-reason")).to_have_count(0)
+        assert (await delivery_of(vera, thread_id, held["id"]))["status"] == "cancelled"
+        assert watch.elsewhere == [] and watch.dialogs == []
+    finally:
+        await ctx.close()
+    await chat.drop()

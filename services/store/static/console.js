@@ -266,6 +266,11 @@
     var meta = authorLabel(m) + " · " + new Date(m.created_at).toLocaleString(lang);
     if (m.direction === "out" && m.delivery) { meta += " · " + t("delivery") + ": " + m.delivery.status; }
     d.appendChild(el("div", { "class": "meta" }, meta));
+    // A reply the client's safe-contact plan holds (contact_plan.js): why, and Cancel.
+    if (m.direction === "out" && m.delivery && m.delivery.status === "held" && window.HotlineContactPlan && state.thread) {
+      d.classList.add("held");
+      d.appendChild(window.HotlineContactPlan.held(m, state.thread, kit));
+    }
     if (m.subject) { d.appendChild(el("div", { "class": "subject" }, m.subject)); }
     if (m.html) {
       d.appendChild(emailFrame(m.html));
@@ -340,6 +345,7 @@
       art.appendChild(el("div", { "id": "thread-error" }));
       art.appendChild(actions || renderActions(th));
       if (window.HotlineClients) { art.appendChild(window.HotlineClients.panel(th, kit)); }
+      if (window.HotlineContactPlan) { art.appendChild(window.HotlineContactPlan.panel(th, kit)); }
       if (typing) { refocus(typing); }
       state.view = { actionKey: actionKey, thread: th };
       if (changedThread) { h.focus(); }
