@@ -31,6 +31,7 @@ from conversations.contact_plan import NOT_OUT, ContactPlans
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, session_thread_key, thread_id_for
 from conversations.model import Outcome, closed_consultation
+from conversations.rawmail import RAW_MAILS
 from conversations.search import SearchIndex
 from conversations.vault import Vault, open_attachment_names, seal_fields
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
@@ -866,9 +867,11 @@ class Repository:
 
     async def erase_text(self, thread_ids: list[str]) -> int:
         """Make everything written in these threads unreadable at once, here and in every
-        backup: their data keys are deleted (conversations/vault.py). The threads, their
-        times and statistics facts stay; a message stored later gets a new key. Returns how
-        many keys were deleted."""
+        backup: their data keys are deleted (conversations/vault.py), and the keys of the raw
+        mails their messages came from, with those mails' attachments (each raw mail has one
+        of its own: it was stored before the thread existed; conversations/rawmail.py). The
+        threads, their times and statistics facts stay; a message stored later gets a new
+        key. Returns how many keys were deleted."""
         if self.vault is None:
             raise RuntimeError("erasing text needs the vault")
         keys = []
@@ -878,6 +881,16 @@ class Repository:
             )
             if thread is not None:
                 keys.append(thread["data_key"])
+        sources = [
+            m["source_id"]
+            async for m in self.messages.find(
+                {"thread_id": {"$in": thread_ids}, "direction": "in"}, {"source_id": 1}
+            )
+        ]
+        raw_mails = self.db[RAW_MAILS]
+        sealed = {"_id": {"$in": sources}, "data_key": {"$exists": True}}
+        keys += [m["data_key"] async for m in raw_mails.find(sealed, {"data_key": 1})]
+        await raw_mails.update_many(sealed, {"$unset": {"data_key": ""}})
         return await self.vault.erase(keys)
 
     async def seal_message(self, thread: Doc, doc: Doc) -> Doc:

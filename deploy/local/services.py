@@ -88,6 +88,7 @@ def service_env(
             "FROM_ADDRESS": f"{line_mailbox}@{urls.mail_domain}",
             "MESSAGE_ID_DOMAIN": urls.mail_domain,
             "IDLE_SECONDS": "60",
+            **sealing,
         },
     }
     return {

@@ -8,6 +8,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
+from conversations.vault import Vault
 from services.email_ingest.imap import ImapMetrics, MailboxWatcher, mailboxes_from
 from services.email_ingest.rawstore import RawStore
 from services.email_ingest.settings import EmailIngestSettings
@@ -40,6 +41,7 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         client = make_client(settings.mongo_url.get_secret_value())
         db = client[settings.mongo_database]
+        vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
         broker = Broker(
             settings.amqp_url.get_secret_value(),
             settings.prefetch,
@@ -58,7 +60,7 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
         # period; allow the watchdog twice on top before calling it stalled.
         cycle = max(settings.idle_seconds, settings.poll_seconds) + 2 * settings.watchdog_seconds
         try:
-            raw = RawStore(db)
+            raw = RawStore(db, vault)
             sender = ReplySender.on(db, settings, config, broker, smtp_tls, SmtpMetrics(registry))
             for ensure in (raw.ensure_indexes, sender.ensure_indexes):
                 await retry_until_ready("database", ensure, settings.startup_timeout, (PyMongoError,))
@@ -80,6 +82,7 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
         finally:
             await supervisor.stop()
             await broker.close()
+            await vault.close()
             await client.close()
 
     app.cleanup_ctx.append(resources)

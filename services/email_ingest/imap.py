@@ -2,7 +2,8 @@
 
 Order of effects for one mail (so nothing is lost and nothing doubled):
 1. fetch it by UID (``BODY.PEEK[]``, so fetching alone changes nothing on the server);
-2. store the raw bytes once in ``mail_raw`` (key: mailbox + UIDVALIDITY + UID);
+2. store the raw bytes once in ``mail_raw`` (key: mailbox + UIDVALIDITY + UID), sealed under
+   a data key of the mail's own (services/email_ingest/rawstore.py);
 3. parse it; a mail we cannot read is marked ``quarantined`` with the reason and goes no
    further (an operator lists and replays it: ``python -m services.email_ingest.quarantine``);
 4. publish one InboundMessage and wait for the broker's confirm;
@@ -772,7 +773,7 @@ class MailboxWatcher:
             return _Outcome(uid, source_id, quarantined=True)
         mail = parsed
         attachments = await self.raw.store_attachments(
-            source_id, mail.attachments, self.s.max_attachment_bytes
+            stored.doc, mail.attachments, self.s.max_attachment_bytes
         )
         now = utcnow()
         if internaldate is not None:

@@ -5,9 +5,10 @@
 
 Uses the service's own settings (``EMAIL_INGEST_*``). ``list`` prints one JSON object per
 quarantined mail: source id, mailbox, UID, reason, size, when; never its content. ``replay``
-parses the stored raw mail again (with the parser of this version) and, if it now reads,
-publishes it exactly as the watcher would (same source id, so at most once in a thread)
-and marks it published; otherwise it prints the reason and exits 1.
+opens the stored raw mail (sealed under its own data key, with the master key of the
+settings; a mail stored before sealing is read as it is), parses it again (with the parser
+of this version) and, if it now reads, publishes it exactly as the watcher would (same source
+id, so at most once in a thread) and marks it published; otherwise it prints the reason and exits 1.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import sys
 
 from prometheus_client import CollectorRegistry
 
+from conversations.rawmail import Erased
+from conversations.vault import Vault
 from services.email_ingest.imap import mailboxes_from
 from services.email_ingest.inbound import is_backlog, to_envelope
 from services.email_ingest.mime import Unparseable, parse_mail
@@ -60,29 +63,35 @@ async def _replay(settings: EmailIngestSettings, source_id: str) -> int:
     client = make_client(settings.mongo_url.get_secret_value())
     broker = Broker(settings.amqp_url.get_secret_value(), 1, BrokerMetrics(CollectorRegistry()), "quarantine")
     try:
-        store = RawStore(client[settings.mongo_database])
+        vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
+        store = RawStore(client[settings.mongo_database], vault)
         doc = await store.get(source_id)
         if doc is None or doc.get("status") != QUARANTINED:
             print(f"{source_id}: not quarantined", file=sys.stderr)
             return 1
         if doc.get("raw") is None:
-            print(f"{source_id}: too large to have been kept; it is still on the server", file=sys.stderr)
+            reason = "cleared by retention" if doc.get("text_deleted") else "too large to have been kept"
+            print(f"{source_id}: {reason}; it is still on the server", file=sys.stderr)
             return 1
+        try:
+            raw = await store.raw_bytes(doc)
+        except Erased:
+            print(f"{source_id}: erased (its key was deleted); it is still on the server", file=sys.stderr)
+            return 1
+        assert raw is not None
         line = lines.get(doc["mailbox"])
         if line is None:
             print(f"{source_id}: mailbox {doc['mailbox']} is not configured", file=sys.stderr)
             return 1
         try:
-            mail = parse_mail(bytes(doc["raw"]))
+            mail = parse_mail(raw)
         except Unparseable as exc:
             print(f"{source_id}: still unreadable: {exc.reason}", file=sys.stderr)
             return 1
         if not mail.from_address:
             print(f"{source_id}: still unreadable: no_sender", file=sys.stderr)
             return 1
-        attachments = await store.store_attachments(
-            source_id, mail.attachments, settings.max_attachment_bytes
-        )
+        attachments = await store.store_attachments(doc, mail.attachments, settings.max_attachment_bytes)
         now = utcnow()
         internaldate = doc.get("internaldate")
         try:

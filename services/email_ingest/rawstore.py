@@ -14,6 +14,17 @@ Collections (the service's own; nothing else writes them):
 - ``mail_attachments``: ``_id`` = a stable id derived from the source id and the part's
   position, so a re-fetch stores nothing twice; the bytes are kept only under the cap.
 
+Sealed (conversations/vault.py, docs/privacy.md): a raw mail arrives before any thread
+exists, so each gets a data key of its own, made here (``mail_raw.data_key``, the key's id).
+``mail_raw.raw`` holds the bytes sealed under it, and so do ``mail_attachments.data`` and
+``.filename`` for the mail's attachments: each field is one sealed value (BSON binary
+subtype 6) in place of the clear one, so whatever clears the field (retention) clears the
+ciphertext. Deleting the key (``Repository.erase_text`` for the mail's thread) makes the mail
+and its attachments unreadable in every copy. A record stored before sealing (clear bytes,
+no key) reads as it is. ``sha256`` stays the hash of the clear bytes (the resync check
+below compares it): it says whether two stored mails are identical, nothing of what they
+say, and confirms a guess only to someone who already holds the exact bytes as received.
+
 A database document holds at most 16 MiB, hence ``max_mail_bytes`` is capped at 15 MiB;
 a larger mail is recorded (facts only, ``quarantined``, ``too_large``) and left on the server.
 """
@@ -30,6 +41,8 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from conversations.rawmail import ATTACHMENT_DATA, ATTACHMENT_NAME, RAW, open_value
+from conversations.vault import Vault
 from services.email_ingest.mime import Attachment
 from shared.envelope import AttachmentRef, message_id_for, utcnow
 from shared.mongo import InsertBatcher
@@ -54,9 +67,13 @@ def fingerprint(raw: bytes) -> str:
 
 
 class RawStore:
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+    """The raw-mail store; with a ``vault`` (every service; a test of something else may go
+    without) what it keeps is sealed."""
+
+    def __init__(self, db: AsyncDatabase[Doc], vault: Vault | None = None) -> None:
         self.raw = db["mail_raw"]
         self.attachments = db["mail_attachments"]
+        self.vault = vault
         # The mails of one fetch are stored with one write (group commit).
         self._inserts = InsertBatcher(self.raw)
 
@@ -73,13 +90,41 @@ class RawStore:
         raw: bytes,
         internaldate: datetime | None,
     ) -> Stored:
-        """Insert the mail unless its source id is there; count the fetch either way."""
+        """Insert the mail, sealed under a new data key, unless its source id is there; count
+        the fetch either way."""
         doc = self.document(source_id, mailbox, uidvalidity, uid, raw, internaldate)
+        if self.vault is not None:
+            doc["data_key"] = await self.vault.new_key()
+            doc["raw"] = await self.vault.seal(doc["data_key"], {RAW: raw})
         if await self._inserts.insert(doc):
             return Stored(doc, True)
+        if self.vault is not None:  # a re-fetch: the mail keeps the key it was stored under
+            await self.vault.erase([doc["data_key"]])
         existing = await self.raw.find_one_and_update({"_id": source_id}, {"$inc": {"fetches": 1}})
         assert existing is not None  # mail_raw is never deleted while its mail is unflagged
         return Stored(existing, False)
+
+    async def raw_bytes(self, doc: Doc) -> bytes | None:
+        """The bytes of a ``mail_raw`` record as fetched; None when they were not kept (too
+        large) or cleared by retention. Raises :class:`Erased` after its key was deleted."""
+        value = await open_value(self.vault, doc.get("raw"), RAW)
+        return bytes(value) if value is not None else None
+
+    async def _key_of(self, doc: Doc) -> Binary | None:
+        """The data key of a stored mail; a mail stored before sealing (no key) is given one
+        now, for the attachments still to be stored (its raw bytes stay as they were)."""
+        key = doc.get("data_key")
+        if self.vault is None or isinstance(key, Binary):
+            return key
+        made: Binary = await self.vault.new_key()
+        given = await self.raw.update_one(
+            {"_id": doc["_id"], "data_key": {"$exists": False}}, {"$set": {"data_key": made}}
+        )
+        if given.modified_count:
+            return made
+        await self.vault.erase([made])  # another process gave it one first
+        found = await self.raw.find_one({"_id": doc["_id"]}, {"data_key": 1})
+        return found.get("data_key") if found is not None else None
 
     @staticmethod
     def document(
@@ -155,9 +200,13 @@ class RawStore:
         return [d async for d in cursor]
 
     async def store_attachments(
-        self, source_id: str, parts: list[Attachment], max_bytes: int
+        self, mail: Doc, parts: list[Attachment], max_bytes: int
     ) -> list[AttachmentRef]:
-        """Keep each attachment once (stable id); bytes only when within ``max_bytes``."""
+        """Keep each attachment of the stored mail ``mail`` (its ``mail_raw`` record) once
+        (stable id), name and bytes sealed under the mail's key; bytes only when within
+        ``max_bytes``."""
+        source_id = mail["_id"]
+        key = await self._key_of(mail) if parts else None
         refs: list[AttachmentRef] = []
         for index, part in enumerate(parts):
             att_id = message_id_for(f"{source_id}#att{index}")
@@ -171,6 +220,10 @@ class RawStore:
                 "data": Binary(part.data) if keep else None,
                 "stored_at": utcnow(),
             }
+            if self.vault is not None and key is not None:
+                doc["filename"] = await self.vault.seal(key, {ATTACHMENT_NAME: part.filename})
+                if keep:
+                    doc["data"] = await self.vault.seal(key, {ATTACHMENT_DATA: part.data})
             try:
                 await self.attachments.insert_one(doc)
             except DuplicateKeyError:

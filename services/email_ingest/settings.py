@@ -5,13 +5,13 @@ from typing import Literal
 from pydantic import Field, FilePath, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import DatabaseSettings
+from shared.settings import TextSettings
 
 # A database document holds at most 16 MiB; the raw mail is kept in one (see rawstore.py).
 MAX_STORABLE_MAIL = 15 * 1024 * 1024
 
 
-class EmailIngestSettings(DatabaseSettings):
+class EmailIngestSettings(TextSettings):
     """Service-wide settings, plus one mailbox given by environment (``IMAP_USER`` set).
 
     More mailboxes, one per line or organisation, come from the ``mailboxes`` section of the

@@ -16,7 +16,9 @@ person may read (anyone else: 404, as for the thread), recorded among the thread
   ``application/octet-stream``: the browser saves it and never runs it.
 
 Attachments larger than the intake's cap (``EMAIL_INGEST_MAX_ATTACHMENT_BYTES``) were never
-kept: 404 with a detail saying so.
+kept: 404 with a detail saying so. The bytes are stored sealed under the data key of the mail
+they came with (conversations/rawmail.py) and opened here; once that key was erased (the
+thread's text erased) they are gone: 404 too.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from urllib.parse import quote
 from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
+from conversations.rawmail import ATTACHMENT_DATA, ATTACHMENTS, Erased, open_value
 from services.store.api import ConsultantApi
 from shared.http import problem
 from shared.logs import get_logger
@@ -85,7 +88,7 @@ def disposition(filename: str) -> str:
 class AttachmentRoutes:
     def __init__(self, api: ConsultantApi) -> None:
         self.api = api
-        self.files = api.repo.db["mail_attachments"]
+        self.files = api.repo.db[ATTACHMENTS]
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/threads/{id}/attachments/{attachment}", self.download)
@@ -109,8 +112,11 @@ class AttachmentRoutes:
             return problem(
                 404, "Not kept", "the attachment was larger than the intake keeps; only its name is"
             )
+        try:
+            data = bytes(await open_value(self.api.repo.vault, doc["data"], ATTACHMENT_DATA))
+        except Erased:
+            return problem(404, "Erased", "the text of this thread was erased")
         await self.api.audit.record(thread["_id"], user.login, "attachment")
-        data = bytes(doc["data"])
         cleaned = await asyncio.to_thread(clean_image, data)
         body, ctype = cleaned if cleaned is not None else (data, "application/octet-stream")
         log.info("attachment_read", thread_id=thread["_id"], consultant=user.login, image=cleaned is not None)

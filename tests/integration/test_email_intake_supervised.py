@@ -23,6 +23,8 @@ from aioimaplib import IMAP4
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from conversations.vault import Vault
+from deploy.local.services import new_master_key
 from deploy.local.stack import LocalStack
 from services.email_ingest import imap as imap_module
 from services.email_ingest.imap import ImapMetrics, Mailbox, MailboxWatcher
@@ -95,6 +97,7 @@ async def watched(
         mongo_url=stack.mongo_url,
         mongo_database=name,
         from_address="hotline@demo.test",
+        master_key=new_master_key(),
         **overrides,
     )
     box = Mailbox(f"{user}@test", "113", "127.0.0.1", stack.imap_port, False, user, user)
@@ -108,10 +111,11 @@ async def watched(
     registry = CollectorRegistry()
     broker = Broker(amqp, 100, BrokerMetrics(registry), "intake test")
     await broker.connect()
-    raw = RawStore(db)
+    vault = Vault(client, settings.key_vault_namespace(name), *settings.master_keys())
+    raw = RawStore(db, vault)
     await raw.ensure_indexes()
     supervisor = Supervisor(registry, Health(registry), backoff_initial=0.2, backoff_max=2)
-    intake = Intake(stack, box.name, inbox, RawStore(reader[name]), supervisor, registry)
+    intake = Intake(stack, box.name, inbox, RawStore(reader[name], vault), supervisor, registry)
     await broker.consume(broker.topology.queues[topology.DISPATCHER_INBOUND.name], intake.on_inbound)
     watcher = MailboxWatcher(box, settings, broker, db["imap_cursors"], raw, ImapMetrics(registry))
     supervisor.start(f"imap-watcher {box.name}", watcher.run, interval=60, intake=True)
@@ -122,6 +126,7 @@ async def watched(
         await broker.stop_consuming(5)
         await broker.close()
         await client.drop_database(name)
+        await client.drop_database(f"{name}_keys")
         await client.close()
         await reader.close()
         stack.delete_vhost(name)

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
 
+from deploy.local.services import new_master_key
 from deploy.local.stack import LocalStack
 from services.email_ingest.settings import EmailIngestSettings
 from services.email_ingest.smtp import ReplySender, SmtpMetrics
@@ -64,6 +65,7 @@ async def test_two_senders_keep_one_line_within_its_limit_and_lose_nothing(stack
                 smtp_security="none",
                 send_per_minute=PER_MINUTE,
                 from_address="hotline@demo.test",
+                master_key=new_master_key(),
             )
             config = load_config(settings.config_path)
             async with AsyncExitStack() as resources:

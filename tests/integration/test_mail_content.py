@@ -17,8 +17,11 @@ from email.parser import BytesParser
 
 import pytest
 
+from conversations.rawmail import ATTACHMENT_NAME, is_sealed, open_value
+from conversations.vault import Vault
 from services.store.migrations import migrate
 from shared import html
+from shared.settings import parse_master_key
 from tests.conftest import Gateway
 from tests.integration.email_support import database, delivery, queued_threads, reply, supervisor
 from tests.integration.helpers import Consultant, Mailbox, imap_session, mail, new_message_id, opened
@@ -81,8 +84,12 @@ async def test_a_poison_mail_becomes_a_thread_and_the_next_mail_still_arrives(
         status, thread = await sofia.call("GET", f"/api/threads/{first['_id']}")
         assert status == 200 and TEXT in thread["messages"][0]["text"]
         if poison is eight_bit_attachment_name:
-            names = [a["filename"] async for a in db["mail_attachments"].find({}, {"filename": 1})]
-            assert names == ["отчёт.pdf"]
+            # Stored sealed under the mail's own key (conversations/rawmail.py).
+            key = parse_master_key(gateway.env["store"]["STORE_MASTER_KEY"])
+            vault = Vault(client, f"{gateway.database}_keys.data_keys", key)
+            found = [a["filename"] async for a in db["mail_attachments"].find({}, {"filename": 1})]
+            names = [await open_value(vault, n, ATTACHMENT_NAME) for n in found]
+            assert names == ["отчёт.pdf"] and all(is_sealed(n) for n in found)
         if poison is idn_sender:
             # The acknowledgement went to the A-label form of the domain and arrived.
             ack = await Mailbox("127.0.0.1", gateway.urls.imap_port, f"{gateway.name}-ivan").wait_for_mail(1)

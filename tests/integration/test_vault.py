@@ -53,6 +53,25 @@ def files_holding(root: Path, needle: bytes) -> list[str]:
     return found
 
 
+def backup_holding(gateway: Gateway, out: Path, needle: bytes) -> list[str]:
+    """The files of a backup of the gateway's database (``deploy.backup dump`` into ``out``)
+    that hold ``needle``."""
+    env = {
+        **os.environ,
+        "HOTLINE_MONGO_URL": gateway.urls.mongo_url,
+        "HOTLINE_MONGO_DATABASE": gateway.database,
+    }
+    subprocess.run(
+        [sys.executable, "-m", "deploy.backup", "dump", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    assert any(out.iterdir())
+    return files_holding(out, needle)
+
+
 async def test_a_conversation_is_sealed_in_the_database_files_and_backups_and_read_as_written(
     gateway: Gateway, stack: LocalStack, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
@@ -103,22 +122,7 @@ async def test_a_conversation_is_sealed_in_the_database_files_and_backups_and_re
 
     # The stand-in's files on disk (its SQLite databases and their logs) and a backup.
     assert files_holding(stack.root / "ferretdb", CANARY.encode()) == []
-    out = tmp_path / "backup"
-    env = {
-        **os.environ,
-        "HOTLINE_MONGO_URL": gateway.urls.mongo_url,
-        "HOTLINE_MONGO_DATABASE": gateway.database,
-    }
-    await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "deploy.backup", "dump", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    assert any(out.iterdir())
-    assert files_holding(out, CANARY.encode()) == []
+    assert await asyncio.to_thread(backup_holding, gateway, tmp_path / "backup", CANARY.encode()) == []
 
 
 def chat_message(session: str, text: str) -> InboundMessage:

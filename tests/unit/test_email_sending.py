@@ -10,6 +10,7 @@ import aiosmtplib
 import pytest
 import trustme
 
+from deploy.local.services import new_master_key
 from services.email_ingest.imap import mailboxes_from
 from services.email_ingest.ratelimit import send_time
 from services.email_ingest.settings import EmailIngestSettings
@@ -19,7 +20,12 @@ from shared.settings import DEFAULT_CONFIG_PATH
 
 
 def _settings(**kw: object) -> EmailIngestSettings:
-    base: dict[str, object] = {"amqp_url": "amqp://x", "mongo_url": "mongodb://x", "from_address": "h@x.test"}
+    base: dict[str, object] = {
+        "amqp_url": "amqp://x",
+        "mongo_url": "mongodb://x",
+        "from_address": "h@x.test",
+        "master_key": new_master_key(),
+    }
     return EmailIngestSettings(**{**base, **kw})  # type: ignore[arg-type]
 
 

@@ -15,6 +15,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from conversations.email_threading import is_bounce_of_ours, may_answer_automatically, may_join, reply_tokens
+from deploy.local.services import new_master_key
 from services.email_ingest.imap import Mailbox, mailboxes_from, parse_meta
 from services.email_ingest.inbound import is_backlog, to_envelope
 from services.email_ingest.mime import (
@@ -44,6 +45,7 @@ def _settings(**kw: object) -> EmailIngestSettings:
         "amqp_url": "amqp://x",
         "mongo_url": "mongodb://x",
         "from_address": "fallback@demo.test",
+        "master_key": new_master_key(),
     }
     return EmailIngestSettings(**{**base, **kw})  # type: ignore[arg-type]
 
