@@ -27,17 +27,28 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
+from bson.binary import Binary
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from conversations.identity import new_id
+from conversations.vault import ENCRYPTED_SUBTYPE, Vault
 from shared.envelope import utcnow
 
 Doc = dict[str, Any]
+
+
+# The free text of a case's arrays (the intake's text answers are named by the configuration).
+_CASE_TEXT = (
+    ("notes", "text"),
+    ("services", "note"),
+    ("followups", "note"),
+    ("external_referrals", "result"),
+)
 
 
 class CaseStatus(StrEnum):
@@ -391,10 +402,95 @@ class CaseRepository:
 
     RETRIES = 8  # versioned writes lost to a concurrent change before giving up (CaseConflict)
 
-    def __init__(self, db: AsyncDatabase[Doc]) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        vault: Vault | None = None,
+        text_fields: Callable[[str], list[str]] = lambda kind: [],
+    ) -> None:
+        """``vault`` seals a case's free text under the case's own data key
+        (conversations/vault.py): the intake's text answers (``text_fields(kind)``), notes, the
+        notes of services and follow-ups, the results of external referrals. Without one (a
+        tool that only reads categories or only deletes text) nothing new is sealed and what
+        is sealed stays so."""
+        self.vault = vault
+        self.text_fields = text_fields
         self.cases: AsyncCollection[Doc] = db["cases"]
         self.counters: AsyncCollection[Doc] = db["case_counters"]
         self.events: AsyncCollection[Doc] = db["case_events"]
+
+    # --- sealing ------------------------------------------------------------------------------
+
+    async def _seal(self, kind: str, key: Binary | None, fields: Doc) -> Doc:
+        """``fields`` (a case, or the fields of a change) with each free text sealed."""
+        if self.vault is None or key is None:
+            return fields
+        vault = self.vault
+
+        async def seal(value: Any) -> Any:
+            return await vault.seal(key, {"v": value}) if isinstance(value, str) else value
+
+        out = dict(fields)
+        if isinstance(out.get("intake"), dict):
+            texts = set(self.text_fields(kind))
+            out["intake"] = {k: (await seal(v) if k in texts else v) for k, v in out["intake"].items()}
+        for array, field in _CASE_TEXT:
+            if isinstance(out.get(array), list):
+                out[array] = [
+                    {**item, field: await seal(item.get(field))} if isinstance(item, dict) else item
+                    for item in out[array]
+                ]
+        return out
+
+    async def _open(self, case: Doc | None) -> Doc | None:
+        """A stored case with its free text as written (a sealed text whose key was erased
+        reads as None); without a vault, as stored."""
+        if case is None or self.vault is None:
+            return case
+        vault = self.vault
+
+        async def open_(value: Any) -> Any:
+            if isinstance(value, Binary) and value.subtype == ENCRYPTED_SUBTYPE:
+                opened = await vault.open(value)
+                return opened.get("v") if opened is not None else None
+            if isinstance(value, dict):
+                return {k: await open_(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [await open_(v) for v in value]
+            return value
+
+        return cast(Doc, await open_(case))
+
+    async def _key(self, case: Doc) -> Binary | None:
+        """The case's data key, made now for a case stored before cases were sealed."""
+        if self.vault is None:
+            return None
+        if isinstance(case.get("data_key"), Binary):
+            return cast(Binary, case["data_key"])
+        key = await self.vault.new_key()
+        done = await self.cases.update_one(
+            {"_id": case["_id"], "data_key": {"$exists": False}}, {"$set": {"data_key": key}}
+        )
+        if done.modified_count:
+            return key
+        await self.vault.erase([key])
+        current = await self.cases.find_one({"_id": case["_id"]}, {"data_key": 1})
+        found = (current or {}).get("data_key")
+        return found if isinstance(found, Binary) else None
+
+    async def erase_text(self, case_ids: list[str]) -> int:
+        """Delete these cases' data keys: their sealed text is unreadable everywhere, backups
+        included. Returns how many keys were deleted."""
+        if self.vault is None:
+            raise RuntimeError("erasing text needs the vault")
+        keys = []
+        for case_id in case_ids:
+            case = await self.cases.find_one_and_update(
+                {"_id": case_id, "data_key": {"$exists": True}}, {"$unset": {"data_key": ""}}
+            )
+            if case is not None:
+                keys.append(case["data_key"])
+        return await self.vault.erase(keys)
 
     async def ensure_indexes(self) -> None:
         c = self.cases
@@ -427,14 +523,18 @@ class CaseRepository:
         return int(doc["seq"])
 
     async def by_open_key(self, key: str) -> Doc | None:
-        return await self.cases.find_one({"open_key": key})
+        return await self._open(await self.cases.find_one({"open_key": key}))
 
     async def insert(self, doc: Doc) -> tuple[Doc, bool]:
         """Store a new case; (case, created). A case of the same kind opened from the same
         consultation meanwhile is returned instead (its number is the one that counts)."""
+        key = await self.vault.new_key() if self.vault is not None else None
+        stored = await self._seal(doc["kind"], key, {**doc, **({"data_key": key} if key else {})})
         try:
-            await self.cases.insert_one(doc)
+            await self.cases.insert_one(stored)
         except DuplicateKeyError:
+            if self.vault is not None and key is not None:
+                await self.vault.erase([key])
             existing = await self.by_open_key(doc["open_key"])
             if existing is None:
                 raise
@@ -442,7 +542,7 @@ class CaseRepository:
         return doc, True
 
     async def case(self, case_id: str) -> Doc | None:
-        return await self.cases.find_one({"_id": case_id})
+        return await self._open(await self.cases.find_one({"_id": case_id}))
 
     async def change(self, case_id: str, decide: Callable[[Doc], Doc]) -> tuple[Doc, bool] | None:
         """Apply ``decide(case)`` (the fields to set; {} for nothing to do) to the case as it is
@@ -455,20 +555,24 @@ class CaseRepository:
             fields = decide(case)
             if not fields:
                 return case, False
+            sealed = await self._seal(case["kind"], await self._key(case), fields)
             after = await self.cases.find_one_and_update(
                 {"_id": case_id, "v": case["v"]},
-                {"$set": {**fields, "updated_at": utcnow()}, "$inc": {"v": 1}},
+                {"$set": {**sealed, "updated_at": utcnow()}, "$inc": {"v": 1}},
                 return_document=ReturnDocument.AFTER,
             )
             if after is not None:
-                return after, True
+                return cast(Doc, await self._open(after)), True
         raise CaseConflict("the case is being changed by others; try again")
 
     async def listed(self, query: Doc, limit: int) -> list[Doc]:
         """Cases matching ``query`` (a visibility filter with a status condition), without the
         free text a list does not show."""
         cursor = self.cases.find(query, {"intake": 0, "notes": 0}).limit(limit)
-        return [c async for c in cursor]
+        return await self._open_all([c async for c in cursor])
+
+    async def _open_all(self, cases: list[Doc]) -> list[Doc]:
+        return [cast(Doc, await self._open(c)) for c in cases]
 
     async def closed(self, visible: Doc, limit: int) -> list[Doc]:
         """Closed cases matching ``visible``, latest closed first."""
@@ -477,7 +581,7 @@ class CaseRepository:
             .sort("closed_at", DESCENDING)
             .limit(limit)
         )
-        return [c async for c in cursor]
+        return await self._open_all([c async for c in cursor])
 
     async def late_referrals(self, now: datetime, limit: int = 200) -> list[Doc]:
         """Open cases whose referral nobody took by its time and that were not alerted yet."""
@@ -487,13 +591,15 @@ class CaseRepository:
             "referral.alerted_at": None,
             "referral.taken_by": None,
         }
-        return [c async for c in self.cases.find(query, {"intake": 0, "notes": 0}).limit(limit)]
+        return await self._open_all(
+            [c async for c in self.cases.find(query, {"intake": 0, "notes": 0}).limit(limit)]
+        )
 
     async def mark_referral_alerted(self, case: Doc, now: datetime) -> Doc | None:
         """Mark ``case``'s referral as alerted, once: None when it was taken, referred anew or
         alerted meanwhile (another store replica)."""
         referral = case["referral"]
-        return await self.cases.find_one_and_update(
+        after = await self.cases.find_one_and_update(
             {
                 "_id": case["_id"],
                 "status": CaseStatus.OPEN.value,
@@ -503,10 +609,13 @@ class CaseRepository:
             {"$set": {"referral.alerted_at": now}, "$inc": {"v": 1}},
             return_document=ReturnDocument.AFTER,
         )
+        return await self._open(after)
 
     async def followups_coming_due(self, now: datetime, limit: int = 200) -> list[Doc]:
         query = {"followup_alert_at": {"$lte": now}}
-        return [c async for c in self.cases.find(query, {"intake": 0, "notes": 0}).limit(limit)]
+        return await self._open_all(
+            [c async for c in self.cases.find(query, {"intake": 0, "notes": 0}).limit(limit)]
+        )
 
     async def record_event(self, case: Doc, name: str, by: str | None, **data: Any) -> Doc:
         """Keep the fact ``name`` about ``case``. ``data`` holds ids and kinds, never free text."""
@@ -530,18 +639,27 @@ class CaseRepository:
         }
         cleared = 0
         async for case in self.cases.find(query, {"_id": 1}, batch_size=200):
-
-            def clear(c: Doc) -> Doc:
-                drop = set(text_fields(c["kind"]))
-                return {
-                    "intake": {k: v for k, v in (c.get("intake") or {}).items() if k not in drop},
-                    "notes": [{**n, "text": None} for n in c.get("notes", [])],
-                    "services": [{**s, "note": None} for s in c.get("services", [])],
-                    "followups": [{**f, "note": None} for f in c.get("followups", [])],
-                    "external_referrals": [{**r, "result": None} for r in c.get("external_referrals", [])],
-                    "text_deleted_at": utcnow(),
-                }
-
-            done = await self.change(case["_id"], clear)
-            cleared += done is not None and done[1]
+            cleared += await self.clear_free_text(case["_id"], text_fields)
         return cleared
+
+    async def clear_free_text(self, case_id: str, text_fields: Callable[[str], list[str]]) -> bool:
+        """Delete one case's free text (see :meth:`delete_free_text`); True when it changed."""
+
+        def clear(c: Doc) -> Doc:
+            drop = set(text_fields(c["kind"]))
+            return {
+                "intake": {k: v for k, v in (c.get("intake") or {}).items() if k not in drop},
+                "notes": [{**n, "text": None} for n in c.get("notes", [])],
+                "services": [{**s, "note": None} for s in c.get("services", [])],
+                "followups": [{**f, "note": None} for f in c.get("followups", [])],
+                "external_referrals": [{**r, "result": None} for r in c.get("external_referrals", [])],
+                "text_deleted_at": utcnow(),
+            }
+
+        done = await self.change(case_id, clear)
+        return done is not None and done[1]
+
+    async def of_client(self, client_id: str, limit: int = 200) -> list[Doc]:
+        """A client's cases, latest first (the ``client`` index)."""
+        cursor = self.cases.find({"client_id": client_id}).sort("opened_at", DESCENDING).limit(limit)
+        return await self._open_all([c async for c in cursor])

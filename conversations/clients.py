@@ -130,9 +130,17 @@ class ClientRepository:
         except DuplicateKeyError:
             await self.clients.delete_one({"_id": client_id})
             found = await self.keys.find_one({"_id": key})
-            assert found is not None  # keys are never deleted
+            if found is None:  # forgotten meanwhile (an erasure): this key starts afresh
+                return await self.client_for(key)
             return str(found["client_id"])
         return client_id
+
+    async def forget(self, client_id: str) -> int:
+        """Forget what recognises this client (an erasure): the next message from their address
+        or Telegram account starts a new client, unlinked to the erased one. The client record
+        stays, with no address, so that statistics count the people they counted."""
+        gone = await self.keys.delete_many({"client_id": client_id})
+        return gone.deleted_count
 
     async def assign_existing(self, secret: bytes) -> int:
         """Give the e-mail and Telegram threads stored before threads had clients theirs (and

@@ -48,6 +48,7 @@ class EventName(StrEnum):
     CLIENT_UNLINKED = "ClientUnlinked"  # ...and took it back
     CLIENT_LEFT = "ClientLeft"  # a chat's client left: quick exit or silence (client_left.py)
     CLIENT_RETURNED = "ClientReturned"  # ... and wrote again
+    TEXT_ERASED = "TextErased"  # a person's data was erased on request (services/store/erasure.py)
 
 
 class Outcome(StrEnum):

@@ -153,6 +153,11 @@ class Repository:
             [("status", ASCENDING), ("queue", ASCENDING), ("closed_at", DESCENDING), ("_id", ASCENDING)],
             name="by_status",
         )
+        # A person's threads: a subject-access export, an erasure (services/store/erasure.py).
+        await self.threads.create_index([("client_id", ASCENDING)], name="client")
+        await self.clients.keys.create_index([("client_id", ASCENDING)], name="client")
+        if self.vault is not None:
+            await self.vault.ensure_indexes()
         # A client's mail that names only our reply's token (email_thread_by_reference).
         await self.threads.create_index([("reply_token", ASCENDING)], name="reply_token")
         # Ending a person's sessions (an account disabled, a password reset).
@@ -163,6 +168,9 @@ class Repository:
 
     async def thread(self, thread_id: str) -> Doc | None:
         return await self.threads.find_one({"_id": thread_id})
+
+    async def threads_of_client(self, client_id: str, limit: int = 500) -> list[Doc]:
+        return [t async for t in self.threads.find({"client_id": client_id}).limit(limit)]
 
     async def thread_by_key(self, key: str) -> Doc | None:
         return await self.threads.find_one({"_id": thread_id_for(key)})

@@ -95,6 +95,13 @@ class Vault:
             key_expiration_ms=KEY_CACHE_MS,
         )
 
+    async def ensure_indexes(self) -> None:
+        """libmongocrypt asks the key vault for keys by id or by alternate name (``$or`` of
+        both); the id is the primary key, the names get an index. Not unique: the vault never
+        gives keys alternate names (MongoDB's advice of a unique partial index applies to
+        those who do; the local stand-in has no partial indexes)."""
+        await self.keys.create_index([("keyAltNames", 1)], name="key_alt_names")
+
     async def close(self) -> None:
         """Nothing to close by hand: libmongocrypt's handle is freed when the last operation
         that uses it is gone. ``ClientEncryption.close`` frees it at once, and an operation

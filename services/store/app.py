@@ -21,6 +21,7 @@ from services.store.case_report_routes import CaseReportRoutes
 from services.store.cases import CaseApi
 from services.store.clients import ClientRoutes
 from services.store.contact_plan_routes import ContactPlanRoutes
+from services.store.erasure import ErasureRoutes
 from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.held_replies import HeldReplies
 from services.store.metrics import StoreMetrics
@@ -89,6 +90,7 @@ def create_app(settings: StoreSettings) -> web.Application:
     reports.register(app, config, repo, api.sessions, settings.stats_timezone, settings.stats_min_cell)
     CaseReportRoutes(api).add_routes(app)
     AttachmentRoutes(api).add_routes(app)
+    ErasureRoutes(api).add_routes(app)
     app.router.add_get("/api/events", hub.handle_ws)
     app.router.add_get("/api/openapi.json", openapi.serve)
 

@@ -36,7 +36,7 @@ MAX_CASES = 200_000  # read per report at most: years of a national hotline's ca
 class CaseReportRoutes:
     def __init__(self, api: ConsultantApi) -> None:
         self.config = api.config
-        self.cases = CaseRepository(api.repo.db)
+        self.cases = CaseRepository(api.repo.db, api.repo.vault, api.config.cases.free_text_fields)
         self.tz = ZoneInfo(api.s.stats_timezone)
         self.min_cell = api.s.stats_min_cell
 

@@ -66,7 +66,7 @@ class CaseApi:
     def __init__(self, api: ConsultantApi) -> None:
         self.api = api
         self.config = api.config
-        self.cases = CaseRepository(api.repo.db)
+        self.cases = CaseRepository(api.repo.db, api.repo.vault, api.config.cases.free_text_fields)
         self.news = CaseNews(self.cases, api.broker)
         self.alerts_check = CaseAlerts(self.news)
 

@@ -357,6 +357,24 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "attachment of another thread, or one larger than the intake keeps.",
         "responses": {"200": {"description": "the file"}, "401": PROBLEM, "404": PROBLEM},
     }),
+    ("GET", "/api/threads/{id}/person/export"): ("thread, supervisor or admin", {
+        "summary": "A copy of everything held about the thread's person that you may see (subject access)",
+        "description": "One JSON file: each of the person's threads (all threads of the thread's client; the "
+        "thread alone when it has none) with its messages as written, notes included, its consultations, and "
+        "the person's cases. Each thread exported is recorded in its read audit. services/store/erasure.py.",
+        "responses": {"200": {"description": "the JSON file"}, "401": PROBLEM, "403": PROBLEM,
+                      "404": PROBLEM},
+    }),
+    ("POST", "/api/threads/{id}/person/erase"): ("thread, supervisor or admin", {
+        "summary": "Erase the thread's person: their text, everywhere, backups included; statistics stay",
+        "description": "Body {\"confirm\": \"erase\"}. Every thread of the person you may see loses its "
+        "text, subject, address and free-text answers, then its data key (what was sealed becomes "
+        "unreadable in every backup); their cases lose their free text and key; their client key is "
+        "forgotten. 409 while one of those threads or cases is open. docs/privacy.md.",
+        "requestBody": _body(_obj(["confirm"], confirm={"type": "string", "enum": ["erase"]})),
+        "responses": {"200": {"description": "what was erased (counts)"}, "401": PROBLEM, "403": PROBLEM,
+                      "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},
+    }),
     ("GET", "/api/threads/{id}/contact-plan"): ("thread", {
         "summary": "The safe-contact plan the thread's replies follow (the read is recorded)",
         "description": "scope client: the person's plan, for all their threads; scope thread: a thread "

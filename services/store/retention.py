@@ -172,7 +172,7 @@ async def delete_free_text(
     }
     cleared = 0
     async for t in repo.threads.find(query, {"_id": 1}, batch_size=200):
-        cleared += await _clear_thread(repo, t["_id"], closed_before, {"status": ThreadStatus.CLOSED.value})
+        cleared += await clear_thread(repo, t["_id"], closed_before, {"status": ThreadStatus.CLOSED.value})
         await beat()
     return cleared
 
@@ -194,12 +194,12 @@ async def delete_unclosed_free_text(
             {"thread_id": t["_id"], "created_at": {"$gte": quiet_since}}, {"_id": 1}
         )
         if recent is None:
-            cleared += await _clear_thread(repo, t["_id"], quiet_since, {"status": {"$in": OPEN_STATUSES}})
+            cleared += await clear_thread(repo, t["_id"], quiet_since, {"status": {"$in": OPEN_STATUSES}})
         await beat()
     return cleared
 
 
-async def _clear_thread(repo: Repository, tid: str, before: datetime, still: Doc) -> int:
+async def clear_thread(repo: Repository, tid: str, before: datetime, still: Doc) -> int:
     """Clear what thread ``tid`` holds that was written before ``before``; mark the thread
     (1) when nothing is left to clear, else leave it for a later pass (0). ``still``: the
     thread's state the pass chose it for (a thread reopened meanwhile is left alone)."""

@@ -205,7 +205,7 @@ class SearchRoutes:
         self.config = api.config
         self.repo = api.repo
         self.index: SearchIndex = api.repo.search
-        self.cases = CaseRepository(api.repo.db)
+        self.cases = CaseRepository(api.repo.db, api.repo.vault, api.config.cases.free_text_fields)
         self.key = SearchKey(api.s.client_key_secret.get_secret_value().encode())
         self.tz = ZoneInfo(api.s.stats_timezone)
         fields = getattr(self.config.case_form, "fields", None) or {}

@@ -37,6 +37,9 @@ ROLE_ROUTES = {
     ("GET", "/api/users"): {"admin"},
     ("POST", "/api/users/{login}/disable"): {"admin"},
     ("GET", "/api/threads/{id}/reads"): {"supervisor", "admin"},
+    # A person's data (services/store/erasure.py): a copy of it, its erasure.
+    ("GET", "/api/threads/{id}/person/export"): {"supervisor", "admin"},
+    ("POST", "/api/threads/{id}/person/erase"): {"supervisor", "admin"},
     ("GET", "/api/cases/{id}/reads"): {"supervisor", "admin"},
     # Case reports (services/store/case_report_routes.py), scoped like statistics.
     **{
@@ -69,6 +72,8 @@ THREAD_ROUTES = [
     ("GET", "/api/threads/{id}/contact-plan", None),
     ("PUT", "/api/threads/{id}/contact-plan", {"write_first": True}),
     ("POST", "/api/threads/{id}/messages/{message}/cancel", None),
+    ("GET", "/api/threads/{id}/person/export", None),
+    ("POST", "/api/threads/{id}/person/erase", {"confirm": "erase"}),
     ("POST", "/api/threads/{id}/close-left", None),
     (
         "POST",

@@ -229,13 +229,15 @@ async def declared_indexes(gw: Gateway) -> dict[str, list[Index]]:
     client, db = database(gw)
     try:
         out: dict[str, list[Index]] = {}
-        for name in await db.list_collection_names():
-            cursor = await db[name].list_indexes()
-            out[name] = [
-                Index(i["name"], tuple((k, int(d)) for k, d in i["key"].items()))
-                async for i in cursor
-                if i["name"] != "_id_"
-            ]
+        # The gateway's database and its key vault's (conversations/vault.py).
+        for d in (db, client[f"{gw.database}_keys"]):
+            for name in await d.list_collection_names():
+                cursor = await d[name].list_indexes()
+                out[name] = [
+                    Index(i["name"], tuple((k, int(dd)) for k, dd in i["key"].items()))
+                    async for i in cursor
+                    if i["name"] != "_id_"
+                ]
         return out
     finally:
         await client.close()

@@ -28,6 +28,8 @@
       close_no_consultation: "Close without consultation",
       client_left: "Client left", left_quick_exit: "quick exit", left_silent: "no message for",
       close_left: "Close: client left", reports: "Reports",
+      person_export: "Copy of the person's data (JSON)", person_erase: "Erase the person's data",
+      person_erase_confirm: "Erase everything this person wrote and everything written about them, in all their closed conversations you can see, for good? Statistics stay.",
       not_safe: "Not safe: do not reply until they write", not_safe_alert: "Client not safe now",
       not_safe_list: "Not safe now", reply_held: "No reply can be sent: the client said it is not safe to talk now. Replies open again once they write."
     },
@@ -53,6 +55,8 @@
       no_consultation: "Без консультации", reason: "Причина", close_no_consultation: "Закрыть без консультации",
       client_left: "Клиент ушёл", left_quick_exit: "быстрый выход", left_silent: "нет сообщений уже",
       close_left: "Закрыть: клиент ушёл", reports: "Отчёты",
+      person_export: "Копия данных человека (JSON)", person_erase: "Стереть данные человека",
+      person_erase_confirm: "Стереть навсегда всё, что этот человек написал и что написано о нём, во всех его закрытых обращениях, которые вам видны? Статистика останется.",
       not_safe: "Небезопасно: не писать, пока клиент не напишет сам", not_safe_alert: "Клиенту сейчас небезопасно",
       not_safe_list: "Сейчас небезопасно", reply_held: "Ответ отправить нельзя: клиент сообщил, что сейчас говорить небезопасно. Ответить можно, когда клиент напишет снова."
     }
@@ -497,6 +501,18 @@
       box.appendChild(closeBtn);
     }
     if (window.HotlineCases) { box.appendChild(window.HotlineCases.opener(th)); }
+    if (isSup) {
+      // A person's requests about their data (services/store/erasure.py): a copy, or erasure.
+      var person = el("p", { "id": "person-data" });
+      person.appendChild(el("a", { "href": path + "/person/export", "download": "" }, t("person_export")));
+      var erase = el("button", { "type": "button", "id": "person-erase" }, t("person_erase"));
+      erase.addEventListener("click", function () {
+        if (!window.confirm(t("person_erase_confirm"))) { return; }
+        api("POST", path + "/person/erase", { confirm: "erase" }).then(after).catch(showError);
+      });
+      person.appendChild(erase);
+      box.appendChild(person);
+    }
     return box;
   }
 

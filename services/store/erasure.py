@@ -1,0 +1,150 @@
+"""A person's requests about their data: a copy of it, or its erasure (issue: survivor privacy).
+
+- ``GET /api/threads/{id}/person/export``: everything the gateway holds about the person behind
+  the thread that the asking supervisor may see, as one JSON file (a subject-access request):
+  each of their threads with its messages as written (replies and internal notes included:
+  they are about the person), its consultations and case forms, and their cases. Each thread
+  exported is recorded in its read audit (``export``).
+- ``POST /api/threads/{id}/person/erase`` ``{"confirm": "erase"}``: erase it. Every thread of
+  the person the supervisor may see loses its text as retention clears it
+  (services/store/retention.py: messages, raw mails, attachments, subject, address, free-text
+  answers), then its data key is deleted (conversations/vault.py), so what was sealed is
+  unreadable in every backup too; their cases lose their free text and their keys; their
+  safe-contact plan is deleted; what recognised the person (their client key) is forgotten,
+  so a new message from them starts afresh. Kept:
+  the threads' times and categorical facts, so statistics count as before. Refused (409) while
+  one of those threads or cases is open: a person still being helped is not erased under a
+  consultant's hands. Each thread records ``TextErased`` with who did it.
+
+The person is the thread's client (conversations/clients.py); a thread with no client (a web
+chat nobody linked) is the person's only thread. Only supervisors and admins may do either, and
+only for what they may see: another organisation's threads of the same person are theirs to
+answer for.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from conversations.cases import CaseRepository, CaseStatus, case_viewer
+from conversations.model import EventName, ThreadStatus
+from conversations.repository import Doc
+from services.store.api import SUPERVISORS, ConsultantApi, _jsonable, require
+from services.store.auth import User
+from services.store.retention import clear_thread
+from shared.envelope import utcnow
+from shared.http import problem
+from shared.logs import get_logger
+
+log = get_logger(__name__)
+
+# Fields of a thread or message that are the gateway's own machinery, not the person's data.
+_INTERNAL = {"key", "reply_token", "data_key", "claim_seq", "html_sanitiser", "search", "published"}
+
+
+def _clean(doc: Doc) -> Any:
+    return _jsonable({k: v for k, v in doc.items() if k not in _INTERNAL})
+
+
+class ErasureRoutes:
+    def __init__(self, api: ConsultantApi) -> None:
+        self.api = api
+        self.repo = api.repo
+        self.cases = CaseRepository(api.repo.db, api.repo.vault, api.config.cases.free_text_fields)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/threads/{id}/person/export", self.export)
+        app.router.add_post("/api/threads/{id}/person/erase", self.erase)
+
+    async def _person(self, request: web.Request) -> tuple[User, str | None, list[Doc], list[Doc]]:
+        """(who asks, the client id, the person's threads and cases this supervisor may see)."""
+        user = require(request, SUPERVISORS)
+        thread = await self.api.visible_thread(user, request.match_info["id"])
+        if thread is None:
+            raise web.HTTPNotFound(text="no such thread")
+        client_id = thread.get("client_id")
+        threads = [thread]
+        if client_id:
+            threads = []
+            for t in await self.repo.threads_of_client(client_id):
+                seen = await self.api.visible_thread(user, t["_id"])
+                if seen is not None:
+                    threads.append(seen)
+        viewer = case_viewer(user.role, user.organisation, user.lines)
+        found = await self.cases.of_client(client_id) if client_id else []
+        cases = [c for c in found if viewer is not None and viewer.sees_case(c)]
+        return user, client_id, threads, cases
+
+    async def export(self, request: web.Request) -> web.Response:
+        user, client_id, threads, cases = await self._person(request)
+        out: list[Any] = []
+        for t in sorted(threads, key=lambda t: t["created_at"]):
+            # Recorded before anything is sent, like every read of a thread (audit.py).
+            await self.api.audit.record(t["_id"], user.login, "export")
+            messages = await self.repo.thread_messages(t["_id"])
+            out.append(
+                {
+                    **_clean(t),
+                    "messages": [_clean(m) for m in messages],
+                    "consultations": [_clean(c) for c in await self.repo.consultations_of(t["_id"])],
+                }
+            )
+        for c in cases:
+            await self.api.audit.record_case(c["_id"], user.login, "export")
+        body = {
+            "exported_at": utcnow().isoformat(),
+            "exported_by": user.login,
+            "client_id": client_id,
+            "threads": out,
+            "cases": [_clean(c) for c in cases],
+        }
+        log.info("person_exported", by=user.login, threads=len(out), cases=len(cases))
+        name = f"person-{client_id or threads[0]['_id']}.json"
+        return web.json_response(
+            body,
+            headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"},
+        )
+
+    async def erase(self, request: web.Request) -> web.Response:
+        require(request, SUPERVISORS)  # the role first: it says nothing about the thread
+        body = await self.api.json_body(request)
+        if body.get("confirm") != "erase":
+            why = 'send {"confirm": "erase"}: erasure cannot be undone'
+            return problem(422, "Confirm the erasure", why, invalid=["confirm"])
+        user, client_id, threads, cases = await self._person(request)
+        still_open = [t["_id"] for t in threads if t.get("status") != ThreadStatus.CLOSED.value]
+        open_cases = [c["_id"] for c in cases if c.get("status") != CaseStatus.CLOSED.value]
+        if still_open or open_cases:
+            return problem(
+                409,
+                "The person is still being helped",
+                "close their open conversations and cases first",
+                threads=still_open,
+                cases=open_cases,
+            )
+        # Everything stored up to now, a moment's margin for clocks.
+        before = utcnow() + timedelta(seconds=5)
+        ids = [t["_id"] for t in threads]
+        for tid in ids:
+            await clear_thread(self.repo, tid, before, {"status": ThreadStatus.CLOSED.value})
+        keys = await self.repo.erase_text(ids)
+        fields = self.api.config.cases.free_text_fields
+        cleared = sum([await self.cases.clear_free_text(c["_id"], fields) for c in cases])
+        keys += await self.cases.erase_text([c["_id"] for c in cases])
+        forgotten = await self.repo.clients.forget(client_id) if client_id else 0
+        # The safe-contact plan goes too (conversations/contact_plan.py).
+        await self.repo.contact_plans.forget([client_id] if client_id else [], ids)
+        for tid in ids:
+            await self.repo.record_event(tid, EventName.TEXT_ERASED, user.login)
+        log.info("person_erased", by=user.login, threads=len(ids), cases=cleared, keys=keys)
+        return web.json_response(
+            {
+                "threads": len(ids),
+                "cases": cleared,
+                "data_keys_deleted": keys,
+                "client_keys_forgotten": forgotten,
+            }
+        )
