@@ -38,6 +38,7 @@ LEASE_KEY = "outbox"
 
 
 def outbound_envelope(thread: Doc, doc: Doc, plan: ContactPlan | None = None) -> OutboundMessage:
+    """The envelope of stored message ``doc`` of ``thread`` (opened: its subject in clear)."""
     email = thread.get("email") or {}
     delivery = doc.get("delivery") or {}
     return OutboundMessage(
@@ -69,7 +70,8 @@ async def publish_outbound(broker: Broker, repo: Repository, thread: Doc, doc: D
     if doc.get("published") or (doc.get("delivery") or {}).get("status") in NOT_OUT:
         return
     plan = await repo.contact_plans.plan_for(thread) if thread["channel"] == Channel.EMAIL else None
-    out = outbound_envelope(thread, doc, plan)
+    # The reply's Subject is the thread's, sealed at rest (Repository.open_thread).
+    out = outbound_envelope(await repo.open_thread(thread), doc, plan)
     await broker.publish(
         out, topology.OUTBOUND, topology.outbound_key(out.channel, thread["line"]), message_id=doc["_id"]
     )

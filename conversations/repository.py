@@ -81,6 +81,9 @@ class Accepted:
 # What a message holds that a person wrote: sealed under its thread's data key
 # (conversations/vault.py). Attachment names are sealed as ``attachment_names``.
 MESSAGE_TEXT = ("text", "html", "subject", "quoted", "attachment_names")
+# A thread's subject (its first mail's), sealed under the thread's data key in place of
+# ``subject``; :meth:`Repository.open_thread` puts it back.
+SEALED_SUBJECT = "sealed_subject"
 
 
 class Repository:
@@ -272,8 +275,10 @@ class Repository:
             if reply_headers is not None:
                 new_thread["email"] = reply_headers
             if self.vault is not None:
-                # The new thread's data key, made with it: no second write to the thread.
+                # The new thread's data key, made with it: no second write to the thread; the
+                # subject is sealed under it before the thread is first written.
                 new_thread["data_key"] = await self.vault.new_key()
+                new_thread = await self.seal_thread(new_thread)
             thread, created = await self.create_thread(new_thread)
             if not created and self.vault is not None:
                 await self.vault.erase([new_thread["data_key"]])  # another dispatcher's thread
@@ -913,6 +918,34 @@ class Repository:
             out["attachment_names"] = [a.get("filename") for a in listed]
             out["attachments"] = [{k: v for k, v in a.items() if k != "filename"} for a in listed]
         return await seal_fields(self.vault, await self.data_key(thread), out, MESSAGE_TEXT)
+
+    async def seal_thread(self, doc: Doc) -> Doc:
+        """The stored form of a new thread ``doc`` (with its ``data_key``): its subject sealed
+        as ``sealed_subject``, no ``subject`` left in clear. A thread without a subject (a chat,
+        a mail without one) keeps ``subject: None``: nothing to hide, no cipher operation."""
+        key = doc.get("data_key")
+        if self.vault is None or not isinstance(key, Binary) or doc.get("subject") is None:
+            return doc
+        out = {k: v for k, v in doc.items() if k != "subject"}
+        out[SEALED_SUBJECT] = await self.vault.seal(key, {"subject": doc["subject"]})
+        return out
+
+    async def open_thread(self, doc: Doc) -> Doc:
+        """``doc`` with its subject in clear as ``subject`` (see :meth:`seal_thread`); a
+        thread stored before subjects were sealed is returned as it is. A subject whose data
+        key was erased reads as None. Without a vault the sealed subject is only taken away."""
+        sealed = doc.get(SEALED_SUBJECT)
+        if sealed is None:
+            return doc
+        out = {k: v for k, v in doc.items() if k != SEALED_SUBJECT}
+        opened = None
+        if self.vault is not None and isinstance(sealed, Binary):
+            opened = await self.vault.open(sealed)
+        out["subject"] = (opened or {}).get("subject")
+        return out
+
+    async def open_threads(self, docs: list[Doc]) -> list[Doc]:
+        return [await self.open_thread(d) for d in docs]
 
     async def open_message(self, doc: Doc) -> Doc:
         """A stored message as it was written (see :meth:`seal_message`)."""

@@ -30,7 +30,7 @@ from conversations import announce, client_left
 from conversations.client_left import NOT_SAFE
 from conversations.model import URGENT
 from conversations.outbound import publish_outbound
-from conversations.repository import Doc, IdempotencyKeyReused, Repository
+from conversations.repository import SEALED_SUBJECT, Doc, IdempotencyKeyReused, Repository
 from services.store import stats
 from services.store.audit import ReadAudit
 from services.store.auth import (
@@ -76,10 +76,13 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+# A thread's machinery, never shown; ``sealed_subject`` is shown opened, as ``subject``
+# (Repository.open_thread, which the routes call first: :meth:`ConsultantApi.view`).
+_THREAD_INTERNAL = {"key", "reply_token", "email", "auto", "data_key", SEALED_SUBJECT}
+
+
 def thread_view(doc: Doc) -> dict[str, Any]:
-    view: dict[str, Any] = _jsonable(
-        {k: v for k, v in doc.items() if k not in {"key", "reply_token", "email", "auto", "data_key"}}
-    )
+    view: dict[str, Any] = _jsonable({k: v for k, v in doc.items() if k not in _THREAD_INTERNAL})
     return view
 
 
@@ -121,6 +124,10 @@ class ConsultantApi:
         self.throttle = LoginThrottle(repo, settings.login_attempts, settings.login_window_seconds)
         self.metrics: StoreMetrics | None = None  # set by the composition root
         self.held: HeldReplies | None = None  # set by the composition root
+
+    async def view(self, thread: Doc) -> dict[str, Any]:
+        """What the console shows of ``thread``: :func:`thread_view` with its subject opened."""
+        return thread_view(await self.repo.open_thread(thread))
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -403,7 +410,7 @@ class ConsultantApi:
             (page - 1) * limit,
             self._elsewhere_filter(user),
         )
-        resp = web.json_response([thread_view(t) for t in docs[:limit]])
+        resp = web.json_response([thread_view(t) for t in await self.repo.open_threads(docs[:limit])])
         if len(docs) > limit:
             resp.headers["Link"] = f'<{request.rel_url.update_query(page=page + 1)}>; rel="next"'
         return resp
@@ -422,7 +429,7 @@ class ConsultantApi:
                 )
             return web.Response(status=204)
         log.info("thread_claimed", thread_id=thread["_id"], consultant=user.login)
-        return web.json_response(thread_view(await self._claimed(user, thread)))
+        return web.json_response(await self.view(await self._claimed(user, thread)))
 
     async def claim(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
@@ -433,7 +440,7 @@ class ConsultantApi:
         claimed = await self.repo.claim(thread["_id"], user.login)
         if claimed is None:
             return problem(409, "Someone else holds this thread, or it is closed")
-        return web.json_response(thread_view(await self._claimed(user, claimed)))
+        return web.json_response(await self.view(await self._claimed(user, claimed)))
 
     async def history(self, request: web.Request) -> web.Response:
         """Every change of a thread with its time: queued, claimed, released, transferred,
@@ -546,7 +553,7 @@ class ConsultantApi:
                 409, "Only the consultant holding an active thread (or a supervisor) can release it"
             )
         await self._event("ThreadReleased", released, user.login, reason="released")
-        return web.json_response(thread_view(released))
+        return web.json_response(await self.view(released))
 
     async def note(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
@@ -575,7 +582,7 @@ class ConsultantApi:
         if note and note.strip():
             await self.repo.add_note(moved, user.login, note)
         await self._event("ThreadTransferred", moved, user.login, from_queue=thread["queue"], to_queue=queue)
-        return web.json_response(thread_view(moved))
+        return web.json_response(await self.view(moved))
 
     async def thread(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
@@ -583,7 +590,7 @@ class ConsultantApi:
         await self.audit.record(thread["_id"], user.login, "thread")
         messages = await self.repo.thread_messages(thread["_id"])
         log.info("thread_read", thread_id=thread["_id"], consultant=user.login)
-        view = thread_view(thread)
+        view = await self.view(thread)
         if any(m.get("html") and m.get("html_sanitiser") != SANITISER_VERSION for m in messages):
             # HTML still to sanitise (another version or none): off the event loop, so other
             # consultants' requests never wait on it.
@@ -676,7 +683,7 @@ class ConsultantApi:
             return problem(409, "Only the consultant holding an active thread can close it")
         closed = await self._without_left_mark(closed)
         await self._event("ThreadClosed", closed, user.login)
-        return web.json_response(thread_view(closed))
+        return web.json_response(await self.view(closed))
 
     async def _close_without_consultation(
         self, user: User, thread: Doc, body: dict[str, Any]
@@ -703,7 +710,7 @@ class ConsultantApi:
             return problem(409, "Only the consultant holding an active thread can close it")
         closed = await self._without_left_mark(closed)
         await self._event("ThreadClosed", closed, user.login, outcome="no_consultation", reason=reason)
-        return web.json_response(thread_view(closed))
+        return web.json_response(await self.view(closed))
 
     async def close_left(self, request: web.Request) -> web.Response:
         """One action for a chat whose client left (conversations/client_left.py): a waiting

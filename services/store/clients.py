@@ -25,7 +25,7 @@ from conversations import announce
 from conversations.clients import visible_consultations
 from conversations.model import EventName
 from conversations.repository import Doc
-from services.store.api import ConsultantApi, thread_view
+from services.store.api import ConsultantApi
 from services.store.auth import User
 from shared.http import problem
 from shared.logs import get_logger
@@ -87,7 +87,7 @@ class ClientRoutes:
             # Already so (a retry): nothing to record; its consultations follow, should the
             # first attempt have stopped between the two writes.
             await self.clients.follow(thread)
-            return web.json_response(thread_view(thread))
+            return web.json_response(await self.api.view(thread))
         linked = await self.clients.link(thread, client_id, user.login, other["_id"])
         return await self._changed(EventName.CLIENT_LINKED, user, thread, linked, from_thread=other["_id"])
 
@@ -120,7 +120,7 @@ class ClientRoutes:
         # Stored already: a broker that is away delays only the live refresh (announce.py).
         await announce.publish_or_log(self.api.broker, event)
         log.info("client_changed", event_name=name, thread_id=after["_id"], consultant=user.login)
-        return web.json_response(thread_view(after))
+        return web.json_response(await self.api.view(after))
 
     async def earlier(self, request: web.Request) -> web.Response:
         user: User = request["user"]

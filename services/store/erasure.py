@@ -87,7 +87,7 @@ class ErasureRoutes:
             messages = await self.repo.thread_messages(t["_id"])
             out.append(
                 {
-                    **_clean(t),
+                    **_clean(await self.repo.open_thread(t)),
                     "messages": [_clean(m) for m in messages],
                     "consultations": [_clean(c) for c in await self.repo.consultations_of(t["_id"])],
                 }

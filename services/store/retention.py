@@ -19,7 +19,8 @@ settings, ``STORE_RETENTION_DAYS`` and ``STORE_RETENTION_UNCLOSED_DAYS``):
 What is deleted (QUALITY.md 4, data minimisation): the text, HTML, subject, quoted history and
 attachment names of messages and notes, the Message-IDs the client's mail program wrote (they
 may name its host); the raw mails (``mail_raw.raw``) and attachment bytes
-(``mail_attachments.data``) they came from; the thread's subject, its client's address or
+(``mail_attachments.data``) they came from; the thread's subject (in clear, or sealed as
+``sealed_subject``), its client's address or
 Telegram chat (``client.address``, and ``key``, which names the chat) and its mail headers;
 every case-form answer that is not a categorical code, in the thread and in its
 consultations. Kept: the thread, its times, channel, line and queue, and ``facts`` (the
@@ -57,7 +58,7 @@ from pymongo.errors import PyMongoError
 
 from conversations.cases import CaseRepository
 from conversations.model import ThreadStatus
-from conversations.repository import Repository
+from conversations.repository import SEALED_SUBJECT, Repository
 from services.store.stats import categorical
 from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
@@ -258,7 +259,7 @@ async def clear_thread(repo: Repository, tid: str, before: datetime, still: Doc)
                 "client.address": None,
                 "text_deleted_at": utcnow(),
             },
-            "$unset": {"key": "", "email": ""},
+            "$unset": {"key": "", "email": "", SEALED_SUBJECT: ""},
         },
     )
     if not done.modified_count:

@@ -53,9 +53,9 @@ def holding(root: Path, needle: bytes) -> list[str]:
     return sorted({f for form in [needle, *base64_forms(needle)] for f in files_holding(root, form)})
 
 
-def mail_with_attachment(text: str, name: str, data: bytes) -> bytes:
+def mail_with_attachment(text: str, name: str, data: bytes, subject: str = "a letter") -> bytes:
     msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"] = "client@example.org", "hotline@demo.test", "a letter"
+    msg["From"], msg["To"], msg["Subject"] = "client@example.org", "hotline@demo.test", subject
     msg["Message-ID"] = new_message_id()
     msg.set_content(text)
     msg.add_attachment(data, maintype="text", subtype="plain", filename=name)
@@ -80,7 +80,9 @@ async def test_a_mail_and_its_attachment_are_sealed_yet_downloaded_listed_and_re
     gateway: Gateway, stack: LocalStack, tmp_path: Path
 ) -> None:
     attachment = f"the report {CANARY}-bytes\n".encode()
-    raw = mail_with_attachment(f"Help me {CANARY}-body", f"{CANARY}-name.txt", attachment)
+    raw = mail_with_attachment(
+        f"Help me {CANARY}-body", f"{CANARY}-name.txt", attachment, subject=f"{CANARY}-subject"
+    )
     sofia = await supervisor(gateway)
     anna = await logged_in(gateway.store_url, "anna")
     client, db = database(gateway)
@@ -116,6 +118,14 @@ async def test_a_mail_and_its_attachment_are_sealed_yet_downloaded_listed_and_re
         (again,) = await queued_threads(sofia, 1)
         status, thread = await anna.call("GET", f"/api/threads/{again}")
         assert status == 200 and f"{CANARY}-body" in thread["messages"][0]["text"]
+        # The thread's subject is sealed (threads.sealed_subject), yet the consultant's thread
+        # view and list of threads show it.
+        assert thread["subject"] == f"{CANARY}-subject" and "sealed_subject" not in thread
+        status, listed = await anna.call("GET", "/api/threads?status=waiting")
+        assert status == 200
+        assert [t.get("subject") for t in listed if t["id"] == again] == [f"{CANARY}-subject"]
+        stored_thread = await db["threads"].find_one({"_id": again})
+        assert stored_thread is not None and isinstance(stored_thread.get("sealed_subject"), Binary)
         assert await download(anna, again) == (200, f"{CANARY}-name.txt", attachment)
 
         # No document of the gateway's database holds the words, the name or the bytes.

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from conversations.repository import Repository
 from conversations.vault import SEALED, Vault, key_id_of
 from deploy.local.services import new_master_key
 from deploy.local.stack import LocalStack
+from services.store.retention import clear_thread
 from shared.envelope import Channel, ChatFacts, InboundMessage, message_id_for, utcnow
 from shared.mongo import make_client
 from shared.settings import parse_master_key
@@ -139,8 +141,9 @@ def chat_message(session: str, text: str) -> InboundMessage:
     )
 
 
-async def stored_thread(repo: Repository, text: str) -> tuple[str, str]:
-    """A chat thread holding ``text``; (thread id, message id)."""
+async def stored_thread(repo: Repository, text: str, subject: str | None = None) -> tuple[str, str]:
+    """A chat thread holding ``text`` (and ``subject``, as a mail's thread would); (thread id,
+    message id)."""
     session = new_id()
     new: dict[str, Any] = {
         "key": f"chat:{session}",
@@ -150,6 +153,7 @@ async def stored_thread(repo: Repository, text: str) -> tuple[str, str]:
         "organisations": ["gp"],
         "status": "waiting",
         "client": {"address": session},
+        "subject": subject,
         "created_at": utcnow(),
         "waiting_since": utcnow(),
     }
@@ -237,6 +241,36 @@ async def test_deleting_a_threads_key_leaves_its_text_unreadable_everywhere(repo
         await sealed.accept_inbound(chat_message(session, "again"), await repo.thread(gone), {})
         texts = [m.get("text") for m in await sealed.thread_messages(gone)]
         assert texts == [None, "again"]
+    finally:
+        await vault.close()
+        await client.drop_database(f"{repo.db.name}_keys")
+
+
+async def test_a_threads_subject_is_sealed_under_its_key_and_opened_for_its_readers(repo: Repository) -> None:
+    """The first mail's subject is stored sealed as ``sealed_subject``, never in clear; every
+    reader opens it (Repository.open_thread); a subject stored in clear before still reads;
+    erasing the thread's key leaves it unreadable, and retention takes the sealed value away."""
+    client = repo.db.client
+    vault = Vault(client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
+    sealed = Repository(repo.db, vault)
+    try:
+        thread_id, _ = await stored_thread(sealed, "hello", subject=f"{CANARY}-subject")
+        stored = await repo.thread(thread_id)
+        assert stored is not None and "subject" not in stored
+        assert key_id_of(stored["sealed_subject"]) == stored["data_key"].as_uuid()
+        assert CANARY not in repr(stored)
+        assert (await sealed.open_thread(stored))["subject"] == f"{CANARY}-subject"
+        assert "sealed_subject" not in await sealed.open_thread(stored)
+        # A thread stored before subjects were sealed reads as it is.
+        legacy = {**stored, "subject": "in clear"}
+        del legacy["sealed_subject"]
+        assert (await sealed.open_thread(legacy))["subject"] == "in clear"
+
+        await sealed.erase_text([thread_id])
+        assert (await sealed.open_thread(stored))["subject"] is None
+        await clear_thread(sealed, thread_id, utcnow() + timedelta(seconds=5), {})
+        cleared = await repo.thread(thread_id)
+        assert cleared is not None and "sealed_subject" not in cleared and cleared["subject"] is None
     finally:
         await vault.close()
         await client.drop_database(f"{repo.db.name}_keys")
