@@ -130,7 +130,12 @@ class ContactPlans:
         await self.messages.create_index([("delivery.status", ASCENDING)], name="delivery_status")
 
     async def plan_doc(self, thread: Doc) -> Doc | None:
-        return await self.plans.find_one({"_id": plan_key(thread)})
+        """The thread's person's plan; else the thread's own, recorded while it had no client
+        (a link to a client who has no plan must not drop the protection it had)."""
+        found = await self.plans.find_one({"_id": plan_key(thread)})
+        if found is None and thread.get("client_id"):
+            found = await self.plans.find_one({"_id": f"thread:{thread['_id']}"})
+        return found
 
     async def plan_for(self, thread: Doc) -> ContactPlan | None:
         doc = await self.plan_doc(thread)

@@ -60,6 +60,19 @@ def outbound_envelope(thread: Doc, doc: Doc, plan: ContactPlan | None = None) ->
     )
 
 
+async def cancel_undeliverable(repo: Repository, thread: Doc, doc: Doc) -> bool:
+    """Whether ``doc`` has nothing to send or nobody to send it to (retention or an erasure
+    deleted its text or the address): then it is cancelled, never published, and no longer in
+    the way of the messages after it."""
+    if doc.get("text") and (thread.get("client") or {}).get("address"):
+        return False
+    await repo.messages.update_one(
+        {"_id": doc["_id"], "published": False},
+        {"$set": {"published": True, "delivery.status": "cancelled", "delivery.detail": "text deleted"}},
+    )
+    return True
+
+
 async def publish_outbound(broker: Broker, repo: Repository, thread: Doc, doc: Doc) -> None:
     """Publish (confirmed) unless already published, then remember that it was.
 
@@ -68,6 +81,8 @@ async def publish_outbound(broker: Broker, repo: Repository, thread: Doc, doc: D
     reply is not published at all.
     """
     if doc.get("published") or (doc.get("delivery") or {}).get("status") in NOT_OUT:
+        return
+    if await cancel_undeliverable(repo, thread, doc):
         return
     plan = await repo.contact_plans.plan_for(thread) if thread["channel"] == Channel.EMAIL else None
     # The reply's Subject is the thread's, sealed at rest (Repository.open_thread).
@@ -100,6 +115,8 @@ class OutboxSweeper:
         for doc in await self.repo.outbox(utcnow() - GRACE, BATCH):
             thread = await self.repo.thread(doc["thread_id"])
             if thread is None:
+                continue
+            if await cancel_undeliverable(self.repo, thread, doc):
                 continue
             try:
                 await publish_outbound(self.broker, self.repo, thread, doc)

@@ -9,9 +9,11 @@
   the person the supervisor may see loses its text as retention clears it
   (services/store/retention.py: messages, raw mails, attachments, subject, address, free-text
   answers), then its data key is deleted (conversations/vault.py), so what was sealed is
-  unreadable in every backup too; their cases lose their free text and their keys; their
-  safe-contact plan is deleted; what recognised the person (their client key) is forgotten,
-  so a new message from them starts afresh. Kept:
+  unreadable in every backup too; replies still held or unsent are cancelled; their cases
+  lose their free text and their keys. When that reached all of the person's threads and
+  cases, their safe-contact plan is deleted and what recognised them (their client key) is
+  forgotten, so a new message from them starts afresh; when another organisation still holds
+  some, both stay for it. Kept:
   the threads' times and categorical facts, so statistics count as before. Refused (409) while
   one of those threads or cases is open: a person still being helped is not erased under a
   consultant's hands. Each thread records ``TextErased`` with who did it.
@@ -59,27 +61,30 @@ class ErasureRoutes:
         app.router.add_get("/api/threads/{id}/person/export", self.export)
         app.router.add_post("/api/threads/{id}/person/erase", self.erase)
 
-    async def _person(self, request: web.Request) -> tuple[User, str | None, list[Doc], list[Doc]]:
-        """(who asks, the client id, the person's threads and cases this supervisor may see)."""
+    async def _person(self, request: web.Request) -> tuple[User, str | None, list[Doc], list[Doc], bool]:
+        """(who asks, the client id, the person's threads and cases this supervisor may see,
+        whether those are all of the person's)."""
         user = require(request, SUPERVISORS)
         thread = await self.api.visible_thread(user, request.match_info["id"])
         if thread is None:
             raise web.HTTPNotFound(text="no such thread")
         client_id = thread.get("client_id")
-        threads = [thread]
+        threads, every = [thread], 1
         if client_id:
             threads = []
-            for t in await self.repo.threads_of_client(client_id):
+            theirs = await self.repo.threads_of_client(client_id)
+            every = len(theirs)
+            for t in theirs:
                 seen = await self.api.visible_thread(user, t["_id"])
                 if seen is not None:
                     threads.append(seen)
         viewer = case_viewer(user.role, user.organisation, user.lines)
         found = await self.cases.of_client(client_id) if client_id else []
         cases = [c for c in found if viewer is not None and viewer.sees_case(c)]
-        return user, client_id, threads, cases
+        return user, client_id, threads, cases, len(threads) == every and len(cases) == len(found)
 
     async def export(self, request: web.Request) -> web.Response:
-        user, client_id, threads, cases = await self._person(request)
+        user, client_id, threads, cases, _ = await self._person(request)
         out: list[Any] = []
         for t in sorted(threads, key=lambda t: t["created_at"]):
             # Recorded before anything is sent, like every read of a thread (audit.py).
@@ -114,7 +119,7 @@ class ErasureRoutes:
         if body.get("confirm") != "erase":
             why = 'send {"confirm": "erase"}: erasure cannot be undone'
             return problem(422, "Confirm the erasure", why, invalid=["confirm"])
-        user, client_id, threads, cases = await self._person(request)
+        user, client_id, threads, cases, everything = await self._person(request)
         still_open = [t["_id"] for t in threads if t.get("status") != ThreadStatus.CLOSED.value]
         open_cases = [c["_id"] for c in cases if c.get("status") != CaseStatus.CLOSED.value]
         if still_open or open_cases:
@@ -134,9 +139,15 @@ class ErasureRoutes:
         fields = self.api.config.cases.free_text_fields
         cleared = sum([await self.cases.clear_free_text(c["_id"], fields) for c in cases])
         keys += await self.cases.erase_text([c["_id"] for c in cases])
-        forgotten = await self.repo.clients.forget(client_id) if client_id else 0
-        # The safe-contact plan goes too (conversations/contact_plan.py).
-        await self.repo.contact_plans.forget([client_id] if client_id else [], ids)
+        # What recognises the person and their safe-contact plan go only when this erasure
+        # reached all of them: another organisation still helping them keeps both (its held
+        # replies stay held, its new threads stay theirs).
+        forgotten = 0
+        if everything:
+            forgotten = await self.repo.clients.forget(client_id) if client_id else 0
+            await self.repo.contact_plans.forget([client_id] if client_id else [], ids)
+        else:
+            await self.repo.contact_plans.forget([], ids)
         for tid in ids:
             await self.repo.record_event(tid, EventName.TEXT_ERASED, user.login)
         log.info("person_erased", by=user.login, threads=len(ids), cases=cleared, keys=keys)

@@ -212,6 +212,12 @@ async def clear_thread(repo: Repository, tid: str, before: datetime, still: Doc)
         if isinstance(m.get("source_id"), str):
             sources.append(m["source_id"])
         attachments += [a["id"] for a in m.get("attachments") or [] if isinstance(a, dict) and "id" in a]
+    # A reply not yet gone (held by a safe-contact plan, or waiting for the broker) goes nowhere
+    # now: its text and the address are being deleted.
+    await repo.messages.update_many(
+        {**old, "direction": "out", "published": False},
+        {"$set": {"published": True, "delivery.status": "cancelled", "delivery.detail": "text deleted"}},
+    )
     # The client's own Message-IDs first (they may name their host); ours are opaque.
     await repo.messages.update_many({**old, "direction": "in"}, {"$set": {"email_message_id": None}})
     await repo.messages.update_many(

@@ -23,7 +23,7 @@ from shared.envelope import utcnow
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH, parse_master_key
 from tests.conftest import Gateway
-from tests.integration.helpers import Consultant
+from tests.integration.helpers import Consultant, add_account
 
 CANARY = "Erase-Ж-" + uuid.uuid4().hex
 CLIENT = "client-" + uuid.uuid4().hex[:8]
@@ -82,6 +82,16 @@ async def person(gateway: Gateway) -> Any:
     threads = [await person_thread(repo, 40), await person_thread(repo, 20)]
     await repo.clients.keys.insert_one({"_id": "hmac-of-her-address", "client_id": CLIENT})
     await repo.contact_plans.plans.insert_one({"_id": f"client:{CLIENT}", "write_first": True})
+    # A reply the plan held, never sent: it must not go out once her text and address are gone.
+    first = await repo.thread(threads[0])
+    assert first is not None
+    held, _ = await repo.add_outbound(
+        first, "consultant:anna", f"{CANARY} held reply", f"held:{new_id()}", "x.test"
+    )
+    await repo.messages.update_one(
+        {"_id": held["_id"]},
+        {"$set": {"delivery": {"status": "held", "at": utcnow(), "detail": "quiet hours"}}},
+    )
     case = new_case(
         number=1,
         organisation="lastrada",
@@ -186,8 +196,52 @@ async def test_erasure_leaves_no_text_anywhere_and_statistics_as_they_were(
     # Her address no longer recognises her; the threads still count as before.
     assert await repo.clients.keys.find_one({"client_id": CLIENT}) is None
     assert await repo.contact_plans.plans.find_one({"_id": f"client:{CLIENT}"}) is None
+    # The held reply is cancelled, and out of the outbox's way.
+    replies = [m async for m in repo.messages.find({"thread_id": threads[0], "direction": "out"})]
+    assert [(m["delivery"]["status"], m["published"]) for m in replies] == [("cancelled", True)]
+    assert [m["_id"] for m in await repo.outbox(utcnow() + timedelta(minutes=1), 10)] == []
     for t in threads:
         thread = await repo.thread(t)
         assert thread is not None and thread["facts"] == facts[t] and thread["client_id"] == CLIENT
     case = await repo.db["cases"].find_one({"_id": case_id})
     assert case is not None and case["notes"][0]["text"] is None
+
+
+async def test_an_erasure_that_reaches_part_of_the_person_keeps_what_protects_the_rest(
+    gateway: Gateway, person: Any
+) -> None:
+    """A supervisor of the infoline alone erases: the person's DV thread (another line, which she
+    may not see) keeps its text, and the person's safe-contact plan and client key stay, since
+    the DV line still helps her."""
+    repo, threads, _ = person
+    dv = await person_thread(repo, 10)
+    await repo.threads.update_one(
+        {"_id": dv}, {"$set": {"line": "dv", "queue": "gp-dv", "organisations": ["gp"]}}
+    )
+    await add_account(repo, "lida", "supervisor", "lastrada", ["113"])
+    lida = await logged_in(gateway, "lida")
+    try:
+        status, answer = await lida.call(
+            "POST", f"/api/threads/{threads[0]}/person/erase", {"confirm": "erase"}
+        )
+    finally:
+        await lida.close()
+    assert status == 200 and answer["threads"] == 2 and answer["client_keys_forgotten"] == 0, answer
+    assert await repo.contact_plans.plans.find_one({"_id": f"client:{CLIENT}"}) is not None
+    assert await repo.clients.keys.find_one({"client_id": CLIENT}) is not None
+    assert [m.get("text") for m in await repo.thread_messages(dv) if m["direction"] == "in"] == [
+        f"{CANARY} she wrote"
+    ]
+    for t in threads:
+        assert all(m.get("text") is None for m in await repo.thread_messages(t))
+
+
+async def test_a_thread_plan_still_holds_after_the_thread_is_linked_to_a_client(repo: Repository) -> None:
+    tid = new_id()
+    await repo.contact_plans.plans.insert_one({"_id": f"thread:{tid}", "write_first": True})
+    linked = {"_id": tid, "client_id": "someone-without-a-plan"}
+    plan = await repo.contact_plans.plan_for(linked)
+    assert plan is not None and plan.write_first
+    await repo.contact_plans.plans.insert_one({"_id": "client:someone-without-a-plan", "write_first": False})
+    plan = await repo.contact_plans.plan_for(linked)
+    assert plan is not None and not plan.write_first  # the person's own plan, once they have one
