@@ -169,6 +169,8 @@ async def test_quarantined_mails_leave_no_text_in_logs_or_the_quarantine_listing
                     "EMAIL_INGEST_MONGO_URL": stack.mongo_url,
                     "EMAIL_INGEST_MONGO_DATABASE": database,
                     "EMAIL_INGEST_FROM_ADDRESS": "hotline@demo.test",
+                    # Required of the intake's commands; list shows no mail's bytes, so opens nothing.
+                    "EMAIL_INGEST_MASTER_KEY": new_master_key(),
                 },
             )
     logged = capfd.readouterr()
