@@ -66,13 +66,14 @@ PAGE_LIMIT = 200
 MAX_PAGE = 1000
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A stored document as JSON: datetimes as ISO text, ``_id`` as ``id``."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {("id" if k == "_id" else k): _jsonable(v) for k, v in value.items()}
+        return {("id" if k == "_id" else k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -82,7 +83,7 @@ _THREAD_INTERNAL = {"key", "reply_token", "email", "auto", "data_key", SEALED_SU
 
 
 def thread_view(doc: Doc) -> dict[str, Any]:
-    view: dict[str, Any] = _jsonable({k: v for k, v in doc.items() if k not in _THREAD_INTERNAL})
+    view: dict[str, Any] = jsonable({k: v for k, v in doc.items() if k not in _THREAD_INTERNAL})
     return view
 
 
@@ -91,7 +92,7 @@ def message_view(doc: Doc) -> dict[str, Any]:
     shown as stored when its sanitiser version is the current one, so a thread view does not
     wait on the sanitiser; other HTML (an older version the migration has not redone, or
     written by another path) is sanitised here, within the sanitiser's linear budget."""
-    view: dict[str, Any] = _jsonable(
+    view: dict[str, Any] = jsonable(
         {k: v for k, v in doc.items() if k not in {"source_id", "html_sanitiser"}}
     )
     if "html" in view:
@@ -378,7 +379,7 @@ class ConsultantApi:
                     "name": n,
                     "line": self.config.queues[n].line,
                     "title": self.config.queues[n].title,
-                    **_jsonable(summary[n]),
+                    **jsonable(summary[n]),
                 }
                 for n in names
             ]
@@ -447,13 +448,13 @@ class ConsultantApi:
         escalated, closed (for wait and first-response reports)."""
         user, thread = await self._thread(request)
         await self.audit.record(thread["_id"], user.login, "history")
-        return web.json_response([_jsonable(e) for e in await self.repo.thread_history(thread["_id"])])
+        return web.json_response([jsonable(e) for e in await self.repo.thread_history(thread["_id"])])
 
     async def reads(self, request: web.Request) -> web.Response:
         """Who read this thread and when (supervisors)."""
         require(request, SUPERVISORS)
         _, thread = await self._thread(request)
-        return web.json_response([_jsonable(r) for r in await self.audit.of_thread(thread["_id"])])
+        return web.json_response([jsonable(r) for r in await self.audit.of_thread(thread["_id"])])
 
     async def overview(self, request: web.Request) -> web.Response:
         """The supervisor's view: every queue of their lines with its waiting count, oldest
@@ -469,7 +470,7 @@ class ConsultantApi:
             {"queue": 1, "assignee": 1, "channel": 1, "claimed_at": 1, "priority": 1},
         )
         async for t in cursor:
-            held[t["queue"]].append(_jsonable(t))
+            held[t["queue"]].append(jsonable(t))
         alerts_cursor = (
             self.repo.threads.find(
                 {"queue": {"$in": names}, "status": "waiting", "priority": {"$gte": URGENT}},
@@ -478,7 +479,7 @@ class ConsultantApi:
             .sort([("priority", -1), ("waiting_since", 1)])
             .limit(100)
         )
-        alerts = [_jsonable(t) async for t in alerts_cursor]
+        alerts = [jsonable(t) async for t in alerts_cursor]
         # Open threads whose client said it is not safe now (conversations/client_left.py): a
         # few among the open ones (found by queue_order), newest first.
         not_safe_cursor = self.repo.threads.find(
@@ -487,7 +488,7 @@ class ConsultantApi:
         )
         not_safe_docs = [t async for t in not_safe_cursor]
         not_safe_docs.sort(key=lambda t: t["client_left"]["at"], reverse=True)
-        not_safe = [_jsonable(t) for t in not_safe_docs]
+        not_safe = [jsonable(t) for t in not_safe_docs]
         people = []
         async for c in self.repo.consultants.find({"lines": {"$in": user.lines}, "disabled": {"$ne": True}}):
             holds = sum(1 for q in held.values() for t in q if t.get("assignee") == c["_id"])
@@ -508,7 +509,7 @@ class ConsultantApi:
                         "name": n,
                         "line": self.config.queues[n].line,
                         "title": self.config.queues[n].title,
-                        **_jsonable(summary[n]),
+                        **jsonable(summary[n]),
                         "urgent_waiting": sum(1 for a in alerts if a["queue"] == n),
                         "active": held[n],
                     }
@@ -525,7 +526,7 @@ class ConsultantApi:
         require(request, {"admin"})
         out = []
         async for c in self.repo.consultants.find({}, {"password_hash": 0}).sort("_id", 1):
-            out.append(_jsonable(c))
+            out.append(jsonable(c))
         return web.json_response(out)
 
     async def disable_user(self, request: web.Request) -> web.Response:
@@ -562,7 +563,7 @@ class ConsultantApi:
             return problem(422, "text is required")
         doc = await self.repo.add_note(thread, user.login, text)
         await self._event("NoteAdded", thread, user.login, message_id=doc["_id"])
-        return web.json_response(_jsonable(doc), status=201)
+        return web.json_response(jsonable(doc), status=201)
 
     async def transfer(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)
@@ -647,7 +648,7 @@ class ConsultantApi:
         )
         if created:
             await self._event("MessageSent", thread, user.login, message_id=doc["_id"])
-        return web.json_response(_jsonable(doc), status=202)
+        return web.json_response(jsonable(doc), status=202)
 
     async def close(self, request: web.Request) -> web.Response:
         user, thread = await self._thread(request)

@@ -27,7 +27,7 @@ from conversations import announce
 from conversations.contact_plan import ContactPlan, plan_key
 from conversations.model import EventName
 from conversations.repository import Doc
-from services.store.api import ConsultantApi, _jsonable
+from services.store.api import ConsultantApi, jsonable
 from services.store.auth import User
 from services.store.held_replies import HeldReplies
 from shared.envelope import DeliveryStatus
@@ -45,7 +45,7 @@ def plan_view(thread: Doc, doc: Doc | None) -> dict[str, Any]:
     if doc is None:
         return {"scope": scope, "plan": None, "set_by": None, "set_at": None}
     plan = {k: v for k, v in doc.items() if k in ContactPlan.model_fields}
-    return {"scope": scope, "plan": plan, "set_by": doc.get("set_by"), "set_at": _jsonable(doc.get("set_at"))}
+    return {"scope": scope, "plan": plan, "set_by": doc.get("set_by"), "set_at": jsonable(doc.get("set_at"))}
 
 
 class ContactPlanRoutes:
@@ -105,7 +105,7 @@ class ContactPlanRoutes:
             ),
         )
         doc = await self.api.repo.message(message_id)
-        return web.json_response(_jsonable({"id": message_id, "delivery": (doc or {}).get("delivery")}))
+        return web.json_response(jsonable({"id": message_id, "delivery": (doc or {}).get("delivery")}))
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router

@@ -34,7 +34,7 @@ from aiohttp import web
 from conversations.cases import CaseRepository, CaseStatus, case_viewer
 from conversations.model import EventName, ThreadStatus
 from conversations.repository import Doc
-from services.store.api import SUPERVISORS, ConsultantApi, _jsonable, require
+from services.store.api import SUPERVISORS, ConsultantApi, jsonable, require
 from services.store.auth import User
 from services.store.retention import clear_thread
 from shared.envelope import utcnow
@@ -48,7 +48,7 @@ _INTERNAL = {"key", "reply_token", "data_key", "claim_seq", "html_sanitiser", "s
 
 
 def _clean(doc: Doc) -> Any:
-    return _jsonable({k: v for k, v in doc.items() if k not in _INTERNAL})
+    return jsonable({k: v for k, v in doc.items() if k not in _INTERNAL})
 
 
 class ErasureRoutes:
