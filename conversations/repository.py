@@ -681,6 +681,21 @@ class Repository:
         )
         return doc["created_at"] if doc is not None else None
 
+    async def latest_client_messages(self, thread_ids: list[str], since: datetime) -> dict[str, datetime]:
+        """When each of ``thread_ids`` last had a client message stored at or after ``since``
+        (threads without one are absent): one query for many threads (thread_messages index)."""
+        latest: dict[str, datetime] = {}
+        if not thread_ids:
+            return latest
+        cursor = self.messages.find(
+            {"thread_id": {"$in": thread_ids}, "direction": "in", "created_at": {"$gte": since}},
+            {"thread_id": 1, "created_at": 1},
+        )
+        async for m in cursor:
+            if m["thread_id"] not in latest or m["created_at"] > latest[m["thread_id"]]:
+                latest[m["thread_id"]] = m["created_at"]
+        return latest
+
     async def record_event(self, thread_id: str, name: str, by: str | None = None, **data: Any) -> None:
         """Keep a fact about a thread with its time, for wait and response-time reports."""
         await self._event_inserts.insert(
