@@ -47,12 +47,11 @@ Doc = dict[str, Any]
 ALGORITHM = Algorithm.AEAD_AES_256_CBC_HMAC_SHA_512_Random
 SEALED = "sealed"
 ENCRYPTED_SUBTYPE = 6
-# How long a process keeps a data key it unwrapped (libmongocrypt's cache): an erasure
-# reaches every other running process within this time (the erasing one at once). An hour:
-# libmongocrypt asks the key vault with an $or the local stand-in cannot serve by index, so
-# each lookup reads the whole vault (88 ms with 2,000 keys); a minute made a busy dispatcher
-# look a key up again for most messages, and its stored rate fell as the vault grew.
-KEY_CACHE_MS = 3_600_000
+# How long a process keeps a data key it unwrapped (libmongocrypt's cache, its default of a
+# minute): an erasure reaches every other running process within this time (the erasing one at
+# once). A lookup is one read by _id (on the local stand-in too, with its patch), so a short
+# cache costs a busy service little.
+KEY_CACHE_MS = 60_000
 
 
 def provider_name(key: bytes) -> str:
