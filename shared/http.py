@@ -9,8 +9,13 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from shared.logs import get_logger, place
+from shared.mongo import is_transient_database_error
 
 log = get_logger(__name__)
+
+# What a request refused while the database is away or busy tells the client to wait: about
+# a restart of the database, and more than the driver's server selection (shared/mongo.py).
+RETRY_AFTER_SECONDS = 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,6 +83,11 @@ def problem(status: int, title: str, detail: str | None = None, **extensions: ob
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn HTTP errors into problem details and unexpected failures into a logged 500.
 
+    A database that is away, busy or failing over (``is_transient_database_error``) is not a
+    failure of the request: it answers 503 with ``Retry-After`` (RFC 9110 section 10.2.3) and
+    is logged as one warning, type only, so an outage does not read as a bug. Anything else
+    is a 500, logged as an error with the exception's type and place.
+
     aiohttp's own error log names the client's address; this keeps such failures out of
     it (QUALITY.md 4: no client IP in any log) while still logging what broke.
     """
@@ -87,7 +97,20 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return problem(exc.status, exc.reason, exc.text if exc.text != exc.reason else None)
-    except Exception as exc:  # the last resort of a request: log it, answer 500, stay up
+    except Exception as exc:  # the last resort of a request: log it, answer 500 or 503, stay up
+        if is_transient_database_error(exc):
+            log.warning(
+                "request_unavailable",
+                method=request.method,
+                route=_route(request),
+                dependency="database",
+                error=type(exc).__name__,
+            )
+            unavailable = problem(
+                503, "Service Unavailable", "the database is unavailable; try again shortly"
+            )
+            unavailable.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return unavailable
         # Type and place, no traceback: an exception's message or a frame's locals can quote
         # what a person wrote (QUALITY.md 4: canaries are checked on failure paths too).
         log.error(

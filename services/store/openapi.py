@@ -744,7 +744,8 @@ def document(app: web.Application) -> Schema:
             "version": "1",
             "description": "Session cookie (HttpOnly, SameSite=Strict) from POST /api/session; "
             "header X-CSRF-Token on every state-changing call; errors are RFC 9457 problem details. "
-            "A JSON body nested deeper than 32 arrays or objects is refused with 400 on every route.",
+            "A JSON body nested deeper than 32 arrays or objects is refused with 400 on every route. "
+            "While the database is away or busy, every route answers 503 with Retry-After (seconds).",
         },
         "paths": dict(sorted(paths.items())),
         "components": COMPONENTS,
