@@ -41,6 +41,7 @@ from services.store.auth import (
     Sessions,
     User,
     csrf_ok,
+    login_peer,
     token_hash,
 )
 from services.store.events import sessions_ended
@@ -280,7 +281,8 @@ class ConsultantApi:
         login, password = body.get("login"), body.get("password")
         if not isinstance(login, str) or not isinstance(password, str) or len(login) > 100:
             return problem(422, "login and password are required")
-        attempt = await self.throttle.attempt(login, request.remote, request.cookies.get(DEVICE_COOKIE))
+        peer = login_peer(request.remote, request.headers.get("X-Real-IP"), self.s.trusted_proxies)
+        attempt = await self.throttle.attempt(login, peer, request.cookies.get(DEVICE_COOKIE))
         async with self.throttle.turn(attempt):
             wait = await self.throttle.wait_seconds(attempt)
             if wait > 0:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
+import ipaddress
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.settings import TextSettings
 
@@ -22,6 +25,11 @@ class StoreSettings(TextSettings):
     )
     login_attempts: int = Field(default=5, ge=1, description="Failed logins allowed per window")
     login_window_seconds: float = Field(default=300, gt=0, description="Login rate-limit window")
+    trusted_proxies: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
+        default=[],
+        description="Addresses (CIDR, comma-separated) of the reverse proxies whose X-Real-IP names the "
+        "address a log-in comes from; used only to throttle failed log-ins, never stored or logged",
+    )
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest API request body")
     stats_timezone: str = Field(
         default="Europe/Minsk", description="Time zone that decides a consultation's day, month and year"
@@ -59,3 +67,10 @@ class StoreSettings(TextSettings):
     metrics_refresh_seconds: float = Field(
         default=15, gt=0, description="How often queue depth, oldest wait and dead letters are measured"
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip()]
+        return value

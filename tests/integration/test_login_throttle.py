@@ -30,8 +30,13 @@ def session_from(address: str | None = None) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
-async def try_login(http: aiohttp.ClientSession, url: str, login: str, password: str) -> tuple[int, dict]:
-    async with http.post(f"{url}/api/session", json={"login": login, "password": password}) as resp:
+async def try_login(
+    http: aiohttp.ClientSession, url: str, login: str, password: str, real_ip: str | None = None
+) -> tuple[int, dict]:
+    headers = {"X-Real-IP": real_ip} if real_ip is not None else {}
+    async with http.post(
+        f"{url}/api/session", json={"login": login, "password": password}, headers=headers
+    ) as resp:
         body = await resp.json(content_type=None)
         return resp.status, {**body, "retry_after": resp.headers.get("Retry-After")}
 
@@ -82,6 +87,41 @@ async def test_hammering_vera_slows_the_attacker_and_never_locks_vera_out(
     assert counters and all(d["failures"] >= 1 for d in counters)
     stored = repr(counters)
     assert "vera" not in stored and ATTACKER not in stored and "127.0.0.1" not in stored
+
+
+@pytest.mark.service_env({"STORE_LOGIN_ATTEMPTS": "2", "STORE_TRUSTED_PROXIES": "127.0.0.1/32"})
+async def test_behind_a_trusted_proxy_each_client_address_is_a_source_and_no_one_else_can_claim_one(
+    gateway: Gateway,
+) -> None:
+    """Every client reaches the store through the proxy (127.0.0.1 here), which names the
+    client's address in X-Real-IP: an attacker hammering Vera's login slows their own address,
+    not Vera logging in from a browser she never used. A client that is not the proxy
+    (127.0.0.2) cannot escape its own counter by writing made-up addresses into that header."""
+    gateway.seed_demo_accounts()
+    url = gateway.store_url
+    attacker_address, vera_address = "203.0.113.9", "198.51.100.7"
+    async with session_from() as proxy_for_attacker, session_from() as proxy_for_vera:
+        for _ in range(2):
+            assert (await try_login(proxy_for_attacker, url, "vera", "guess", attacker_address))[0] == 401
+        status, _ = await try_login(proxy_for_attacker, url, "vera", "vera-demo", attacker_address)
+        assert status == 429
+        # A new browser (no device cookie) at another address logs in at once.
+        assert (await try_login(proxy_for_vera, url, "vera", "vera-demo", vera_address))[0] == 200
+
+    async with session_from(ATTACKER) as direct:
+        for n in range(2):
+            assert (await try_login(direct, url, "anna", "guess", f"192.0.2.{n}"))[0] == 401
+        status, _ = await try_login(direct, url, "anna", "anna-demo", "192.0.2.99")
+        assert status == 429, "a client that is not a trusted proxy chose its own source"
+
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        stored = repr([d async for d in client[gateway.database]["login_failures"].find()])
+    finally:
+        await client.close()
+    assert attacker_address not in stored and "192.0.2." not in stored
+    logs = gateway.logs()
+    assert "login_failed" in logs and attacker_address not in logs and vera_address not in logs
 
 
 @pytest.mark.service_env({"STORE_LOGIN_ATTEMPTS": "2"})

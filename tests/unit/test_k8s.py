@@ -148,10 +148,17 @@ def test_deployment_runs_the_service_with_its_settings(name, load_settings):  # 
         "LOG_LEVEL": "info",
         "LINE": "113",
     }
-    values = {
-        n: e["value"] if "value" in e else filled.get(n[len(prefix) :], "x@example.org")
-        for n, e in env.items()
-    }
+    configmap = resources("ConfigMap")["hotline-env"]["data"]
+
+    def value(name: str, e: dict[str, Any]) -> str:
+        if "value" in e:
+            return str(e["value"])
+        ref = e.get("valueFrom", {}).get("configMapKeyRef")
+        if ref is not None and ref["name"] == "hotline-env":
+            return str(configmap[ref["key"]])
+        return filled.get(name[len(prefix) :], "x@example.org")
+
+    values = {n: value(n, e) for n, e in env.items()}
     settings = load_settings(name, values)
     assert settings.http_host == "0.0.0.0" and settings.log_format == "json"
     (port,) = c["ports"]

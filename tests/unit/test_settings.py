@@ -86,3 +86,19 @@ def test_a_short_client_key_secret_is_refused(module, prefix):
     assert result.returncode == 2
     # Named, and the value not repeated (a secret is never printed).
     assert prefix + "CLIENT_KEY_SECRET" in result.stderr and "short" not in result.stderr
+
+
+def test_trusted_proxies_are_comma_separated_networks_and_a_bad_one_is_named(monkeypatch):
+    from services.store.settings import StoreSettings
+
+    required = {
+        "STORE_AMQP_URL": "amqp://x",
+        "STORE_MONGO_URL": "mongodb://x",
+        "STORE_CLIENT_KEY_SECRET": "k" * 32,
+        "STORE_MASTER_KEY": new_master_key(),
+    }
+    for name, value in {**required, "STORE_TRUSTED_PROXIES": "10.0.0.0/8, 172.16.0.1,fd00::/8"}.items():
+        monkeypatch.setenv(name, value)
+    assert [str(n) for n in StoreSettings().trusted_proxies] == ["10.0.0.0/8", "172.16.0.1/32", "fd00::/8"]
+    result = _run("services.store", {**required, "STORE_TRUSTED_PROXIES": "10.0.0.0/8,proxy"})
+    assert result.returncode == 2 and "STORE_TRUSTED_PROXIES" in result.stderr
