@@ -16,9 +16,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from aiohttp.test_utils import TestServer
 from aioimaplib import IMAP4
 from prometheus_client import CollectorRegistry
 from pymongo import AsyncMongoClient
@@ -27,6 +29,7 @@ from conversations.vault import Vault
 from deploy.local.services import new_master_key
 from deploy.local.stack import LocalStack
 from services.email_ingest import imap as imap_module
+from services.email_ingest.app import create_app
 from services.email_ingest.imap import ImapMetrics, Mailbox, MailboxWatcher
 from services.email_ingest.inbound import Unencodable
 from services.email_ingest.rawstore import QUARANTINED, RawStore
@@ -248,3 +251,71 @@ async def test_a_mail_that_arrives_while_a_batch_is_handled_is_not_left_for_the_
         second_appended.set()
         await intake.wait_received(first)
         await intake.wait_received(second, within=30)
+
+
+async def test_readyz_names_a_mailbox_watcher_while_it_is_restarting(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service itself (create_app, its /readyz over HTTP): while its one mailbox watcher
+    fails at every synchronisation and waits to be restarted, email_ingest is not ready and
+    says which watcher; once the synchronisation works again it is ready again."""
+    failing = True
+    failed = asyncio.Event()
+    real = MailboxWatcher._sync
+
+    async def sync(self: MailboxWatcher, imap: IMAP4, uidvalidity: int) -> int:
+        if failing:
+            failed.set()
+            raise ZeroDivisionError(CANARY)
+        return await real(self, imap, uidvalidity)
+
+    monkeypatch.setattr(MailboxWatcher, "_sync", sync)
+    name = "r" + uuid.uuid4().hex[:8]
+    user = f"{name}-line"
+    settings = EmailIngestSettings(
+        amqp_url=stack.add_vhost(name),
+        mongo_url=stack.mongo_url,
+        mongo_database=name,
+        from_address="hotline@demo.test",
+        master_key=new_master_key(),
+        imap_host="127.0.0.1",
+        imap_port=stack.imap_port,
+        imap_tls=False,
+        imap_user=user,
+        imap_password=user,
+        smtp_port=stack.smtp_port,
+        smtp_security="none",
+        reconnect_max_seconds=2,  # the supervisor's backoff ceiling: the recovery comes soon
+    )
+    check = f"task:imap-watcher {user}@127.0.0.1:{stack.imap_port}/INBOX"
+
+    async def readiness(server: TestServer, session: aiohttp.ClientSession, status: int) -> dict[str, Any]:
+        """Ask /readyz until it answers ``status`` (the state of a task is read, not pushed)."""
+        async with asyncio.timeout(60):
+            while True:
+                async with session.get(server.make_url("/readyz")) as resp:
+                    body: dict[str, Any] = await resp.json()
+                    if resp.status == status:
+                        return body
+                await asyncio.sleep(0.05)
+
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with TestServer(create_app(settings)) as server, aiohttp.ClientSession() as session:
+                await asyncio.wait_for(failed.wait(), 60)
+                down = await readiness(server, session, 503)
+                failing = False
+                up = await readiness(server, session, 200)
+    finally:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url)
+        await client.drop_database(name)
+        await client.drop_database(f"{name}_keys")
+        await client.close()
+        stack.delete_vhost(name)
+    assert down["missing"] == [check], down
+    assert down["checks"]["database"] is True and down["checks"]["broker"] is True
+    task = check.removeprefix("task:")
+    assert down["details"]["tasks"][task]["state"] == "restarting"
+    assert up["checks"][check] is True and up["details"]["tasks"][task]["state"] == "running"
+    assert any(e["event"] == "task_failed" and e["task"] == task for e in logs)
+    assert CANARY not in repr(logs)
