@@ -7,7 +7,7 @@
 # Usage: bash deploy/local/install.sh      (from anywhere; paths are relative to the repository)
 set -euo pipefail
 
-readonly APT_PACKAGES=(rabbitmq-server dovecot-imapd dovecot-lmtpd chromium patch)
+readonly APT_PACKAGES=(rabbitmq-server dovecot-imapd dovecot-lmtpd chromium patch nginx-light)
 readonly FERRETDB_MODULE=github.com/FerretDB/FerretDB
 readonly FERRETDB_VERSION=v1.24.2
 # FerretDB v1 is frozen (its last release, v1.24.2, is the tip of main-v1), so this patch stays pinned to it.
