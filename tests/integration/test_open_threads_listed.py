@@ -1,6 +1,7 @@
 """Open threads are listed whatever the number of closed ones (issue 15): a queue with 250
 older, higher-priority closed threads and one person waiting now, through the real services
-and in the console in Chromium; the closed ones are paged."""
+and in the console in Chromium; the closed ones are paged. And whatever the number of open
+ones: with 250 people waiting in one queue, more than a page, the console lists every one."""
 
 from __future__ import annotations
 
@@ -10,42 +11,85 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, expect
 
 from conversations.identity import new_id, new_reply_token
+from conversations.model import NORMAL
 from shared.mongo import make_client
 from tests.conftest import Gateway
 from tests.integration.helpers import Consultant, Frames
 from tests.integration.test_queue_api import open_all_day
 
 CLOSED = 250
+WAITING = 250  # more than one page of GET /api/threads (200)
+
+
+def dv_thread(status: str, at: datetime, **fields: Any) -> dict[str, Any]:
+    """A thread of the DV queue, as the store keeps it, that came in at ``at``."""
+    return {
+        "_id": new_id(),
+        "key": f"seeded:{uuid.uuid4().hex}",
+        "line": "dv",
+        "queue": "gp-dv",
+        "organisations": ["gp"],
+        "status": status,
+        "reply_token": new_reply_token(),
+        "created_at": at,
+        "waiting_since": at,
+        "assignee": None,
+        **fields,
+    }
 
 
 def closed_threads(n: int) -> list[dict[str, Any]]:
     """Closed chat threads of the DV queue, older and more urgent than anyone waiting now."""
     start = datetime(2025, 1, 1, tzinfo=UTC)
-    docs = []
-    for i in range(n):
-        at = start + timedelta(hours=i)
-        docs.append(
-            {
-                "_id": new_id(),
-                "key": f"old:{uuid.uuid4().hex}",
-                "channel": "chat",
-                "line": "dv",
-                "queue": "gp-dv",
-                "organisations": ["gp"],
-                "status": "closed",
-                "priority": 5,
-                "client": {"address": "x"},
-                "reply_token": new_reply_token(),
-                "created_at": at,
-                "waiting_since": at,
-                "closed_at": at + timedelta(minutes=30),
-                "assignee": None,
-            }
+    return [
+        dv_thread(
+            "closed",
+            start + timedelta(hours=i),
+            channel="chat",
+            priority=5,
+            client={"address": "x"},
+            closed_at=start + timedelta(hours=i, minutes=30),
         )
-    return docs
+        for i in range(n)
+    ]
+
+
+def waiting_threads(n: int) -> list[dict[str, Any]]:
+    """E-mail threads waiting in the DV queue at normal priority, each a second after the
+    one before, the latest a minute ago: the last is the last in the queue's order."""
+    start = datetime.now(UTC) - timedelta(seconds=n + 60)
+    return [
+        dv_thread(
+            "waiting",
+            start + timedelta(seconds=i),
+            channel="email",
+            priority=NORMAL,
+            client={"address": f"p{i}@example.org"},
+        )
+        for i in range(n)
+    ]
+
+
+async def seed(gateway: Gateway, threads: list[dict[str, Any]]) -> None:
+    """Writes ``threads`` straight to the test's database, as the store would have."""
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        await client[gateway.database]["threads"].insert_many(threads)
+    finally:
+        await client.close()
+
+
+async def console(browser: Browser, gateway: Gateway, login: str, password: str) -> Page:
+    """A Chromium page of the console, logged in through its form."""
+    page = await browser.new_page()
+    await page.goto(gateway.store_url + "/")
+    await page.get_by_label("Login").fill(login)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Log in").click()
+    return page
 
 
 @pytest.mark.hotline_config.with_args(open_all_day)
@@ -54,11 +98,7 @@ async def test_a_person_waiting_now_is_listed_behind_250_closed_threads(
 ) -> None:
     gateway.seed_demo_accounts()
     old = closed_threads(CLOSED)
-    client = make_client(gateway.urls.mongo_url)
-    try:
-        await client[gateway.database]["threads"].insert_many(old)
-    finally:
-        await client.close()
+    await seed(gateway, old)
     vera = Consultant(gateway.store_url)
     await vera.login("vera", "vera-demo")
     await vera.open_events()
@@ -76,11 +116,7 @@ async def test_a_person_waiting_now_is_listed_behind_250_closed_threads(
             assert status == 200 and [t["id"] for t in listed] == [waiting]
 
             # The console lists them by status: the waiting person is on screen.
-            page = await browser.new_page()
-            await page.goto(gateway.store_url + "/")
-            await page.get_by_label("Login").fill("vera")
-            await page.get_by_label("Password").fill("vera-demo")
-            await page.get_by_role("button", name="Log in").click()
+            page = await console(browser, gateway, "vera", "vera-demo")
             await page.locator('button[data-queue="gp-dv"]').click()
             await expect(page.locator(f'#threads button[data-thread="{waiting}"]')).to_be_visible()
             await expect(page.locator("#threads button")).to_have_count(1)  # no closed one
@@ -106,3 +142,16 @@ async def test_a_person_waiting_now_is_listed_behind_250_closed_threads(
             assert status == 422 and problem["status"] == 422, bad
     finally:
         await vera.close()
+
+
+async def test_every_person_waiting_is_listed_past_the_first_page(gateway: Gateway, browser: Browser) -> None:
+    gateway.seed_demo_accounts()
+    waiting = waiting_threads(WAITING)
+    await seed(gateway, waiting)
+    page = await console(browser, gateway, "vera", "vera-demo")
+    await page.locator('button[data-queue="gp-dv"]').click()
+    # The person who has waited least is the last of the queue's order, on the second page.
+    await expect(page.locator(f'#threads button[data-thread="{waiting[-1]["_id"]}"]')).to_be_visible()
+    await expect(page.locator("#threads button")).to_have_count(WAITING)  # each one once
+    ids = await page.locator("#threads button").evaluate_all("bs => bs.map(b => b.dataset.thread)")
+    assert ids == [d["_id"] for d in waiting]  # in the order Next hands them out

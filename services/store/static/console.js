@@ -81,18 +81,38 @@
     return e;
   }
 
-  function api(method, path, body, headers) {
+  // One API call: {body, next}, next being the URL of the following page when the answer
+  // has a Link rel="next" header (paged lists), else null.
+  function call(method, path, body, headers) {
     var h = Object.assign({ "Accept": "application/json" }, headers || {});
     if (method !== "GET") { h["X-CSRF-Token"] = csrf || ""; }
     if (body !== undefined) { h["Content-Type"] = "application/json"; }
     return fetch(path, { method: method, headers: h, credentials: "same-origin",
       body: body === undefined ? undefined : JSON.stringify(body) }).then(function (r) {
       if (r.status === 401) { showLogin(); throw new Error("not logged in"); }
-      if (r.status === 204) { return null; }
+      if (r.status === 204) { return { body: null, next: null }; }
       return r.json().then(function (j) {
         if (!r.ok) { var err = new Error(j.title || r.statusText); err.problem = j; throw err; }
-        return j;
+        return { body: j, next: nextPage(r) };
       });
+    });
+  }
+
+  function api(method, path, body, headers) {
+    return call(method, path, body, headers).then(function (res) { return res.body; });
+  }
+
+  // RFC 8288 Link header: the rel="next" target, only if it is one of our own API paths.
+  function nextPage(r) {
+    var m = /<([^>]*)>\s*;\s*rel="?next"?/.exec(r.headers.get("Link") || "");
+    return m && m[1].indexOf("/api/") === 0 ? m[1] : null;
+  }
+
+  // Every page of a paged list, in order.
+  function apiAll(path, got) {
+    return call("GET", path).then(function (res) {
+      var all = (got || []).concat(res.body);
+      return res.next ? apiAll(res.next, all) : all;
     });
   }
 
@@ -209,16 +229,27 @@
     });
   }
 
+  var threadsLoad = 0;
   function loadThreads() {
     if (!state.queue) { return Promise.resolve(); }
     $("next").disabled = false;
     $("threads-title").textContent = t("threads") + ": " + queueTitle(state.queue);
     // Open threads by status: asked for all at once, the first page could be filled with
-    // closed ones, and people waiting now would not be listed.
+    // closed ones, and people waiting now would not be listed. Every page of them (200 a
+    // page): on a busy shift, a person past the first page would otherwise not be seen at
+    // all (docs/console.md, "pick a queue").
     var q = "/api/threads?queue=" + encodeURIComponent(state.queue) + "&status=";
-    return Promise.all([api("GET", q + "waiting"), api("GET", q + "active")]).then(function (lists) {
+    var load = ++threadsLoad;
+    return Promise.all([apiAll(q + "waiting"), apiAll(q + "active")]).then(function (lists) {
+      // A slower, older load (another queue, an earlier refresh) never draws over a newer one.
+      if (load !== threadsLoad) { return; }
       var ul = $("threads"); ul.textContent = "";
+      var listed = {};
       lists[0].concat(lists[1]).forEach(function (th) {
+        // Pages are read one after another: a thread that moved meanwhile may come twice (or be
+        // missed until the refresh that its move brings).
+        if (listed[th.id]) { return; }
+        listed[th.id] = true;
         var urgent = state.config && th.priority >= state.config.urgent_priority;
         var b = el("button", { "type": "button", "data-thread": th.id, "aria-current": String(th.id === state.thread),
           "class": (urgent ? "urgent" : "") + (th.client_left ? " left" : "") + (notSafe(th) ? " not-safe" : "") });
