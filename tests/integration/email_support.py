@@ -74,10 +74,11 @@ async def supervisor(gw: Gateway) -> Consultant:
     return sofia
 
 
-async def claimed_mail_thread(gw: Gateway, who: Consultant) -> str:
-    """A client's mail arrives in the line's mailbox; ``who`` claims its thread (returned)."""
+async def claimed_mail_thread(gw: Gateway, who: Consultant, text: str = "help") -> str:
+    """A client's mail (its body ``text``) arrives in the line's mailbox; ``who`` claims its
+    thread (returned)."""
     inbox = Mailbox("127.0.0.1", gw.urls.imap_port, gw.line_mailbox)
-    await inbox.append(mail("c@example.org", "h@demo.test", "s", "help", new_message_id()))
+    await inbox.append(mail("c@example.org", "h@demo.test", "s", text, new_message_id()))
     (thread_id,) = await queued_threads(who, 1)
     assert (await who.call("POST", f"/api/threads/{thread_id}/claim"))[0] == 200
     return thread_id

@@ -1,6 +1,9 @@
 """F10 (QUALITY.md 2): SMTP 4xx, 5xx and the connection dropped after DATA before the reply,
 against a real SMTP server (aiosmtpd) that misbehaves on purpose, and email_ingest killed
-(kill -9) while it waits for that reply. Ledger: sends per reply."""
+(kill -9) while it waits for that reply. Ledger: sends per reply.
+
+The client's mail and every reply carry the ledger's canary, which the reliability conftest
+then finds 0 times in the services' logs (QUALITY.md 4: the failure paths of sending too)."""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from tests.integration.email_support import (
     smtp_server,
     supervisor,
 )
+from tests.reliability.ledger import CANARY
 
 DROP = "drop"
 
@@ -44,6 +48,7 @@ class Faulty:
         self.fault, self.times = fault, times
         self.attempts: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
+        self.canaries = 0  # DATA that carried the canary: the log check then has something to find
 
     def fails(self, mid: str, content: bytes) -> bool:
         return self.attempts[mid] <= self.times
@@ -52,6 +57,7 @@ class Faulty:
         content = envelope.content if isinstance(envelope.content, bytes) else b""
         mid = str(message_from_bytes(content).get("Message-ID", ""))
         self.attempts[mid] += 1
+        self.canaries += CANARY.encode() in content
         if self.fails(mid, content):
             if self.fault == DROP:
                 self.on_drop()
@@ -109,8 +115,8 @@ async def test_f10_smtp_faults(
         restart_email_ingest(gateway, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port), SMTP_RETRY_SECONDS="0.2")
         sofia = await supervisor(gateway)
         try:
-            thread_id = await claimed_mail_thread(gateway, sofia)
-            answer = await reply(sofia, thread_id)
+            thread_id = await claimed_mail_thread(gateway, sofia, f"help {CANARY}")
+            answer = await reply(sofia, thread_id, f"answer {CANARY}")
             assert (await delivery(sofia, thread_id, answer["id"]))["status"] == final
         finally:
             await sofia.close()
@@ -121,6 +127,7 @@ async def test_f10_smtp_faults(
         f"accepted={accepted} final={final} message_ids=1"
     )
     assert (data, accepted) == (received, sends)
+    assert handler.canaries >= data  # every DATA of the reply carried the canary
 
 
 @pytest.mark.slow
@@ -138,9 +145,9 @@ async def test_f10_at_most_one_resend_holds_when_the_sender_is_killed_waiting_fo
         sofia = await supervisor(gateway)
         client, db = database(gateway)
         try:
-            thread_id = await claimed_mail_thread(gateway, sofia)
+            thread_id = await claimed_mail_thread(gateway, sofia, f"help {CANARY}")
             handler.victim = gateway.processes.procs["email_ingest"].pid
-            answer = await reply(sofia, thread_id, marker)
+            answer = await reply(sofia, thread_id, f"{marker}\n{CANARY}")
             for _ in range(2):
                 killed = await asyncio.wait_for(handler.kills.get(), 60)
                 process = gateway.processes.procs.pop("email_ingest")
@@ -160,6 +167,7 @@ async def test_f10_at_most_one_resend_holds_when_the_sender_is_killed_waiting_fo
         f"accepted={accepted} processes=3 final={outcome['status']} message_ids=1"
     )
     assert (data, accepted) == (2, 0)
+    assert handler.canaries >= data
     assert (outcome["status"], outcome["detail"]) == ("failed", "no reply after DATA; may have arrived")
     assert sorted(ledger) == ["data", "data"]
 
@@ -190,8 +198,8 @@ async def test_a_reply_accepted_just_before_the_database_fails_is_sent_once(gate
         restart_email_ingest(gateway, SMTP_HOST="127.0.0.1", SMTP_PORT=str(port))
         sofia = await supervisor(gateway)
         try:
-            thread_id = await claimed_mail_thread(gateway, sofia)
-            answer = await reply(sofia, thread_id, marker)
+            thread_id = await claimed_mail_thread(gateway, sofia, f"help {CANARY}")
+            answer = await reply(sofia, thread_id, f"{marker}\n{CANARY}")
             await asyncio.wait_for(handler.killed.wait(), 60)
             try:
                 # The length of the injected outage: long enough for the sender's record of
@@ -238,7 +246,7 @@ async def test_a_reply_published_twice_is_sent_once(gateway: Gateway) -> None:
                 channel=Channel.EMAIL,
                 line="113",
                 recipient="client@example.org",
-                text="answer",
+                text=f"answer {CANARY}",
                 sent_at=utcnow(),
                 subject="help",
                 email_message_id=f"<{uuid.uuid4().hex}@hotline.test>",
