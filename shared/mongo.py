@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bson.errors import InvalidDocument
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -12,6 +13,7 @@ from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
+    EncryptionError,
     OperationFailure,
     PyMongoError,
     WriteError,
@@ -43,6 +45,8 @@ def is_transient_database_error(exc: BaseException) -> bool:
     Only the server's error text is inspected; it is never logged."""
     if isinstance(exc, ConnectionFailure):  # unreachable, timed out, no primary selected
         return True
+    if isinstance(exc, EncryptionError):  # the vault could not reach its keys, or refused
+        return is_transient_database_error(exc.cause)
     if not isinstance(exc, PyMongoError):
         return False
     if exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError"):
@@ -55,6 +59,20 @@ def is_transient_database_error(exc: BaseException) -> bool:
     if isinstance(exc, OperationFailure):
         return exc.code in TRANSIENT_CODES or _busy(str(exc))
     return False
+
+
+def refuses_one_document(exc: BaseException) -> bool:
+    """True when ``exc`` is a refusal, for good, of the one document a request carried, which
+    another document would not meet: the server's write error for it (a duplicate key
+    included: callers that expect one handle it first), the driver's refusal to send it
+    (``DocumentTooLarge``, over the 16 MiB a document may hold, is a bson ``InvalidDocument``,
+    not a ``PyMongoError``), or the vault's refusal to seal a value under the data key it names
+    (that key was deleted). False for what every request would meet: the database away or
+    busy (``is_transient_database_error``), no rights, a bad command (``OperationFailure``
+    without a write error)."""
+    if is_transient_database_error(exc):
+        return False
+    return isinstance(exc, WriteError | InvalidDocument | EncryptionError)
 
 
 def _busy(text: str) -> bool:

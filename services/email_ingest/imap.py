@@ -4,8 +4,9 @@ Order of effects for one mail (so nothing is lost and nothing doubled):
 1. fetch it by UID (``BODY.PEEK[]``, so fetching alone changes nothing on the server);
 2. store the raw bytes once in ``mail_raw`` (key: mailbox + UIDVALIDITY + UID), sealed under
    a data key of the mail's own (services/email_ingest/rawstore.py);
-3. parse it; a mail we cannot read is marked ``quarantined`` with the reason and goes no
-   further (an operator lists and replays it: ``python -m services.email_ingest.quarantine``);
+3. parse it; a mail we cannot read, or whose records the database refuses for good, is
+   marked ``quarantined`` with the reason and goes no further (an operator lists and replays
+   it: ``python -m services.email_ingest.quarantine``);
 4. publish one InboundMessage and wait for the broker's confirm;
 5. flag it ``$HotlineIngested`` on the server (quarantined ones also ``$HotlineQuarantined``),
    mark it ``published`` and advance the cursor (UIDVALIDITY + last UID) in the database.
@@ -56,6 +57,7 @@ from typing import Any, TypeVar
 
 from aio_pika.exceptions import AMQPError
 from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH, Abort, CommandTimeout, Response
+from bson.errors import InvalidDocument
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
@@ -70,6 +72,7 @@ from shared.broker import PUBLISH_ERRORS, Broker, BrokerUnavailable
 from shared.config import ConfigError, HotlineConfig
 from shared.envelope import Channel, InboundMessage, utcnow
 from shared.logs import get_logger, place
+from shared.mongo import refuses_one_document
 from shared.supervise import Heartbeat
 
 log = get_logger(__name__)
@@ -722,27 +725,33 @@ class MailboxWatcher:
     ) -> _Outcome:
         """Store one fetched mail, then hand its envelope over (or quarantine it).
 
-        Isolation: a failure of the broker or the database is raised (nothing of the batch
-        is flagged, it is fetched again once they are back); any other failure concerns this
-        mail alone (text the envelope cannot carry, an attachment the database refuses), so
-        this mail is quarantined with the failure's type as its reason and the rest of the
-        mailbox flows on. An operator sees it (``quarantine list``) and can replay it."""
+        Isolation: a failure of the broker, or of the database as a whole (away, busy, no
+        rights), is raised (nothing of the batch is flagged, it is fetched again once they
+        are back); any other failure concerns this mail alone, so this mail is quarantined
+        with a reason and the rest of the mailbox flows on: ``database_refused:<type>`` when
+        the database refused this mail's records for good (``refuses_one_document``: a write
+        error, a document over 16 MiB, a data key deleted under the mail), ``unencodable:<field>``
+        for text the envelope cannot carry, ``handover_error:<type>`` for anything else. If the
+        database refuses every write, the quarantine's own write fails too and is raised. An
+        operator sees the mail (``quarantine list``) and can replay it."""
         try:
             return await self._hand_over(uidvalidity, uid, raw, internaldate, resync, parsed)
-        except PyMongoError:
-            raise
+        except (PyMongoError, InvalidDocument) as exc:
+            if not refuses_one_document(exc):
+                raise
+            return await self._quarantine(uidvalidity, uid, raw, f"database_refused:{type(exc).__name__}")
         except PUBLISH_ERRORS:
             raise
         except Unparseable as exc:  # the envelope cannot carry it (to_envelope says which field)
-            return await self._quarantine(uidvalidity, uid, len(raw), exc.reason)
+            return await self._quarantine(uidvalidity, uid, raw, exc.reason)
         except Exception as exc:
-            return await self._quarantine(uidvalidity, uid, len(raw), f"handover_error:{type(exc).__name__}")
+            return await self._quarantine(uidvalidity, uid, raw, f"handover_error:{type(exc).__name__}")
 
-    async def _quarantine(self, uidvalidity: int, uid: int, size: int, reason: str) -> _Outcome:
+    async def _quarantine(self, uidvalidity: int, uid: int, raw: bytes, reason: str) -> _Outcome:
         source_id = source_id_for(self.key, uidvalidity, uid)
-        await self.raw.mark(source_id, QUARANTINED, reason)
+        await self.raw.quarantine(source_id, self.key, uidvalidity, uid, len(raw), reason)
         self.metrics.quarantined.labels(reason.split(":")[0]).inc()
-        log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=size)
+        log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=len(raw))
         return _Outcome(uid, source_id, quarantined=True)
 
     async def _hand_over(

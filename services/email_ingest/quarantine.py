@@ -70,7 +70,8 @@ async def _replay(settings: EmailIngestSettings, source_id: str) -> int:
             print(f"{source_id}: not quarantined", file=sys.stderr)
             return 1
         if doc.get("raw") is None:
-            reason = "cleared by retention" if doc.get("text_deleted") else "too large to have been kept"
+            kept = doc.get("reason")
+            reason = "cleared by retention" if doc.get("text_deleted") else f"never kept ({kept})"
             print(f"{source_id}: {reason}; it is still on the server", file=sys.stderr)
             return 1
         try:

@@ -173,6 +173,32 @@ class RawStore:
             upsert=True,
         )
 
+    async def quarantine(
+        self, source_id: str, mailbox: str, uidvalidity: int, uid: int, size: int, reason: str
+    ) -> None:
+        """Mark the fetched mail ``quarantined`` with ``reason``. When its record was never
+        stored (the database refused it), its facts are recorded instead, without the bytes
+        and without their hash (so a UIDVALIDITY change never takes a later copy for one
+        already ingested): the mail stays on the server, as a mail too large does."""
+        now = utcnow()
+        await self.raw.update_one(
+            {"_id": source_id},
+            {
+                "$set": {"status": QUARANTINED, "reason": reason, "updated_at": now},
+                "$setOnInsert": {
+                    "mailbox": mailbox,
+                    "uidvalidity": uidvalidity,
+                    "uid": uid,
+                    "size": size,
+                    "raw": None,
+                    "sha256": None,
+                    "fetches": 1,
+                    "stored_at": now,
+                },
+            },
+            upsert=True,
+        )
+
     async def seen_under_other_uidvalidity(self, mailbox: str, sha256: str, uidvalidity: int) -> bool:
         """After a UIDVALIDITY change (RFC 3501 2.3.1.1) the same mails come back with new UIDs:
         the same bytes already stored under an older UIDVALIDITY are the same mail."""

@@ -9,11 +9,13 @@ synchronisation), it makes one pure function of ours raise: the servers stay rea
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from typing import Any
 
 import aiohttp
@@ -31,7 +33,7 @@ from deploy.local.stack import LocalStack
 from services.email_ingest import imap as imap_module
 from services.email_ingest.app import create_app
 from services.email_ingest.imap import ImapMetrics, Mailbox, MailboxWatcher
-from services.email_ingest.inbound import Unencodable
+from services.email_ingest.inbound import Unencodable, source_id_for
 from services.email_ingest.rawstore import QUARANTINED, RawStore
 from services.email_ingest.settings import EmailIngestSettings
 from shared import topology
@@ -40,7 +42,7 @@ from shared.envelope import Envelope, InboundMessage
 from shared.health import Health
 from shared.supervise import Supervisor
 from tests.integration.helpers import Mailbox as DovecotMailbox
-from tests.integration.helpers import mail, new_message_id
+from tests.integration.helpers import imap_session, mail, new_message_id
 
 CANARY = "CANARY-what-a-person-wrote"
 
@@ -85,10 +87,14 @@ class Intake:
 
 @asynccontextmanager
 async def watched(
-    stack: LocalStack, prepare: Callable[[DovecotMailbox], Awaitable[None]] | None = None, **overrides: Any
+    stack: LocalStack,
+    prepare: Callable[[DovecotMailbox], Awaitable[None]] | None = None,
+    seed: Callable[[Intake, EmailIngestSettings], Awaitable[None]] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Intake]:
-    """A watcher of a new mailbox, started once ``prepare`` (if given) has filled it; settings
-    ``overrides``."""
+    """A watcher of a new mailbox, started once ``prepare`` (if given) has filled it and
+    ``seed`` (if given) has written what an earlier process of the service left in its
+    database; settings ``overrides``."""
     name = "w" + uuid.uuid4().hex[:8]
     user = f"{name}-line"
     inbox = DovecotMailbox("127.0.0.1", stack.imap_port, user)
@@ -119,10 +125,12 @@ async def watched(
     await raw.ensure_indexes()
     supervisor = Supervisor(registry, Health(registry), backoff_initial=0.2, backoff_max=2)
     intake = Intake(stack, box.name, inbox, RawStore(reader[name], vault), supervisor, registry)
-    await broker.consume(broker.topology.queues[topology.DISPATCHER_INBOUND.name], intake.on_inbound)
-    watcher = MailboxWatcher(box, settings, broker, db["imap_cursors"], raw, ImapMetrics(registry))
-    supervisor.start(f"imap-watcher {box.name}", watcher.run, interval=60, intake=True)
     try:
+        if seed is not None:
+            await seed(intake, settings)
+        await broker.consume(broker.topology.queues[topology.DISPATCHER_INBOUND.name], intake.on_inbound)
+        watcher = MailboxWatcher(box, settings, broker, db["imap_cursors"], raw, ImapMetrics(registry))
+        supervisor.start(f"imap-watcher {box.name}", watcher.run, interval=60, intake=True)
         yield intake
     finally:
         await supervisor.stop()
@@ -164,6 +172,66 @@ async def test_one_mail_that_cannot_be_handed_over_is_quarantined_and_the_next_o
     assert [q.get("reason") for q in quarantined] == [reason]
     assert quarantined[0]["status"] == QUARANTINED
     assert problems == {} and intake.failures(type(failure).__name__) == 0  # the watcher never stopped
+    assert any(e["event"] == "mail_quarantined" for e in logs)
+    assert CANARY not in repr(logs)
+
+
+async def test_a_mail_the_database_refuses_for_good_is_quarantined_and_the_next_one_flows(
+    stack: LocalStack,
+) -> None:
+    """The service stored a mail with an attachment (sealed under the mail's data key), handed
+    it over and stopped before flagging it on the server (F7); then the person who wrote it
+    asked for their data to be erased, which deletes that key. Fetched again, the mail's
+    attachment cannot be sealed under a key that no longer exists: the vault refuses it, and
+    will every time. The mail is quarantined with that reason, the watcher never stops and
+    the next mail becomes a thread."""
+    message_id = new_message_id()
+    refused = EmailMessage()
+    refused["From"], refused["To"] = "client@example.org", "line@demo.test"
+    refused["Subject"], refused["Message-ID"] = "with a photo", message_id
+    refused.set_content(f"help {CANARY}")
+    refused.add_attachment(CANARY.encode() * 100, "application", "octet-stream", filename="photo.bin")
+    raw = refused.as_bytes()
+
+    async def prepare(inbox: DovecotMailbox) -> None:
+        await inbox.append(raw)
+
+    async def seed(intake: Intake, settings: EmailIngestSettings) -> None:
+        # What the stopped process left, written through a vault of its own (as that process
+        # had): the running watcher's vault has never seen the key.
+        async with imap_session("127.0.0.1", stack.imap_port, intake.inbox.user) as imap:
+            selected = await imap.select("INBOX")
+        (uidvalidity,) = {
+            int(m.group(1))
+            for line in selected.lines
+            if isinstance(line, bytes) and (m := re.search(rb"UIDVALIDITY (\d+)", line))
+        }
+        database = intake.raw.raw.database
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url, tz_aware=True)
+        vault = Vault(client, settings.key_vault_namespace(database.name), *settings.master_keys())
+        try:
+            earlier = RawStore(client[database.name], vault)
+            stored = await earlier.store(
+                source_id_for(intake.name, uidvalidity, 1), intake.name, uidvalidity, 1, raw, None
+            )
+            assert stored.created
+            await vault.erase([stored.doc["data_key"]])  # the erasure, as the store does it
+        finally:
+            await vault.close()
+            await client.close()
+
+    with structlog.testing.capture_logs() as logs:
+        async with watched(stack, prepare, seed) as intake:
+            good = await intake.append("after it")
+            await intake.wait_received(good)
+            quarantined = await intake.raw.quarantined()
+            problems = intake.supervisor.problems()
+            reconnects = intake.registry.get_sample_value(
+                "hotline_imap_reconnects_total", {"reason": "database"}
+            )
+    assert message_id not in intake.received
+    assert [(q["uid"], q["reason"]) for q in quarantined] == [(1, "database_refused:EncryptionError")]
+    assert problems == {} and not reconnects  # the mailbox never waited on it
     assert any(e["event"] == "mail_quarantined" for e in logs)
     assert CANARY not in repr(logs)
 

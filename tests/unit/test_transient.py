@@ -7,7 +7,9 @@ from aio_pika.exceptions import AMQPConnectionError, ChannelInvalidStateError, D
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
+    DocumentTooLarge,
     DuplicateKeyError,
+    EncryptionError,
     NetworkTimeout,
     OperationFailure,
     ServerSelectionTimeoutError,
@@ -15,7 +17,7 @@ from pymongo.errors import (
 )
 
 from shared.broker import BrokerUnavailable, is_transient
-from shared.mongo import is_transient_database_error
+from shared.mongo import is_transient_database_error, refuses_one_document
 
 # What the local stand-in (FerretDB on SQLite) answers while another write holds the file.
 SQLITE_BUSY = "database is locked (5) (SQLITE_BUSY)"
@@ -34,11 +36,30 @@ SQLITE_BUSY = "database is locked (5) (SQLITE_BUSY)"
         OperationFailure("interrupted", 11600),
         OperationFailure("labelled", 2, {"errorLabels": ["RetryableWriteError"]}),
         BulkWriteError({"writeErrors": [{"index": 0, "code": 1, "errmsg": SQLITE_BUSY}]}),
+        EncryptionError(ServerSelectionTimeoutError("the key vault is away")),
     ],
 )
 def test_a_database_away_or_busy_is_transient(exc: BaseException) -> None:
     assert is_transient_database_error(exc)
     assert is_transient(exc)
+    assert not refuses_one_document(exc)
+
+
+@pytest.mark.parametrize(
+    ("exc", "refused"),
+    [
+        (WriteError("document failed validation", 121), True),
+        (DocumentTooLarge("BSON document too large"), True),
+        (EncryptionError(ValueError("not all keys requested were satisfied")), True),
+        (OperationFailure("not authorized", 13), False),  # every request would meet it
+        (BulkWriteError({"writeErrors": [{"index": 0, "code": 2, "errmsg": "bad value"}]}), False),
+        (ValueError("a parser bug"), False),
+    ],
+)
+def test_a_refusal_of_one_document_is_told_from_one_of_every_request(
+    exc: BaseException, refused: bool
+) -> None:
+    assert refuses_one_document(exc) is refused
 
 
 @pytest.mark.parametrize(
