@@ -27,7 +27,7 @@ from shared.broker import PUBLISH_ERRORS, Broker
 from shared.envelope import Channel, OutboundMessage, utcnow
 from shared.lease import Lease
 from shared.logs import get_logger
-from shared.supervise import Heartbeat
+from shared.supervise import Heartbeat, PassFailures
 
 log = get_logger(__name__)
 
@@ -135,15 +135,18 @@ async def periodically(
     one_pass: Callable[[], Awaitable[object]], every: float, heartbeat: Heartbeat, failed: str
 ) -> None:
     """Run ``one_pass`` every ``every`` seconds for a supervised task, beating after each pass
-    that ends well; one that fails (the database away) is logged as ``failed`` and the next
-    pass tries again."""
+    that ends well. One that fails is logged as ``failed`` and the next pass tries again: the
+    database or the broker away as one warning for the whole outage, anything else as an
+    error with its type and place (:class:`shared.supervise.PassFailures`)."""
+    failures = PassFailures(failed)
     while True:
         try:
             await one_pass()
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the database away: the next pass tries again
-            log.warning(failed, error=type(exc).__name__)
+        except Exception as exc:  # the next pass tries again
+            failures.failed(exc)
         else:
+            failures.passed()
             heartbeat.beat()
         await asyncio.sleep(every)  # a period, not a wait for an event

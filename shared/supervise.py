@@ -10,7 +10,9 @@ service by hand. Here instead:
 - an unexpected exception is logged by type and place (file, line, function; never its
   message nor a traceback, which may quote a person's text, QUALITY.md 4), counted in
   ``hotline_task_failures_total`` and the task is started again after a backoff (jittered,
-  doubling up to ``backoff_max``; reset once the task completes a cycle again);
+  doubling up to ``backoff_max``; reset once the task completes a cycle again). A transient
+  one (the database or the broker away or busy, ``shared.broker.is_transient``) is an outage,
+  not a bug: it is logged as a warning, by type only;
 - a task that returns while it should run for ever is treated the same way;
 - each task reports the end of every cycle with :meth:`Heartbeat.beat`. An *intake* task
   that is restarting, or that has not completed a cycle within its ``interval``, makes the
@@ -19,6 +21,9 @@ service by hand. Here instead:
 
 Cancellation (shutdown) is never caught: :meth:`Supervisor.stop` cancels and awaits every
 task, and is the one exit.
+
+A task that runs in passes (a sweep, a refresh) and survives a failed pass reports it with
+:class:`PassFailures`, by the same rule: an outage is one warning, a bug an error each time.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from shared.broker import is_transient
 from shared.health import Health
 from shared.logs import get_logger
 from shared.logs import place as place  # re-exported: callers that supervise import it from here
@@ -153,7 +159,9 @@ class Supervisor:
                 raise
             except Exception as exc:
                 # Type and place only: the message of an exception may carry a person's text.
-                error, where = type(exc).__name__, place(exc)
+                # A dependency away (transient) is an outage, not a place to look at.
+                error = type(exc).__name__
+                where = None if is_transient(exc) else place(exc)
             else:
                 error, where = "Returned", "-"
             beat.running = False
@@ -162,7 +170,10 @@ class Supervisor:
             if beat.cycles > cycles_before:
                 delay = self.backoff_initial  # it worked for a while: a fresh failure, short wait
             pause = delay * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not crypto)
-            log.error("task_failed", task=beat.name, error=error, where=where, restart_in=round(pause, 2))
+            if where is None:
+                log.warning("task_failed", task=beat.name, error=error, restart_in=round(pause, 2))
+            else:
+                log.error("task_failed", task=beat.name, error=error, where=where, restart_in=round(pause, 2))
             await asyncio.sleep(pause)  # backoff before the restart, not a wait for an event
             delay = min(delay * 2, self.backoff_max)
 
@@ -195,3 +206,35 @@ class Supervisor:
             except asyncio.CancelledError:
                 pass
         self._tasks.clear()
+
+
+class PassFailures:
+    """How a loop that runs in passes (a sweep, a refresh) reports the passes that fail.
+
+    A transient failure (the database or the broker away, busy or failing over:
+    ``shared.broker.is_transient``) is an outage, not a bug: one warning ``event`` when the
+    passes begin to fail, by type only, and one info line ``dependency_back`` (with the
+    number of passes that failed) when a pass completes again; the passes in between add
+    nothing, so a long outage does not flood the log. Any other failure is logged as an
+    error ``event`` with the exception's type and place, every time. Never a traceback nor an
+    exception's message (QUALITY.md 4).
+    """
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        self.failing = 0  # consecutive passes failed by a transient failure
+
+    def failed(self, exc: BaseException, **facts: object) -> None:
+        """Report a pass that raised ``exc``; ``facts`` are added to the log line."""
+        if not is_transient(exc):
+            log.error(self.event, error=type(exc).__name__, where=place(exc), **facts)
+            return
+        if self.failing == 0:
+            log.warning(self.event, error=type(exc).__name__, transient=True, **facts)
+        self.failing += 1
+
+    def passed(self) -> None:
+        """Report a pass that completed."""
+        if self.failing:
+            log.info("dependency_back", after=self.event, failed_passes=self.failing)
+            self.failing = 0

@@ -60,7 +60,7 @@ from shared.envelope import (
 )
 from shared.hours import is_open
 from shared.logs import get_logger
-from shared.supervise import Heartbeat, Supervisor, place
+from shared.supervise import Heartbeat, PassFailures, Supervisor, place
 
 log = get_logger(__name__)
 
@@ -282,12 +282,14 @@ class ChatHub:
         return await self.repo.delete_expired(now, now - TELEGRAM_UPDATE_RETENTION, self.expiry())
 
     async def _sweep_loop(self, beat: Heartbeat) -> None:
+        failures = PassFailures("chat_sweep_failed")
         while True:
             try:
                 deleted = await self.sweep()
-            except PyMongoError as exc:  # the database is away: the next pass deletes it
-                log.warning("chat_sweep_failed", error=type(exc).__name__)
+            except PyMongoError as exc:  # the next pass deletes it; anything else: the supervisor
+                failures.failed(exc)
             else:
+                failures.passed()
                 if any(deleted.values()):
                     log.info("chat_expired_deleted", **deleted)
                 beat.beat()
@@ -739,6 +741,7 @@ class ChatHub:
         return await self.repo.position(thread)
 
     async def _position_loop(self) -> None:
+        failures = PassFailures("chat_positions_failed")
         while True:
             await self._dirty.wait()
             self._dirty.clear()
@@ -746,7 +749,9 @@ class ChatHub:
             try:
                 await self._refresh_positions(queues)
             except PyMongoError as exc:
-                log.warning("chat_positions_failed", error=type(exc).__name__)
+                failures.failed(exc)
+            else:
+                failures.passed()
 
     async def _refresh_positions(self, queues: set[str]) -> None:
         """Recompute the positions of this replica's clients in ``queues``: two queries per

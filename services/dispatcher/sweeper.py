@@ -24,7 +24,7 @@ from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import utcnow
 from shared.logs import get_logger
-from shared.supervise import Heartbeat
+from shared.supervise import Heartbeat, PassFailures
 
 log = get_logger(__name__)
 
@@ -64,14 +64,17 @@ class Sweeper:
 
     async def run(self, every: float, heartbeat: Heartbeat) -> None:
         """Sweep every ``every`` seconds until cancelled; a failed pass is logged and retried,
-        a completed one beats ``heartbeat`` (the supervisor's view of this loop)."""
+        a completed one beats ``heartbeat`` (the supervisor's view of this loop). An outage of
+        the database or the broker is one warning, any other failure an error with its place."""
+        failures = PassFailures("sweep_failed")
         while True:
             try:
                 await self.sweep(utcnow())
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the database or broker is away: the next pass retries
-                log.warning("sweep_failed", error=type(exc).__name__)
+            except Exception as exc:  # the next pass retries
+                failures.failed(exc)
             else:
+                failures.passed()
                 heartbeat.beat()
             await asyncio.sleep(every)  # a period, not a wait for an event

@@ -16,10 +16,7 @@ from shared import topology
 from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import utcnow
-from shared.logs import get_logger
-from shared.supervise import Heartbeat
-
-log = get_logger(__name__)
+from shared.supervise import Heartbeat, PassFailures
 
 
 class StoreMetrics:
@@ -58,14 +55,17 @@ class StoreMetrics:
         self, repo: Repository, broker: Broker, config: HotlineConfig, every: float, heartbeat: Heartbeat
     ) -> None:
         """Refresh until cancelled; a failed refresh keeps the last figures and tries again,
-        a completed one beats ``heartbeat``."""
+        a completed one beats ``heartbeat``. An outage of the database or the broker is one
+        warning, any other failure an error with its place."""
+        failures = PassFailures("metrics_refresh_failed")
         while True:
             try:
                 await self.refresh(repo, broker, config)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # database or broker away: the next round tries again
-                log.warning("metrics_refresh_failed", error=type(exc).__name__)
+            except Exception as exc:  # the next round tries again
+                failures.failed(exc)
             else:
+                failures.passed()
                 heartbeat.beat()
             await asyncio.sleep(every)  # a period, not a wait for an event

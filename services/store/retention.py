@@ -66,7 +66,7 @@ from shared.lease import Lease
 from shared.logs import get_logger
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH
-from shared.supervise import Heartbeat
+from shared.supervise import Heartbeat, PassFailures
 
 log = get_logger(__name__)
 
@@ -357,13 +357,17 @@ class RetentionJob:
                 await self.lease.release(JOB_ID, self.holder)
 
     async def run(self, heartbeat: Heartbeat) -> None:
-        """Until cancelled: a pass when one is due. A database away is waited out; anything
-        else ends the task, and the supervisor logs and restarts it."""
+        """Until cancelled: a pass when one is due. A database away is waited out (one
+        warning); another database error is logged with its place and the next pass tries
+        again; anything else ends the task, and the supervisor logs and restarts it."""
+        failures = PassFailures("retention_pass_failed")
         while True:
             try:
                 await self.step(heartbeat)
             except PyMongoError as exc:
-                log.warning("retention_database_unavailable", error=type(exc).__name__)
+                failures.failed(exc)
+            else:
+                failures.passed()
             heartbeat.beat()
             # Jittered, so replicas started together do not ask together.
             await asyncio.sleep(self.check_seconds * random.uniform(0.8, 1.0))  # noqa: S311

@@ -8,9 +8,11 @@ import time
 import pytest
 import structlog
 from prometheus_client import CollectorRegistry
+from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure, ServerSelectionTimeoutError
 
+from shared.broker import BrokerUnavailable
 from shared.health import Health
-from shared.supervise import Heartbeat, Supervisor, place
+from shared.supervise import Heartbeat, PassFailures, Supervisor, place
 
 SECRET = "CANARY-text-a-person-wrote"
 
@@ -152,3 +154,66 @@ def test_place_names_the_innermost_frame_of_our_code_without_the_message() -> No
         where = place(exc)
     assert where.startswith("tests/unit/test_supervise.py:") and where.endswith(" in inner")
     assert SECRET not in where
+
+
+async def test_a_task_ended_by_a_database_away_is_a_warning_without_a_place() -> None:
+    registry = CollectorRegistry()
+    sup = Supervisor(registry, backoff_initial=0.01)
+    runs: list[int] = []
+    second = asyncio.Event()
+
+    async def work(beat: Heartbeat) -> None:
+        runs.append(1)
+        if len(runs) == 1:
+            raise ServerSelectionTimeoutError(f"no servers while reading {SECRET}")
+        second.set()
+        await asyncio.Event().wait()
+
+    with structlog.testing.capture_logs() as logs:
+        sup.start("sweeper", work)
+        await asyncio.wait_for(second.wait(), 5)
+    await sup.stop()
+    (failed,) = [e for e in logs if e["event"] == "task_failed"]
+    assert failed["log_level"] == "warning" and failed["error"] == "ServerSelectionTimeoutError"
+    assert "where" not in failed and SECRET not in repr(logs)
+    assert failures(registry, "sweeper", "ServerSelectionTimeoutError") == 1
+
+
+def test_passes_failed_by_an_outage_are_one_warning_and_its_end_one_line() -> None:
+    reports = PassFailures("sweep_failed")
+    with structlog.testing.capture_logs() as logs:
+        reports.failed(AutoReconnect(f"connection closed reading {SECRET}"), queue="q")
+        reports.failed(OperationFailure("database is locked (5) (SQLITE_BUSY)", 1), queue="q")
+        reports.failed(BrokerUnavailable("channel closed"), queue="q")
+        reports.passed()
+        reports.passed()
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("sweep_failed", "warning"),
+        ("dependency_back", "info"),
+    ]
+    warning, back = logs
+    assert warning["error"] == "AutoReconnect" and warning["queue"] == "q" and "where" not in warning
+    assert back["after"] == "sweep_failed" and back["failed_passes"] == 3
+    assert SECRET not in repr(logs)
+
+
+def test_a_pass_failed_by_anything_else_is_an_error_with_its_place_every_time() -> None:
+    reports = PassFailures("sweep_failed")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            try:
+                raise KeyError(SECRET)
+            except KeyError as exc:
+                reports.failed(exc)
+        try:
+            raise DuplicateKeyError("E11000", 11000)
+        except DuplicateKeyError as exc:
+            reports.failed(exc)
+        reports.passed()
+    assert [(e["event"], e["log_level"], e["error"]) for e in logs] == [
+        ("sweep_failed", "error", "KeyError"),
+        ("sweep_failed", "error", "KeyError"),
+        ("sweep_failed", "error", "DuplicateKeyError"),
+    ]
+    assert all(e["where"].startswith("tests/unit/test_supervise.py:") for e in logs)
+    assert SECRET not in repr(logs)
