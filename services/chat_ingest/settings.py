@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.peers import IpNetwork, networks
 from shared.settings import TextSettings
 
 
@@ -75,6 +76,23 @@ class ChatIngestSettings(TextSettings):
     session_start_burst: int = Field(
         default=2000, ge=1, description="New chats one process accepts in a burst above that rate"
     )
+    max_sockets_per_source: int = Field(
+        default=20,
+        ge=1,
+        description="Chat sockets one client address (an IPv6 /64) may hold at once on one process; "
+        "beyond it a socket is sent too_many_sockets and closed with code 4429",
+    )
+    starts_per_source_per_minute: int = Field(
+        default=30,
+        ge=1,
+        description="New chats one client address (an IPv6 /64) may start a minute on one process; "
+        "beyond it start is refused (too_many_starts)",
+    )
+    trusted_proxies: Annotated[list[IpNetwork], NoDecode] = Field(
+        default=[],
+        description="Addresses (CIDR, comma-separated) of the reverse proxies whose X-Real-IP names the "
+        "client's address; used only to count sockets and starts per source, never stored or logged",
+    )
     telegram_bots: Annotated[dict[str, TelegramBot], NoDecode] = Field(
         default_factory=dict,
         description='JSON: bot name -> {"line", "token", "webhook_secret"}; empty: no Telegram',
@@ -85,6 +103,11 @@ class ChatIngestSettings(TextSettings):
     telegram_max_retry_after: float = Field(
         default=60, gt=0, description="Longest 429 retry_after waited before giving the send back"
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return networks(value)
 
     @field_validator("telegram_bots", mode="before")
     @classmethod

@@ -4,9 +4,14 @@ A client's message is acknowledged (``ack`` frame) only after the broker confirm
 an ``ack`` means "durably accepted". A client that resends a message after a reconnect
 uses the same frame id; the source id is built from it, so the dispatcher stores it once.
 
+Per-source bounds (:mod:`services.chat_ingest.sources`): one client address holds at most
+``max_sockets_per_source`` sockets and starts at most ``starts_per_source_per_minute`` chats,
+besides the per-socket and per-process bounds.
+
 Each connection has its own bounded outbound queue and writer task: a slow reader only
 ever fills its own queue, and when that is full it is disconnected (it can resume),
-never delaying anyone else. No client address or user agent is read, stored or logged.
+never delaying anyone else. No user agent is read; the client's address is read only to
+count sockets and starts per source in memory, and is never stored or logged.
 
 Replies (ack policy of :meth:`ChatHub.deliver`): every replica hears every web chat reply
 on its own exclusive queue; the replica holding the client's socket queues it for the
@@ -43,6 +48,7 @@ from conversations.identity import session_thread_key, thread_id_for
 from conversations.repository import ChatRepository, Doc
 from services.chat_ingest import frames
 from services.chat_ingest.settings import ChatIngestSettings
+from services.chat_ingest.sources import SourceLimits, source_of
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig
@@ -60,6 +66,7 @@ from shared.envelope import (
 )
 from shared.hours import is_open
 from shared.logs import get_logger
+from shared.peers import client_address
 from shared.supervise import Heartbeat, PassFailures, Supervisor, place
 
 log = get_logger(__name__)
@@ -74,6 +81,9 @@ TELEGRAM_UPDATE_RETENTION = timedelta(hours=48)
 # WebSocket close code of a socket that held no chat within CHAT_INGEST_HANDSHAKE_SECONDS
 # (RFC 6455 7.4.2: 4000-4999 are the application's; 408 as in HTTP's Request Timeout).
 HANDSHAKE_TIMEOUT_CODE = 4408
+# Close code of a socket refused because its source holds CHAT_INGEST_MAX_SOCKETS_PER_SOURCE
+# already (429 as in HTTP's Too Many Requests).
+TOO_MANY_SOCKETS_CODE = 4429
 
 # "position" frames: 1, 2, ... waiting; 0 a consultant has the conversation; None not queued
 # (no message yet, or closed).
@@ -185,6 +195,7 @@ class Connection:
     # Messages published and not yet confirmed: confirms are pipelined, not awaited one by one.
     publishing: set[asyncio.Task[None]] | None = None
     starts: int = 0  # chats started on this socket (bounded by max_starts_per_socket)
+    source: str = ""  # the client's address, for per-source bounds only (never logged)
     # Closes the socket unless it holds a chat in time (CHAT_INGEST_HANDSHAKE_SECONDS): without
     # it one client could hold sockets for ever, up to the global cap, without starting a chat.
     deadline: asyncio.TimerHandle | None = None
@@ -239,13 +250,14 @@ class ChatHub:
         self._dirty_queues: set[str] = set()
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        # New chats of this process: a token bucket (no client address is known or wanted,
-        # so a flood is bounded per socket and per process, never per IP).
+        # New chats of this process: a token bucket, besides the bounds per socket and per
+        # source (self.sources).
         self._start_tokens = float(settings.session_start_burst)
         self._start_stamp = time.monotonic()
         # Sessions ended on this replica whose end the database does not hold yet (being
         # written, or the write failed: the sweep writes it again); resume refuses them.
         self._ended: set[str] = set()
+        self.sources = SourceLimits(settings.max_sockets_per_source, settings.starts_per_source_per_minute)
 
     async def start(self, supervisor: Supervisor) -> None:
         """Start the background loops, delivery reports, position updates and the expiry
@@ -296,10 +308,15 @@ class ChatHub:
             await asyncio.sleep(self.s.sweep_seconds)  # a period, not a wait for an event
 
     def _allow_start(self, conn: Connection) -> None:
-        """Bound the sessions a flood can create: per socket, and per process."""
+        """Bound the sessions a flood can create: per socket, per source and per process. The
+        source is counted first, so one client's refused starts never spend everyone's budget."""
         if conn.starts >= self.s.max_starts_per_socket:
             raise frames.FrameError(
                 "too_many_sessions", "this connection started too many chats; reconnect to start another"
+            )
+        if not self.sources.allow_start(conn.source):
+            raise frames.FrameError(
+                "too_many_starts", "too many new chats from your network this minute; try again shortly"
             )
         now = time.monotonic()
         rate, burst = self.s.session_starts_per_second, float(self.s.session_start_burst)
@@ -324,13 +341,36 @@ class ChatHub:
         if len(self.connections) >= self.s.max_connections:
             self.metrics.frames.labels("refused_busy").inc()
             raise web.HTTPServiceUnavailable(text="chat is busy, try again shortly")
+        source = source_of(
+            client_address(request.remote, request.headers.get("X-Real-IP"), self.s.trusted_proxies)
+        )
+        if not self.sources.open(source):
+            return await self._refuse_socket(request)
+        try:
+            return await self._hold(request, source)
+        finally:
+            self.sources.close(source)
+
+    async def _refuse_socket(self, request: web.Request) -> web.StreamResponse:
+        """A socket over its source's bound: upgraded only to say why (a browser's WebSocket
+        sees no HTTP status), then closed with TOO_MANY_SOCKETS_CODE."""
+        self.metrics.frames.labels("too_many_sockets").inc()
+        ws = web.WebSocketResponse(compress=False, max_msg_size=self.s.max_frame_bytes)
+        await ws.prepare(request)
+        frame = frames.error("too_many_sockets", "too many chat connections from your network; close one")
+        with contextlib.suppress(ConnectionError):
+            await ws.send_str(json.dumps(frame))
+        await ws.close(code=TOO_MANY_SOCKETS_CODE, message=b"too many sockets")
+        return ws
+
+    async def _hold(self, request: web.Request, source: str) -> web.StreamResponse:
         ws = web.WebSocketResponse(
             heartbeat=self.s.heartbeat_seconds,
             compress=False,  # compression costs memory per socket and leaks lengths (CRIME)
             max_msg_size=self.s.max_frame_bytes,
         )
         await ws.prepare(request)
-        conn = Connection(ws, Outbox(self.s.outbound_queue), tokens=self.s.frame_burst)
+        conn = Connection(ws, Outbox(self.s.outbound_queue), tokens=self.s.frame_burst, source=source)
         conn.deadline = asyncio.get_running_loop().call_later(
             self.s.handshake_seconds, self._handshake_expired, conn
         )

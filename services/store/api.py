@@ -41,7 +41,6 @@ from services.store.auth import (
     Sessions,
     User,
     csrf_ok,
-    login_peer,
     token_hash,
 )
 from services.store.events import sessions_ended
@@ -55,6 +54,7 @@ from shared.html import VERSION as SANITISER_VERSION
 from shared.html import for_console
 from shared.http import Handler, check_json_depth, problem
 from shared.logs import get_logger
+from shared.peers import client_address
 
 log = get_logger(__name__)
 
@@ -281,7 +281,7 @@ class ConsultantApi:
         login, password = body.get("login"), body.get("password")
         if not isinstance(login, str) or not isinstance(password, str) or len(login) > 100:
             return problem(422, "login and password are required")
-        peer = login_peer(request.remote, request.headers.get("X-Real-IP"), self.s.trusted_proxies)
+        peer = client_address(request.remote, request.headers.get("X-Real-IP"), self.s.trusted_proxies)
         attempt = await self.throttle.attempt(login, peer, request.cookies.get(DEVICE_COOKIE))
         async with self.throttle.turn(attempt):
             wait = await self.throttle.wait_seconds(attempt)

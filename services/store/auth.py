@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import time
 import weakref
@@ -110,22 +109,6 @@ class Attempt:
         return self.counters[0][0]
 
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def login_peer(remote: str | None, real_ip: str | None, trusted: list[IpNetwork]) -> str | None:
-    """The address a log-in comes from: ``real_ip`` (the ``X-Real-IP`` header) when the TCP
-    peer ``remote`` is a trusted proxy and the header holds one address, else ``remote``. Used
-    only inside keyed hashes: never stored or logged as it is."""
-    if remote is None or real_ip is None or not trusted:
-        return remote
-    try:
-        peer, claimed = ipaddress.ip_address(remote), ipaddress.ip_address(real_ip.strip())
-    except ValueError:
-        return remote
-    return str(claimed) if any(peer in net for net in trusted) else remote
-
-
 class LoginThrottle:
     """Failed log-ins slow down the source that makes them, never the person they target.
 
@@ -137,9 +120,10 @@ class LoginThrottle:
     - the browser, when it holds the device cookie a successful log-in of this very login
       set there (signed with the shared key, so it cannot be made up): her usual browser is
       never slowed by anyone else's failures, even behind a proxy every client shares;
-    - else the address the log-in comes from (:func:`login_peer`): the TCP peer, or, when the
-      peer is one of ``STORE_TRUSTED_PROXIES``, the ``X-Real-IP`` that proxy set (the compose
-      proxy sets it on the log-in route alone, deploy/proxy/nginx.conf). Any other client can
+    - else the address the log-in comes from (:func:`shared.peers.client_address`): the TCP
+      peer, or, when the peer is one of ``STORE_TRUSTED_PROXIES``, the ``X-Real-IP`` that
+      proxy set (the compose proxy sets it on the log-in route and the chat's, never on the
+      rest, deploy/proxy/nginx.conf). Any other client can
       write that header, so it is read from a trusted proxy only; ``X-Forwarded-For`` is never
       read. Without a trusted proxy configured, every browser behind a proxy that has no
       device cookie is one source.

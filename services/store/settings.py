@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import ipaddress
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from shared.peers import IpNetwork, networks
 from shared.settings import TextSettings
 
 
@@ -25,7 +25,7 @@ class StoreSettings(TextSettings):
     )
     login_attempts: int = Field(default=5, ge=1, description="Failed logins allowed per window")
     login_window_seconds: float = Field(default=300, gt=0, description="Login rate-limit window")
-    trusted_proxies: Annotated[list[ipaddress.IPv4Network | ipaddress.IPv6Network], NoDecode] = Field(
+    trusted_proxies: Annotated[list[IpNetwork], NoDecode] = Field(
         default=[],
         description="Addresses (CIDR, comma-separated) of the reverse proxies whose X-Real-IP names the "
         "address a log-in comes from; used only to throttle failed log-ins, never stored or logged",
@@ -71,6 +71,4 @@ class StoreSettings(TextSettings):
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip()]
-        return value
+        return networks(value)

@@ -101,6 +101,9 @@ async def here() -> AsyncIterator[aiohttp.ClientSession]:
         yield http
 
 
+# As compose runs it: chat_ingest believes the proxy's X-Real-IP, so its own per-source bound
+# counts each client behind the proxy, not the proxy.
+@pytest.mark.service_env({"CHAT_INGEST_TRUSTED_PROXIES": "127.0.0.1/32"})
 async def test_one_address_cannot_hold_every_chat_socket(proxy: Proxy, here: aiohttp.ClientSession) -> None:
     held = []
     try:
@@ -119,9 +122,11 @@ async def test_one_address_cannot_hold_every_chat_socket(proxy: Proxy, here: aio
         with pytest.raises(aiohttp.WSServerHandshakeError) as again:
             held.append(await here.ws_connect(f"{proxy.chat}/chat/ws"))
         assert again.value.status == 429
-        # Someone else is served at once.
+        # Someone else is served at once: a chat, not only a socket.
         async with session_from(OTHER) as other:
             ws = await other.ws_connect(f"{proxy.chat}/chat/ws")
+            await ws.send_json({"type": "start", "line": "dv"})
+            assert (await ws.receive_json(timeout=15))["type"] == "session"
             await ws.close()
     finally:
         for ws in held:

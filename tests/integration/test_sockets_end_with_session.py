@@ -1,18 +1,22 @@
 """Live console sockets end with their session (issue 15): logging out, or an admin disabling
 the account, closes that login's /api/events sockets at once, on every store replica, and they
-hear no further event; other people's sockets stay open."""
+hear no further event; other people's sockets stay open. In Chromium, a console whose session
+ended elsewhere falls back to the log-in form, says why, and keeps nothing of what it showed."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import aiohttp
+from playwright.async_api import Browser, Page, expect
 
 from deploy.local.stack import free_ports
 from services.store.events import SESSION_ENDED_CODE
 from tests.conftest import Gateway
 from tests.integration.helpers import Consultant
 from tests.integration.test_access_matrix import add_user, start_chat
+from tests.integration.test_open_threads_listed import console
 
 
 def second_store(gateway: Gateway) -> str:
@@ -33,6 +37,15 @@ async def closed(c: Consultant) -> aiohttp.WSMessage:
     return msg
 
 
+def add_admin(gateway: Gateway) -> None:
+    """Olga, an administrator of both lines (password ``olga-admin-password``)."""
+    done = add_user(
+        gateway, "add-user", "--login=olga", "--role=admin", "--lines=113,dv", "--password-stdin",
+        password="olga-admin-password",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
 async def consultant(url: str, login: str, password: str) -> Consultant:
     c = Consultant(url)
     await c.login(login, password)
@@ -42,13 +55,7 @@ async def consultant(url: str, login: str, password: str) -> Consultant:
 
 async def test_logout_and_disabling_close_the_logins_sockets_on_every_replica(gateway: Gateway) -> None:
     gateway.seed_demo_accounts()
-    assert (
-        add_user(
-            gateway, "add-user", "--login=olga", "--role=admin", "--lines=113,dv", "--password-stdin",
-            password="olga-admin-password",
-        ).returncode
-        == 0
-    )  # fmt: skip
+    add_admin(gateway)
     url_b = await asyncio.to_thread(second_store, gateway)
     anna_a = await consultant(gateway.store_url, "anna", "anna-demo")
     anna_b = await consultant(url_b, "anna", "anna-demo")  # another session, another replica
@@ -83,3 +90,56 @@ async def test_logout_and_disabling_close_the_logins_sockets_on_every_replica(ga
     finally:
         for c in (anna_a, anna_b, boris_a, boris_b, sofia, olga):
             await c.close()
+
+
+async def read_thread(page: Page, queue: str, thread: str, text: str) -> None:
+    """The console of ``page`` shows ``thread`` of ``queue`` in its list and its ``text`` open."""
+    await page.locator(f'button[data-queue="{queue}"]').click()
+    await page.locator(f'#threads button[data-thread="{thread}"]').click()
+    await expect(page.locator("#thread")).to_contain_text(text)
+
+
+async def shows_log_in_only(page: Page, text: str) -> None:
+    """The log-in form with the notice, and nothing left of the threads or of ``text``."""
+    await expect(page.locator("#login-notice")).to_have_text(
+        "Your session ended: logged out elsewhere, or the account was disabled. Log in again."
+    )
+    await expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    await expect(page.locator("#app")).to_be_hidden()
+    await expect(page.locator("#threads button")).to_have_count(0)
+    # Hidden is not enough: whoever uses this screen next could read the page's text.
+    await expect(page.locator("body")).not_to_contain_text(text)
+
+
+async def test_a_console_whose_session_ended_elsewhere_shows_the_log_in_form(
+    gateway: Gateway, browser: Browser
+) -> None:
+    gateway.seed_demo_accounts()
+    add_admin(gateway)
+    olga = await consultant(gateway.store_url, "olga", "olga-admin-password")
+    text = f"вопрос {uuid.uuid4().hex}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            await start_chat(http, gateway, text, line="113", region="minsk")
+        queued = await olga.wait_event(lambda e: e["name"] == "ThreadQueued")
+        page = await console(browser, gateway, "anna", "anna-demo")
+        await read_thread(page, queued["queue"], queued["thread_id"], text)
+
+        # Logged out from another tab of the same browser: the same session, ended through the API.
+        csrf = await page.evaluate("sessionStorage.getItem('hl_csrf')")
+        ended = await page.context.request.delete(
+            gateway.store_url + "/api/session", headers={"X-CSRF-Token": csrf}
+        )
+        assert ended.status == 200
+        await shows_log_in_only(page, text)
+
+        # Logged in again, and an administrator disables the account.
+        await page.get_by_label("Login").fill("anna")
+        await page.get_by_label("Password").fill("anna-demo")
+        await page.get_by_role("button", name="Log in").click()
+        await expect(page.locator("#login-notice")).to_be_hidden()
+        await read_thread(page, queued["queue"], queued["thread_id"], text)
+        assert (await olga.call("POST", "/api/users/anna/disable"))[0] == 200
+        await shows_log_in_only(page, text)
+    finally:
+        await olga.close()

@@ -802,10 +802,11 @@ def test_proxy_passes_the_websocket_upgrade_on_the_socket_path(name, load_settin
     http = parse_nginx(NGINX_CONF.read_text()).children("http")[0]
     headers = headers_sent(http, server, socket)
     assert headers["upgrade"] == "$http_upgrade"
-    # The same Host as every other request (the service compares a socket's Origin with it), and
-    # still no client address.
+    # The same Host as every other request (the service compares a socket's Origin with it); the
+    # client's address only as X-Real-IP where the service counts sockets per source.
     assert headers["host"] == "$http_host"
-    assert headers["x-forwarded-for"] == "" and headers["x-real-ip"] == ""
+    real_ip = "$remote_addr" if name == "chat_ingest" else ""
+    assert headers["x-forwarded-for"] == "" and headers["x-real-ip"] == real_ip
     (upgrade_map,) = [m for m in http.children("map") if m.args[0] == "$http_upgrade"]
     assert headers["connection"] == upgrade_map.args[1]
     assert upgrade_map.get("default") == [["upgrade"]]
@@ -822,12 +823,17 @@ def test_proxy_keeps_metrics_inside_and_logs_no_client_address():
         assert forwarded.get("x-forwarded-for") == "" and forwarded.get("x-real-ip") == "", port
         for loc in server.children("location"):
             sent = headers_sent(http, server, loc)
-            # The log-in route alone is told the client's address (the store's throttle counts
-            # failed log-ins per source, under keyed hashes); a client-sent one is replaced.
-            real_ip = "$remote_addr" if (port, loc.args) == (8080, ["=", "/api/session"]) else ""
+            # Only the log-in route (the store's throttle counts failed log-ins per source, under
+            # keyed hashes) and the chat's socket and widget (chat_ingest bounds sockets and new
+            # chats per source, in memory) are told the client's address; a client-sent one is
+            # replaced. Metrics answer 404 and tell no one.
+            told = (port, *loc.args) in {(8080, "=", "/api/session"), (8081, "=", "/chat/ws"), (8081, "/")}
+            real_ip = "$remote_addr" if told else ""
             assert sent.get("x-forwarded-for") == "" and sent.get("x-real-ip") == real_ip, loc.args
     store_env = compose()["services"]["store"]["environment"]
     assert store_env.get("STORE_TRUSTED_PROXIES"), "the store would count every log-in as the proxy's"
+    chat_env = compose()["services"]["chat_ingest"]["environment"]
+    assert chat_env.get("CHAT_INGEST_TRUSTED_PROXIES"), "the chat would count every client as the proxy"
     for port in (8080, 8081):
         metrics = location(proxy_servers()[port], "/metrics")
         assert metrics is not None and metrics.get("return") == [["404"]], port

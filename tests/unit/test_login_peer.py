@@ -1,8 +1,9 @@
-"""Which address a failed log-in is counted against (services/store/auth.py, login_peer)."""
+"""Which address a request is counted against (shared/peers.py, client_address): a failed
+log-in in the store, a chat socket or start in chat_ingest."""
 
 import ipaddress
 
-from services.store.auth import login_peer
+from shared.peers import client_address as login_peer
 
 PROXY = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
 

@@ -263,8 +263,9 @@
   // --- socket -----------------------------------------------------------------------------
   var startFrame = null;
   // Errors after which the same frame is worth sending again: the server could not take it
-  // now (broker or database away, too many new chats at once), not that it is wrong.
-  var RESEND = { unavailable: true, not_accepted: true, busy: true };
+  // now (broker or database away, too many new chats at once or from this network), not
+  // that it is wrong.
+  var RESEND = { unavailable: true, not_accepted: true, busy: true, too_many_starts: true };
 
   function begin(skip) {
     var frame = { type: "start", line: currentLine() };

@@ -31,6 +31,7 @@
       person_export: "Copy of the person's data (JSON)", person_erase: "Erase the person's data",
       person_erase_confirm: "Erase everything this person wrote and everything written about them, in all their closed conversations you can see, for good? Statistics stay.",
       not_safe: "Not safe: do not reply until they write", not_safe_alert: "Client not safe now",
+      session_ended: "Your session ended: logged out elsewhere, or the account was disabled. Log in again.",
       not_safe_list: "Not safe now", reply_held: "No reply can be sent: the client said it is not safe to talk now. Replies open again once they write."
     },
     ru: {
@@ -58,6 +59,7 @@
       person_export: "Копия данных человека (JSON)", person_erase: "Стереть данные человека",
       person_erase_confirm: "Стереть навсегда всё, что этот человек написал и что написано о нём, во всех его закрытых обращениях, которые вам видны? Статистика останется.",
       not_safe: "Небезопасно: не писать, пока клиент не напишет сам", not_safe_alert: "Клиенту сейчас небезопасно",
+      session_ended: "Сеанс завершён: выход в другом окне или учётная запись отключена. Войдите снова.",
       not_safe_list: "Сейчас небезопасно", reply_held: "Ответ отправить нельзя: клиент сообщил, что сейчас говорить небезопасно. Ответить можно, когда клиент напишет снова."
     }
   };
@@ -89,7 +91,7 @@
     if (body !== undefined) { h["Content-Type"] = "application/json"; }
     return fetch(path, { method: method, headers: h, credentials: "same-origin",
       body: body === undefined ? undefined : JSON.stringify(body) }).then(function (r) {
-      if (r.status === 401) { showLogin(); throw new Error("not logged in"); }
+      if (r.status === 401) { sessionEnded(); throw new Error("not logged in"); }
       if (r.status === 204) { return { body: null, next: null }; }
       return r.json().then(function (j) {
         if (!r.ok) { var err = new Error(j.title || r.statusText); err.problem = j; throw err; }
@@ -139,11 +141,28 @@
 
   // --- log-in ------------------------------------------------------------------------------
 
-  function showLogin() { state.me = null; $("app").hidden = true; $("login").hidden = false; }
+  function showLogin() {
+    state.me = null; $("app").hidden = true; $("login").hidden = false;
+    if (sessionStorage.getItem("hl_ended")) { $("login-notice").hidden = false; sessionStorage.removeItem("hl_ended"); }
+  }
+
+  // The session ended while the console showed it (logged out in another tab, the account
+  // disabled, expired): the page is loaded afresh, so nothing it showed stays in the page or
+  // in memory (threads, drafts, the other panels) for whoever uses this screen next, and the
+  // log-in form says why. Before a log-in there is nothing to clear.
+  var leaving = false;
+  function sessionEnded() {
+    if (!state.me) { showLogin(); return; }
+    if (leaving) { return; }  // our own Log out: it reloads the page itself
+    state.me = null;
+    sessionStorage.removeItem("hl_csrf");
+    sessionStorage.setItem("hl_ended", "1");
+    location.reload();
+  }
 
   function showApp(me) {
     state.me = me;
-    $("login").hidden = true; $("app").hidden = false;
+    $("login").hidden = true; $("app").hidden = false; $("login-notice").hidden = true;
     $("who").textContent = me.name + " (" + me.role + ")";
     $("availability").value = me.status || "offline";
     $("supervisor-toggle").hidden = !(me.role === "supervisor" || me.role === "admin");
@@ -170,6 +189,7 @@
   });
 
   $("logout").addEventListener("click", function () {
+    leaving = true;
     api("DELETE", "/api/session").finally(function () { sessionStorage.removeItem("hl_csrf"); location.reload(); });
   });
 
@@ -742,7 +762,7 @@
     events.onclose = function (ev) {
       $("live").classList.remove("on"); events = null;
       // 4401: the session ended (logged out elsewhere, account disabled): log in again.
-      if (ev.code === 4401) { showLogin(); return; }
+      if (ev.code === 4401) { sessionEnded(); return; }
       if (state.me) { setTimeout(connectEvents, 2000); }
     };
   }
