@@ -491,13 +491,16 @@
         ev.preventDefault();
         if (!ta.value.trim()) { return; }
         // A retry of the same reply reuses its key (sent once); an edited text is another reply
-        // and needs another key (the API refuses a key reused with other text: 409).
-        var key = form.dataset.key && form.dataset.keyText === ta.value ? form.dataset.key
+        // and needs another key (the API refuses a key reused with other text: 409). The key is
+        // kept in the draft, so it outlives a redraw of the thread between a send whose answer
+        // was lost and its retry (a live update, the language switched).
+        var d = draft(id);
+        var key = d.key && d.keyText === ta.value ? d.key
           : (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
-        form.dataset.key = key;
-        form.dataset.keyText = ta.value;
+        d.key = key;
+        d.keyText = ta.value;
         api("POST", path + "/messages", { text: ta.value }, { "Idempotency-Key": key }).then(function () {
-          delete form.dataset.key; ta.value = ""; draft(id).reply = ""; openThread(id);
+          delete d.key; ta.value = ""; d.reply = ""; openThread(id);
         }).catch(showError);
       });
       box.appendChild(form);
