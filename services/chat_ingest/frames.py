@@ -42,6 +42,9 @@ class Resume:
 class Message:
     id: str
     text: str
+    # The text held lone surrogates, replaced by U+FFFD (:func:`repaired`): the ack says so,
+    # so the client can tell its sender that part of the message could not be read.
+    repaired: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,9 +68,11 @@ def _choice(frame: dict[str, Any], name: str) -> str | None:
 
 
 def repaired(text: str) -> str:
-    """``text`` with each lone surrogate replaced by U+FFFD (the replacement character).
-    Repaired, not refused: a person's message always reaches a person, with a mark where a
-    character was broken. The check is one encode in C; only broken text is scanned."""
+    """``text`` with each lone surrogate replaced by U+FFFD (the replacement character);
+    ``text`` itself (the same object) when it has none. Repaired, not refused: a person's
+    message always reaches a person, with a mark where a character was broken, and the sender
+    is told (the ack's ``repaired``, the Telegram bot's notice). The check is one encode in
+    C; only broken text is scanned."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -94,13 +99,12 @@ def parse_client_frame(raw: str, max_text_chars: int) -> ClientFrame:
         mid, text = frame.get("id"), frame.get("text")
         if not isinstance(mid, str) or not _ID.fullmatch(mid):
             raise FrameError("bad_field", "message needs an 'id' of 1-64 letters, digits, - or _")
-        if isinstance(text, str):
-            text = repaired(text)
         if not isinstance(text, str) or not text.strip():
             raise FrameError("bad_field", "message needs a non-empty 'text'")
         if len(text) > max_text_chars:
             raise FrameError("too_long", f"a message holds at most {max_text_chars} characters")
-        return Message(mid, text)
+        fixed = repaired(text)
+        return Message(mid, fixed, repaired=fixed is not text)
     if kind == "end":
         return End(NOT_SAFE if frame.get("reason") == NOT_SAFE else None)
     raise FrameError("unknown_type", "type must be start, resume, message or end")

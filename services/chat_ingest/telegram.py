@@ -58,6 +58,7 @@ TEXT: dict[str, dict[str, str]] = {
         "danger": "If you are in danger now, call:",
         "unsupported": "I can read text only. Please write your message in words.",
         "not_safe": "Not safe now: hide this chat",
+        "unreadable": "Part of your message could not be read; a consultant sees the rest.",
     },
     "ru": {
         "hello": "Здравствуйте. Здесь можно безопасно попросить о помощи, имя называть не нужно. "
@@ -76,6 +77,7 @@ TEXT: dict[str, dict[str, str]] = {
         "danger": "Если вам угрожает опасность, звоните:",
         "unsupported": "Я понимаю только текст. Пожалуйста, напишите словами.",
         "not_safe": "Сейчас небезопасно: скрыть чат",
+        "unreadable": "Часть вашего сообщения не удалось прочитать; остальное консультант видит.",
     },
     "be": {
         "hello": "Добры дзень. Тут можна бяспечна папрасіць дапамогі, імя называць не трэба. "
@@ -95,6 +97,7 @@ TEXT: dict[str, dict[str, str]] = {
         "danger": "Калі вам пагражае небяспека, тэлефануйце:",
         "unsupported": "Я разумею толькі тэкст. Калі ласка, напішыце словамі.",
         "not_safe": "Зараз небяспечна: схаваць чат",
+        "unreadable": "Частку вашага паведамлення не ўдалося прачытаць; астатняе кансультант бачыць.",
     },
 }
 
@@ -115,6 +118,7 @@ class Update:
     private: bool = True
     message_id: int | None = None  # the client's message (text and other kinds)
     sent_at: datetime | None = None  # its ``date``, by Telegram's clock
+    repaired: bool = False  # the text held lone surrogates, now U+FFFD (frames.repaired)
 
 
 @dataclass(frozen=True)
@@ -159,19 +163,21 @@ def parse_update(body: bytes) -> Update | None:
         if not isinstance(chat, dict) or not isinstance(chat.get("id"), int):
             raise BadUpdate("message without chat id")
         sender = _obj(msg.get("from"))
-        text = msg.get("text")
+        text = msg.get("text") if isinstance(msg.get("text"), str) else ""
+        # Repaired like a web chat message (frames.repaired): a lone surrogate would make the
+        # message unpublishable, so the webhook would fail on it for as long as Telegram retries.
+        fixed = repaired(text)
         mid, date = msg.get("message_id"), msg.get("date")
         return Update(
             uid,
             chat["id"],
-            "text" if isinstance(text, str) and text.strip() else "other",
-            # Repaired like a web chat message (frames.repaired): a lone surrogate would make the
-            # message unpublishable, so the webhook would fail on it for as long as Telegram retries.
-            text=repaired(text) if isinstance(text, str) else "",
+            "text" if text.strip() else "other",
+            text=fixed,
             language_code=_lang_code(sender),
             private=chat.get("type", "private") == "private",
             message_id=mid if isinstance(mid, int) else None,
             sent_at=unix_time(date),
+            repaired=fixed is not text,
         )
     if isinstance(raw.get("callback_query"), dict):
         cq = raw["callback_query"]
@@ -301,8 +307,10 @@ def decide(config: HotlineConfig, line: str, chat: dict[str, Any], update: Updat
             return Decision([emergency(config, lang)], remember=remember)
         if command in NOT_SAFE_COMMANDS:
             return Decision([], remember=remember, hide=True)
-        # Anything else is for a consultant, with or without the questions answered.
-        return Decision([], forward=update.text, remember=remember)
+        # Anything else is for a consultant, with or without the questions answered. Text that
+        # had to be repaired goes on too, and its sender is told what the consultant will see.
+        notice = [BotReply(_t(lang, "unreadable"))] if update.repaired else []
+        return Decision(notice, forward=update.text, remember=remember)
     if update.kind == "other":
         return Decision([BotReply(_t(lang, "unsupported"))], remember=remember)
     data = update.data

@@ -705,7 +705,10 @@ class ChatHub:
             # it under that id), so its queue events reach this client from now on.
             session.thread_id = thread_id_for(session_thread_key(Channel.CHAT, session.id))
             self.by_thread[session.thread_id] = session.id
-        self._reply(conn, {"type": "ack", "id": frame.id, "message_id": message_id})
+        ack: dict[str, Any] = {"type": "ack", "id": frame.id, "message_id": message_id}
+        if frame.repaired:
+            ack["repaired"] = True  # the widget tells its sender part of it could not be read
+        self._reply(conn, ack)
 
     # --- replies from consultants -----------------------------------------------------------
 

@@ -39,6 +39,7 @@ class ChatClient:
         self.session: dict[str, Any] = {}
         self.pending: dict[str, str] = {}  # frame id -> text, until acked
         self.acked: dict[str, str] = {}  # frame id -> message id
+        self.repaired: set[str] = set()  # frame ids whose ack says the text had to be repaired
         self.shown: dict[str, dict[str, Any]] = {}  # reply message id -> frame
         self.received = Counter[str]()  # reply message id -> frames received (redeliveries)
         self.positions: list[int | None] = []
@@ -97,6 +98,8 @@ class ChatClient:
             elif kind == "ack":
                 self.pending.pop(frame["id"], None)
                 self.acked[frame["id"]] = frame["message_id"]
+                if frame.get("repaired") is True:
+                    self.repaired.add(frame["id"])
             elif kind == "message":
                 self.received[frame["message_id"]] += 1
                 self.shown.setdefault(frame["message_id"], frame)  # shown once per id, as the widget

@@ -113,6 +113,7 @@ async def test_quick_exit_on_one_socket_ends_the_chat_on_every_socket_of_every_r
 
 # JSON escapes of a lone surrogate: valid JSON, valid UTF-8 on the wire, but no Unicode text.
 LONE = "\\ud800"
+UNREADABLE_RU = "Часть вашего сообщения не удалось прочитать; остальное консультант видит."
 
 
 async def inbound_texts(vera: Consultant, thread_id: str) -> list[str]:
@@ -129,6 +130,8 @@ async def test_a_chat_message_with_a_lone_surrogate_is_repaired_and_reaches_a_co
     await client.send_raw('{"type": "message", "id": "broken", "text": "help ' + LONE + ' me"}')
     await client.wait(lambda: "broken" in client.acked or bool(client.errors))
     assert client.errors == [] and client.connected
+    # The ack tells the sender part of it could not be read (the widget says so in the chat).
+    assert client.repaired == {"broken"}
     thread_id = (await vera.wait_event(lambda e: e["name"] == "ThreadQueued"))["thread_id"]
     await client.say("next one")
     await client.wait(lambda: not client.pending)
@@ -139,6 +142,7 @@ async def test_a_chat_message_with_a_lone_surrogate_is_repaired_and_reaches_a_co
     await vera.wait_event(lambda e: e.get("message_id") == client.acked[last])  # stored
     texts = await inbound_texts(vera, thread_id)
     assert texts == ["help \ufffd me", "next one", "last one"], texts
+    assert client.repaired == {"broken"}, "only the broken message's ack says so"
 
 
 async def test_a_telegram_update_with_a_lone_surrogate_is_answered_and_stored_once_repaired(
@@ -154,3 +158,8 @@ async def test_a_telegram_update_with_a_lone_surrogate_is_answered_and_stored_on
     thread_id = (await vera.wait_event(lambda e: e["name"] == "ThreadQueued"))["thread_id"]
     assert await inbound_texts(vera, thread_id) == [f"{canary} \ufffd me"]
     assert canary not in replica_logs(gateway)
+    # The bot told the sender before answering the webhook, once (the redelivery was a
+    # duplicate), in their language; a whole text gets no such notice.
+    assert await tg.post(tg.text(901, "all of it readable")) == 200
+    notices = [c.body["text"] for c in bot.api.sent(901) if c.body["text"] == UNREADABLE_RU]
+    assert len(notices) == 1, bot.api.sent(901)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.chat_ingest.frames import End, FrameError, Message, Resume, Start, parse_client_frame
+from services.chat_ingest.frames import End, FrameError, Message, Resume, Start, parse_client_frame, repaired
 
 
 def parse(frame: object) -> object:
@@ -66,3 +66,26 @@ def test_any_text_either_parses_or_raises_frame_error(raw):
         parse_client_frame(raw, max_text_chars=100)
     except FrameError as exc:
         assert exc.code
+
+
+def test_repaired_replaces_each_lone_surrogate_and_leaves_text_alone() -> None:
+    assert repaired("help \ud800 me \udfff") == "help \ufffd me \ufffd"
+    assert repaired("\udc00\ud800") == "\ufffd\ufffd"  # a low before a high is no pair either
+    text = "Привет 👋 ok"  # a real pair (the emoji) is text, not a surrogate
+    assert repaired(text) is text, "unbroken text is returned as it is, not copied"
+    repaired("a\ud800").encode("utf-8")  # what the broker's JSON and the database need
+
+
+def test_a_message_with_a_lone_surrogate_is_accepted_and_marked_repaired() -> None:
+    broken = parse_client_frame('{"type": "message", "id": "m1", "text": "a \\ud800 b"}', 4000)
+    assert broken == Message("m1", "a \ufffd b", repaired=True)
+    whole = parse_client_frame('{"type": "message", "id": "m2", "text": "a \\ud83d\\udc4b b"}', 4000)
+    assert whole == Message("m2", "a \U0001f44b b") and not whole.repaired
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0xD000, max_codepoint=0xE000), max_size=40))
+def test_repaired_text_always_encodes_and_keeps_its_length(text: str) -> None:
+    fixed = repaired(text)
+    fixed.encode("utf-8")
+    assert len(fixed) == len(text)
+    assert (fixed is text) == (text == text.encode("utf-8", "replace").decode("utf-8"))

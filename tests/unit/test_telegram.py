@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.chat_ingest.telegram import (
+    TEXT,
     BadUpdate,
     Update,
     batches,
@@ -141,3 +142,14 @@ def test_only_messages_younger_than_48_hours_are_deleted_in_calls_of_at_most_100
     assert list(batches([])) == []
     assert unix_time(1_800_000_000) == datetime.fromtimestamp(1_800_000_000, UTC)
     assert unix_time("1800000000") is None and unix_time(True) is None and unix_time(-5) is None
+
+
+def test_a_text_with_a_lone_surrogate_goes_on_repaired_and_its_sender_is_told() -> None:
+    body = '{"update_id": 3, "message": {"chat": {"id": 7}, "text": "help \\ud800 me"}}'
+    update = parse_update(body.encode())
+    assert update is not None and update.repaired and update.text == "help \ufffd me"
+    d = decide(CONFIG, "dv", {"language": "be"}, update, True)
+    assert d.forward == "help \ufffd me"
+    assert [r.text for r in d.replies] == [TEXT["be"]["unreadable"]]
+    whole = decide(CONFIG, "dv", {"language": "be"}, text("help me", "be"), True)
+    assert whole.forward == "help me" and whole.replies == []

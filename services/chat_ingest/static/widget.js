@@ -32,6 +32,7 @@
       withConsultant: "A consultant is with you.", closed: "The consultant has closed the conversation. You can write again.",
       ended: "The chat has ended.", reconnecting: "Connection lost. Reconnecting…", notSent: "not sent yet",
       unavailable: "The chat cannot be reached right now. Trying again…",
+      unreadable: "Part of your message could not be read; a consultant sees the rest.",
       you: "You", consultant: "Consultant", bot: "Automatic answer", emergency: "In danger now? Call 102 (police) or 103 (ambulance)."
     },
     ru: {
@@ -46,6 +47,7 @@
       withConsultant: "С вами консультант.", closed: "Консультант завершил разговор. Вы можете написать снова.",
       ended: "Чат завершён.", reconnecting: "Связь потеряна. Подключаемся снова…", notSent: "ещё не отправлено",
       unavailable: "Чат сейчас недоступен. Пробуем снова…",
+      unreadable: "Часть вашего сообщения не удалось прочитать; остальное консультант видит.",
       you: "Вы", consultant: "Консультант", bot: "Автоматический ответ", emergency: "Вам угрожает опасность? Звоните 102 (милиция) или 103 (скорая)."
     },
     be: {
@@ -60,6 +62,7 @@
       withConsultant: "З вамі кансультант.", closed: "Кансультант завяршыў размову. Вы можаце напісаць зноў.",
       ended: "Чат завершаны.", reconnecting: "Сувязь страчана. Падключаемся зноў…", notSent: "яшчэ не адпраўлена",
       unavailable: "Чат зараз недаступны. Спрабуем зноў…",
+      unreadable: "Частку вашага паведамлення не ўдалося прачытаць; астатняе кансультант бачыць.",
       you: "Вы", consultant: "Кансультант", bot: "Аўтаматычны адказ", emergency: "Вам пагражае небяспека? Тэлефануйце 102 (міліцыя) або 103 (хуткая)."
     }
   };
@@ -371,6 +374,13 @@
         if (p) {
           clearTimeout(p.timer);
           p.item.classList.remove("hl-pending"); p.item.removeAttribute("data-state"); delete pending[f.id];
+          // Some characters were broken (the server replaced them): say so under the message,
+          // in the conversation, without alarm. The consultant got the rest.
+          if (f.repaired) {
+            var note = el("li", { "class": "hl-notice" }, t("unreadable"));
+            p.item.after(note);
+            list.scrollTop = list.scrollHeight;
+          }
         }
       } else if (f.type === "message") {
         show(f.message_id, f.from === "bot" ? "bot" : "consultant", f.text);
