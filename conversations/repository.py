@@ -1185,6 +1185,25 @@ class ChatRepository:
         ).sort("created_at", ASCENDING)
         return await self.open_messages([m async for m in cursor])
 
+    async def waiting_replies_of(self, thread_ids: list[str]) -> dict[str, list[Doc]]:
+        """:meth:`waiting_replies` of many threads in one query (thread_messages index):
+        thread id -> its replies not yet shown, oldest first; threads without any are absent."""
+        if not thread_ids:
+            return {}
+        cursor = self.messages.find(
+            {
+                "thread_id": {"$in": thread_ids},
+                "direction": "out",
+                "delivery.status": {"$nin": [DeliveryStatus.SENT.value, *NOT_OUT]},
+            }
+        )
+        waiting: dict[str, list[Doc]] = {}
+        for doc in await self.open_messages([m async for m in cursor]):
+            waiting.setdefault(doc["thread_id"], []).append(doc)
+        for docs in waiting.values():
+            docs.sort(key=lambda d: d["created_at"])
+        return waiting
+
     async def open_messages(self, docs: list[Doc]) -> list[Doc]:
         if self.vault is None:
             return docs

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import aio_pika
@@ -116,6 +116,8 @@ class Broker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._up = asyncio.Event()  # set while connected with every channel restored
+        self._on_restore: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._restore_tasks: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
         """Connect, open the confirming channel and declare the topology; on failure leave
@@ -141,6 +143,21 @@ class Broker:
 
     def _on_restored(self, *_: Any) -> None:
         self._up.set()
+        for callback in self._on_restore:
+            task = asyncio.get_running_loop().create_task(callback())
+            self._restore_tasks.add(task)
+            task.add_done_callback(self._restore_done)
+
+    def _restore_done(self, task: asyncio.Task[None]) -> None:
+        self._restore_tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("broker_restore_callback_failed", error=type(exc).__name__)
+
+    def when_restored(self, callback: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``callback`` each time the connection comes back after an outage, once its
+        channels, queues and consumers are restored: what a per-replica queue missed while it
+        was gone (exclusive queues vanish with the connection) can be made up for then."""
+        self._on_restore.append(callback)
 
     def _on_lost(self, *_: Any) -> None:
         self._up.clear()

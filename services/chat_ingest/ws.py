@@ -228,6 +228,12 @@ def reply_frame(message_id: str, role: str, text: str, sent_at: datetime) -> dic
     }
 
 
+def backlog_frame(doc: Doc) -> dict[str, Any]:
+    """The frame of a stored reply written again (on resume, after a broker outage)."""
+    role = "bot" if str(doc.get("author", "")).startswith("bot") else "consultant"
+    return reply_frame(doc["_id"], role, doc["text"], doc["created_at"])
+
+
 class ChatHub:
     def __init__(
         self,
@@ -262,6 +268,7 @@ class ChatHub:
     async def start(self, supervisor: Supervisor) -> None:
         """Start the background loops, delivery reports, position updates and the expiry
         sweep, under the service's supervisor (which restarts them and stops them at shutdown)."""
+        self.broker.when_restored(self.replay_missed)
         supervisor.start("chat-reports", lambda _beat: self._report_loop())
         supervisor.start("chat-positions", lambda _beat: self._position_loop())
         every = self.s.sweep_seconds
@@ -657,9 +664,7 @@ class ChatHub:
             self._reply(conn, self._session_frame(token, session))
             if thread is not None:
                 for doc in await self.repo.waiting_replies(thread["_id"]):
-                    role = "bot" if str(doc.get("author", "")).startswith("bot") else "consultant"
-                    frame = reply_frame(doc["_id"], role, doc["text"], doc["created_at"])
-                    if self._send_reply(conn, doc["_id"], thread["_id"], frame):
+                    if self._send_reply(conn, doc["_id"], thread["_id"], backlog_frame(doc)):
                         self.metrics.replayed.inc()
         except PyMongoError as exc:
             log.warning("chat_resume_failed", session=sid, error=type(exc).__name__)
@@ -711,6 +716,34 @@ class ChatHub:
         self._reply(conn, ack)
 
     # --- replies from consultants -----------------------------------------------------------
+
+    async def replay_missed(self) -> None:
+        """After a broker outage (called by the broker once it is back, with this replica's
+        reply queue declared and consumed again): that queue is exclusive, so it was gone while
+        the broker was, and a reply published then (the store's outbox publishes the replies
+        written during the outage as soon as it can) reached no socket. Write each held
+        session's replies not yet shown, as a resume does; one the queue brings meanwhile is
+        written once (the connection's reply set)."""
+        held = {
+            sid: session.thread_id
+            for sid, session in self.sessions.items()
+            if session.thread_id and self.by_session.get(sid)
+        }
+        if not held:
+            return
+        try:
+            waiting = await self.repo.waiting_replies_of(sorted(set(held.values())))
+        except PyMongoError as exc:
+            # The database away too: each client gets them on its next resume.
+            log.warning("chat_replay_failed", error=type(exc).__name__)
+            return
+        replayed = 0
+        for sid, thread_id in held.items():
+            for doc in waiting.get(thread_id, []):
+                for conn in list(self.by_session.get(sid, ())):
+                    replayed += self._send_reply(conn, doc["_id"], thread_id, backlog_frame(doc))
+        self.metrics.replayed.inc(replayed)
+        log.info("chat_replies_replayed", sessions=len(held), replies=replayed)
 
     async def deliver(self, envelope: Envelope, message: AbstractIncomingMessage) -> None:
         """Queue a consultant's reply for the client's sockets held by this replica (see the

@@ -7,6 +7,11 @@ channel must flow again within 30 s of the broker's return without restarting an
 a mail appended and a chat message sent after the restart are stored within that time, every
 service's ``/readyz`` answers 200 again, and the service processes are the ones that started.
 The canary that every message carries is found 0 times in the services' logs.
+
+Replies too: a consultant answers a chat and a mail thread every second before, during and
+after the outage. Each reply is accepted (202, stored; the outbox publishes it once the broker
+is back), each chat reply is shown to its client, and each mail reply is in the client's
+mailbox exactly once (its own Message-ID).
 """
 
 from __future__ import annotations
@@ -15,17 +20,20 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from email import message_from_bytes
 from typing import Any
 
 import aiohttp
 import pytest
 
+from conversations.identity import session_thread_key, thread_id_for
 from deploy.local.services import ready
 from services.chat_ingest.ws import session_id_for
+from shared.envelope import Channel
 from tests.conftest import Gateway
 from tests.integration.chat_client import ChatClient
-from tests.integration.email_support import database
-from tests.integration.helpers import Mailbox, mail, new_message_id
+from tests.integration.email_support import database, supervisor
+from tests.integration.helpers import Consultant, Mailbox, mail, new_message_id
 from tests.reliability.ledger import CANARY
 
 pytestmark = pytest.mark.slow
@@ -136,6 +144,86 @@ class Traffic:
             await asyncio.sleep(0.5)
 
 
+class Replies:
+    """A consultant answering one chat and one mail thread every second, whatever the broker does."""
+
+    def __init__(self, gateway: Gateway, who: Consultant, chat: ChatClient) -> None:
+        self.gateway, self.who, self.chat = gateway, who, chat
+        self.client_box = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.client_mailbox)
+        self.threads: dict[str, str] = {}  # channel -> claimed thread id
+        self.sent: dict[str, list[str]] = {"chat": [], "email": []}  # channel -> reply ids
+        self.refused: list[int] = []  # statuses other than 202
+        self.stop = asyncio.Event()
+
+    async def claim(self, traffic: Traffic) -> None:
+        """Claim the chat client's thread, and the thread of a mail from the client's mailbox."""
+        mid = new_message_id()
+        client_address = f"{self.gateway.client_mailbox}@demo.test"
+        await traffic.inbox.append(mail(client_address, "line@demo.test", "help", f"ledger {CANARY}", mid))
+        await traffic.until_stored([], [mid], 60)
+        session = session_id_for(self.chat.token or "")
+        self.threads["chat"] = thread_id_for(session_thread_key(Channel.CHAT, session))
+        mongo, db = database(self.gateway)
+        try:
+            found = await db["messages"].find_one({"email_message_id": mid}, {"thread_id": 1})
+        finally:
+            await mongo.close()
+        assert found is not None
+        self.threads["email"] = found["thread_id"]
+        for thread_id in self.threads.values():
+            status, body = await self.who.call("POST", f"/api/threads/{thread_id}/claim")
+            assert status == 200, body
+
+    async def loop(self) -> None:
+        while not self.stop.is_set():
+            for channel, thread_id in self.threads.items():
+                status, body = await self.who.call(
+                    "POST",
+                    f"/api/threads/{thread_id}/messages",
+                    {"text": f"answer {CANARY}"},
+                    {"Idempotency-Key": uuid.uuid4().hex},
+                )
+                if status == 202:
+                    self.sent[channel].append(body["id"])
+                else:
+                    self.refused.append(status)
+            await asyncio.sleep(1.0)  # pacing of the consultant's replies
+
+    async def ledger(self, within: float) -> dict[str, int]:
+        """Wait until every reply reached its client (or ``within`` passed); count them."""
+        chat_ids = self.sent["chat"]
+        try:
+            await self.chat.wait(lambda: all(r in self.chat.shown for r in chat_ids), within=within)
+        except TimeoutError:
+            pass  # counted as lost below
+        mongo, db = database(self.gateway)
+        try:
+            wanted = {
+                m["email_message_id"]
+                async for m in db["messages"].find(
+                    {"_id": {"$in": self.sent["email"]}}, {"email_message_id": 1}
+                )
+            }
+        finally:
+            await mongo.close()
+        arrived: Counter[str] = Counter()
+        began = time.monotonic()
+        while time.monotonic() - began < within:
+            raws = await self.client_box.wait_for_mail(1, within=within)
+            arrived = Counter(str(message_from_bytes(r).get("Message-ID", "")) for r in raws)
+            if all(arrived[m] for m in wanted):
+                break
+            await asyncio.sleep(1.0)  # another process's delivery: polled
+        return {
+            "replies_refused": len(self.refused),
+            "chat_replies": len(chat_ids),
+            "chat_replies_lost": sum(1 for r in chat_ids if r not in self.chat.shown),
+            "mail_replies": len(wanted),
+            "mail_replies_lost": sum(1 for m in wanted if arrived[m] == 0),
+            "mail_replies_duplicated": sum(1 for m in wanted if arrived[m] > 1),
+        }
+
+
 async def all_ready(gateway: Gateway, within: float) -> float:
     began = time.monotonic()
     while not all(await asyncio.gather(*(asyncio.to_thread(ready, p) for p in gateway.ports.values()))):
@@ -144,20 +232,24 @@ async def all_ready(gateway: Gateway, within: float) -> float:
     return time.monotonic() - began
 
 
+@pytest.mark.service_env({"STORE_OUTBOX_SECONDS": "1"})
 @pytest.mark.parametrize("how", ["kill", "graceful"])
 async def test_f1_broker_restart_under_chat_and_mail_loses_and_doubles_nothing(
     gateway: Gateway, how: str
 ) -> None:
     canary = CANARY
     pids = {key: p.pid for key, p in gateway.processes.procs.items()}
+    sofia = await supervisor(gateway)
     async with aiohttp.ClientSession() as http:
         traffic = Traffic(gateway, http, canary)
         await traffic.open()
-        loops = [asyncio.create_task(traffic.chat_loop()), asyncio.create_task(traffic.mail_loop())]
+        # Flowing before the fault: a mail and a chat message are stored.
+        first_chat, first_mail = await traffic.say(traffic.clients[0]), await traffic.send_mail()
+        await traffic.until_stored([first_chat], [first_mail], 60)
+        replies = Replies(gateway, sofia, traffic.clients[0])
+        await replies.claim(traffic)
+        loops = [asyncio.create_task(t) for t in (traffic.chat_loop(), traffic.mail_loop(), replies.loop())]
         try:
-            # Flowing before the fault: a mail and a chat message are stored.
-            first_chat, first_mail = await traffic.say(traffic.clients[0]), await traffic.send_mail()
-            await traffic.until_stored([first_chat], [first_mail], 60)
             if how == "kill":
                 await asyncio.to_thread(gateway.stack.kill_rabbitmq)
             else:
@@ -171,16 +263,23 @@ async def test_f1_broker_restart_under_chat_and_mail_loses_and_doubles_nothing(
             readiness = await all_ready(gateway, FLOWING_WITHIN)
         finally:
             traffic.stop.set()
+            replies.stop.set()
             await asyncio.gather(*loops)
         # Everything sent, before, during and after the outage, ends up stored once.
         await traffic.until_stored(list(traffic.frames), traffic.mails, 120)
         report: dict[str, Any] = await traffic.ledger()
+        report |= await replies.ledger(120)
         for c in traffic.clients:
             await c.drop()
+    await sofia.close()
     print(f"F1 ({how}) ledger: {report}; flowing again after {flowing:.1f} s, ready after {readiness:.1f} s")
     assert report["chat_lost"] == report["chat_duplicated"] == 0, report
     assert report["mail_lost"] == report["mail_duplicated"] == 0, report
     assert report["chat_sent"] > 20 and report["mail_sent"] > 5, report
+    assert report["replies_refused"] == 0, (report, replies.refused)
+    assert report["chat_replies"] > 5 and report["mail_replies"] > 5, report
+    assert report["chat_replies_lost"] == report["mail_replies_lost"] == 0, report
+    assert report["mail_replies_duplicated"] == 0, report
     # No service was restarted to get there.
     assert {key: p.pid for key, p in gateway.processes.procs.items()} == pids
     assert all(p.poll() is None for p in gateway.processes.procs.values())
