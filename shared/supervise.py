@@ -177,6 +177,25 @@ class Supervisor:
             await asyncio.sleep(pause)  # backoff before the restart, not a wait for an event
             delay = min(delay * 2, self.backoff_max)
 
+    def companion(self, task: asyncio.Task[Any], name: str, on_failure: Callable[[], object]) -> None:
+        """Supervise a task that lives and dies with one connection (a socket's writer): it is
+        not restarted on its own, since the connection it serves would be left half-alive
+        (open, but deaf). If it ends by an unexpected exception, that is logged by type and
+        place and counted like any task failure, and ``on_failure`` runs: it closes the
+        connection, so the client reconnects and is served afresh. The connection going away
+        (a reset, a closed socket) is the normal end, not a failure."""
+
+        def done(ended: asyncio.Task[Any]) -> None:
+            if ended.cancelled() or (exc := ended.exception()) is None:
+                return
+            if isinstance(exc, ConnectionError | OSError):
+                return  # the peer went away: the connection's own handler ends with it
+            self.metrics.failures.labels(name, type(exc).__name__).inc()
+            log.error("task_failed", task=name, error=type(exc).__name__, where=place(exc), restart_in=None)
+            on_failure()
+
+        task.add_done_callback(done)
+
     def problems(self) -> dict[str, str]:
         """Intake tasks that hold the service back from being ready, with the reason."""
         now = time.monotonic()

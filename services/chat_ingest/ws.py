@@ -264,10 +264,12 @@ class ChatHub:
         # written, or the write failed: the sweep writes it again); resume refuses them.
         self._ended: set[str] = set()
         self.sources = SourceLimits(settings.max_sockets_per_source, settings.starts_per_source_per_minute)
+        self.supervisor: Supervisor | None = None  # set by start()
 
     async def start(self, supervisor: Supervisor) -> None:
         """Start the background loops, delivery reports, position updates and the expiry
         sweep, under the service's supervisor (which restarts them and stops them at shutdown)."""
+        self.supervisor = supervisor
         self.broker.when_restored(self.replay_missed)
         supervisor.start("chat-reports", lambda _beat: self._report_loop())
         supervisor.start("chat-positions", lambda _beat: self._position_loop())
@@ -384,6 +386,9 @@ class ChatHub:
         self.connections.add(conn)
         self.metrics.sockets.inc()
         writer = asyncio.create_task(self._writer(conn), name="chat-writer")
+        if self.supervisor is not None:
+            # A writer that dies leaves the socket open but deaf: close it, the client resumes.
+            self.supervisor.companion(writer, "chat-writer", lambda: self._spawn(conn.ws.close()))
         try:
             await self._reader(conn)
         finally:

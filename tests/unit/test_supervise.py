@@ -217,3 +217,38 @@ def test_a_pass_failed_by_anything_else_is_an_error_with_its_place_every_time() 
     ]
     assert all(e["where"].startswith("tests/unit/test_supervise.py:") for e in logs)
     assert SECRET not in repr(logs)
+
+
+async def test_a_connections_writer_that_fails_is_logged_counted_and_its_connection_closed() -> None:
+    registry = CollectorRegistry()
+    sup = Supervisor(registry)
+    closed: list[str] = []
+
+    async def writer(error: BaseException | None) -> None:
+        await asyncio.sleep(0)
+        if error is not None:
+            raise error
+
+    with structlog.testing.capture_logs() as logs:
+        for name, error in (
+            ("bug", ValueError(f"cannot encode {SECRET}")),
+            ("peer-gone", ConnectionResetError("peer reset")),
+            ("done", None),
+        ):
+            task = asyncio.create_task(writer(error))
+            sup.companion(task, "chat-writer", lambda name=name: closed.append(name))
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.sleep(0)  # done callbacks run on the next turn of the loop
+        cancelled = asyncio.create_task(asyncio.Event().wait())
+        sup.companion(cancelled, "chat-writer", lambda: closed.append("cancelled"))
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        await asyncio.sleep(0)
+    # Only the unexpected failure closes its connection; a peer gone or a cancel is a normal end.
+    assert closed == ["bug"]
+    (failed,) = [e for e in logs if e["event"] == "task_failed"]
+    assert failed["task"] == "chat-writer" and failed["error"] == "ValueError"
+    where = failed["where"]
+    assert where.startswith("tests/unit/test_supervise.py:") and where.endswith("in writer")
+    assert SECRET not in repr(logs)
+    assert failures(registry, "chat-writer", "ValueError") == 1
