@@ -34,6 +34,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared.config import HotlineConfig, Hours
 from shared.envelope import Channel, DeliveryStatus, utcnow
 
 Doc = dict[str, Any]
@@ -112,6 +113,12 @@ def hold_reason(
     return None
 
 
+def plan_timezone(config: HotlineConfig, thread: Doc) -> str:
+    """The time zone a thread's quiet hours are read in: its line's."""
+    line = config.lines.get(thread.get("line", ""))
+    return (line.hours if line is not None else Hours()).timezone
+
+
 def plan_key(thread: Doc) -> str:
     """Where a thread's plan lives: its client's, or its own while it has no client."""
     client_id = thread.get("client_id")
@@ -175,12 +182,17 @@ class ContactPlans:
                 return False
         return True
 
-    async def hold_for(self, thread: Doc, timezone: str, now: datetime) -> str | None:
-        """Why a consultant's reply in ``thread`` may not go at ``now``, or None."""
+    async def hold_for(
+        self, thread: Doc, timezone: str, now: datetime, *, client_turn: bool | None = None
+    ) -> str | None:
+        """Why a reply in ``thread`` may not go at ``now``, or None. ``client_turn``: known by
+        the caller (an automatic answer follows the client's own message), else read."""
         plan = await self.plan_for(thread)
         if plan is None:
             return None
-        turn = await self.client_turn(thread["_id"]) if plan.write_first else True
+        turn = client_turn
+        if turn is None:
+            turn = await self.client_turn(thread["_id"]) if plan.write_first else True
         return hold_reason(plan, thread["channel"], now, timezone, turn)
 
     async def held(self, limit: int, thread_id: str | None = None) -> list[Doc]:

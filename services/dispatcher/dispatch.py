@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from conversations import announce, model
 from conversations.clients import key_of
+from conversations.contact_plan import CHANNEL_NOT_ALLOWED, plan_timezone
 from conversations.email_threading import is_bounce_of_ours, may_join, references, reply_tokens
 from conversations.identity import thread_key
 from conversations.model import EventName, ThreadStatus
@@ -188,6 +189,16 @@ class Dispatcher:
         auto = thread.get("auto") or {}
         answer = self._decide(msg, thread, opener, None if opener else auto.get("out_of_hours"))
         if answer is None:
+            return
+        # The person's safe-contact plan binds the hotline's own answers too: where it forbids
+        # this channel or it is their quiet hours, an automatic answer could be seen by the
+        # person they hide from. It is a courtesy, so it is left out, not held; a consultant
+        # answers when the plan allows (conversations/contact_plan.py).
+        tz = plan_timezone(self.config, thread)
+        withheld = await self.repo.contact_plans.hold_for(thread, tz, utcnow(), client_turn=True)
+        if withheld is not None:
+            because = "channel" if withheld == CHANNEL_NOT_ALLOWED else "quiet_hours"
+            log.info("auto_answer_withheld", thread_id=thread["_id"], kind=answer.kind, because=because)
             return
         # Once per consultation: a client who writes again after a close is answered again,
         # also within the same closed period (the first consultation keeps the older form).

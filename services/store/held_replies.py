@@ -20,11 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from conversations import announce
+from conversations.contact_plan import plan_timezone
 from conversations.model import EventName
 from conversations.outbound import periodically, publish_outbound
 from conversations.repository import Doc, Repository
 from shared.broker import PUBLISH_ERRORS, Broker
-from shared.config import HotlineConfig, Hours
+from shared.config import HotlineConfig
 from shared.envelope import DeliveryStatus, utcnow
 from shared.lease import Lease
 from shared.logs import get_logger
@@ -47,9 +48,7 @@ class HeldReplies:
         self.holder = holder
 
     def timezone(self, thread: Doc) -> str:
-        """The time zone quiet hours are read in: the thread's line's."""
-        line = self.config.lines.get(thread.get("line", ""))
-        return (line.hours if line is not None else Hours()).timezone
+        return plan_timezone(self.config, thread)
 
     async def hold_for(self, thread: Doc) -> str | None:
         """Why a consultant's reply in ``thread`` may not go now, or None (the reply route asks

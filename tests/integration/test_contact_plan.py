@@ -267,3 +267,35 @@ async def test_the_console_records_a_plan_shows_a_held_reply_with_its_reason_and
     finally:
         await ctx.close()
     await chat.drop()
+
+
+async def test_the_hotlines_automatic_answer_keeps_to_the_persons_plan(gateway: Gateway) -> None:
+    """A person who may not be written to by e-mail writes a new mail: the hotline's automatic
+    acknowledgement, which their first mail got, is not sent to their mailbox this time."""
+    sofia = await supervisor(gateway)
+    inbox = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.line_mailbox)
+    client_box = Mailbox("127.0.0.1", gateway.urls.imap_port, gateway.client_mailbox)
+    client_addr = f"{gateway.client_mailbox}@demo.test"
+    line_addr = f"{gateway.line_mailbox}@demo.test"
+    mongo, db = database(gateway)
+    try:
+        await inbox.append(mail(client_addr, line_addr, "Помогите", "первое письмо", new_message_id()))
+        first = (await sofia.wait_event(lambda e: e["name"] == "ThreadQueued"))["thread_id"]
+        (ack,) = await client_box.wait_for_mail(1)  # answered as anyone is
+        recorded = await set_plan(sofia, first, {"channels": ["telegram"]})
+        assert recorded["scope"] == "client"
+
+        await inbox.append(mail(client_addr, line_addr, "Снова", "второе письмо", new_message_id()))
+        second = (await sofia.wait_event(lambda e: e["name"] == "ThreadQueued" and e["thread_id"] != first))[
+            "thread_id"
+        ]
+        # The dispatcher decides the automatic answer before it announces the thread.
+        answers = await db["messages"].find({"thread_id": second, "author": "bot"}).to_list()
+        assert answers == []
+        assert len(await db["messages"].find({"thread_id": first, "author": "bot"}).to_list()) == 1
+        assert "auto_answer_withheld" in gateway.logs()
+        # Still one mail in their mailbox: the first acknowledgement.
+        assert [m for m in await client_box.wait_for_mail(1) if m != ack] == []
+    finally:
+        await mongo.close()
+        await sofia.close()
