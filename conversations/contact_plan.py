@@ -195,12 +195,16 @@ class ContactPlans:
             turn = await self.client_turn(thread["_id"]) if plan.write_first else True
         return hold_reason(plan, thread["channel"], now, timezone, turn)
 
-    async def held(self, limit: int, thread_id: str | None = None) -> list[Doc]:
-        """Held replies (of ``thread_id``, or all), oldest first, without their text: thread,
-        time, delivery."""
+    async def held(
+        self, limit: int, thread_id: str | None = None, since: datetime | None = None
+    ) -> list[Doc]:
+        """Held replies (of ``thread_id``, or all; stored at or after ``since``, for the next
+        page), oldest first, without their text: thread, time, delivery."""
         query: Doc = {"delivery.status": DeliveryStatus.HELD.value}
         if thread_id is not None:
             query["thread_id"] = thread_id
+        if since is not None:
+            query["created_at"] = {"$gte": since}
         cursor = (
             self.messages.find(query, {"thread_id": 1, "created_at": 1, "delivery": 1})
             .sort("created_at", ASCENDING)

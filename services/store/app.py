@@ -74,7 +74,12 @@ def create_app(settings: StoreSettings) -> web.Application:
     api.metrics = metrics
     # The lease lapses after three missed passes: another replica then passes.
     held = HeldReplies(
-        repo, broker, config, Lease(db["leases"], 3 * settings.hold_check_seconds + 30), settings.instance_id
+        repo,
+        broker,
+        config,
+        Lease(db["leases"], 3 * settings.hold_check_seconds + 30),
+        settings.instance_id,
+        settings.hold_page,
     )
     api.held = held
     hub = ConsoleHub(api.sessions, api.visible_queues)

@@ -39,13 +39,20 @@ BATCH = 500
 
 class HeldReplies:
     def __init__(
-        self, repo: Repository, broker: Broker, config: HotlineConfig, lease: Lease, holder: str
+        self,
+        repo: Repository,
+        broker: Broker,
+        config: HotlineConfig,
+        lease: Lease,
+        holder: str,
+        page: int = BATCH,
     ) -> None:
         self.repo = repo
         self.broker = broker
         self.config = config
         self.lease = lease
         self.holder = holder
+        self.page = page
 
     def timezone(self, thread: Doc) -> str:
         return plan_timezone(self.config, thread)
@@ -59,11 +66,26 @@ class HeldReplies:
         """One pass over every held reply; returns how many were released."""
         if not await self.lease.take(LEASE_KEY, self.holder):
             return 0  # another replica passes
-        return await self._check(await self.repo.contact_plans.held(BATCH))
+        # Every held reply, a page at a time: replies that must wait longer (a plan's long
+        # quiet hours) never keep the ones after them from going.
+        released, since, seen = 0, None, set[str]()
+        while True:
+            page = await self.repo.contact_plans.held(self.page, since=since)
+            fresh = [d for d in page if d["_id"] not in seen]
+            if not fresh:
+                return released
+            released += await self._check(fresh)
+            if len(page) < self.page:
+                return released
+            # The next page starts at this one's last time; replies stored in the same
+            # millisecond come again and are skipped by id.
+            last = page[-1]["created_at"]
+            seen = {d["_id"] for d in page if d["created_at"] == last} | (seen if last == since else set())
+            since = last
 
     async def check_thread(self, thread_id: str) -> int:
         """The held replies of one thread (its plan just changed); how many were released."""
-        return await self._check(await self.repo.contact_plans.held(BATCH, thread_id))
+        return await self._check(await self.repo.contact_plans.held(self.page, thread_id))
 
     async def _check(self, held: Iterable[Doc]) -> int:
         by_thread: dict[str, list[Doc]] = {}

@@ -64,6 +64,11 @@ class StoreSettings(TextSettings):
         gt=0,
         description="How often replies a client's safe-contact plan holds are checked, and sent once allowed",
     )
+    hold_page: int = Field(
+        default=500,
+        ge=1,
+        description="Held replies read at a time by the pass that sends those a plan allows again",
+    )
     metrics_refresh_seconds: float = Field(
         default=15, gt=0, description="How often queue depth, oldest wait and dead letters are measured"
     )

@@ -299,3 +299,34 @@ async def test_the_hotlines_automatic_answer_keeps_to_the_persons_plan(gateway: 
     finally:
         await mongo.close()
         await sofia.close()
+
+
+@pytest.mark.service_env({"STORE_HOLD_CHECK_SECONDS": "0.5", "STORE_HOLD_PAGE": "2"})
+async def test_replies_held_longer_never_keep_later_ones_from_going(
+    gateway: Gateway, vera: Consultant, http: aiohttp.ClientSession
+) -> None:
+    """The pass reads held replies a page at a time (2 here): three older replies held for an
+    hour fill the first pages, and the one after them goes as soon as its quiet hours end."""
+    long_chat, long_thread = await claimed_chat(http, gateway, vera)
+    now = datetime.now(MINSK).replace(microsecond=0)
+    hour = {
+        "from": (now - timedelta(hours=1)).strftime("%H:%M:%S"),
+        "to": (now + timedelta(hours=1)).strftime("%H:%M:%S"),
+    }
+    await set_plan(vera, long_thread, {"quiet_hours": hour})
+    waiting = [(await reply(vera, long_thread, f"Позже {n}"))["id"] for n in range(3)]
+
+    short_chat, short_thread = await claimed_chat(http, gateway, vera)
+    end = datetime.now(MINSK).replace(microsecond=0) + timedelta(seconds=6)
+    soon = {"from": (now - timedelta(hours=1)).strftime("%H:%M:%S"), "to": end.strftime("%H:%M:%S")}
+    await set_plan(vera, short_thread, {"quiet_hours": soon})
+    later = await reply(vera, short_thread, "Мы рядом")
+    assert later["delivery"]["status"] == "held"
+
+    await short_chat.wait(lambda: later["id"] in short_chat.shown, within=30)
+    assert datetime.now(MINSK) >= end
+    for message_id in waiting:
+        assert (await delivery_of(vera, long_thread, message_id))["status"] == "held"
+    assert not set(waiting) & set(long_chat.shown)
+    await long_chat.drop()
+    await short_chat.drop()
