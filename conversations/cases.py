@@ -659,7 +659,8 @@ class CaseRepository:
         done = await self.change(case_id, clear)
         return done is not None and done[1]
 
-    async def of_client(self, client_id: str, limit: int = 200) -> list[Doc]:
-        """A client's cases, latest first (the ``client`` index)."""
-        cursor = self.cases.find({"client_id": client_id}).sort("opened_at", DESCENDING).limit(limit)
+    async def of_client(self, client_id: str) -> list[Doc]:
+        """Every case of a client, latest first (the ``client`` index): an erasure or an
+        export must reach them all, so there is no page here."""
+        cursor = self.cases.find({"client_id": client_id}).sort("opened_at", DESCENDING)
         return await self._open_all([c async for c in cursor])

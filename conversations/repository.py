@@ -172,8 +172,10 @@ class Repository:
     async def thread(self, thread_id: str) -> Doc | None:
         return await self.threads.find_one({"_id": thread_id})
 
-    async def threads_of_client(self, client_id: str, limit: int = 500) -> list[Doc]:
-        return [t async for t in self.threads.find({"client_id": client_id}).limit(limit)]
+    async def threads_of_client(self, client_id: str) -> list[Doc]:
+        """Every thread of a client (the ``client`` index): an erasure or an export must reach
+        them all, so there is no page here."""
+        return [t async for t in self.threads.find({"client_id": client_id})]
 
     async def thread_by_key(self, key: str) -> Doc | None:
         return await self.threads.find_one({"_id": thread_id_for(key)})

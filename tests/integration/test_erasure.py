@@ -245,3 +245,27 @@ async def test_a_thread_plan_still_holds_after_the_thread_is_linked_to_a_client(
     await repo.contact_plans.plans.insert_one({"_id": "client:someone-without-a-plan", "write_first": False})
     plan = await repo.contact_plans.plan_for(linked)
     assert plan is not None and not plan.write_first  # the person's own plan, once they have one
+
+
+async def test_a_person_with_many_conversations_and_cases_is_read_whole(gateway: Gateway) -> None:
+    """An erasure reaches all of a person's threads and cases, and forgets them only when it
+    did: so what it reads of them has no page size (it read 500 threads and 200 cases)."""
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        db = client[gateway.database]
+        repo, cases = Repository(db), CaseRepository(db)
+        someone = "client-" + uuid.uuid4().hex[:8]
+        at = utcnow()
+        await db["threads"].insert_many(
+            [
+                {"_id": new_id(), "client_id": someone, "status": "closed", "created_at": at}
+                for _ in range(501)
+            ]
+        )
+        await db["cases"].insert_many(
+            [{"_id": new_id(), "client_id": someone, "status": "closed", "opened_at": at} for _ in range(201)]
+        )
+        assert len(await repo.threads_of_client(someone)) == 501
+        assert len(await cases.of_client(someone)) == 201
+    finally:
+        await client.close()
