@@ -197,8 +197,11 @@ def main() -> None:
         # The idle-sockets figure opens thousands of chats at once: a rate no real line sees, which
         # chat_ingest's per-process start budget (a flood bound) would refuse. The bench measures
         # what a socket with a session costs, so it lifts the budget; the flood bound has its test.
+        # All of them come from one address, so the per-source bounds are lifted too.
         env["chat_ingest"]["CHAT_INGEST_SESSION_START_BURST"] = "20000"
         env["chat_ingest"]["CHAT_INGEST_SESSION_STARTS_PER_SECOND"] = "10000"
+        env["chat_ingest"]["CHAT_INGEST_MAX_SOCKETS_PER_SOURCE"] = "20000"
+        env["chat_ingest"]["CHAT_INGEST_STARTS_PER_SOURCE_PER_MINUTE"] = "20000"
         subprocess.run(
             [sys.executable, "-m", "services.store.admin", "seed-demo"],
             cwd=ROOT,

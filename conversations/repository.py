@@ -1187,15 +1187,17 @@ class ChatRepository:
         ).sort("created_at", ASCENDING)
         return await self.open_messages([m async for m in cursor])
 
-    async def waiting_replies_of(self, thread_ids: list[str]) -> dict[str, list[Doc]]:
-        """:meth:`waiting_replies` of many threads in one query (thread_messages index):
-        thread id -> its replies not yet shown, oldest first; threads without any are absent."""
+    async def published_unshown(self, thread_ids: list[str]) -> dict[str, list[Doc]]:
+        """Of many threads, in one query (thread_messages index), the replies handed to the
+        broker but not yet shown: thread id -> those replies, oldest first; threads without any
+        are absent. (One not yet handed over comes through the outbox, live.)"""
         if not thread_ids:
             return {}
         cursor = self.messages.find(
             {
                 "thread_id": {"$in": thread_ids},
                 "direction": "out",
+                "published": True,
                 "delivery.status": {"$nin": [DeliveryStatus.SENT.value, *NOT_OUT]},
             }
         )

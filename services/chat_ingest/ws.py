@@ -727,8 +727,9 @@ class ChatHub:
         reply queue declared and consumed again): that queue is exclusive, so it was gone while
         the broker was, and a reply published then (the store's outbox publishes the replies
         written during the outage as soon as it can) reached no socket. Write each held
-        session's replies not yet shown, as a resume does; one the queue brings meanwhile is
-        written once (the connection's reply set)."""
+        session's replies published but not yet shown, as a resume does; one the queue brings
+        meanwhile is written once (the connection's reply set), and one not yet published comes
+        live when the outbox publishes it."""
         held = {
             sid: session.thread_id
             for sid, session in self.sessions.items()
@@ -737,7 +738,7 @@ class ChatHub:
         if not held:
             return
         try:
-            waiting = await self.repo.waiting_replies_of(sorted(set(held.values())))
+            waiting = await self.repo.published_unshown(sorted(set(held.values())))
         except PyMongoError as exc:
             # The database away too: each client gets them on its next resume.
             log.warning("chat_replay_failed", error=type(exc).__name__)

@@ -213,9 +213,16 @@ async def test_connections_beyond_the_cap_are_refused(gateway: Gateway, http: ai
     await again.start(line="dv")
 
 
-# Each idle socket starts a chat: the process's budget of new chats is set above the 2,000
-# started at once here (this test is about holding sockets, not about that bound).
-@pytest.mark.service_env({"CHAT_INGEST_SESSION_START_BURST": "5000"})
+# Each idle socket starts a chat: the process's budget of new chats, and the bounds per source
+# (all 2,000 come from one address), are set above the 2,000 started at once here (this test is
+# about holding sockets, not about those bounds; test_chat_source_limits.py has theirs).
+@pytest.mark.service_env(
+    {
+        "CHAT_INGEST_SESSION_START_BURST": "5000",
+        "CHAT_INGEST_MAX_SOCKETS_PER_SOURCE": "5000",
+        "CHAT_INGEST_STARTS_PER_SOURCE_PER_MINUTE": "5000",
+    }
+)
 async def test_thousands_of_idle_connections_are_held_and_a_new_client_is_served_at_once(
     gateway: Gateway, http: aiohttp.ClientSession
 ) -> None:
