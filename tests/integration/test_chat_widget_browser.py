@@ -409,10 +409,16 @@ async def test_a_message_with_broken_characters_reaches_a_consultant_and_the_sen
         "hl-notice"
     )
 
-    # One message queues the thread, the other is then received into it (the dispatcher may
-    # take them in either order): after both events, both are stored.
-    queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
-    await vera.wait_event(lambda e: e["name"] == "MessageReceived" and e["thread_id"] == queued["thread_id"])
+    # One message queues the thread, the other is then received into it. The dispatcher takes
+    # them side by side, so the two events may come in either order: after both, both are stored.
+    seen: dict[str, set[str]] = {}
+
+    def both(e: dict[str, Any]) -> bool:
+        if e["name"] in ("ThreadQueued", "MessageReceived"):
+            seen.setdefault(e["thread_id"], set()).add(e["name"])
+        return seen.get(e.get("thread_id", ""), set()) == {"ThreadQueued", "MessageReceived"}
+
+    queued = await vera.wait_event(both)
     status, thread = await vera.call("GET", f"/api/threads/{queued['thread_id']}")
     assert status == 200
     texts = [m["text"] for m in thread["messages"] if m["direction"] == "in"]
