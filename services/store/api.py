@@ -145,6 +145,7 @@ class ConsultantApi:
             if request.method in UNSAFE and not csrf_ok(csrf, request.headers.get("X-CSRF-Token")):
                 return problem(403, "Missing or wrong CSRF token")
             request["user"] = user
+            request["csrf"] = csrf
         # Every JSON body of the API (log-in included, statistics' routes too) is measured
         # before a handler parses it: json.loads recurses once per level and would fail a
         # deeply nested body with RecursionError, a 500.
@@ -336,7 +337,11 @@ class ConsultantApi:
     async def me(self, request: web.Request) -> web.Response:
         user: User = request["user"]
         doc = await self.repo.consultant(user.login) or {}
-        return web.json_response({"consultant": {**user.public(), "status": doc.get("status", "offline")}})
+        # The session's CSRF token too: a console opened in a new tab (its sessionStorage
+        # empty) needs it to log out or change anything. Only a page of our own origin can
+        # read this answer (no CORS; the cookie is SameSite=Strict).
+        me = {**user.public(), "status": doc.get("status", "offline")}
+        return web.json_response({"consultant": me, "csrf_token": request["csrf"]})
 
     async def console_config(self, request: web.Request) -> web.Response:
         """What the console needs to draw its forms: the case form and canned answers of the

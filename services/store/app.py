@@ -82,7 +82,8 @@ def create_app(settings: StoreSettings) -> web.Application:
         settings.hold_page,
     )
     api.held = held
-    hub = ConsoleHub(api.sessions, api.visible_queues)
+    supervisor = Supervisor(registry, health)
+    hub = ConsoleHub(api.sessions, api.visible_queues, supervisor=supervisor)
     app = web.Application(
         middlewares=[security_headers(CONSOLE_HEADERS), errors, api.middleware],
         client_max_size=settings.max_body_bytes,
@@ -113,7 +114,6 @@ def create_app(settings: StoreSettings) -> web.Application:
     # accepted into the outbox (outbound.py); only live events pause.
     health.add_check("broker", broker_ready, required=False)
 
-    supervisor = Supervisor(registry, health)
     health.add_details("tasks", supervisor.details)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -38,6 +38,7 @@ from services.store.auth import COOKIE, Sessions, User, token_hash
 from shared.broker import Broker
 from shared.envelope import ConsoleEvent, DeliveryReport, Envelope, utcnow
 from shared.logs import get_logger
+from shared.supervise import Supervisor
 
 log = get_logger(__name__)
 
@@ -46,6 +47,8 @@ SESSIONS_ENDED = "SessionsEnded"
 RECHECK_SECONDS = 60.0
 # WebSocket close code of an ended session (RFC 6455 7.4.2: 4000-4999 are the application's).
 SESSION_ENDED_CODE = 4401
+# A socket whose writer failed: the console reconnects and refreshes (RFC 6455 7.4.1).
+INTERNAL_ERROR_CODE = 1011
 
 
 def sessions_ended(login: str, session: str | None = None) -> ConsoleEvent:
@@ -72,8 +75,10 @@ class ConsoleHub:
         sessions: Sessions,
         visible: Callable[[User], list[str]],
         recheck_seconds: float = RECHECK_SECONDS,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.sessions = sessions
+        self.supervisor = supervisor
         self.visible = visible
         self.recheck_seconds = recheck_seconds
         self.clients: dict[web.WebSocketResponse, _Client] = {}
@@ -99,7 +104,11 @@ class ConsoleHub:
             token_hash(token),
             case_viewer(user.role, user.organisation, user.lines),
         )
-        writer = asyncio.create_task(self._writer(ws, outbox))
+        writer = asyncio.create_task(self._writer(ws, outbox), name="console-writer")
+        if self.supervisor is not None:
+            # A writer that dies leaves the socket open but deaf: the console would show a live
+            # feed and hear nothing. Close it instead; the console reconnects and refreshes.
+            self.supervisor.companion(writer, "console-writer", lambda: self._end(ws, INTERNAL_ERROR_CODE))
         watcher = asyncio.create_task(self._watch(ws, token))
         try:
             await ws.send_str(json.dumps({"type": "hello", "consultant": user.login}))
@@ -126,13 +135,12 @@ class ConsoleHub:
                 self._end(ws)
                 return
 
-    def _end(self, ws: web.WebSocketResponse) -> None:
+    def _end(self, ws: web.WebSocketResponse, code: int = SESSION_ENDED_CODE) -> None:
         """Stop writing to ``ws`` at once and close it; the handler's ``finally`` cleans up."""
         if self.clients.pop(ws, None) is None:
             return
-        task = asyncio.get_running_loop().create_task(
-            ws.close(code=SESSION_ENDED_CODE, message=b"session ended")
-        )
+        reason = b"session ended" if code == SESSION_ENDED_CODE else b"server error"
+        task = asyncio.get_running_loop().create_task(ws.close(code=code, message=reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -292,8 +292,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "responses": {"200": _ok("logged out"), "401": PROBLEM, "403": PROBLEM},
     }),
     ("GET", "/api/me"): ("session", {
-        "summary": "The logged-in consultant with their availability",
-        "responses": {"200": _ok("me", _obj(["consultant"], consultant=_ref("Consultant"))), "401": PROBLEM},
+        "summary": "The logged-in consultant with their availability, and the session's CSRF token",
+        "responses": {"200": _ok("me", _obj(["consultant", "csrf_token"], consultant=_ref("Consultant"), csrf_token=STR)), "401": PROBLEM},  # noqa: E501
     }),
     ("PUT", "/api/me/status"): ("session", {
         "summary": "Set availability; offline gives every held conversation back to its queue",

@@ -108,3 +108,28 @@ async def test_a_burst_of_mail_refreshes_the_console_at_most_once_a_second(
     took = time.monotonic() - began
     # Within 50 ms of each event (the old rule) would be up to 30 refreshes here.
     assert 1 <= len(refreshes) <= took + 3, (len(refreshes), took)
+
+
+async def test_a_console_opened_in_a_new_tab_can_log_out(gateway: Gateway, browser: Browser) -> None:
+    """A second tab shares the session cookie but not the first tab's sessionStorage: it is given
+    the session's CSRF token by /api/me, so its Log out ends the session instead of failing."""
+    gateway.seed_demo_accounts()
+    context = await browser.new_context()
+    first = await context.new_page()
+    await first.goto(gateway.store_url + "/")
+    await first.get_by_label("Login").fill("anna")
+    await first.get_by_label("Password").fill("anna-demo")
+    await first.get_by_role("button", name="Log in").click()
+    await expect(first.locator("#who")).to_have_text("Anna (consultant)")
+
+    second = await context.new_page()
+    await second.goto(gateway.store_url + "/")
+    await expect(second.locator("#who")).to_have_text("Anna (consultant)")
+    async with second.expect_response(lambda r: r.url.endswith("/api/session")) as answer:
+        await second.get_by_role("button", name="Log out").click()
+    assert (await answer.value).status == 200
+    await expect(second.get_by_label("Login")).to_be_visible()
+    # The session is over for every tab: the first one's next call is refused.
+    status = await first.evaluate("fetch('/api/me').then(function (r) { return r.status; })")
+    assert status == 401
+    await context.close()

@@ -774,5 +774,9 @@
   setInterval(function () { if (state.me) { renderQueues(); } }, 30000);
 
   applyLanguage();
-  api("GET", "/api/me").then(function (r) { showApp(r.consultant); }).catch(function () { showLogin(); });
+  api("GET", "/api/me").then(function (r) {
+    // A console opened in a new tab has no token in its sessionStorage yet.
+    csrf = r.csrf_token; sessionStorage.setItem("hl_csrf", csrf);
+    showApp(r.consultant);
+  }).catch(function () { showLogin(); });
 }());
