@@ -155,6 +155,13 @@ def new_thread(
     }
 
 
+def address_kept(thread: Mapping[str, Any]) -> bool:
+    """Whether ``thread`` (as stored, or opened) still holds its client's address or chat:
+    in clear, or sealed (Repository.seal_thread). Retention and erasure drop it."""
+    client = thread.get("client") or {}
+    return bool(client.get("address")) or client.get("sealed") is not None
+
+
 def new_phone_consultation(
     login: str,
     idempotency_key: str,

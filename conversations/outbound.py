@@ -65,7 +65,7 @@ async def cancel_undeliverable(repo: Repository, thread: Doc, doc: Doc) -> bool:
     deleted its text or the address): then it is cancelled, never published, and no longer in
     the way of the messages after it."""
     if doc.get("text") and (thread.get("client") or {}).get("address"):
-        return False
+        return False  # ``thread`` opened: an address sealed under an erased key reads as None
     await repo.messages.update_one(
         {"_id": doc["_id"], "published": False},
         {"$set": {"published": True, "delivery.status": "cancelled", "delivery.detail": "text deleted"}},
@@ -82,11 +82,12 @@ async def publish_outbound(broker: Broker, repo: Repository, thread: Doc, doc: D
     """
     if doc.get("published") or (doc.get("delivery") or {}).get("status") in NOT_OUT:
         return
-    if await cancel_undeliverable(repo, thread, doc):
+    # The reply's Subject and recipient are the thread's, sealed at rest (Repository.open_thread).
+    opened = await repo.open_thread(thread)
+    if await cancel_undeliverable(repo, opened, doc):
         return
     plan = await repo.contact_plans.plan_for(thread) if thread["channel"] == Channel.EMAIL else None
-    # The reply's Subject is the thread's, sealed at rest (Repository.open_thread).
-    out = outbound_envelope(await repo.open_thread(thread), doc, plan)
+    out = outbound_envelope(opened, doc, plan)
     await broker.publish(
         out, topology.OUTBOUND, topology.outbound_key(out.channel, thread["line"]), message_id=doc["_id"]
     )
@@ -116,6 +117,7 @@ class OutboxSweeper:
             thread = await self.repo.thread(doc["thread_id"])
             if thread is None:
                 continue
+            thread = await self.repo.open_thread(thread)
             if await cancel_undeliverable(self.repo, thread, doc):
                 continue
             try:

@@ -30,7 +30,7 @@ from conversations.clients import ClientRepository
 from conversations.contact_plan import NOT_OUT, ContactPlans
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, session_thread_key, thread_id_for
-from conversations.model import Outcome, closed_consultation
+from conversations.model import Outcome, address_kept, closed_consultation
 from conversations.rawmail import RAW_MAILS
 from conversations.search import SearchIndex
 from conversations.vault import Vault, open_attachment_names, seal_fields
@@ -906,8 +906,11 @@ class Repository:
             raise RuntimeError("erasing text needs the vault")
         keys = []
         for tid in thread_ids:
+            # What the key sealed of the thread goes with it: the client's address, whose
+            # sealed copy no key opens now (the next message from them gives it back).
             thread = await self.threads.find_one_and_update(
-                {"_id": tid, "data_key": {"$exists": True}}, {"$unset": {"data_key": ""}}
+                {"_id": tid, "data_key": {"$exists": True}},
+                {"$unset": {"data_key": "", "client.sealed": ""}},
             )
             if thread is not None:
                 keys.append(thread["data_key"])
@@ -938,28 +941,43 @@ class Repository:
 
     async def seal_thread(self, doc: Doc) -> Doc:
         """The stored form of a new thread ``doc`` (with its ``data_key``): its subject sealed
-        as ``sealed_subject``, no ``subject`` left in clear. A thread without a subject (a chat,
-        a mail without one) keeps ``subject: None``: nothing to hide, no cipher operation."""
+        as ``sealed_subject``, no ``subject`` left in clear, and its client's address (a mail
+        address, a chat session, a Telegram chat) sealed as ``client.sealed``. A thread without
+        a subject (a chat, a mail without one) keeps ``subject: None``: nothing to hide, no
+        cipher operation."""
         key = doc.get("data_key")
-        if self.vault is None or not isinstance(key, Binary) or doc.get("subject") is None:
+        if self.vault is None or not isinstance(key, Binary):
             return doc
-        out = {k: v for k, v in doc.items() if k != "subject"}
-        out[SEALED_SUBJECT] = await self.vault.seal(key, {"subject": doc["subject"]})
+        out = dict(doc)
+        if doc.get("subject") is not None:
+            del out["subject"]
+            out[SEALED_SUBJECT] = await self.vault.seal(key, {"subject": doc["subject"]})
+        address = (doc.get("client") or {}).get("address")
+        if address:
+            out["client"] = {"sealed": await self.vault.seal(key, {"address": address})}
         return out
 
     async def open_thread(self, doc: Doc) -> Doc:
-        """``doc`` with its subject in clear as ``subject`` (see :meth:`seal_thread`); a
-        thread stored before subjects were sealed is returned as it is. A subject whose data
-        key was erased reads as None. Without a vault the sealed subject is only taken away."""
+        """``doc`` with its subject in clear as ``subject`` and its client's address as
+        ``client.address`` (see :meth:`seal_thread`); a thread stored before they were sealed
+        is returned as it is. What a deleted data key sealed reads as None. Without a vault
+        the sealed values are only taken away."""
         sealed = doc.get(SEALED_SUBJECT)
-        if sealed is None:
+        client = doc.get("client") or {}
+        if sealed is None and client.get("sealed") is None:
             return doc
         out = {k: v for k, v in doc.items() if k != SEALED_SUBJECT}
+        if sealed is not None:
+            out["subject"] = (await self._open(sealed)).get("subject")
+        if client.get("sealed") is not None:
+            out["client"] = {"address": (await self._open(client["sealed"])).get("address")}
+        return out
+
+    async def _open(self, sealed: Any) -> Doc:
         opened = None
         if self.vault is not None and isinstance(sealed, Binary):
             opened = await self.vault.open(sealed)
-        out["subject"] = (opened or {}).get("subject")
-        return out
+        return opened or {}
 
     async def open_threads(self, docs: list[Doc]) -> list[Doc]:
         return [await self.open_thread(d) for d in docs]
@@ -979,11 +997,15 @@ class Repository:
         reply needs: the client's address or chat (``sender``) and, for a chat, its ``key``.
         A write only for such a thread (as read by the caller): a chat message in a live
         thread costs none."""
-        if "text_deleted_at" not in thread and (thread.get("client") or {}).get("address") is not None:
+        if "text_deleted_at" not in thread and address_kept(thread):
             return
         update: Doc = {"$unset": {"text_deleted_at": ""}}
         if sender is not None:
-            update["$set"] = {"client.address": sender, **({"key": key} if key is not None else {})}
+            client: Doc = {"address": sender}
+            data_key = await self.data_key(thread)
+            if self.vault is not None and data_key is not None:
+                client = {"sealed": await self.vault.seal(data_key, {"address": sender})}
+            update["$set"] = {"client": client, **({"key": key} if key is not None else {})}
         await self.threads.update_one({"_id": thread["_id"]}, update)
 
     async def mark_published(self, message_id: str) -> None:

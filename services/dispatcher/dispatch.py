@@ -76,7 +76,8 @@ class Dispatcher:
         """The thread a mail continues, if it refers to us and comes from the thread's client."""
         refs = references(msg)
         thread = await self.repo.email_thread_by_reference(refs, reply_tokens(refs))
-        if thread is not None and not may_join(thread, msg):
+        # The thread's client address is sealed: compared opened, the thread kept as stored.
+        if thread is not None and not may_join(await self.repo.open_thread(thread), msg):
             log.info("email_thread_refused", message_id=msg.message_id, thread_id=thread["_id"])
             return None
         return thread

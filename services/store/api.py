@@ -85,6 +85,8 @@ _THREAD_INTERNAL = {"key", "reply_token", "email", "auto", "data_key", SEALED_SU
 
 def thread_view(doc: Doc) -> dict[str, Any]:
     view: dict[str, Any] = jsonable({k: v for k, v in doc.items() if k not in _THREAD_INTERNAL})
+    if "sealed" in (view.get("client") or {}):
+        view["client"] = {"address": None}  # a thread shown unopened (a search's record)
     return view
 
 

@@ -21,7 +21,8 @@ attachment names of messages and notes, the Message-IDs the client's mail progra
 may name its host); the raw mails (``mail_raw.raw``) and attachment bytes
 (``mail_attachments.data``) they came from; the thread's subject (in clear, or sealed as
 ``sealed_subject``), its client's address or
-Telegram chat (``client.address``, and ``key``, which names the chat) and its mail headers;
+Telegram chat (``client.address``, or sealed as ``client.sealed``; and ``key``, which names the
+chat) and its mail headers;
 every case-form answer that is not a categorical code, in the thread and in its
 consultations. Kept: the thread, its times, channel, line and queue, and ``facts`` (the
 categorical answers statistics count), so statistics count the same before and after.
@@ -262,7 +263,7 @@ async def clear_thread(repo: Repository, tid: str, before: datetime, still: Doc)
             "$set": {
                 "subject": None,
                 "case": _categorical(thread.get("case")),
-                "client.address": None,
+                "client": {"address": None},  # in clear or sealed (client.sealed)
                 "text_deleted_at": utcnow(),
             },
             "$unset": {"key": "", "email": "", SEALED_SUBJECT: ""},

@@ -237,10 +237,15 @@ async def test_deleting_a_threads_key_leaves_its_text_unreadable_everywhere(repo
         assert await vault.open(copy) is None
         assert [m["text"] for m in await sealed.thread_messages(kept)] == [f"{CANARY} kept"]
         # A new message in the erased thread gets a new key, and reads.
-        session = (await repo.thread(gone) or {})["client"]["address"]
+        session = (await repo.thread(gone) or {})["key"].removeprefix("chat:")
         await sealed.accept_inbound(chat_message(session, "again"), await repo.thread(gone), {})
         texts = [m.get("text") for m in await sealed.thread_messages(gone)]
         assert texts == [None, "again"]
+        # The client's address went with the key, and their new message gave it back, sealed
+        # under the new key: replies reach them again.
+        reopened = await repo.thread(gone)
+        assert reopened is not None and set(reopened["client"]) == {"sealed"}
+        assert (await sealed.open_thread(reopened))["client"]["address"] == session
     finally:
         await vault.close()
         await client.drop_database(f"{repo.db.name}_keys")
