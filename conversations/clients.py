@@ -60,7 +60,7 @@ def identity_of(msg: InboundMessage) -> tuple[str, str] | None:
             return None
         return _by_address(msg.sender)
     if msg.channel is Channel.TELEGRAM:
-        return _by_telegram_chat(msg.chat.session if msg.chat is not None else msg.sender)
+        return _by_telegram_chat(msg.sender)  # ``<bot>:<chat id>``; the session is a pseudonym
     return None
 
 

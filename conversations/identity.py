@@ -6,6 +6,8 @@ primary-key lookup; ids and reply tokens are random.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import uuid
 
@@ -39,8 +41,19 @@ def thread_key(msg: InboundMessage) -> str:
     return f"{msg.channel.value}:{msg.source_id}"
 
 
+def telegram_session(secret: bytes, bot: str, chat_id: int | str) -> str:
+    """The session of a Telegram chat with ``bot``: ``<bot>:t<32 hex>``, a keyed hash
+    (HMAC-SHA256 under the client key secret) of the chat id. What the database keeps of a
+    chat (its thread's key and so its id, the bot's remembered choices and message trail) is
+    named by it: whoever holds the database, and not the secret, can neither read a chat id
+    from it nor test a guessed one, where a plain hash of a number is found by trying them
+    all. The chat id itself is kept only sealed, as the thread's client address."""
+    digest = hmac.new(secret, f"telegram-chat:{chat_id}".encode(), hashlib.sha256).hexdigest()
+    return f"{bot}:t{digest[:32]}"
+
+
 def session_thread_key(channel: Channel, session: str) -> str:
-    """The thread key of a chat session (web chat session id, or ``<bot>:<chat id>`` on Telegram):
+    """The thread key of a chat session (web chat session id, or :func:`telegram_session`):
     one conversation per session, so chat_ingest can find a client's thread on resume."""
     return f"{channel.value}:{session}"
 

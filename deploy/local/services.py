@@ -53,8 +53,8 @@ def service_env(
     client_key_secret: str | None = None,
     master_key: str | None = None,
 ) -> dict[str, dict[str, str]]:
-    """The environment of each service, as the compose file would set it. The dispatcher and
-    the store share ``client_key_secret`` (a fresh one when None: clients are then matched
+    """The environment of each service, as the compose file would set it. The dispatcher,
+    the store and chat_ingest share ``client_key_secret`` (a fresh one when None: clients are then matched
     only while these processes' database lives, which is all a test needs); the services that
     read or write what people wrote share ``master_key`` (base64; a fresh one when None)."""
     client_key = client_key_secret or secrets.token_hex(32)
@@ -74,7 +74,7 @@ def service_env(
             **sealing,
         },
         "dispatcher": {"MESSAGE_ID_DOMAIN": urls.mail_domain, "CLIENT_KEY_SECRET": client_key, **sealing},
-        "chat_ingest": {**sealing},
+        "chat_ingest": {"CLIENT_KEY_SECRET": client_key, **sealing},
         "email_ingest": {
             "LINE": line,
             "IMAP_HOST": urls.imap_host,

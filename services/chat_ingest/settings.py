@@ -4,7 +4,7 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from shared.peers import IpNetwork, networks
@@ -97,6 +97,13 @@ class ChatIngestSettings(TextSettings):
         default_factory=dict,
         description='JSON: bot name -> {"line", "token", "webhook_secret"}; empty: no Telegram',
     )
+    client_key_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Secret of the keyed hash that names a Telegram chat in the database instead of "
+        "its chat id (the same value as the dispatcher's and the store's, never changed; "
+        "docs/privacy.md); required with Telegram bots",
+    )
     telegram_api_base: str = Field(
         default="https://api.telegram.org", description="Bot API base URL (tests use a stand-in)"
     )
@@ -116,6 +123,12 @@ class ChatIngestSettings(TextSettings):
         if isinstance(value, str):
             return json.loads(value) if value.strip() else {}
         return value
+
+    @model_validator(mode="after")
+    def _bots_need_the_client_key(self) -> ChatIngestSettings:
+        if self.telegram_bots and self.client_key_secret is None:
+            raise ValueError("CHAT_INGEST_CLIENT_KEY_SECRET is required with Telegram bots")
+        return self
 
     @field_validator("telegram_bots")
     @classmethod

@@ -43,6 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pymongo.errors import PyMongoError
 
 from conversations.client_left import NOT_SAFE
+from conversations.identity import telegram_session
 from conversations.repository import ChatRepository
 from services.chat_ingest import telegram
 from services.chat_ingest.botapi import BotApi, BotApiError, BotApiMetrics, RetryLater
@@ -117,6 +118,8 @@ class TelegramBots:
         self.metrics = TelegramMetrics(registry)
         self.api_metrics = BotApiMetrics(registry)
         self.bots: dict[str, TelegramBot] = dict(settings.telegram_bots)
+        secret = settings.client_key_secret
+        self._secret = secret.get_secret_value().encode() if secret is not None else b""
         for name, bot in self.bots.items():
             if bot.line not in config.lines:
                 raise ValueError(f"CHAT_INGEST_TELEGRAM_BOTS.{name}.line: unknown line {bot.line!r}")
@@ -229,9 +232,15 @@ class TelegramBots:
         self.metrics.updates.labels(name, "handled").inc()
         return web.json_response({"ok": True})
 
+    def session(self, name: str, chat_id: int | str) -> str:
+        """What names the chat in the database and in the thread's key: a pseudonym
+        (conversations.identity.telegram_session); the chat id goes only as the sender."""
+        return telegram_session(self._secret, name, chat_id)
+
     async def _handle(self, name: str, bot: TelegramBot, update: telegram.Update) -> None:
-        chat_key = f"{name}:{update.chat_id}"
-        chat = await self.repo.telegram_chat(chat_key)
+        chat_key = f"{name}:{update.chat_id}"  # whom replies go to: sealed in the thread
+        session = self.session(name, update.chat_id)
+        chat = await self.repo.telegram_chat(session)
         decision = telegram.decide(
             self.config, bot.line, chat, update, is_open(self.config.lines[bot.line].hours, utcnow())
         )
@@ -242,14 +251,14 @@ class TelegramBots:
             remember["not_safe_at"] = None  # they write again: replies may go to them again
         # Written on every update: the choices expire telegram_chat_ttl_seconds after the last one.
         expires = utcnow() + timedelta(seconds=self.s.telegram_chat_ttl_seconds)
-        await self.repo.set_telegram_chat(chat_key, remember, expires)
+        await self.repo.set_telegram_chat(session, remember, expires)
         chat = {**chat, **remember}
         api = self.apis[name]
         if decision.hide:
             await self._hide(name, api, update)
             return
         if update.message_id is not None:
-            await self._remember(chat_key, update.message_id, update.sent_at)
+            await self._remember(session, update.message_id, update.sent_at)
         if decision.forward is not None:
             source_id = f"telegram:{name}:{update.update_id}"
             message_id = message_id_for(source_id)
@@ -262,7 +271,7 @@ class TelegramBots:
                 sender=chat_key,
                 text=decision.forward,
                 chat=ChatFacts(
-                    session=chat_key,
+                    session=session,
                     language=chat.get("language"),
                     region=chat.get("region"),
                     topic=chat.get("topic"),
@@ -279,35 +288,39 @@ class TelegramBots:
         if update.callback_id is not None:
             await api.answer_callback(update.callback_id)
         for reply in decision.replies:
-            await self._sent(chat_key, await api.send_message(reply.payload(update.chat_id)))
+            await self._sent(session, await api.send_message(reply.payload(update.chat_id)))
 
     # --- not safe now ---------------------------------------------------------------------
 
-    async def _remember(self, chat_key: str, message_id: int, sent_at: datetime | None) -> None:
+    async def _remember(self, session: str, message_id: int, sent_at: datetime | None) -> None:
         """Keep a message's id for as long as the bot may delete it. A database that is away
         costs only that message's deletion later: the message itself went, or was taken."""
         sent_at = sent_at or utcnow()
         try:
             await self.repo.remember_telegram_message(
-                chat_key, message_id, sent_at, sent_at + telegram.DELETABLE_FOR, telegram.KEEP_PER_CHAT
+                session, message_id, sent_at, sent_at + telegram.DELETABLE_FOR, telegram.KEEP_PER_CHAT
             )
         except PyMongoError as exc:
-            log.warning("telegram_message_not_kept", chat=chat_key, error=type(exc).__name__)
+            log.warning("telegram_message_not_kept", error=type(exc).__name__)
 
-    async def _sent(self, chat_key: str, result: dict[str, Any]) -> None:
+    async def _sent(self, session: str, result: dict[str, Any]) -> None:
         """A sendMessage result (a Message): keep its id."""
         if isinstance(result.get("message_id"), int):
-            await self._remember(chat_key, result["message_id"], telegram.unix_time(result.get("date")))
+            await self._remember(session, result["message_id"], telegram.unix_time(result.get("date")))
 
     async def _hide(self, name: str, api: BotApi, update: telegram.Update) -> None:
         """The client says it is not safe now: delete what the bot may delete of the chat (the
         command too), then have the thread marked. Deleting first: it is what protects them
         now. Raises what the Bot API, the database and the broker raise (then Telegram
         redelivers the update and it is done again; deleting twice is harmless)."""
-        chat_key = f"{name}:{update.chat_id}"
+        session = self.session(name, update.chat_id)
         if update.callback_id is not None:
             await api.answer_callback(update.callback_id)
-        ids = await self.repo.telegram_messages(chat_key, telegram.deletable_after(utcnow()))
+        # Also what was kept while chats were named by their chat id (a trail lives 48 hours).
+        legacy = f"{name}:{update.chat_id}"
+        since = telegram.deletable_after(utcnow())
+        ids = await self.repo.telegram_messages(session, since)
+        ids += [i for i in await self.repo.telegram_messages(legacy, since) if i not in ids]
         if update.message_id is not None and update.message_id not in ids:
             ids.append(update.message_id)
         refused = 0
@@ -322,12 +335,15 @@ class TelegramBots:
                         await api.delete_message(update.chat_id, message_id)
                     except BotApiError:
                         refused += 1
-        await self.repo.forget_telegram_messages(chat_key)
+        await self.repo.forget_telegram_messages(session)
+        await self.repo.forget_telegram_messages(legacy)
         event = ConsoleEvent(
             name=topology.CHAT_SESSION_ENDED,
             thread_id="",
             at=utcnow(),
-            data={"session": chat_key, "channel": Channel.TELEGRAM.value, "why": NOT_SAFE},
+            # ``legacy``: the chat's open thread may be keyed by its chat id (stored before
+            # chats were named by a pseudonym); only the dispatcher hears this event.
+            data={"session": session, "legacy": legacy, "channel": Channel.TELEGRAM.value, "why": NOT_SAFE},
         )
         await self.broker.publish(event, topology.EVENTS, topology.chat_session_ended_key())
         self.metrics.updates.labels(name, "not_safe").inc()
@@ -353,7 +369,8 @@ class TelegramBots:
         if await self.repo.already_sent(envelope.message_id):
             self.metrics.replies.labels("duplicate").inc()
             return
-        if (await self.repo.telegram_chat(envelope.recipient)).get("not_safe_at") is not None:
+        session = self.session(name, chat_id)
+        if (await self.repo.telegram_chat(session)).get("not_safe_at") is not None:
             # The client said it is not safe now and has not written since (see the module's doc).
             self.metrics.replies.labels("held_not_safe").inc()
             await self._report(
@@ -370,7 +387,7 @@ class TelegramBots:
             await self._report(envelope, DeliveryStatus.FAILED, f"Telegram refused it ({exc.code})")
             return
         self.metrics.replies.labels("sent").inc()
-        await self._sent(envelope.recipient, result)
+        await self._sent(session, result)
         await self._report(envelope, DeliveryStatus.SENT, "sent to Telegram")
 
     async def _report(self, envelope: OutboundMessage, status: DeliveryStatus, detail: str) -> None:

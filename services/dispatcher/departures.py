@@ -88,6 +88,12 @@ class Departures:
         # Only a web chat session ends; a Telegram chat is hidden, and goes on when they write.
         why = NOT_SAFE if envelope.data.get("why") == NOT_SAFE or channel != Channel.CHAT else QUICK_EXIT
         thread_id = thread_id_for(session_thread_key(Channel(channel), sid))
+        legacy = envelope.data.get("legacy")
+        if channel == Channel.TELEGRAM and isinstance(legacy, str) and legacy:
+            # A chat whose open thread was stored under its chat id (Dispatcher's legacy rule).
+            old = await self.repo.thread_by_key(session_thread_key(Channel.TELEGRAM, legacy))
+            if old is not None and old["status"] in OPEN:
+                thread_id = old["_id"]
         marked = await self.repo.mark_client_left(thread_id, marker(why, envelope.at, utcnow()))
         if marked is not None:
             log.info("client_left", thread_id=thread_id, why=why)

@@ -82,6 +82,17 @@ class Dispatcher:
             return None
         return thread
 
+    async def _open_legacy_telegram_thread(self, msg: InboundMessage) -> Doc | None:
+        """The open thread of a Telegram chat stored while threads were keyed by the chat id
+        (``telegram:<bot>:<chat id>``; now by a pseudonym, conversations.identity): it goes
+        on taking the chat's messages, so the consultant holding it misses none. A closed one
+        is left as it is; the chat's next conversation is a thread under its pseudonym, of
+        the same client."""
+        legacy = await self.repo.thread_by_key(f"{Channel.TELEGRAM.value}:{msg.sender}")
+        if legacy is None or legacy.get("status") == ThreadStatus.CLOSED:
+            return None
+        return legacy
+
     async def _bounce(self, msg: InboundMessage) -> bool:
         """A delivery-status report about our replies: mark them failed so the consultant sees
         it; the report itself is kept in the raw-mail store, not shown as a client message.
@@ -124,6 +135,8 @@ class Dispatcher:
             existing = await self._email_thread(msg)
         else:
             existing = await self.repo.thread_by_key(thread_key(msg))
+            if existing is None and msg.channel is Channel.TELEGRAM:
+                existing = await self._open_legacy_telegram_thread(msg)
         new_thread: Doc = {}
         if existing is None:
             new_thread = self._new_thread(msg, await self._client_id(msg))

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import aiohttp
 import pytest
 
+from conversations import model
+from conversations.identity import thread_id_for
+from conversations.repository import ChatRepository, Repository
+from deploy.local.stack import LocalStack
+from shared.envelope import utcnow
+from shared.mongo import make_client
 from tests.conftest import Gateway
 from tests.fakes.telegram import FakeBotApi, Telegram
 from tests.integration.chat_client import replica_logs, start_replica
 from tests.integration.helpers import Consultant, logged_in
+from tests.integration.test_vault import files_holding
 
 TOKEN = "123456:TEST-token"
 SECRET = "webhook-secret-" + "x" * 16
@@ -255,3 +264,78 @@ async def test_not_safe_from_the_menu_deletes_one_by_one_when_the_batch_is_refus
     assert [c.method for c in api.calls[-5:]] == ["answerCallbackQuery", "deleteMessages"] + [
         "deleteMessage"
     ] * 3
+
+
+async def test_a_chat_id_is_kept_nowhere_in_the_database(
+    gateway: Gateway, bot: Bot, vera: Consultant, stack: LocalStack
+) -> None:
+    """Whoever holds the database, and not the keys, cannot tell which Telegram chats wrote:
+    the thread's key and id, the bot's remembered choices and message trail name the chat by a
+    keyed hash; its id is kept sealed, and replies still reach it."""
+    tg, api = bot.telegram, bot.api
+    chat = 7_000_000_000 + secrets.randbelow(999_999_999)
+    assert await tg.post(tg.button(chat, "c", lang="ru")) == 200  # a remembered choice
+    assert await tg.post(tg.text(chat, "Мне нужна помощь")) == 200
+    queued = await vera.wait_event(lambda e: e["name"] == "ThreadQueued")
+    assert (await vera.call("POST", "/api/queues/gp-dv/next"))[1]["id"] == queued["thread_id"]
+    status, sent = await reply(vera, queued["thread_id"], "Я здесь")
+    assert status == 202, sent
+    await api.wait_for(lambda: any(c.body.get("text") == "Я здесь" for c in api.sent(chat)))
+    assert await tg.post(tg.text(chat, "/notsafe")) == 200  # its trail was read by the pseudonym
+    assert {k.text for k in api.in_chat(chat).values()} == set()
+    await vera.wait_event(lambda e: e["name"] == "ClientLeft" and e["thread_id"] == queued["thread_id"])
+    assert await tg.post(tg.text(chat, "Теперь можно")) == 200
+    await vera.wait_event(lambda e: e["name"] == "ClientReturned" and e["thread_id"] == queued["thread_id"])
+
+    needle = str(chat)
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        db = client[gateway.database]
+        thread = await db["threads"].find_one({"_id": queued["thread_id"]})
+        assert thread is not None and thread["key"].startswith("telegram:dvbot:t")
+        assert thread["_id"] != thread_id_for(f"telegram:dvbot:{chat}")
+        for name in await db.list_collection_names():
+            docs = [d async for d in db[name].find({})]
+            assert needle not in repr(docs), name
+    finally:
+        await client.close()
+    assert files_holding(stack.root / "ferretdb", needle.encode()) == []
+    assert needle not in replica_logs(gateway)
+
+
+async def test_an_open_thread_keyed_by_its_chat_id_goes_on_and_is_hidden(
+    gateway: Gateway, bot: Bot, vera: Consultant
+) -> None:
+    """A chat whose open thread (and the bot's trail) were stored under its chat id, before
+    chats were named by a pseudonym: its next message joins that thread, and "not safe now"
+    deletes what was remembered under the id and marks that thread."""
+    tg, api, chat = bot.telegram, bot.api, 533
+    client = make_client(gateway.urls.mongo_url)
+    try:
+        repo = Repository(client[gateway.database])
+        at = utcnow()
+        legacy = model.new_thread(
+            f"telegram:dvbot:{chat}",
+            channel="telegram",
+            line="dv",
+            queue="gp-dv",
+            organisations=["gp"],
+            client_address=f"dvbot:{chat}",
+            created_at=at,
+            waiting_since=at,
+        )
+        await repo.threads.insert_one(legacy)
+        earlier = tg.text(chat, "Раньше")  # what the bot remembered before, by the chat id
+        await ChatRepository(repo.db).remember_telegram_message(
+            f"dvbot:{chat}", earlier["message"]["message_id"], at, at + timedelta(hours=48), 100
+        )
+        assert await tg.post(tg.text(chat, "Это снова я")) == 200
+        received = await vera.wait_event(lambda e: e["name"] in ("MessageReceived", "ThreadQueued"))
+        assert (received["name"], received["thread_id"]) == ("MessageReceived", legacy["_id"])
+
+        assert await tg.post(tg.text(chat, "/notsafe")) == 200
+        assert {k.text for k in api.in_chat(chat).values()} == set()
+        left = await vera.wait_event(lambda e: e["name"] == "ClientLeft")
+        assert left["thread_id"] == legacy["_id"] and left["data"]["why"] == "not_safe"
+    finally:
+        await client.close()

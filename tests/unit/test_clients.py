@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conversations.clients import client_key, identity_of, identity_of_thread, key_of, visible_consultations
+from conversations.identity import telegram_session
 from shared.envelope import Channel, ChatFacts, EmailFacts, InboundMessage
 
 SECRET = b"s" * 32
@@ -58,6 +59,16 @@ def test_one_telegram_user_is_one_key_on_every_bot() -> None:
     assert identity_of(dv) == ("telegram", "777")
     assert key_of(SECRET, dv) == key_of(SECRET, migration)
     assert key_of(SECRET, dv) != key_of(SECRET, inbound(Channel.TELEGRAM, "dvbot:778", session="dvbot:778"))
+
+
+def test_a_telegram_chat_is_named_by_a_keyed_pseudonym_and_its_person_by_the_chat() -> None:
+    session = telegram_session(SECRET, "dvbot", 777)
+    assert session.startswith("dvbot:t") and "777" not in session
+    assert session == telegram_session(SECRET, "dvbot", "777")  # stable: one thread per chat
+    assert session != telegram_session(SECRET, "dvbot", 778)
+    assert session != telegram_session(b"another secret of 32 characters!", "dvbot", 777)
+    # The person is the chat (the sender), whatever its session is called.
+    assert identity_of(inbound(Channel.TELEGRAM, "dvbot:777", session=session)) == ("telegram", "777")
 
 
 def test_a_web_chat_robot_mail_and_no_sender_name_nobody() -> None:

@@ -88,6 +88,19 @@ def test_a_short_client_key_secret_is_refused(module, prefix):
     assert prefix + "CLIENT_KEY_SECRET" in result.stderr and "short" not in result.stderr
 
 
+def test_telegram_bots_need_the_client_key_secret():
+    bots = '{"dvbot": {"line": "dv", "token": "1:x", "webhook_secret": "' + "s" * 16 + '"}}'
+    env = {
+        "CHAT_INGEST_AMQP_URL": "amqp://x",
+        "CHAT_INGEST_MONGO_URL": "mongodb://x",
+        "CHAT_INGEST_MASTER_KEY": new_master_key(),
+        "CHAT_INGEST_TELEGRAM_BOTS": bots,
+    }
+    result = _run("services.chat_ingest", env)
+    assert result.returncode == 2
+    assert "CHAT_INGEST_CLIENT_KEY_SECRET is required with Telegram bots" in result.stderr
+
+
 def test_trusted_proxies_are_comma_separated_networks_and_a_bad_one_is_named(monkeypatch):
     from services.store.settings import StoreSettings
 
