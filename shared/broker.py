@@ -6,7 +6,8 @@ nothing was bound to take it). Callers act on the confirm (ack a frame, flag a m
 after it.
 
 Consuming (ack policy): a handler's message is acked only after the handler returned,
-that is after its side effect. A body that is not a valid envelope is rejected without
+that is after its side effect. Every envelope travels sealed (shared/transit.py). A body that
+is not a valid envelope, or that no key of this process opens, is rejected without
 requeue and lands in the queue's dead-letter queue with its reason logged. A handler that
 raises is requeued; the quorum queue's delivery limit dead-letters it after
 ``topology.DELIVERY_LIMIT`` attempts, so poison never loops forever.
@@ -34,6 +35,7 @@ from shared import topology
 from shared.envelope import Envelope, EnvelopeError, decode, encode
 from shared.logs import get_logger, place
 from shared.mongo import is_transient_database_error
+from shared.transit import TransitError, TransitSeal, is_sealed
 
 log = get_logger(__name__)
 
@@ -103,8 +105,14 @@ def _channel_closed(message: AbstractIncomingMessage) -> bool:
 class Broker:
     """One robust connection and one confirming channel, owned by the service's composition root."""
 
-    def __init__(self, url: str, prefetch: int, metrics: BrokerMetrics, name: str) -> None:
+    def __init__(
+        self, url: str, prefetch: int, metrics: BrokerMetrics, name: str, transit: TransitSeal | None = None
+    ) -> None:
+        """``transit``: what seals each envelope published and opens each one consumed
+        (shared/transit.py); every service has one. Without it (a test's or a tool's broker)
+        envelopes are published plain, and only plain ones can be read."""
         self._url = url
+        self._transit = transit
         self._prefetch = prefetch
         self._metrics = metrics
         self._name = name
@@ -212,9 +220,12 @@ class Broker:
         headers: dict[str, Any] | None,
     ) -> None:
         ex = self.topology.exchanges.get(exchange) or await self.channel.get_exchange(exchange)
+        body = encode(envelope)
+        if self._transit is not None:
+            body = self._transit.seal(body, envelope.kind)
         msg = aio_pika.Message(
-            encode(envelope),
-            content_type="application/json",
+            body,
+            content_type="application/json" if self._transit is None else "application/octet-stream",
             type=envelope.kind,
             message_id=message_id,
             headers={"v": envelope.v, PUBLISH_ID: uuid.uuid4().hex, **(headers or {})},
@@ -223,6 +234,15 @@ class Broker:
         # mandatory: a message no queue is bound to take is an error, not a silent drop
         # (console events excepted: with no console listening there is nobody to tell).
         await ex.publish(msg, routing_key=routing_key, mandatory=topology.must_route(exchange, routing_key))
+
+    def open_body(self, kind: str | None, body: bytes) -> bytes:
+        """The envelope of a consumed ``body``: opened (shared/transit.py), or as it is when
+        it was published plain. Raises TransitError for a sealed one this process cannot open."""
+        if self._transit is None:
+            if is_sealed(body):
+                raise TransitError("sealed, and this process holds no master key")
+            return body
+        return self._transit.open(body, kind)
 
     async def consume(
         self,
@@ -263,8 +283,8 @@ class Broker:
         transient: Callable[[BaseException], bool],
     ) -> None:
         try:
-            envelope = decode(message.type, message.body)
-        except EnvelopeError as exc:
+            envelope = decode(message.type, self.open_body(message.type, message.body))
+        except (EnvelopeError, TransitError) as exc:
             log.error("envelope_rejected", queue=queue, reason=str(exc), size=len(message.body))
             self._metrics.consumed.labels(queue, "rejected").inc()
             await message.reject(requeue=False)

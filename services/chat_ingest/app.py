@@ -27,6 +27,7 @@ from shared.http import errors, security_headers
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 from shared.supervise import Supervisor
+from shared.transit import TransitSeal
 
 STATIC = Path(__file__).parent / "static"
 
@@ -81,6 +82,7 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
         settings.prefetch,
         BrokerMetrics(registry),
         f"chat_ingest {settings.instance_id}",
+        TransitSeal(*settings.master_keys()),
     )
     client = make_client(settings.mongo_url.get_secret_value())
     db = client[settings.mongo_database]

@@ -22,6 +22,7 @@ from shared.http import errors
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 from shared.supervise import Supervisor
+from shared.transit import TransitSeal
 
 
 def create_app(settings: DispatcherSettings) -> web.Application:
@@ -41,6 +42,7 @@ def create_app(settings: DispatcherSettings) -> web.Application:
             settings.prefetch,
             BrokerMetrics(registry),
             f"dispatcher {settings.instance_id}",
+            TransitSeal(*settings.master_keys()),
         )
         health.add_check("database", lambda: ping(db))
 

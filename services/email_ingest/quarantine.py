@@ -33,6 +33,7 @@ from shared.config import load_config
 from shared.envelope import Channel, utcnow
 from shared.mongo import make_client
 from shared.settings import load_settings
+from shared.transit import TransitSeal
 
 
 async def _list(settings: EmailIngestSettings) -> int:
@@ -61,7 +62,10 @@ async def _replay(settings: EmailIngestSettings, source_id: str) -> int:
     config = load_config(settings.config_path)
     lines = {box.name: box.line for box in mailboxes_from(settings, config)}
     client = make_client(settings.mongo_url.get_secret_value())
-    broker = Broker(settings.amqp_url.get_secret_value(), 1, BrokerMetrics(CollectorRegistry()), "quarantine")
+    transit = TransitSeal(*settings.master_keys())
+    broker = Broker(
+        settings.amqp_url.get_secret_value(), 1, BrokerMetrics(CollectorRegistry()), "quarantine", transit
+    )
     try:
         vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
         store = RawStore(client[settings.mongo_database], vault)

@@ -40,6 +40,7 @@ from shared.lease import Lease
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 from shared.supervise import Supervisor
+from shared.transit import TransitSeal
 
 STATIC = Path(__file__).parent / "static"
 
@@ -67,6 +68,7 @@ def create_app(settings: StoreSettings) -> web.Application:
         settings.prefetch,
         BrokerMetrics(registry),
         f"store {settings.instance_id}",
+        TransitSeal(*settings.master_keys()),
     )
     audit = ReadAudit(db)
     api = ConsultantApi(settings, config, repo, broker, audit)

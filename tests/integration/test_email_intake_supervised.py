@@ -41,6 +41,7 @@ from shared.broker import Broker, BrokerMetrics
 from shared.envelope import Envelope, InboundMessage
 from shared.health import Health
 from shared.supervise import Supervisor
+from shared.transit import TransitSeal
 from tests.integration.helpers import Mailbox as DovecotMailbox
 from tests.integration.helpers import imap_session, mail, new_message_id
 
@@ -118,7 +119,7 @@ async def watched(
     reader: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url, tz_aware=True)
     db = client[name]
     registry = CollectorRegistry()
-    broker = Broker(amqp, 100, BrokerMetrics(registry), "intake test")
+    broker = Broker(amqp, 100, BrokerMetrics(registry), "intake test", TransitSeal(*settings.master_keys()))
     await broker.connect()
     vault = Vault(client, settings.key_vault_namespace(name), *settings.master_keys())
     raw = RawStore(db, vault)

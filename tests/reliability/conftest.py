@@ -15,6 +15,8 @@ from conversations.repository import Repository
 from deploy.local.services import ServiceProcesses, StackUrls, ready, service_env
 from deploy.local.stack import LocalStack
 from shared.mongo import make_client
+from shared.settings import parse_master_key
+from shared.transit import TransitSeal
 from tests.conftest import ROOT, free_ports
 from tests.reliability.ledger import CANARY, Pipeline
 
@@ -92,7 +94,8 @@ def dispatchers(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[Dispatchers
 
 @pytest.fixture
 async def pipeline(dispatchers: tuple[Dispatchers, str, str]) -> AsyncIterator[Pipeline]:
-    async with Pipeline(dispatchers[1]) as p:
+    transit = TransitSeal(parse_master_key(dispatchers[0].env["DISPATCHER_MASTER_KEY"]))
+    async with Pipeline(dispatchers[1], transit) as p:
         yield p
 
 

@@ -17,6 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 from conversations.repository import Repository
 from shared import topology
 from shared.envelope import Channel, ChatFacts, InboundMessage, encode, message_id_for, utcnow
+from shared.transit import TransitSeal
 
 # Carried in the text of every message a fault test sends: the reliability conftest finds it
 # 0 times in the services' logs after each test (QUALITY.md 4: no message text in logs, also on
@@ -58,8 +59,10 @@ class Pipeline:
     """Publishes inbound messages the way the ingest services do and listens to the events
     the dispatcher publishes after each database write."""
 
-    def __init__(self, amqp_url: str) -> None:
+    def __init__(self, amqp_url: str, transit: TransitSeal | None = None) -> None:
+        """``transit``: what opens the events of services that seal them (shared/transit.py)."""
         self.amqp_url = amqp_url
+        self.transit = transit
         self.ledger = Ledger()
         self._seen: asyncio.Queue[str] = asyncio.Queue()
         self._changed = asyncio.Condition()
@@ -81,7 +84,8 @@ class Pipeline:
             await self.connection.close()
 
     async def _on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        body = json.loads(message.body)
+        raw = message.body if self.transit is None else self.transit.open(message.body, message.type)
+        body = json.loads(raw)
         mid = body.get("message_id")
         if mid and body.get("name") in {"ThreadQueued", "MessageReceived"}:
             self.ledger.events[mid] += 1
