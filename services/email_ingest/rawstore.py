@@ -80,6 +80,10 @@ class RawStore:
     async def ensure_indexes(self) -> None:
         await self.raw.create_index([("mailbox", ASCENDING), ("sha256", ASCENDING)], name="fingerprint")
         await self.raw.create_index([("status", ASCENDING), ("stored_at", ASCENDING)], name="status")
+        # Retention's bound for raw mails of any status, and their attachments
+        # (services/store/retention.py, clear_raw_mails).
+        await self.raw.create_index([("stored_at", ASCENDING)], name="stored")
+        await self.attachments.create_index([("source_id", ASCENDING)], name="source")
 
     async def store(
         self,

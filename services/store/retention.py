@@ -35,7 +35,9 @@ message stored while the pass ran is not left behind by the mark. ``text_cleared
 how far a thread's text was cleared (search finds nothing older in it).
 
 Mails the e-mail intake quarantined (never read by a person, waiting for an operator) lose
-their bytes after the longest ``days`` of any line. Cases closed before the same cut-off lose
+their bytes after the longest ``days`` of any line; every other raw mail that no message holds
+(a bounce of one of our replies, one replayed from quarantine) loses them, with its
+attachments, after the longest ``days`` or ``unclosed_days``. Cases closed before the same cut-off lose
 their free text too (conversations/cases.py, :meth:`CaseRepository.delete_free_text`): notes,
 the intake's text answers, the notes of services and follow-ups and the results of external
 referrals; their kinds, dates, amounts, categorical answers and history stay.
@@ -115,6 +117,7 @@ class Outcome:
     unclosed: int = 0  # threads never closed, cleared
     cases: int = 0
     quarantined: int = 0  # quarantined raw mails emptied
+    raw_mails: int = 0  # other raw mails past every period (bounces, replayed, of open threads)
     by_line: dict[str, int] = field(default_factory=dict)
 
     def as_log(self) -> Doc:
@@ -123,6 +126,7 @@ class Outcome:
             "unclosed": self.unclosed,
             "cases": self.cases,
             "quarantined": self.quarantined,
+            "raw_mails": self.raw_mails,
         }
 
 
@@ -158,7 +162,38 @@ class Retention:
             {"$set": {"raw": None, "text_deleted": True}},
         )
         out.quarantined = gone.modified_count
+        # Every other raw mail older than the longest period that no message still holds: a
+        # bounce of one of our replies (a delivery report quotes the reply and names the
+        # client), one replayed or never read. Those of a thread go with its text.
+        everything = max(longest, *(p.unclosed_days for p in policies))
+        out.raw_mails = await clear_raw_mails(self.repo, now - timedelta(days=everything))
         return out
+
+
+async def clear_raw_mails(repo: Repository, stored_before: datetime) -> int:
+    """Clear the raw mails stored before ``stored_before`` that still hold their bytes, with
+    their attachments; return how many."""
+    db = repo.db
+    old = {"stored_at": {"$lt": stored_before}, "raw": {"$ne": None}}
+    sources = [m["_id"] async for m in db["mail_raw"].find(old, {"_id": 1})]
+    if not sources:
+        return 0
+    # A mail whose message still holds its text stays with it (its thread's retention).
+    held = repo.messages.find(
+        {"source_id": {"$in": sources}, "text_deleted": {"$exists": False}}, {"source_id": 1}
+    )
+    kept = {m["source_id"] async for m in held}
+    sources = [s for s in sources if s not in kept]
+    if not sources:
+        return 0
+    await db["mail_attachments"].update_many(
+        {"source_id": {"$in": sources}, "text_deleted": {"$exists": False}},
+        {"$set": {"data": None, "filename": None, "text_deleted": True}},
+    )
+    done = await db["mail_raw"].update_many(
+        {"_id": {"$in": sources}, "raw": {"$ne": None}}, {"$set": {"raw": None, "text_deleted": True}}
+    )
+    return done.modified_count
 
 
 async def delete_free_text(

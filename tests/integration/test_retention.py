@@ -216,6 +216,44 @@ async def test_quarantined_mails_lose_their_bytes(repo: Repository) -> None:
     assert kept == {recent}
 
 
+async def test_a_raw_mail_no_message_holds_loses_its_bytes_after_every_period(repo: Repository) -> None:
+    """A bounce of one of our replies (it quotes the reply and names the client) and a mail
+    replayed from quarantine never become a message of their own: they are cleared, with their
+    attachments, once older than the longest period; one whose message still holds its text
+    stays with that message (its thread's retention clears both)."""
+    raw, attachments = repo.db["mail_raw"], repo.db["mail_attachments"]
+    bounce, replayed, recent, held = (f"imap:b:{new_id()}" for _ in range(4))
+    for source, days, status in (
+        (bounce, 400, "stored"),
+        (replayed, 400, "replayed"),
+        (recent, 3, "stored"),
+        (held, 400, "stored"),
+    ):
+        await raw.insert_one(
+            {
+                "_id": source,
+                "raw": CANARY.encode(),
+                "status": status,
+                "stored_at": utcnow() - timedelta(days=days),
+            }
+        )
+        await attachments.insert_one(
+            {"_id": new_id(), "source_id": source, "data": CANARY.encode(), "filename": f"{CANARY}.pdf"}
+        )
+    # An open thread's message, 400 days old, still holding its text.
+    tid = await thread_with_text(repo, days_ago=400, closed=False, message_days_ago=1)
+    await repo.messages.update_one({"thread_id": tid}, {"$set": {"source_id": held}})
+
+    out = await Retention(repo, CONFIG).run(policies(CONFIG, days=365, unclosed_days=365))
+    assert out.raw_mails == 2
+    kept = {d["_id"] async for d in raw.find({"raw": {"$ne": None}})}
+    assert kept == {recent, held}
+    with_bytes = {d["source_id"] async for d in attachments.find({"data": {"$ne": None}})}
+    assert with_bytes == {recent, held}
+    cleared = [d async for d in attachments.find({"source_id": {"$in": [bounce, replayed]}})]
+    assert all(d["filename"] is None and d["text_deleted"] is True for d in cleared)
+
+
 async def test_one_replica_runs_each_pass(repo: Repository) -> None:
     """Three store replicas ask at once: one pass runs; asked again before the interval, none;
     once the interval has passed, one again."""
