@@ -33,7 +33,7 @@ from conversations.identity import new_id, session_thread_key, thread_id_for
 from conversations.model import Outcome, address_kept, closed_consultation
 from conversations.rawmail import RAW_MAILS
 from conversations.search import SearchIndex
-from conversations.vault import Vault, open_attachment_names, seal_fields
+from conversations.vault import SEALED, Vault, open_attachment_names, seal_fields
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
 from shared.mongo import InsertBatcher
 
@@ -161,6 +161,8 @@ class Repository:
         await self.clients.keys.create_index([("client_id", ASCENDING)], name="client")
         if self.vault is not None:
             await self.vault.ensure_indexes()
+        # Retention deletes the data keys of threads it cleared (a later pass; retire_keys).
+        await self.threads.create_index([("text_deleted_at", ASCENDING)], name="text_deleted")
         # A client's mail that names only our reply's token (email_thread_by_reference).
         await self.threads.create_index([("reply_token", ASCENDING)], name="reply_token")
         # Ending a person's sessions (an account disabled, a password reset).
@@ -326,7 +328,7 @@ class Repository:
         if stored and not created:
             session = msg.chat.session if msg.chat is not None else None
             await self.text_added(
-                thread, msg.sender, session_thread_key(msg.channel, session) if session else None
+                thread, msg.sender, session_thread_key(msg.channel, session) if session else None, doc
             )
         reopened = False
         backlog = msg.email is not None and msg.email.backlog
@@ -852,7 +854,7 @@ class Repository:
             created = True
         await self.search.message_stored(doc["_id"])  # again on a retry: harmless
         if created:
-            await self.text_added(thread)
+            await self.text_added(thread, written=doc)
         return doc, created
 
     async def add_note(self, thread: Doc, login: str, text: str) -> Doc:
@@ -868,7 +870,7 @@ class Repository:
             "created_at": utcnow(),
         }
         await self.messages.insert_one(await self.seal_message(thread, doc))
-        await self.text_added(thread)
+        await self.text_added(thread, written=doc)
         return doc
 
     async def data_key(self, thread: Doc) -> Binary | None:
@@ -925,6 +927,41 @@ class Repository:
         keys += [m["data_key"] async for m in raw_mails.find(sealed, {"data_key": 1})]
         await raw_mails.update_many(sealed, {"$unset": {"data_key": ""}})
         return await self.vault.erase(keys)
+
+    async def retire_keys(self, cleared_before: datetime, limit: int = 1000) -> int:
+        """Delete the data keys of threads retention cleared before ``cleared_before`` and that
+        are still cleared (no text stored since), with the keys of the raw mails their messages
+        came from: a backup of the data taken before the clearing no longer opens their text
+        either. Returns how many keys were deleted.
+
+        Why only after a while: a writer reads a thread and then stores a message sealed under
+        its key; one that read the thread before the clearing sees no mark and would not know
+        the key went. Long after, no such writer is left, and one that read the thread marked
+        seals its message again if the key went meanwhile (:meth:`text_added`)."""
+        if self.vault is None:
+            raise RuntimeError("deleting keys needs the vault")
+        query: Doc = {"text_deleted_at": {"$lt": cleared_before}, "data_key": {"$exists": True}}
+        keys: list[Binary] = []
+        async for t in self.threads.find(query, {"data_key": 1}).limit(limit):
+            # Conditional: a thread written to since (its mark gone) keeps its key.
+            retired = await self.threads.find_one_and_update(
+                {"_id": t["_id"], "text_deleted_at": {"$lt": cleared_before}, "data_key": t["data_key"]},
+                {"$unset": {"data_key": ""}},
+            )
+            if retired is None:
+                continue
+            keys.append(t["data_key"])
+            sources = [
+                m["source_id"]
+                async for m in self.messages.find(
+                    {"thread_id": t["_id"], "direction": "in"}, {"source_id": 1}
+                )
+            ]
+            raw_mails = self.db[RAW_MAILS]
+            sealed = {"_id": {"$in": sources}, "data_key": {"$exists": True}, "raw": None}
+            keys += [m["data_key"] async for m in raw_mails.find(sealed, {"data_key": 1})]
+            await raw_mails.update_many(sealed, {"$unset": {"data_key": ""}})
+        return await self.vault.erase(keys) if keys else 0
 
     async def seal_message(self, thread: Doc, doc: Doc) -> Doc:
         """The stored form of message ``doc``: what a person wrote sealed under the thread's
@@ -991,14 +1028,23 @@ class Repository:
     async def open_messages(self, docs: list[Doc]) -> list[Doc]:
         return [await self.open_message(d) for d in docs]
 
-    async def text_added(self, thread: Doc, sender: str | None = None, key: str | None = None) -> None:
+    async def text_added(
+        self, thread: Doc, sender: str | None = None, key: str | None = None, written: Doc | None = None
+    ) -> None:
         """Text was stored in ``thread``: if retention had cleared it (services/store/retention.py),
         take its mark away, so the new text is cleared in its turn, and give it back what a
         reply needs: the client's address or chat (``sender``) and, for a chat, its ``key``.
         A write only for such a thread (as read by the caller): a chat message in a live
-        thread costs none."""
+        thread costs none.
+
+        ``written``: the message just stored (as written), sealed under the data key ``thread``
+        had when it was read. Retention deletes the key of a thread it cleared
+        (:meth:`retire_keys`, only while the thread is marked): if that happened between the
+        read and the write, the message is sealed again under the thread's new key, so
+        nothing a person wrote is lost to a key deleted under it."""
         if "text_deleted_at" not in thread and address_kept(thread):
             return
+        used = thread.get("data_key")
         update: Doc = {"$unset": {"text_deleted_at": ""}}
         if sender is not None:
             client: Doc = {"address": sender}
@@ -1007,6 +1053,15 @@ class Repository:
                 client = {"sealed": await self.vault.seal(data_key, {"address": sender})}
             update["$set"] = {"client": client, **({"key": key} if key is not None else {})}
         await self.threads.update_one({"_id": thread["_id"]}, update)
+        if written is None or self.vault is None or "text_deleted_at" not in thread:
+            return
+        current = await self.threads.find_one({"_id": thread["_id"]}, {"data_key": 1})
+        if current is None or current.get("data_key") == used:
+            return
+        # Its key was retired meanwhile: seal it again under the thread's key now.
+        fresh = {"_id": thread["_id"], **({"data_key": current["data_key"]} if "data_key" in current else {})}
+        resealed = await self.seal_message(fresh, dict(written))
+        await self.messages.update_one({"_id": written["_id"]}, {"$set": {SEALED: resealed[SEALED]}})
 
     async def mark_published(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})

@@ -27,6 +27,11 @@ every case-form answer that is not a categorical code, in the thread and in its
 consultations. Kept: the thread, its times, channel, line and queue, and ``facts`` (the
 categorical answers statistics count), so statistics count the same before and after.
 
+The keys go too: the store's scheduled passes (which hold the vault; a pass by hand does not)
+delete the data key of each thread a pass cleared at least a day before and that is still
+cleared, with the keys of its raw mails (``Repository.retire_keys``). Then a backup of the data
+taken before the clearing no longer opens that text either, with or without the master key.
+
 Each thread is cleared with conditional updates and marked ``text_deleted_at`` last, and
 only when nothing it holds is left to clear; a pass that stops half-way is finished by the
 next. Whatever stores text in a thread removes the mark (conversations/repository.py,
@@ -79,6 +84,9 @@ Beat = Callable[[], Awaitable[None]]
 # Quarantined mails: status of mail_raw (services/email_ingest/rawstore.py), not imported:
 # the store does not depend on the e-mail service.
 QUARANTINED = "quarantined"
+# A thread's data key is deleted this long after retention cleared it, once no writer that read
+# it before can still be storing under it (Repository.retire_keys).
+RETIRE_KEYS_AFTER = timedelta(days=1)
 OPEN_STATUSES = [s.value for s in ThreadStatus if s is not ThreadStatus.CLOSED]
 
 
@@ -117,7 +125,8 @@ class Outcome:
     unclosed: int = 0  # threads never closed, cleared
     cases: int = 0
     quarantined: int = 0  # quarantined raw mails emptied
-    raw_mails: int = 0  # other raw mails past every period (bounces, replayed, of open threads)
+    raw_mails: int = 0  # other raw mails past every period (bounces, replayed)
+    keys: int = 0  # data keys deleted of threads cleared before RETIRE_KEYS_AFTER
     by_line: dict[str, int] = field(default_factory=dict)
 
     def as_log(self) -> Doc:
@@ -127,6 +136,7 @@ class Outcome:
             "cases": self.cases,
             "quarantined": self.quarantined,
             "raw_mails": self.raw_mails,
+            "keys": self.keys,
         }
 
 
@@ -167,6 +177,9 @@ class Retention:
         # client), one replayed or never read. Those of a thread go with its text.
         everything = max(longest, *(p.unclosed_days for p in policies))
         out.raw_mails = await clear_raw_mails(self.repo, now - timedelta(days=everything))
+        if self.repo.vault is not None:
+            # The keys of what an earlier pass cleared: a backup taken before it opens no more.
+            out.keys = await self.repo.retire_keys(now - RETIRE_KEYS_AFTER)
         return out
 
 

@@ -279,3 +279,71 @@ async def test_a_threads_subject_is_sealed_under_its_key_and_opened_for_its_read
     finally:
         await vault.close()
         await client.drop_database(f"{repo.db.name}_keys")
+
+
+async def test_retention_deletes_the_keys_of_what_it_cleared_a_day_later(repo: Repository) -> None:
+    """A backup taken before retention cleared a thread holds its ciphertext; once the thread
+    has stayed cleared for a day, its key goes too, so that backup opens nothing more of it."""
+    client = repo.db.client
+    vault = Vault(client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
+    sealed = Repository(repo.db, vault)
+    try:
+        tid, message_id = await stored_thread(sealed, f"{CANARY} cleared")
+        kept, _ = await stored_thread(sealed, f"{CANARY} kept")
+        backup = (await repo.messages.find_one({"_id": message_id}) or {})[SEALED]
+        assert (await vault.open(backup) or {}).get("text") == f"{CANARY} cleared"
+        assert await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {}) == 1
+
+        # Cleared just now: a writer may still be storing under the key, so it stays.
+        assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 0
+        assert await vault.open(backup) is not None
+        await repo.threads.update_one(
+            {"_id": tid}, {"$set": {"text_deleted_at": utcnow() - timedelta(days=2)}}
+        )
+        assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 1
+        assert await vault.open(backup) is None
+        assert "data_key" not in (await repo.thread(tid) or {})
+        # Another thread, not cleared, keeps its key and its text.
+        assert [m["text"] for m in await sealed.thread_messages(kept)] == [f"{CANARY} kept"]
+        assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 0
+    finally:
+        await vault.close()
+        await client.drop_database(f"{repo.db.name}_keys")
+
+
+async def test_a_note_sealed_under_a_key_retired_meanwhile_is_sealed_again(repo: Repository) -> None:
+    """A consultant's note to a cleared thread is sealed under the key the thread had when it
+    was read; retention retires that key before the note is stored: the note is sealed again
+    under the thread's new key and reads as written."""
+    client = repo.db.client
+    vault = Vault(client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
+    sealed = Repository(repo.db, vault)
+    try:
+        tid, _ = await stored_thread(sealed, "earlier")
+        assert await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {}) == 1
+        await repo.threads.update_one(
+            {"_id": tid}, {"$set": {"text_deleted_at": utcnow() - timedelta(days=2)}}
+        )
+        read = await repo.thread(tid)  # the writer's read: cleared, with its key
+        assert read is not None and "data_key" in read
+        note = {
+            "_id": new_id(),
+            "source_id": f"note:{new_id()}",
+            "thread_id": tid,
+            "direction": "note",
+            "author": "consultant:vera",
+            "channel": "chat",
+            "text": f"{CANARY} note",
+            "created_at": utcnow(),
+        }
+        stored = await sealed.seal_message(read, note)  # sealed under the key it read
+        assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 1  # the key goes
+        await repo.messages.insert_one(stored)
+        await sealed.text_added(read, written=note)
+        texts = [m.get("text") for m in await sealed.thread_messages(tid)]
+        assert texts == [None, f"{CANARY} note"]
+        thread = await repo.thread(tid)
+        assert thread is not None and "text_deleted_at" not in thread and "data_key" in thread
+    finally:
+        await vault.close()
+        await client.drop_database(f"{repo.db.name}_keys")
