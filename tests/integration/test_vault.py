@@ -39,6 +39,17 @@ CANARY = "Sealed-Ж-" + uuid.uuid4().hex
 
 
 @pytest.fixture
+async def sealed(repo: Repository) -> AsyncIterator[Repository]:
+    """``repo``'s database with a vault of its own (a fresh master key and key vault)."""
+    vault = Vault(repo.db.client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
+    try:
+        yield Repository(repo.db, vault)
+    finally:
+        await vault.close()
+        await repo.db.client.drop_database(f"{repo.db.name}_keys")
+
+
+@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
@@ -217,133 +228,113 @@ async def test_a_new_master_key_replaces_the_old_one_without_touching_the_text(g
         await client.close()
 
 
-async def test_deleting_a_threads_key_leaves_its_text_unreadable_everywhere(repo: Repository) -> None:
-    client = repo.db.client
-    vault = Vault(client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
-    sealed = Repository(repo.db, vault)
-    try:
-        gone, message_id = await stored_thread(sealed, f"{CANARY} erased")
-        kept, _ = await stored_thread(sealed, f"{CANARY} kept")
-        stored = await repo.messages.find_one({"_id": message_id})
-        assert stored is not None and key_id_of(stored[SEALED]) is not None
-        thread = await repo.thread(gone)
-        assert thread is not None
-        # A copy of the sealed value taken before (a backup) is no better than the database.
-        copy = stored[SEALED]
-        assert await sealed.erase_text([gone]) == 1
+async def test_deleting_a_threads_key_leaves_its_text_unreadable_everywhere(
+    repo: Repository, sealed: Repository
+) -> None:
+    vault = sealed.vault
+    assert vault is not None
+    gone, message_id = await stored_thread(sealed, f"{CANARY} erased")
+    kept, _ = await stored_thread(sealed, f"{CANARY} kept")
+    stored = await repo.messages.find_one({"_id": message_id})
+    assert stored is not None and key_id_of(stored[SEALED]) is not None
+    thread = await repo.thread(gone)
+    assert thread is not None
+    # A copy of the sealed value taken before (a backup) is no better than the database.
+    copy = stored[SEALED]
+    assert await sealed.erase_text([gone]) == 1
 
-        (erased,) = await sealed.thread_messages(gone)
-        assert erased.get("erased") is True and erased.get("text") is None
-        assert await vault.open(copy) is None
-        assert [m["text"] for m in await sealed.thread_messages(kept)] == [f"{CANARY} kept"]
-        # A new message in the erased thread gets a new key, and reads.
-        session = (await repo.thread(gone) or {})["key"].removeprefix("chat:")
-        await sealed.accept_inbound(chat_message(session, "again"), await repo.thread(gone), {})
-        texts = [m.get("text") for m in await sealed.thread_messages(gone)]
-        assert texts == [None, "again"]
-        # The client's address went with the key, and their new message gave it back, sealed
-        # under the new key: replies reach them again.
-        reopened = await repo.thread(gone)
-        assert reopened is not None and set(reopened["client"]) == {"sealed"}
-        assert (await sealed.open_thread(reopened))["client"]["address"] == session
-    finally:
-        await vault.close()
-        await client.drop_database(f"{repo.db.name}_keys")
+    (erased,) = await sealed.thread_messages(gone)
+    assert erased.get("erased") is True and erased.get("text") is None
+    assert await vault.open(copy) is None
+    assert [m["text"] for m in await sealed.thread_messages(kept)] == [f"{CANARY} kept"]
+    # A new message in the erased thread gets a new key, and reads.
+    session = (await repo.thread(gone) or {})["key"].removeprefix("chat:")
+    await sealed.accept_inbound(chat_message(session, "again"), await repo.thread(gone), {})
+    texts = [m.get("text") for m in await sealed.thread_messages(gone)]
+    assert texts == [None, "again"]
+    # The client's address went with the key, and their new message gave it back, sealed
+    # under the new key: replies reach them again.
+    reopened = await repo.thread(gone)
+    assert reopened is not None and set(reopened["client"]) == {"sealed"}
+    assert (await sealed.open_thread(reopened))["client"]["address"] == session
 
 
-async def test_a_threads_subject_is_sealed_under_its_key_and_opened_for_its_readers(repo: Repository) -> None:
+async def test_a_threads_subject_is_sealed_under_its_key_and_opened_for_its_readers(
+    repo: Repository, sealed: Repository
+) -> None:
     """The first mail's subject is stored sealed as ``sealed_subject``, never in clear; every
     reader opens it (Repository.open_thread); a subject stored in clear before still reads;
     erasing the thread's key leaves it unreadable, and retention takes the sealed value away."""
-    client = repo.db.client
-    vault = Vault(client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
-    sealed = Repository(repo.db, vault)
-    try:
-        thread_id, _ = await stored_thread(sealed, "hello", subject=f"{CANARY}-subject")
-        stored = await repo.thread(thread_id)
-        assert stored is not None and "subject" not in stored
-        assert key_id_of(stored["sealed_subject"]) == stored["data_key"].as_uuid()
-        assert CANARY not in repr(stored)
-        assert (await sealed.open_thread(stored))["subject"] == f"{CANARY}-subject"
-        assert "sealed_subject" not in await sealed.open_thread(stored)
-        # A thread stored before subjects were sealed reads as it is.
-        legacy = {**stored, "subject": "in clear"}
-        del legacy["sealed_subject"]
-        assert (await sealed.open_thread(legacy))["subject"] == "in clear"
+    thread_id, _ = await stored_thread(sealed, "hello", subject=f"{CANARY}-subject")
+    stored = await repo.thread(thread_id)
+    assert stored is not None and "subject" not in stored
+    assert key_id_of(stored["sealed_subject"]) == stored["data_key"].as_uuid()
+    assert CANARY not in repr(stored)
+    assert (await sealed.open_thread(stored))["subject"] == f"{CANARY}-subject"
+    assert "sealed_subject" not in await sealed.open_thread(stored)
+    # A thread stored before subjects were sealed reads as it is.
+    legacy = {**stored, "subject": "in clear"}
+    del legacy["sealed_subject"]
+    assert (await sealed.open_thread(legacy))["subject"] == "in clear"
 
-        await sealed.erase_text([thread_id])
-        assert (await sealed.open_thread(stored))["subject"] is None
-        await clear_thread(sealed, thread_id, utcnow() + timedelta(seconds=5), {})
-        cleared = await repo.thread(thread_id)
-        assert cleared is not None and "sealed_subject" not in cleared and cleared["subject"] is None
-    finally:
-        await vault.close()
-        await client.drop_database(f"{repo.db.name}_keys")
+    await sealed.erase_text([thread_id])
+    assert (await sealed.open_thread(stored))["subject"] is None
+    await clear_thread(sealed, thread_id, utcnow() + timedelta(seconds=5), {})
+    cleared = await repo.thread(thread_id)
+    assert cleared is not None and "sealed_subject" not in cleared and cleared["subject"] is None
 
 
-async def test_retention_deletes_the_keys_of_what_it_cleared_a_day_later(repo: Repository) -> None:
+async def test_retention_deletes_the_keys_of_what_it_cleared_a_day_later(
+    repo: Repository, sealed: Repository
+) -> None:
     """A backup taken before retention cleared a thread holds its ciphertext; once the thread
     has stayed cleared for a day, its key goes too, so that backup opens nothing more of it."""
-    client = repo.db.client
-    vault = Vault(client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
-    sealed = Repository(repo.db, vault)
-    try:
-        tid, message_id = await stored_thread(sealed, f"{CANARY} cleared")
-        kept, _ = await stored_thread(sealed, f"{CANARY} kept")
-        backup = (await repo.messages.find_one({"_id": message_id}) or {})[SEALED]
-        assert (await vault.open(backup) or {}).get("text") == f"{CANARY} cleared"
-        assert await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {}) == 1
+    vault = sealed.vault
+    assert vault is not None
+    tid, message_id = await stored_thread(sealed, f"{CANARY} cleared")
+    kept, _ = await stored_thread(sealed, f"{CANARY} kept")
+    backup = (await repo.messages.find_one({"_id": message_id}) or {})[SEALED]
+    assert (await vault.open(backup) or {}).get("text") == f"{CANARY} cleared"
+    assert await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {}) == 1
 
-        # Cleared just now: a writer may still be storing under the key, so it stays.
-        assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 0
-        assert await vault.open(backup) is not None
-        await repo.threads.update_one(
-            {"_id": tid}, {"$set": {"text_deleted_at": utcnow() - timedelta(days=2)}}
-        )
-        assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 1
-        assert await vault.open(backup) is None
-        assert "data_key" not in (await repo.thread(tid) or {})
-        # Another thread, not cleared, keeps its key and its text.
-        assert [m["text"] for m in await sealed.thread_messages(kept)] == [f"{CANARY} kept"]
-        assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 0
-    finally:
-        await vault.close()
-        await client.drop_database(f"{repo.db.name}_keys")
+    # Cleared just now: a writer may still be storing under the key, so it stays.
+    assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 0
+    assert await vault.open(backup) is not None
+    await repo.threads.update_one({"_id": tid}, {"$set": {"text_deleted_at": utcnow() - timedelta(days=2)}})
+    assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 1
+    assert await vault.open(backup) is None
+    assert "data_key" not in (await repo.thread(tid) or {})
+    # Another thread, not cleared, keeps its key and its text.
+    assert [m["text"] for m in await sealed.thread_messages(kept)] == [f"{CANARY} kept"]
+    assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 0
 
 
-async def test_a_note_sealed_under_a_key_retired_meanwhile_is_sealed_again(repo: Repository) -> None:
+async def test_a_note_sealed_under_a_key_retired_meanwhile_is_sealed_again(
+    repo: Repository, sealed: Repository
+) -> None:
     """A consultant's note to a cleared thread is sealed under the key the thread had when it
     was read; retention retires that key before the note is stored: the note is sealed again
     under the thread's new key and reads as written."""
-    client = repo.db.client
-    vault = Vault(client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
-    sealed = Repository(repo.db, vault)
-    try:
-        tid, _ = await stored_thread(sealed, "earlier")
-        assert await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {}) == 1
-        await repo.threads.update_one(
-            {"_id": tid}, {"$set": {"text_deleted_at": utcnow() - timedelta(days=2)}}
-        )
-        read = await repo.thread(tid)  # the writer's read: cleared, with its key
-        assert read is not None and "data_key" in read
-        note = {
-            "_id": new_id(),
-            "source_id": f"note:{new_id()}",
-            "thread_id": tid,
-            "direction": "note",
-            "author": "consultant:vera",
-            "channel": "chat",
-            "text": f"{CANARY} note",
-            "created_at": utcnow(),
-        }
-        stored = await sealed.seal_message(read, note)  # sealed under the key it read
-        assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 1  # the key goes
-        await repo.messages.insert_one(stored)
-        await sealed.text_added(read, written=note)
-        texts = [m.get("text") for m in await sealed.thread_messages(tid)]
-        assert texts == [None, f"{CANARY} note"]
-        thread = await repo.thread(tid)
-        assert thread is not None and "text_deleted_at" not in thread and "data_key" in thread
-    finally:
-        await vault.close()
-        await client.drop_database(f"{repo.db.name}_keys")
+    tid, _ = await stored_thread(sealed, "earlier")
+    assert await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {}) == 1
+    await repo.threads.update_one({"_id": tid}, {"$set": {"text_deleted_at": utcnow() - timedelta(days=2)}})
+    read = await repo.thread(tid)  # the writer's read: cleared, with its key
+    assert read is not None and "data_key" in read
+    note = {
+        "_id": new_id(),
+        "source_id": f"note:{new_id()}",
+        "thread_id": tid,
+        "direction": "note",
+        "author": "consultant:vera",
+        "channel": "chat",
+        "text": f"{CANARY} note",
+        "created_at": utcnow(),
+    }
+    stored = await sealed.seal_message(read, note)  # sealed under the key it read
+    assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 1  # the key goes
+    await repo.messages.insert_one(stored)
+    await sealed.text_added(read, written=note)
+    texts = [m.get("text") for m in await sealed.thread_messages(tid)]
+    assert texts == [None, f"{CANARY} note"]
+    thread = await repo.thread(tid)
+    assert thread is not None and "text_deleted_at" not in thread and "data_key" in thread
