@@ -928,7 +928,7 @@ class Repository:
         await raw_mails.update_many(sealed, {"$unset": {"data_key": ""}})
         return await self.vault.erase(keys)
 
-    async def retire_keys(self, cleared_before: datetime, limit: int = 1000) -> int:
+    async def retire_keys(self, cleared_before: datetime) -> int:
         """Delete the data keys of threads retention cleared before ``cleared_before`` and that
         are still cleared (no text stored since), with the keys of the raw mails their messages
         came from: a backup of the data taken before the clearing no longer opens their text
@@ -937,12 +937,20 @@ class Repository:
         Why only after a while: a writer reads a thread and then stores a message sealed under
         its key; one that read the thread before the clearing sees no mark and would not know
         the key went. Long after, no such writer is left, and one that read the thread marked
-        seals its message again if the key went meanwhile (:meth:`text_added`)."""
+        seals its message again if the key went meanwhile (:meth:`text_added`). A thread that
+        holds a message not cleared (stored by a writer whose mark-lifting never ran: it died
+        in between, or read the thread just before the clearing) keeps its key and loses its
+        mark, so the message is cleared in its turn. Each thread's keys are deleted as soon as
+        it is taken, so a pass that stops half-way leaves no key behind unrecorded."""
         if self.vault is None:
             raise RuntimeError("deleting keys needs the vault")
         query: Doc = {"text_deleted_at": {"$lt": cleared_before}, "data_key": {"$exists": True}}
-        keys: list[Binary] = []
-        async for t in self.threads.find(query, {"data_key": 1}).limit(limit):
+        deleted = 0
+        async for t in self.threads.find(query, {"data_key": 1}):
+            live = {"thread_id": t["_id"], "text_deleted": {"$exists": False}}
+            if await self.messages.find_one(live, {"_id": 1}) is not None:
+                await self.threads.update_one({"_id": t["_id"]}, {"$unset": {"text_deleted_at": ""}})
+                continue
             # Conditional: a thread written to since (its mark gone) keeps its key.
             retired = await self.threads.find_one_and_update(
                 {"_id": t["_id"], "text_deleted_at": {"$lt": cleared_before}, "data_key": t["data_key"]},
@@ -950,7 +958,7 @@ class Repository:
             )
             if retired is None:
                 continue
-            keys.append(t["data_key"])
+            keys = [t["data_key"]]
             sources = [
                 m["source_id"]
                 async for m in self.messages.find(
@@ -961,7 +969,8 @@ class Repository:
             sealed = {"_id": {"$in": sources}, "data_key": {"$exists": True}, "raw": None}
             keys += [m["data_key"] async for m in raw_mails.find(sealed, {"data_key": 1})]
             await raw_mails.update_many(sealed, {"$unset": {"data_key": ""}})
-        return await self.vault.erase(keys) if keys else 0
+            deleted += await self.vault.erase(keys)
+        return deleted
 
     async def seal_message(self, thread: Doc, doc: Doc) -> Doc:
         """The stored form of message ``doc``: what a person wrote sealed under the thread's
@@ -1046,22 +1055,36 @@ class Repository:
             return
         used = thread.get("data_key")
         update: Doc = {"$unset": {"text_deleted_at": ""}}
+        address_key = None
         if sender is not None:
             client: Doc = {"address": sender}
-            data_key = await self.data_key(thread)
-            if self.vault is not None and data_key is not None:
-                client = {"sealed": await self.vault.seal(data_key, {"address": sender})}
+            if self.vault is not None:
+                # Under the key the thread has now (the caller's copy may name one retired).
+                address_key = await self.data_key(await self._key_holder(thread["_id"]))
+                if address_key is not None:
+                    client = {"sealed": await self.vault.seal(address_key, {"address": sender})}
             update["$set"] = {"client": client, **({"key": key} if key is not None else {})}
         await self.threads.update_one({"_id": thread["_id"]}, update)
-        if written is None or self.vault is None or "text_deleted_at" not in thread:
+        if self.vault is None or "text_deleted_at" not in thread:
             return
-        current = await self.threads.find_one({"_id": thread["_id"]}, {"data_key": 1})
-        if current is None or current.get("data_key") == used:
-            return
-        # Its key was retired meanwhile: seal it again under the thread's key now.
-        fresh = {"_id": thread["_id"], **({"data_key": current["data_key"]} if "data_key" in current else {})}
-        resealed = await self.seal_message(fresh, dict(written))
-        await self.messages.update_one({"_id": written["_id"]}, {"$set": {SEALED: resealed[SEALED]}})
+        current = await self._key_holder(thread["_id"])
+        if written is not None and current.get("data_key") != used:
+            # The message's key was retired meanwhile: seal it again under the thread's key now.
+            resealed = await self.seal_message(current, dict(written))
+            await self.messages.update_one({"_id": written["_id"]}, {"$set": {SEALED: resealed[SEALED]}})
+        if address_key is not None and current.get("data_key") != address_key and sender is not None:
+            key_now = await self.data_key(current)
+            assert key_now is not None
+            sealed = await self.vault.seal(key_now, {"address": sender})
+            await self.threads.update_one({"_id": thread["_id"]}, {"$set": {"client": {"sealed": sealed}}})
+
+    async def _key_holder(self, thread_id: str) -> Doc:
+        """The thread's id and its data key as stored now (none if it has none)."""
+        current = await self.threads.find_one({"_id": thread_id}, {"data_key": 1})
+        return {
+            "_id": thread_id,
+            **({"data_key": current["data_key"]} if current and "data_key" in current else {}),
+        }
 
     async def mark_published(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})
@@ -1338,6 +1361,9 @@ class ChatRepository:
         await self.telegram_chats.update_one(
             {"_id": key}, {"$set": {**fields, "expires_at": expires_at}}, upsert=True
         )
+
+    async def forget_telegram_chat(self, key: str) -> None:
+        await self.telegram_chats.delete_one({"_id": key})
 
     async def begin_update(self, update_key: str, stale_after: float) -> str:
         """Claim a Telegram update for processing: ``new`` (go on), ``done`` (a redelivery of one

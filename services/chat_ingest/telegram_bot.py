@@ -237,10 +237,27 @@ class TelegramBots:
         (conversations.identity.telegram_session); the chat id goes only as the sender."""
         return telegram_session(self._secret, name, chat_id)
 
+    async def _chat(self, name: str, chat_id: int | str) -> tuple[str, dict[str, Any]]:
+        """(session, what the bot remembers of the chat). A record kept under the chat id
+        (before chats were named by a pseudonym) is moved to the pseudonym at its first use,
+        its "not safe now" included, and deleted."""
+        session = self.session(name, chat_id)
+        chat = await self.repo.telegram_chat(session)
+        if set(chat) <= {"_id"}:
+            legacy = await self.repo.telegram_chat(f"{name}:{chat_id}")
+            carried = {k: v for k, v in legacy.items() if k != "_id"}
+            if carried:
+                expires = carried.pop("expires_at", None) or utcnow() + timedelta(
+                    seconds=self.s.telegram_chat_ttl_seconds
+                )
+                await self.repo.set_telegram_chat(session, carried, expires)
+                await self.repo.forget_telegram_chat(f"{name}:{chat_id}")
+                chat = {"_id": session, **carried}
+        return session, chat
+
     async def _handle(self, name: str, bot: TelegramBot, update: telegram.Update) -> None:
         chat_key = f"{name}:{update.chat_id}"  # whom replies go to: sealed in the thread
-        session = self.session(name, update.chat_id)
-        chat = await self.repo.telegram_chat(session)
+        session, chat = await self._chat(name, update.chat_id)
         decision = telegram.decide(
             self.config, bot.line, chat, update, is_open(self.config.lines[bot.line].hours, utcnow())
         )
@@ -369,8 +386,8 @@ class TelegramBots:
         if await self.repo.already_sent(envelope.message_id):
             self.metrics.replies.labels("duplicate").inc()
             return
-        session = self.session(name, chat_id)
-        if (await self.repo.telegram_chat(session)).get("not_safe_at") is not None:
+        session, chat = await self._chat(name, chat_id)
+        if chat.get("not_safe_at") is not None:
             # The client said it is not safe now and has not written since (see the module's doc).
             self.metrics.replies.labels("held_not_safe").inc()
             await self._report(

@@ -306,9 +306,10 @@ async def test_a_chat_id_is_kept_nowhere_in_the_database(
 async def test_an_open_thread_keyed_by_its_chat_id_goes_on_and_is_hidden(
     gateway: Gateway, bot: Bot, vera: Consultant
 ) -> None:
-    """A chat whose open thread (and the bot's trail) were stored under its chat id, before
-    chats were named by a pseudonym: its next message joins that thread, and "not safe now"
-    deletes what was remembered under the id and marks that thread."""
+    """A chat whose open thread, the bot's trail and its "not safe now" were stored under its
+    chat id, before chats were named by a pseudonym: a reply is still held back until they
+    write; their next message joins that thread; and "not safe now" deletes what was
+    remembered under the id and marks that thread."""
     tg, api, chat = bot.telegram, bot.api, 533
     client = make_client(gateway.urls.mongo_url)
     try:
@@ -326,9 +327,25 @@ async def test_an_open_thread_keyed_by_its_chat_id_goes_on_and_is_hidden(
         )
         await repo.threads.insert_one(legacy)
         earlier = tg.text(chat, "Раньше")  # what the bot remembered before, by the chat id
-        await ChatRepository(repo.db).remember_telegram_message(
+        chats = ChatRepository(repo.db)
+        await chats.remember_telegram_message(
             f"dvbot:{chat}", earlier["message"]["message_id"], at, at + timedelta(hours=48), 100
         )
+        await chats.set_telegram_chat(f"dvbot:{chat}", {"not_safe_at": at}, at + timedelta(days=30))
+        # They said it was not safe, before the upgrade: a reply is held back, not sent.
+        status, taken = await vera.call("POST", "/api/queues/gp-dv/next")
+        assert status == 200 and taken["id"] == legacy["_id"]
+        status, sent = await reply(vera, legacy["_id"], "Вы здесь?")
+        assert status == 202, sent
+        held = await vera.wait_event(
+            lambda e: e["name"] == "MessageDelivered" and e["message_id"] == sent["id"]
+        )
+        assert held["data"]["status"] == "failed"
+        _, view = await vera.call("GET", f"/api/threads/{legacy['_id']}")
+        (delivery,) = [m["delivery"] for m in view["messages"] if m["id"] == sent["id"]]
+        assert "not safe" in delivery["detail"]
+        assert not any(c.body.get("text") == "Вы здесь?" for c in api.sent(chat))
+        assert await chats.telegram_chats.find_one({"_id": f"dvbot:{chat}"}) is None  # moved
         assert await tg.post(tg.text(chat, "Это снова я")) == 200
         received = await vera.wait_event(lambda e: e["name"] in ("MessageReceived", "ThreadQueued"))
         assert (received["name"], received["thread_id"]) == ("MessageReceived", legacy["_id"])

@@ -338,3 +338,58 @@ async def test_a_note_sealed_under_a_key_retired_meanwhile_is_sealed_again(
     assert texts == [None, f"{CANARY} note"]
     thread = await repo.thread(tid)
     assert thread is not None and "text_deleted_at" not in thread and "data_key" in thread
+
+
+def client_message(tid: str, text: str) -> dict[str, Any]:
+    """A client's message of thread ``tid``, as the repository stores one (before sealing)."""
+    return {
+        "_id": new_id(),
+        "source_id": f"chat:{new_id()}",
+        "thread_id": tid,
+        "direction": "in",
+        "author": "client",
+        "channel": "chat",
+        "text": text,
+        "created_at": utcnow(),
+    }
+
+
+async def test_a_cleared_thread_holding_a_message_not_cleared_keeps_its_key(
+    repo: Repository, sealed: Repository
+) -> None:
+    """A message stored in a cleared thread whose mark was never lifted (its writer died between
+    storing it and lifting the mark): retention keeps the key and lifts the mark, so the
+    message reads and is cleared in its turn."""
+    tid, _ = await stored_thread(sealed, "earlier")
+    assert await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {}) == 1
+    thread = await repo.thread(tid)
+    assert thread is not None
+    await sealed.messages.insert_one(await sealed.seal_message(thread, client_message(tid, f"{CANARY} late")))
+    await repo.threads.update_one({"_id": tid}, {"$set": {"text_deleted_at": utcnow() - timedelta(days=2)}})
+    assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 0
+    kept = await repo.thread(tid)
+    assert kept is not None and "data_key" in kept and "text_deleted_at" not in kept
+    assert f"{CANARY} late" in [m.get("text") for m in await sealed.thread_messages(tid)]
+
+
+async def test_an_address_given_back_under_a_key_retired_meanwhile_is_sealed_again(
+    repo: Repository, sealed: Repository
+) -> None:
+    """The person writes to a cleared thread; the writer read it with the key retention retires
+    between the message's sealing and its storing: the message and the address it gives back
+    are sealed under the thread's new key, so a reply still reaches them."""
+    tid, _ = await stored_thread(sealed, "earlier")
+    assert await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {}) == 1
+    await repo.threads.update_one({"_id": tid}, {"$set": {"text_deleted_at": utcnow() - timedelta(days=2)}})
+    read = await repo.thread(tid)  # the writer's read: cleared, no address, with its key
+    assert read is not None and "data_key" in read
+    assert (await sealed.open_thread(read))["client"]["address"] is None
+    written = client_message(tid, f"{CANARY} again")
+    stored = await sealed.seal_message(read, written)
+    assert await sealed.retire_keys(utcnow() - timedelta(days=1)) == 1  # the key goes now
+    await repo.messages.insert_one(stored)
+    await sealed.text_added(read, "s-again", "chat:s-again", written)
+    thread = await repo.thread(tid)
+    assert thread is not None and "data_key" in thread and "text_deleted_at" not in thread
+    assert (await sealed.open_thread(thread))["client"]["address"] == "s-again"
+    assert [m.get("text") for m in await sealed.thread_messages(tid)] == [None, f"{CANARY} again"]
