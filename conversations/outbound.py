@@ -24,7 +24,7 @@ from conversations.contact_plan import NOT_OUT, ContactPlan
 from conversations.repository import Doc, Repository
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
-from shared.envelope import Channel, OutboundMessage, utcnow
+from shared.envelope import AttachmentRef, Channel, OutboundMessage, utcnow
 from shared.lease import Lease
 from shared.logs import get_logger
 from shared.supervise import Heartbeat, PassFailures
@@ -57,6 +57,7 @@ def outbound_envelope(thread: Doc, doc: Doc, plan: ContactPlan | None = None) ->
         hold=(delivery.get("detail") or "held") if delivery.get("status") in NOT_OUT else None,
         sender_name=plan.sender_name if plan is not None else None,
         neutral_subject=plan.subject if plan is not None else None,
+        attachments=[AttachmentRef.model_validate(a) for a in doc.get("attachments") or []],
     )
 
 

@@ -31,7 +31,7 @@ from conversations.contact_plan import NOT_OUT, ContactPlans
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, session_thread_key, thread_id_for
 from conversations.model import Outcome, address_kept, closed_consultation
-from conversations.rawmail import RAW_MAILS
+from conversations.rawmail import ATTACHMENTS, RAW_MAILS
 from conversations.search import SearchIndex
 from conversations.vault import SEALED, Vault, open_attachment_names, seal_fields
 from shared.envelope import DeliveryStatus, InboundMessage, utcnow
@@ -161,6 +161,8 @@ class Repository:
         await self.clients.keys.create_index([("client_id", ASCENDING)], name="client")
         if self.vault is not None:
             await self.vault.ensure_indexes()
+        # Files consultants upload to a thread (services/store/reply_files.py): cleared with it.
+        await self.db[ATTACHMENTS].create_index([("thread_id", ASCENDING)], name="thread")
         # Retention deletes the data keys of threads it cleared (a later pass; retire_keys).
         await self.threads.create_index([("text_deleted_at", ASCENDING)], name="text_deleted")
         # A client's mail that names only our reply's token (email_thread_by_reference).
@@ -790,8 +792,10 @@ class Repository:
         idempotency_key: str,
         email_domain: str,
         held: str | None = None,
+        attachments: list[Doc] | None = None,
     ) -> tuple[Doc, bool]:
         """Store a consultant's reply once per (consultant, Idempotency-Key); (doc, created).
+        ``attachments``: the files it carries (services/store/reply_files.py), by reference.
         ``held``: why the client's safe-contact plan forbids it now (conversations/
         contact_plan.py): then it is stored held, and no outbox pass publishes it.
 
@@ -801,9 +805,20 @@ class Repository:
         new one nor reach the other thread's client).
         """
         doc, created = await self.add_outbound(
-            thread, f"consultant:{login}", text, f"reply:{login}:{idempotency_key}", email_domain, held
+            thread,
+            f"consultant:{login}",
+            text,
+            f"reply:{login}:{idempotency_key}",
+            email_domain,
+            held,
+            attachments,
         )
-        if not created and (doc["thread_id"] != thread["_id"] or doc.get("text") != text):
+        files = [a.get("id") for a in doc.get("attachments") or []]
+        if not created and (
+            doc["thread_id"] != thread["_id"]
+            or doc.get("text") != text
+            or files != [a["id"] for a in attachments or []]
+        ):
             raise IdempotencyKeyReused
         if created:
             await self.threads.update_one(
@@ -817,7 +832,14 @@ class Repository:
         return doc, created
 
     async def add_outbound(
-        self, thread: Doc, author: str, text: str, source_id: str, email_domain: str, held: str | None = None
+        self,
+        thread: Doc,
+        author: str,
+        text: str,
+        source_id: str,
+        email_domain: str,
+        held: str | None = None,
+        attachments: list[Doc] | None = None,
     ) -> tuple[Doc, bool]:
         """Store an outbound message once per ``source_id``; (doc, created). ``held``: see
         :meth:`add_reply`."""
@@ -840,6 +862,8 @@ class Repository:
             # the broker was away is published by the store's outbox sweeper once it is back.
             "published": False,
         }
+        if attachments:
+            doc["attachments"] = [dict(a) for a in attachments]
         if thread["channel"] == "email":
             # Opaque: says nothing about the client; carries the thread's reply token so a
             # reply to it can be matched even if a client's mailer trims References.

@@ -126,6 +126,10 @@ class OutboundMessage(Envelope):
     )
     sender_name: str | None = Field(default=None, description="neutral From display name for e-mail")
     neutral_subject: str | None = Field(default=None, description="neutral Subject for e-mail")
+    attachments: list[AttachmentRef] = Field(
+        default_factory=list,
+        description="files a consultant attached (cleaned, in mail_attachments by id); e-mail only",
+    )
 
 
 class DeliveryStatus(StrEnum):

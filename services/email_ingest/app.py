@@ -63,7 +63,9 @@ def create_app(settings: EmailIngestSettings) -> web.Application:
         cycle = max(settings.idle_seconds, settings.poll_seconds) + 2 * settings.watchdog_seconds
         try:
             raw = RawStore(db, vault)
-            sender = ReplySender.on(db, settings, config, broker, smtp_tls, SmtpMetrics(registry))
+            sender = ReplySender.on(
+                db, settings, config, broker, smtp_tls, SmtpMetrics(registry), vault=vault
+            )
             for ensure in (raw.ensure_indexes, sender.ensure_indexes):
                 await retry_until_ready("database", ensure, settings.startup_timeout, (PyMongoError,))
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)

@@ -58,7 +58,7 @@ import re
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email import policy
 from email.errors import HeaderParseError, MessageError
@@ -75,6 +75,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from conversations.rawmail import ATTACHMENT_DATA, ATTACHMENTS, Erased, open_value
+from conversations.vault import Vault
 from services.email_ingest.mime import is_msg_id
 from services.email_ingest.ratelimit import WINDOW_SECONDS, SendLimit
 from services.email_ingest.settings import EmailIngestSettings
@@ -149,8 +151,21 @@ def _recipient(value: str) -> str:
     return address
 
 
+@dataclass(frozen=True)
+class File:
+    """A file a consultant attached (services/store/reply_files.py), cleaned when it was stored."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
 def build_reply(
-    out: OutboundMessage, from_address: str, from_name: str, fixed_subject: str | None = None
+    out: OutboundMessage,
+    from_address: str,
+    from_name: str,
+    fixed_subject: str | None = None,
+    files: Sequence[File] = (),
 ) -> EmailMessage:
     """The reply mail: our Message-ID, threaded to the client's last mail.
 
@@ -188,6 +203,11 @@ def build_reply(
     # Base64 for any non-ASCII text: the mail is then 7-bit (headers are encoded words), so no
     # server needs 8BITMIME (RFC 6152) for it; ASCII text goes as it is.
     mail.set_content(out.text, cte=None if out.text.isascii() else "base64")
+    for f in files:
+        maintype, _, subtype = f.content_type.partition("/")
+        mail.add_attachment(
+            f.data, maintype=maintype, subtype=subtype, filename=header_text(f.filename) or "attachment"
+        )
     return mail
 
 
@@ -219,16 +239,40 @@ def checked(mail: EmailMessage) -> Outgoing:
         again = BytesParser(policy=policy.default).parsebytes(data)
         built = [(k.lower(), str(v)) for k, v in mail.items()]
         read = [(k.lower(), str(v)) for k, v in again.items()]
-        body = again.get_content() if not again.is_multipart() else None
-    except (MessageError, ValueError, LookupError, TypeError, IndexError, AttributeError) as exc:
+        text_built, files_built = _parts(mail)
+        text_read, files_read = _parts(again)
+    except (MessageError, ValueError, LookupError, TypeError, IndexError, AttributeError, KeyError) as exc:
         raise UnsafeReply(f"the reply could not be serialised ({type(exc).__name__})") from None
     if read != built or any("\r" in v or "\n" in v for _, v in read):
         raise UnsafeReply("the reply's headers did not read back as built")
     if [a.addr_spec for a in getattr(again["To"], "addresses", ())] != [recipient]:
         raise UnsafeReply("the reply's recipient did not read back as built")
-    if again.get_content_type() != "text/plain" or _lines(body) != _lines(mail.get_content()):
+    if text_read is None or _lines(text_read) != _lines(text_built):
         raise UnsafeReply("the reply's body did not read back as built")
+    if files_read != files_built:
+        raise UnsafeReply("the reply's files did not read back as built")
     return Outgoing(sender, recipient, data)
+
+
+def _parts(mail: EmailMessage) -> tuple[object, list[tuple[str, str | None, bytes]]]:
+    """A reply's text (None unless it is one text/plain part, alone or first of a
+    multipart/mixed) and its files (content type, name, bytes), in order."""
+    if not mail.is_multipart():
+        return (mail.get_content() if mail.get_content_type() == "text/plain" else None), []
+    if mail.get_content_type() != "multipart/mixed":
+        return None, []
+    parts = list(mail.iter_parts())
+    if not parts or parts[0].get_content_type() != "text/plain" or parts[0].is_attachment():
+        return None, []
+    files = []
+    for part in parts[1:]:
+        if not part.is_attachment() or part.is_multipart():
+            return None, []
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            return None, []
+        files.append((part.get_content_type(), part.get_filename(), payload))
+    return parts[0].get_content(), files
 
 
 @dataclass(frozen=True)
@@ -357,7 +401,13 @@ class ReplySender:
         tls_context: ssl.SSLContext | None,
         metrics: SmtpMetrics,
         leases: Lease,
+        files: AsyncCollection[dict[str, Any]] | None = None,
+        vault: Vault | None = None,
     ) -> None:
+        """``files`` and ``vault``: where the files consultants attach are kept, and what opens
+        them (services/store/reply_files.py); a reply that names one needs both."""
+        self.files = files
+        self.vault = vault
         self.s = settings
         self.sent = sent
         self.attempts = attempts
@@ -380,6 +430,7 @@ class ReplySender:
         tls_context: ssl.SSLContext | None,
         metrics: SmtpMetrics,
         window: float = WINDOW_SECONDS,
+        vault: Vault | None = None,
     ) -> ReplySender:
         """The sender on the service's collections; ``window``: the rate limit's (tests shorten it)."""
         return cls(
@@ -392,6 +443,8 @@ class ReplySender:
             tls_context,
             metrics,
             Lease(db["smtp_send_leases"], LEASE_SECONDS),
+            db[ATTACHMENTS],
+            vault,
         )
 
     async def ensure_indexes(self) -> None:
@@ -527,6 +580,24 @@ class ReplySender:
                 await asyncio.sleep(delay)  # backoff while the database is away
                 delay = min(delay * 2, 10.0)
 
+    async def _attached(self, out: OutboundMessage) -> list[File] | None:
+        """The files the reply names, opened; None when one is no longer kept (retention or
+        an erasure cleared the thread). Raises what the database raises (then the reply is
+        tried again)."""
+        files = []
+        for ref in out.attachments:
+            doc = None
+            if self.files is not None:
+                doc = await self.files.find_one({"_id": ref.id, "thread_id": out.thread_id})
+            try:
+                data = await open_value(self.vault, (doc or {}).get("data"), ATTACHMENT_DATA)
+            except Erased:
+                data = None
+            if not isinstance(data, bytes):
+                return None
+            files.append(File(ref.filename, ref.content_type, data))
+        return files
+
     async def _report(self, out: OutboundMessage, status: DeliveryStatus, detail: str) -> None:
         report = DeliveryReport(
             message_id=out.message_id, thread_id=out.thread_id, status=status, at=utcnow(), detail=detail
@@ -536,6 +607,10 @@ class ReplySender:
     async def _deliver(self, out: OutboundMessage, holder: str) -> tuple[DeliveryStatus, str]:
         """Hand the mail to the SMTP server, retrying temporary failures with backoff."""
         who = identity_for(out.line, self.s, self.config)
+        files = await self._attached(out)
+        if files is None:
+            self.metrics.failures.labels("unsafe").inc()
+            return DeliveryStatus.FAILED, "a file attached to it is no longer kept"
         try:
             # The client's safe-contact plan may name a neutral sender and subject.
             mail = checked(
@@ -544,6 +619,7 @@ class ReplySender:
                     who.from_address,
                     out.sender_name or who.from_name,
                     out.neutral_subject or who.subject,
+                    files,
                 )
             )
         except UnsafeReply as exc:

@@ -30,6 +30,7 @@ from conversations import announce, client_left
 from conversations.client_left import NOT_SAFE
 from conversations.model import URGENT
 from conversations.outbound import publish_outbound
+from conversations.rawmail import ATTACHMENT_NAME, ATTACHMENTS, open_value
 from conversations.repository import SEALED_SUBJECT, Doc, IdempotencyKeyReused, Repository
 from services.store import stats
 from services.store.audit import ReadAudit
@@ -176,7 +177,8 @@ class ConsultantApi:
         org = None if user.role in SUPERVISORS else user.organisation
         return self.config.queues_visible_to(org, user.lines)
 
-    async def _thread(self, request: web.Request) -> tuple[User, Doc]:
+    async def thread_of(self, request: web.Request) -> tuple[User, Doc]:
+        """The user and the thread the route names, if they may see it (else 404)."""
         user: User = request["user"]
         thread = await self.visible_thread(user, request.match_info["id"])
         if thread is None:
@@ -442,7 +444,7 @@ class ConsultantApi:
         return web.json_response(await self.view(await self._claimed(user, thread)))
 
     async def claim(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         if thread.get("assignee") != user.login and thread["channel"] in await self._full_channels(user):
             return problem(
                 409, "At capacity", f"you hold as many {thread['channel']} conversations as you may"
@@ -455,14 +457,14 @@ class ConsultantApi:
     async def history(self, request: web.Request) -> web.Response:
         """Every change of a thread with its time: queued, claimed, released, transferred,
         escalated, closed (for wait and first-response reports)."""
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         await self.audit.record(thread["_id"], user.login, "history")
         return web.json_response([jsonable(e) for e in await self.repo.thread_history(thread["_id"])])
 
     async def reads(self, request: web.Request) -> web.Response:
         """Who read this thread and when (supervisors)."""
         require(request, SUPERVISORS)
-        _, thread = await self._thread(request)
+        _, thread = await self.thread_of(request)
         return web.json_response([jsonable(r) for r in await self.audit.of_thread(thread["_id"])])
 
     async def overview(self, request: web.Request) -> web.Response:
@@ -555,7 +557,7 @@ class ConsultantApi:
         return web.json_response({"login": login, "disabled": True})
 
     async def release(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         holder = None if user.role in SUPERVISORS else user.login
         released = await self.repo.release(thread["_id"], holder)
         if released is None:
@@ -566,7 +568,7 @@ class ConsultantApi:
         return web.json_response(await self.view(released))
 
     async def note(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         text = (await self._json(request)).get("text")
         if not isinstance(text, str) or not text.strip():
             return problem(422, "text is required")
@@ -575,7 +577,7 @@ class ConsultantApi:
         return web.json_response(jsonable(doc), status=201)
 
     async def transfer(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         body = await self._json(request)
         queue, note = body.get("queue"), body.get("note")
         if not isinstance(queue, str) or queue not in self.config.queues:
@@ -595,7 +597,7 @@ class ConsultantApi:
         return web.json_response(await self.view(moved))
 
     async def thread(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         # Recorded before anything is sent: a read that could not be recorded is not answered.
         await self.audit.record(thread["_id"], user.login, "thread")
         messages = await self.repo.thread_messages(thread["_id"])
@@ -610,15 +612,19 @@ class ConsultantApi:
         return web.json_response(view)
 
     async def reply(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         key = request.headers.get("Idempotency-Key", "")
         if not 8 <= len(key) <= 100:
             return problem(400, "Idempotency-Key header of 8-100 characters is required")
-        text = (await self._json(request)).get("text")
+        body = await self._json(request)
+        text = body.get("text")
         if not isinstance(text, str) or not text.strip():
             return problem(422, "text is required")
         if thread["status"] != "active" or thread.get("assignee") != user.login:
             return problem(409, "Claim the thread before replying")
+        files = await self._reply_files(thread, body.get("attachments", []))
+        if isinstance(files, web.Response):
+            return files
         if client_left.holds_replies(thread.get("client_left")):
             # A reply could be seen by whoever made it unsafe (conversations/client_left.py).
             return problem(
@@ -631,7 +637,7 @@ class ConsultantApi:
         held = await self.held.hold_for(thread) if self.held is not None else None
         try:
             doc, created = await self.repo.add_reply(
-                thread, user.login, text, key, self.s.message_id_domain, held
+                thread, user.login, text, key, self.s.message_id_domain, held, files
             )
         except IdempotencyKeyReused:
             return problem(
@@ -659,8 +665,40 @@ class ConsultantApi:
             await self._event("MessageSent", thread, user.login, message_id=doc["_id"])
         return web.json_response(jsonable(doc), status=202)
 
+    async def _reply_files(self, thread: Doc, ids: Any) -> list[Doc] | web.Response:
+        """The files a reply names (services/store/reply_files.py): uploaded to this thread,
+        at most five; their references as the message keeps them, or the problem to answer."""
+        if ids in (None, []):
+            return []
+        if thread["channel"] != "email":
+            return problem(422, "Files go by e-mail only", "a chat shows text only", invalid=["attachments"])
+        if not isinstance(ids, list) or len(ids) > 5 or not all(isinstance(i, str) for i in ids):
+            return problem(422, "attachments: at most 5 file ids", invalid=["attachments"])
+        found: dict[str, Doc] = {}
+        query = {"_id": {"$in": ids}, "thread_id": thread["_id"]}
+        async for f in self.repo.db[ATTACHMENTS].find(query, {"filename": 1, "content_type": 1, "size": 1}):
+            found[f["_id"]] = f
+        if len(set(ids)) != len(ids) or set(ids) - set(found):
+            return problem(
+                422, "No such file in this thread", "upload it to this thread first", invalid=["attachments"]
+            )
+        refs = []
+        for i in ids:
+            f = found[i]
+            name = await open_value(self.repo.vault, f["filename"], ATTACHMENT_NAME)
+            refs.append(
+                {
+                    "id": i,
+                    "filename": name,
+                    "content_type": f["content_type"],
+                    "size": f["size"],
+                    "stored": True,
+                }
+            )
+        return refs
+
     async def close(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         body = await self._json(request)
         # Without an outcome the close is a consultation: clients that send {case} alone keep working.
         outcome = body.get("outcome", "consultation")
@@ -728,7 +766,7 @@ class ConsultantApi:
         ``silent``, all in this request. Two consultants acting at once: the claim (or, on a
         held thread, the close) admits one, and the other gets 409. The claim is not held to
         the consultant's capacity: it ends with this request."""
-        user, thread = await self._thread(request)
+        user, thread = await self.thread_of(request)
         if client_left.CLOSE_REASON not in self.config.close_reasons:
             return problem(409, "No close reason silent is configured", "close_reasons has no silent")
         if thread["status"] == "closed" or not thread.get("client_left"):

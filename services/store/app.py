@@ -26,6 +26,7 @@ from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.held_replies import HeldReplies
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
+from services.store.reply_files import ReplyFileRoutes
 from services.store.retention import LEASE_SECONDS as RETENTION_LEASE_SECONDS
 from services.store.retention import RetentionJob
 from services.store.search import SearchRoutes
@@ -98,6 +99,7 @@ def create_app(settings: StoreSettings) -> web.Application:
     reports.register(app, config, repo, api.sessions, settings.stats_timezone, settings.stats_min_cell)
     CaseReportRoutes(api).add_routes(app)
     AttachmentRoutes(api).add_routes(app)
+    ReplyFileRoutes(api).add_routes(app)
     ErasureRoutes(api).add_routes(app)
     app.router.add_get("/api/events", hub.handle_ws)
     app.router.add_get("/api/openapi.json", openapi.serve)

@@ -28,7 +28,6 @@ from conversations.contact_plan import ContactPlan, plan_key
 from conversations.model import EventName
 from conversations.repository import Doc
 from services.store.api import ConsultantApi, jsonable
-from services.store.auth import User
 from services.store.held_replies import HeldReplies
 from shared.envelope import DeliveryStatus
 from shared.http import problem
@@ -54,20 +53,13 @@ class ContactPlanRoutes:
         self.held = held
         self.plans = api.repo.contact_plans
 
-    async def _thread(self, request: web.Request) -> tuple[User, Doc]:
-        user: User = request["user"]
-        thread = await self.api.visible_thread(user, request.match_info["id"])
-        if thread is None:
-            raise web.HTTPNotFound(text="no such thread")
-        return user, thread
-
     async def get(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.api.thread_of(request)
         await self.api.audit.record(thread["_id"], user.login, "contact_plan")
         return web.json_response(plan_view(thread, await self.plans.plan_doc(thread)))
 
     async def put(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.api.thread_of(request)
         body = await self.api.json_body(request)
         try:
             plan = ContactPlan.model_validate(body)
@@ -84,7 +76,7 @@ class ContactPlanRoutes:
         return web.json_response(plan_view(thread, doc))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        user, thread = await self._thread(request)
+        user, thread = await self.api.thread_of(request)
         message_id = request.match_info["message"]
         if not await self.plans.cancel(message_id, thread["_id"], user.login):
             return problem(409, "Only a held reply can be cancelled", "it was sent, released or cancelled")

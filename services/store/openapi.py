@@ -349,6 +349,23 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "summary": "The thread with its messages and notes (the read is recorded)",
         "responses": {"200": _ok("thread", _ref("ThreadWithMessages")), "401": PROBLEM, "404": PROBLEM},
     }),
+    ("POST", "/api/threads/{id}/attachments"): ("thread holder", {
+        "summary": "Attach a file to the next reply by e-mail: a PDF or an image, cleaned of its metadata",
+        "description": "multipart/form-data with one part named file, at most "
+        "STORE_MAX_REPLY_ATTACHMENT_BYTES (413 beyond). A PDF's pages are copied into a new document "
+        "without its information dictionary, XMP metadata, scripts, actions or annotations; an image is "
+        "decoded and encoded again (no EXIF); anything else is refused (415), and a PDF with a password "
+        "(422). Stored sealed under the thread's key; name its id in the reply's attachments. E-mail "
+        "threads only (422); the thread must be claimed by the caller (409).",
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _obj(
+            ["file"], file={"type": "string", "format": "binary"})}}},
+        "responses": {
+            "201": _ok("stored", _obj(["id", "filename", "content_type", "size"], id=STR, filename=STR,
+                                       content_type=STR, size={"type": "integer"})),
+            "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "413": PROBLEM, "415": PROBLEM,
+            "422": PROBLEM,
+        },
+    }),
     ("GET", "/api/threads/{id}/attachments/{attachment}"): ("thread", {
         "summary": "An attachment of the thread's messages, as a download (the read is recorded)",
         "description": "Content-Disposition: attachment, X-Content-Type-Options: nosniff, no caching. "
@@ -436,7 +453,9 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "until the client writes again. A reply the client's safe-contact plan forbids now is accepted "
         "and stored held, with the reason in delivery.detail (GET/PUT .../contact-plan).",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": True, "schema": STR}],
-        "requestBody": _body(_obj(["text"], text=STR)),
+        "requestBody": _body(_obj(["text"], text=STR, attachments={
+            "type": "array", "maxItems": 5, "items": STR,
+            "description": "ids of files uploaded to this thread (POST .../attachments); e-mail only"})),
         "responses": {
             "202": _ok("accepted", _ref("Message")),
             "400": PROBLEM, "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM,

@@ -292,6 +292,11 @@ async def clear_thread(repo: Repository, tid: str, before: datetime, still: Doc)
             {"_id": {"$in": attachments}},
             {"$set": {"data": None, "filename": None, "text_deleted": True}},
         )
+    # Files a consultant uploaded to the thread and never sent (services/store/reply_files.py).
+    await db["mail_attachments"].update_many(
+        {"thread_id": tid, "stored_at": {"$lt": before}, "text_deleted": {"$exists": False}},
+        {"$set": {"data": None, "filename": None, "text_deleted": True}},
+    )
     # Each consultation's case form that ended before the cut-off.
     async for c in repo.consultations.find({"thread_id": tid}, {"case": 1, "closed_at": 1}):
         ended = c.get("closed_at")

@@ -31,6 +31,13 @@ class StoreSettings(TextSettings):
         "address a log-in comes from; used only to throttle failed log-ins, never stored or logged",
     )
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest API request body")
+    max_reply_attachment_bytes: int = Field(
+        default=5 * 1024 * 1024,
+        ge=1024,
+        le=10 * 1024 * 1024,
+        description="Largest file a consultant may attach to an e-mail reply (PDF or image), as sent; "
+        "the proxy's limit for that route must be above it",
+    )
     stats_timezone: str = Field(
         default="Europe/Minsk", description="Time zone that decides a consultation's day, month and year"
     )

@@ -60,6 +60,7 @@ THREAD_ROUTES = [
     ("GET", "/api/threads/{id}", None),
     ("GET", "/api/threads/{id}/history", None),
     ("GET", "/api/threads/{id}/attachments/{attachment}", None),
+    ("POST", "/api/threads/{id}/attachments", None),
     ("GET", "/api/threads/{id}/reads", None),
     ("POST", "/api/threads/{id}/claim", None),
     ("POST", "/api/threads/{id}/messages", {"text": "hello"}),

@@ -16,6 +16,7 @@
       consultants: "Consultants", nobody_waiting: "Nobody is waiting in this queue.",
       client: "Client", bot: "Automatic answer", note: "Internal note", status: "Status",
       take: "Take this conversation", reply: "Reply", send_reply: "Send reply",
+      attach_file: "Attach a file (PDF or image)", remove_file: "Remove",
       canned: "Canned answer", choose: "— choose —", add_note: "Add note", note_label: "Note",
       transfer_to: "Transfer to", transfer_note: "Transfer note", transfer: "Transfer",
       release: "Release", close: "Close…", close_case: "Close with this case form",
@@ -45,6 +46,7 @@
       nobody_waiting: "В этой очереди никто не ждёт.", client: "Клиент", bot: "Автоответ",
       note: "Внутренняя заметка", status: "Статус", take: "Взять обращение", reply: "Ответ",
       send_reply: "Отправить", canned: "Шаблон ответа", choose: "— выберите —", add_note: "Добавить заметку",
+      attach_file: "Приложить файл (PDF или изображение)", remove_file: "Убрать",
       note_label: "Заметка", transfer_to: "Передать в", transfer_note: "Комментарий к передаче",
       transfer: "Передать", release: "Вернуть в очередь", close: "Закрыть…",
       close_case: "Закрыть с этой анкетой", case_form: "Анкета обращения", cancel: "Отмена",
@@ -486,6 +488,42 @@
         form.appendChild(labelled(t("canned"), sel));
       }
       form.appendChild(ta);
+      // A file goes by e-mail only: uploaded (cleaned of its metadata by the server) when
+      // chosen, kept in the draft, named in the reply when it is sent.
+      var fileIds = function () { return (draft(id).files || []).map(function (f) { return f.id; }); };
+      if (th.channel === "email") {
+        var chooser = el("input", { "type": "file", "id": "reply-file", "accept": "application/pdf,image/*" });
+        var chosen = el("ul", { "id": "reply-files" });
+        var drawFiles = function () {
+          chosen.textContent = "";
+          (draft(id).files || []).forEach(function (f, i) {
+            var li = el("li", {}, f.filename + " (" + Math.max(1, Math.round(f.size / 1024)) + " KB) ");
+            var rm = el("button", { "type": "button", "aria-label": t("remove_file") + ": " + f.filename }, t("remove_file"));
+            rm.addEventListener("click", function () { draft(id).files.splice(i, 1); drawFiles(); });
+            li.appendChild(rm);
+            chosen.appendChild(li);
+          });
+        };
+        chooser.addEventListener("change", function () {
+          var file = chooser.files && chooser.files[0];
+          if (!file) { return; }
+          var fd = new FormData();
+          fd.append("file", file, file.name);
+          fetch(path + "/attachments", { method: "POST", credentials: "same-origin", body: fd,
+            headers: { "X-CSRF-Token": csrf || "", "Accept": "application/json" } }).then(function (r) {
+            if (r.status === 401) { sessionEnded(); throw new Error("not logged in"); }
+            return r.json().then(function (j) {
+              if (!r.ok) { var err = new Error(j.title || r.statusText); err.problem = j; throw err; }
+              draft(id).files = (draft(id).files || []).concat([j]);
+              chooser.value = "";
+              drawFiles();
+            });
+          }).catch(function (err) { chooser.value = ""; showError(err); });
+        });
+        form.appendChild(labelled(t("attach_file"), chooser));
+        form.appendChild(chosen);
+        drawFiles();
+      }
       form.appendChild(el("button", { "type": "submit" }, t("send_reply")));
       form.addEventListener("submit", function (ev) {
         ev.preventDefault();
@@ -495,12 +533,15 @@
         // kept in the draft, so it outlives a redraw of the thread between a send whose answer
         // was lost and its retry (a live update, the language switched).
         var d = draft(id);
-        var key = d.key && d.keyText === ta.value ? d.key
+        var ids = fileIds();
+        var sent = ta.value + "\n" + ids.join(",");  // the same text and files: the same reply
+        var key = d.key && d.keyText === sent ? d.key
           : (crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random());
         d.key = key;
-        d.keyText = ta.value;
-        api("POST", path + "/messages", { text: ta.value }, { "Idempotency-Key": key }).then(function () {
-          delete d.key; ta.value = ""; d.reply = ""; openThread(id);
+        d.keyText = sent;
+        var body = ids.length ? { text: ta.value, attachments: ids } : { text: ta.value };
+        api("POST", path + "/messages", body, { "Idempotency-Key": key }).then(function () {
+          delete d.key; ta.value = ""; d.reply = ""; d.files = []; openThread(id);
         }).catch(showError);
       });
       box.appendChild(form);
