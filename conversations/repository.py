@@ -30,7 +30,7 @@ from conversations.clients import ClientRepository
 from conversations.contact_plan import NOT_OUT, ContactPlans
 from conversations.email_threading import our_message_ids
 from conversations.identity import new_id, session_thread_key, thread_id_for
-from conversations.model import Outcome, address_kept, closed_consultation
+from conversations.model import Outcome, ThreadStatus, address_kept, closed_consultation
 from conversations.rawmail import ATTACHMENTS, RAW_MAILS
 from conversations.search import SearchIndex
 from conversations.vault import SEALED, Vault, open_attachment_names, seal_fields
@@ -1074,10 +1074,19 @@ class Repository:
         had when it was read. Retention deletes the key of a thread it cleared
         (:meth:`retire_keys`, only while the thread is marked): if that happened between the
         read and the write, the message is sealed again under the thread's new key, so
-        nothing a person wrote is lost to a key deleted under it."""
+        nothing a person wrote is lost to a key deleted under it. An erasure deletes the keys of
+        closed threads at once (services/store/erasure.py): for a thread read closed, the
+        thread is read again after the write, and a clearing or a key deletion that happened
+        meanwhile is handled the same way (one read, for a message to a closed thread only)."""
+        used = thread.get("data_key")
+        if written is not None and thread.get("status") == ThreadStatus.CLOSED:
+            now = await self.threads.find_one({"_id": thread["_id"]})
+            if now is not None and (
+                now.get("data_key") != used or "text_deleted_at" in now or not address_kept(now)
+            ):
+                thread = now
         if "text_deleted_at" not in thread and address_kept(thread):
             return
-        used = thread.get("data_key")
         update: Doc = {"$unset": {"text_deleted_at": ""}}
         address_key = None
         if sender is not None:
@@ -1089,7 +1098,7 @@ class Repository:
                     client = {"sealed": await self.vault.seal(address_key, {"address": sender})}
             update["$set"] = {"client": client, **({"key": key} if key is not None else {})}
         await self.threads.update_one({"_id": thread["_id"]}, update)
-        if self.vault is None or "text_deleted_at" not in thread:
+        if self.vault is None:
             return
         current = await self._key_holder(thread["_id"])
         if written is not None and current.get("data_key") != used:

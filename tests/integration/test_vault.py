@@ -393,3 +393,28 @@ async def test_an_address_given_back_under_a_key_retired_meanwhile_is_sealed_aga
     assert thread is not None and "data_key" in thread and "text_deleted_at" not in thread
     assert (await sealed.open_thread(thread))["client"]["address"] == "s-again"
     assert [m.get("text") for m in await sealed.thread_messages(tid)] == [None, f"{CANARY} again"]
+
+
+async def test_a_message_that_arrives_while_the_person_is_erased_is_kept(
+    repo: Repository, sealed: Repository
+) -> None:
+    """The person writes again in the seconds a supervisor erases their closed conversation:
+    the writer read the thread before the erasure and sealed the message under the key the
+    erasure then deleted. The message is sealed again under a new key, the thread gets their
+    address back, and it reads as written; what was erased stays erased."""
+    tid, _ = await stored_thread(sealed, f"{CANARY} before")
+    await repo.threads.update_one({"_id": tid}, {"$set": {"status": "closed", "closed_at": utcnow()}})
+    read = await repo.thread(tid)  # the writer's read, before the erasure
+    assert read is not None and read["status"] == "closed"
+    session = read["key"].removeprefix("chat:")
+    written = client_message(tid, f"{CANARY} during")
+    stored = await sealed.seal_message(read, written)
+    # The erasure (services/store/erasure.py): cleared, then its keys deleted at once.
+    await clear_thread(sealed, tid, utcnow() + timedelta(seconds=5), {"status": "closed"})
+    assert await sealed.erase_text([tid]) == 1
+    await repo.messages.insert_one(stored)
+    await sealed.text_added(read, session, f"chat:{session}", written)
+    assert [m.get("text") for m in await sealed.thread_messages(tid)] == [None, f"{CANARY} during"]
+    thread = await repo.thread(tid)
+    assert thread is not None and "text_deleted_at" not in thread
+    assert (await sealed.open_thread(thread))["client"]["address"] == session
