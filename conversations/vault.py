@@ -17,7 +17,8 @@ subtype 6) and the key vault is an ordinary collection.
   key: a data key deleted is text unreadable in every copy of the data, backups included.
 - **Master key.** Every data key is wrapped by the master key, which never enters the
   database: 96 random bytes, base64, given to each service that reads or writes text
-  (``*_MASTER_KEY``; a file for the demo, a secret of the orchestrator or a KMS in production).
+  (``*_MASTER_KEY``; a file for the demo, a secret of the orchestrator in production; a KMS
+  provider of libmongocrypt, which would hold the key itself, is not wired yet).
   Its KMS provider is named after a fingerprint of the key (``local:<12 hex>``), so a second
   key can be given while the first is replaced (``*_PREVIOUS_MASTER_KEY``) and
   ``python -m services.store.keys rotate`` wraps every data key again under the current one.
