@@ -3,10 +3,10 @@ PY := .venv/bin/python
 INSTALL := bash deploy/local/install.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo up down status test bench lint
+.PHONY: help install demo up down status test test-fast bench lint
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
 install: ## install what is missing: servers (apt, go) and the Python venv
 	@$(INSTALL)
@@ -23,11 +23,18 @@ down: ## stop everything `make demo` or `make up` started
 status: ## which services answer /readyz
 	@$(PY) -m deploy.local.demo status
 
-test: install ## run the whole suite against real servers (it starts and stops its own)
-	@$(PY) -m pytest
+# Tests spend most of their time waiting on servers and services, so more workers than cores help:
+# each worker starts its own server stack; `worksteal` hands the long fault tests' neighbours on.
+TEST_WORKERS ?= 3
 
-bench: install ## run the benchmarks and print their figures
-	@$(PY) -m benchmarks
+test: install ## run the whole suite against real servers (it starts and stops its own; TEST_WORKERS=3)
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+
+test-fast: install ## the first two tiers: unit tests, and those of one real server stack (no service, no browser)
+	@$(PY) -m pytest -m "unit or server"
+
+bench: install ## run the benchmarks, print their figures (QUICK=1: shorter; JSON=1: JSON on stdout too)
+	@$(PY) -m benchmarks $(if $(QUICK),--quick) $(if $(JSON),--json) $(BENCH_ARGS)
 
 lint: install ## ruff and mypy
 	@$(PY) -m ruff check .

@@ -203,10 +203,13 @@ def run(
     mongo_url: str,
     stop: Callable[[], None],
     start: Callable[[], None],
-) -> None:
-    """Measure and print; ``stop``/``start`` stop and start email_ingest."""
-    samples = int(os.environ.get("BENCH_EMAIL_SAMPLES", "40"))
-    count = int(os.environ.get("BENCH_EMAIL_BACKLOG", "1000"))
+    samples: int | None = None,
+    count: int | None = None,
+) -> dict[str, float]:
+    """Measure and print; ``stop``/``start`` stop and start email_ingest. Returns the figures:
+    ``p95_ms``, ``import_rate``, ``fetch_rate`` (the ceiling), ``bound_rate``."""
+    samples = samples or int(os.environ.get("BENCH_EMAIL_SAMPLES", "40"))
+    count = count or int(os.environ.get("BENCH_EMAIL_BACKLOG", "1000"))
     lat = asyncio.run(latency(store, imap_port, user, samples))
     ms = 1000
     print(
@@ -233,3 +236,4 @@ def run(
         f"{rate:.0f} mails/s = {rate / ceiling:.2f} x the bare fetch "
         f"(target >= 200 mails/s and >= 0.5 x)"
     )
+    return {"p95_ms": _pct(lat, 95) * ms, "import_rate": rate, "fetch_rate": ceiling, "bound_rate": bound}

@@ -245,7 +245,24 @@ async def scan_reference(db: Any, word: str) -> float:
     return time.perf_counter() - began
 
 
-async def _run(store: str, mongo_url: str, database: str, secret: str, messages: int) -> None:
+async def stats_year(store: str) -> list[float]:
+    """Statistics for the last 365 days as a supervisor of every line, ``REPEAT`` times."""
+    today = datetime.now(UTC).date()
+    year = {"from": (today - timedelta(days=365)).isoformat(), "to": today.isoformat()}
+    times = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(f"{store}/api/session", json={"login": "sofia", "password": "sofia-demo"}) as r:
+            assert r.status == 200
+        for _ in range(REPEAT):
+            began = time.perf_counter()
+            async with http.get(f"{store}/api/stats", params=year) as r:
+                await r.read()
+                assert r.status == 200, r.status
+            times.append(time.perf_counter() - began)
+    return times
+
+
+async def _run(store: str, mongo_url: str, database: str, secret: str, messages: int) -> dict[str, Any]:
     corpus = Corpus(messages)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     try:
@@ -283,11 +300,21 @@ async def _run(store: str, mongo_url: str, database: str, secret: str, messages:
             f"search   reference: the rare word as a filter on the messages' text (no index): "
             f"{scanned:.1f} s, once"
         )
+        stats = await stats_year(store)
+        return {
+            "messages": len(corpus.messages),
+            "consultations": len(corpus.consultations),
+            "searches": results,
+            "scan_reference": scanned,
+            "stats_year": stats,
+        }
     finally:
         await client.close()
 
 
-def run(store: str, mongo_url: str, database: str, secret: str) -> None:
-    """Measure and print (see the module doc)."""
-    messages = int(os.environ.get("BENCH_SEARCH_MESSAGES", "100000"))
-    asyncio.run(_run(store, mongo_url, database, secret, messages))
+def run(
+    store: str, mongo_url: str, database: str, secret: str, messages: int | None = None
+) -> dict[str, Any]:
+    """Measure and print (see the module doc); returns the figures."""
+    messages = messages or int(os.environ.get("BENCH_SEARCH_MESSAGES", "100000"))
+    return asyncio.run(_run(store, mongo_url, database, secret, messages))

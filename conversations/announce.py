@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conversations.model import NORMAL
 from conversations.repository import Doc, Repository
 from shared import topology
 from shared.broker import PUBLISH_ERRORS, Broker
@@ -40,6 +41,9 @@ def thread_event(
         line=thread["line"],
         message_id=message_id,
         data=data if data is not None else {},
+        channel=thread.get("channel"),
+        assignee=thread.get("assignee"),
+        urgent=thread.get("priority", NORMAL) > NORMAL,
     )
 
 

@@ -81,8 +81,8 @@ class CaseEvent(StrEnum):
 
 CASE_EVENTS = frozenset(e.value for e in CaseEvent)
 # Roles that may see cases at all (of their organisation; see case_viewer).
-CASE_ROLES = frozenset({"specialist", "supervisor", "admin"})
-SUPERVISING = frozenset({"supervisor", "admin"})
+CASE_ROLES = frozenset({"specialist", "supervisor", "admin", "national_admin"})
+SUPERVISING = frozenset({"supervisor", "admin", "national_admin"})
 
 
 class CaseConflict(Exception):
@@ -96,8 +96,8 @@ class NoSuchItem(LookupError):
 @dataclass(frozen=True)
 class CaseViewer:
     """Whose cases a person sees: those of ``organisation`` on ``lines``; ``organisation`` None
-    (a supervisor or admin of whole lines, who sees every organisation's threads there too)
-    means every organisation's of those lines."""
+    (a national administrator, who sees every organisation's threads there too) means every
+    organisation's of those lines."""
 
     organisation: str | None
     lines: frozenset[str]
@@ -118,9 +118,9 @@ class CaseViewer:
 def case_viewer(role: str, organisation: str | None, lines: Iterable[str]) -> CaseViewer | None:
     """The cases a person of ``role`` in ``organisation`` working on ``lines`` may see, or None
     for none: consultants see no case (they open one and hand it over), a specialist those of
-    their organisation, a supervisor or admin those of their organisation, or of every
-    organisation when they belong to none."""
-    if role not in CASE_ROLES or (organisation is None and role not in SUPERVISING):
+    their organisation, a supervisor or admin those of their organisation, a national
+    administrator those of every organisation."""
+    if role not in CASE_ROLES or (organisation is None and role != "national_admin"):
         return None
     return CaseViewer(organisation, frozenset(lines))
 

@@ -135,6 +135,10 @@ class ClientRepository:
             return str(found["client_id"])
         return client_id
 
+    async def keys_of(self, client_id: str) -> list[str]:
+        """The keys that name this client (its addresses and Telegram account, hashed)."""
+        return [k["_id"] async for k in self.keys.find({"client_id": client_id}, {"_id": 1})]
+
     async def forget(self, client_id: str) -> int:
         """Forget what recognises this client (an erasure): the next message from their address
         or Telegram account starts a new client, unlinked to the erased one. The client record

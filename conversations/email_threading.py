@@ -5,7 +5,12 @@ A mail joins an existing thread only when both hold:
    carries the thread's reply token (our Message-IDs are ``<message id>.<token>@<domain>``,
    so the token survives a mailer that keeps only the last reference, and replies whose
    message record is gone);
-2. it comes from the thread's client (the address compared case-insensitively).
+2. it comes from the thread's client (the address compared case-insensitively);
+3. what the mailbox's trusted mail server said of its sender (RFC 8601 Authentication-Results,
+   services/email_ingest/authresults.py) matches the thread: a mail whose sender failed the
+   check (DMARC, or SPF/DKIM alignment) joins only a thread of such mail, marked "sender not
+   verified" (``sender_unverified``), never a thread of verified or unchecked mail; a mailbox
+   that trusts no server checks nothing (verdict ``unknown``), and its mail threads by From.
 Anything else starts a new thread. Subjects never merge anything: two strangers writing
 "Help" must never share a thread.
 """
@@ -53,14 +58,22 @@ def same_sender(thread: dict[str, Any], sender: str) -> bool:
     return bool(address) and address.casefold() == sender.casefold()
 
 
+def sender_unverified(msg: InboundMessage) -> bool:
+    """Whether the mailbox's trusted mail server did not confirm the mail's sender: such a mail
+    is kept apart from the person its From names (its own thread, no client record)."""
+    auth = msg.email.sender_auth if msg.email is not None else None
+    return auth is not None and auth.verdict == "failed"
+
+
 def may_join(thread: dict[str, Any] | None, msg: InboundMessage) -> bool:
     """Whether ``msg`` (which refers to ``thread``) may join it: only from the thread's client,
-    and only within the same channel and line."""
+    within the same channel and line, and only as verified as the thread (see above)."""
     return (
         thread is not None
         and thread.get("channel") == msg.channel.value
         and thread.get("line") == msg.line
         and same_sender(thread, msg.sender)
+        and bool(thread.get("sender_unverified")) == sender_unverified(msg)
     )
 
 

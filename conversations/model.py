@@ -127,11 +127,15 @@ def new_thread(
     subject: str | None = None,
     context: Mapping[str, Any] | None = None,
     client_id: str | None = None,
+    sender_unverified: bool = False,
 ) -> dict[str, Any]:
     """A new thread's document, held by nobody, with its id derived from ``key`` and a fresh
     reply token. ``context`` (a chat's language, region, topic) is stored as given, and only
     what is given: a thread of a channel without them has no such fields. ``client_id`` is the
-    person the channel names (conversations.clients), None where it names nobody."""
+    person the channel names (conversations.clients), None where it names nobody.
+    ``sender_unverified``: opened by a mail whose sender failed the trusted mail server's check
+    (conversations/email_threading.py); stored only then, and never changed."""
+    marks: dict[str, Any] = {"sender_unverified": True} if sender_unverified else {}
     return {
         "_id": thread_id_for(key),
         "key": key,
@@ -152,6 +156,7 @@ def new_thread(
         "waiting_since": waiting_since,
         # The consultation the thread's first message opens (a reopen opens the next).
         "consultation": open_consultation(1, waiting_since, queue),
+        **marks,
     }
 
 

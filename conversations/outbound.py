@@ -58,6 +58,7 @@ def outbound_envelope(thread: Doc, doc: Doc, plan: ContactPlan | None = None) ->
         sender_name=plan.sender_name if plan is not None else None,
         neutral_subject=plan.subject if plan is not None else None,
         attachments=[AttachmentRef.model_validate(a) for a in doc.get("attachments") or []],
+        organisation=doc.get("organisation"),
     )
 
 

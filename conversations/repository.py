@@ -26,6 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from conversations import client_left
+from conversations.answered_senders import AnsweredSenders
 from conversations.clients import ClientRepository
 from conversations.contact_plan import NOT_OUT, ContactPlans
 from conversations.email_threading import our_message_ids
@@ -103,6 +104,8 @@ class Repository:
         self.keys: AsyncCollection[Doc] = db["keys"]
         self.clients = ClientRepository(db)
         self.contact_plans = ContactPlans(db)
+        # The e-mail senders each line answered automatically lately (one answer per period).
+        self.answered_senders = AnsweredSenders(db)
         # What is stored waits there for the store's search indexer (conversations/search.py).
         self.search = SearchIndex(db, vault)
         # Closed consultations, one per episode of a thread (conversations.model.closed_consultation).
@@ -170,6 +173,7 @@ class Repository:
         # Ending a person's sessions (an account disabled, a password reset).
         await self.sessions.create_index([("login", ASCENDING)], name="login")
         await self.contact_plans.ensure_indexes()
+        await self.answered_senders.ensure_indexes()
 
     # --- threads -----------------------------------------------------------------------
 
@@ -307,12 +311,17 @@ class Repository:
         }
         if msg.email is not None:
             doc["email_message_id"] = msg.email.header_message_id
+            # What the mailbox's trusted mail server said of the sender (shown per message).
+            auth = msg.email.sender_auth
+            doc["sender_auth"] = auth.model_dump() if auth is not None else None
             # E-mail extras: quoted history (folded by the console), attachments (by id),
             # and whether a robot or a backlog import sent it (never auto-answered).
             doc["quoted"] = msg.email.quoted or None
             doc["attachments"] = [a.model_dump() for a in msg.email.attachments]
             doc["email_kind"] = msg.email.kind
             doc["backlog"] = msg.email.backlog
+            if msg.email.problems:  # what could not be read of it (the console names each)
+                doc["email_problems"] = list(msg.email.problems)
         # Stored and queued for the search index side by side (each write is idempotent).
         sealed = await self.seal_message(thread, doc)
         stored, _ = await asyncio.gather(
@@ -427,13 +436,18 @@ class Repository:
             counts[t["channel"]] = counts.get(t["channel"], 0) + 1
         return counts
 
-    async def claim_next(self, queue: str, login: str, full_channels: list[str] | None = None) -> Doc | None:
+    async def claim_next(
+        self, queue: str, login: str, full_channels: list[str] | None = None, passed: Doc | None = None
+    ) -> Doc | None:
         """Hand the highest-priority, longest-waiting thread of ``queue`` to ``login``.
 
         ``full_channels``: channels in which ``login`` is at capacity; their threads are passed
-        over so the consultant gets the next one they can take.
+        over so the consultant gets the next one they can take. Threads matching ``passed`` (a
+        filter: kept for colleagues with a skill, services/store/skills.py) are passed over too.
         """
         query: Doc = {"queue": queue, "status": "waiting"}
+        if passed is not None:
+            query["$nor"] = [passed]
         if full_channels:
             query["channel"] = {"$nin": full_channels}
         for _ in range(5):  # others may take the candidates first; look again a few times
@@ -462,7 +476,16 @@ class Repository:
             return None
         return await self._take(thread, login)
 
-    async def _take(self, thread: Doc, login: str) -> Doc | None:
+    async def take_over(self, thread: Doc, login: str) -> Doc | None:
+        """Make ``login`` (a supervisor) the holder of open ``thread``, whoever holds it now;
+        None if it changed since it was read (claimed, released or closed meanwhile).
+        Decided as a claim is (:meth:`_take`: the unique claim record), and only while the
+        thread is still open."""
+        if thread["status"] not in ("waiting", "active"):
+            return None
+        return await self._take(thread, login, {"$in": ["waiting", "active"]})
+
+    async def _take(self, thread: Doc, login: str, status: Any = None) -> Doc | None:
         """Make ``login`` the holder of ``thread`` (read as waiting), or None if another won.
 
         Who holds a thread is decided by a unique insert, not by a conditional update: the
@@ -479,8 +502,11 @@ class Repository:
         except DuplicateKeyError:
             await self._complete_stale_claim(thread, seq)
             return None
+        # ``status``: what the thread must still be for the record to take effect (a take-over:
+        # open); a claim's record is the whole decision.
+        where: Doc = {"_id": thread["_id"]} if status is None else {"_id": thread["_id"], "status": status}
         return await self.threads.find_one_and_update(
-            {"_id": thread["_id"]},
+            where,
             {
                 "$set": {
                     "status": "active",
@@ -524,7 +550,11 @@ class Repository:
             query["assignee"] = holder
         doc = await self.threads.find_one_and_update(
             query,
-            {"$set": {"status": "waiting", "assignee": None, "updated_at": utcnow()}},
+            # An offer of it to a colleague ends with it (services/store/shift.py).
+            {
+                "$set": {"status": "waiting", "assignee": None, "updated_at": utcnow()},
+                "$unset": {"handoff": ""},
+            },
             return_document=ReturnDocument.AFTER,
         )
         return await self._back_to_shared(doc)
@@ -569,7 +599,7 @@ class Repository:
                     "updated_at": utcnow(),
                 },
                 # Moved on purpose: a later release leaves it in its new queue.
-                "$unset": {"adopted_from": ""},
+                "$unset": {"adopted_from": "", "handoff": ""},
                 "$push": {"consultation.queues": queue},
             },
             return_document=ReturnDocument.AFTER,
@@ -614,7 +644,10 @@ class Repository:
                     "assignee": t["assignee"],
                     "claimed_at": t["claimed_at"],
                 },
-                {"$set": {"status": "waiting", "assignee": None, "updated_at": utcnow()}},
+                {
+                    "$set": {"status": "waiting", "assignee": None, "updated_at": utcnow()},
+                    "$unset": {"handoff": ""},
+                },
                 return_document=ReturnDocument.AFTER,
             )
             doc = await self._back_to_shared(doc)
@@ -793,8 +826,10 @@ class Repository:
         email_domain: str,
         held: str | None = None,
         attachments: list[Doc] | None = None,
+        organisation: str | None = None,
     ) -> tuple[Doc, bool]:
         """Store a consultant's reply once per (consultant, Idempotency-Key); (doc, created).
+        ``organisation``: the consultant's, in whose name an e-mail reply leaves.
         ``attachments``: the files it carries (services/store/reply_files.py), by reference.
         ``held``: why the client's safe-contact plan forbids it now (conversations/
         contact_plan.py): then it is stored held, and no outbox pass publishes it.
@@ -812,6 +847,7 @@ class Repository:
             email_domain,
             held,
             attachments,
+            organisation,
         )
         files = [a.get("id") for a in doc.get("attachments") or []]
         if not created and (
@@ -840,9 +876,10 @@ class Repository:
         email_domain: str,
         held: str | None = None,
         attachments: list[Doc] | None = None,
+        organisation: str | None = None,
     ) -> tuple[Doc, bool]:
-        """Store an outbound message once per ``source_id``; (doc, created). ``held``: see
-        :meth:`add_reply`."""
+        """Store an outbound message once per ``source_id``; (doc, created). ``held`` and
+        ``organisation``: see :meth:`add_reply`."""
         message_id = new_id()
         now = utcnow()
         delivery: Doc = {"status": DeliveryStatus.QUEUED.value, "at": now}
@@ -864,6 +901,8 @@ class Repository:
         }
         if attachments:
             doc["attachments"] = [dict(a) for a in attachments]
+        if organisation is not None:
+            doc["organisation"] = organisation
         if thread["channel"] == "email":
             # Opaque: says nothing about the client; carries the thread's reply token so a
             # reply to it can be matched even if a client's mailer trims References.

@@ -15,7 +15,19 @@ search is a lookup by ``_id``:
   not yet in the postings. The repository adds to it in the same moment as it stores a message
   or a consultation (an insert written together with others, like the message's own); the
   store's indexer (services/store/search_index.py) folds it into the postings a moment later,
-  off the path of a message, and removes it.
+  off the path of a message, and removes it. ``f:<id>`` entries are the other way round: refs
+  to take out of the postings (below).
+
+The index follows retention and erasure: what no longer holds text is found by no word. Before
+a message's text is cleared (services/store/retention.py, which an erasure uses too), its
+postings are computed from it as the indexer computed them, while it and its data key still
+exist, and written down as an ``f:`` entry; once the text is cleared, its refs are taken out of
+each posting (a conditional rewrite: a concurrent append makes it read again), except those
+that a message of the same thread and day still holding text also gives. The entry is removed
+then, or, when the indexer may still be adding that message (its ``m:`` entry still waited) or
+a rebuild runs, left for the indexer, which applies it after its adds: so a message indexed
+from a read taken just before its text went is taken out again. A rebuild reads only text that
+is still stored, so it brings nothing back.
 
 Privacy: a token is a keyed hash (HMAC-SHA256, truncated to 72 bits) of a normalised word,
 under a key derived from a secret the database does not hold, so the index is no word list:
@@ -31,16 +43,19 @@ whole words, in any case, and an address or a phone number by its parts.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import re
 import unicodedata
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pymongo import ReturnDocument
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
@@ -123,8 +138,22 @@ class SearchKey:
         return self.token("f", organisation, field, code)
 
 
+@dataclass(frozen=True)
+class Terms:
+    """What turns a record into its postings: the keyed hash, and the time zone that decides a
+    record's day and month (the store's statistics time zone)."""
+
+    key: SearchKey
+    tz: ZoneInfo
+
+
 def local_day(at: datetime, tz: ZoneInfo) -> date:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(tz).date()
+
+
+def next_midnight(at: datetime, tz: ZoneInfo) -> datetime:
+    """The start of the local day after ``at``'s, in UTC."""
+    return datetime.combine(local_day(at, tz) + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
 
 
 def posting_key(token: str, day: date) -> str:
@@ -210,6 +239,8 @@ def merge(into: dict[str, set[str]], more: Mapping[str, Iterable[str]]) -> None:
 # What a client wrote and what we answered; internal notes are not searched.
 INDEXED_DIRECTIONS = frozenset({"in", "out"})
 _MESSAGE_FIELDS = {"thread_id": 1, "created_at": 1, "direction": 1, "subject": 1, "text": 1, SEALED: 1}
+# What :meth:`SearchIndex.before_clearing` needs of a message.
+SEARCHED_FIELDS = dict(_MESSAGE_FIELDS)
 _CONSULTATION_FIELDS = {"facts": 1, "started_at": 1}
 
 MESSAGE = "m:"
@@ -217,16 +248,45 @@ MESSAGE = "m:"
 # costs the stand-in more than reading its share of a string.
 FOLD_AT = 32
 CONSULTATION = "c:"
+FORGET = "f:"
+# Posting keys one ``f:`` entry lists at most (a thread of long mails over many months gives
+# thousands): documents stay far below the database's size limit.
+FORGET_CHUNK = 5000
+# Rewrites of one posting tried before a removal is left to the indexer (each failure means
+# someone else wrote the posting meanwhile).
+REMOVE_TRIES = 20
 # Meta documents beside the postings (a token has no "~").
 MONTHS_ID = "~months"
 REBUILD_ID = "~rebuild"
 
 
+def _holds_text(message: Mapping[str, Any]) -> bool:
+    return any(message.get(f) for f in ("subject", "text", SEALED))
+
+
+@dataclass
+class Forgetting:
+    """Refs to take out of the postings once some messages of one thread are cleared
+    (:meth:`SearchIndex.before_clearing`): what they gave, the ``f:`` entries that record it,
+    and the window in which a message of the thread still holding text may give the same."""
+
+    thread_id: str
+    message_ids: list[str]
+    kept_from: datetime
+    kept_to: datetime
+    postings: dict[str, set[str]] = dataclasses.field(default_factory=dict)
+    entries: list[str] = dataclasses.field(default_factory=list)
+
+
 class SearchIndex:
     """The two search collections: the only door to them."""
 
-    def __init__(self, db: AsyncDatabase[Doc], vault: Vault | None = None) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Doc], vault: Vault | None = None, terms: Terms | None = None
+    ) -> None:
         self.vault = vault  # what is read of a message is opened with it (conversations/vault.py)
+        # What makes postings; without it, text that was searched cannot be cleared (:meth:`use`).
+        self.terms = terms
         self.pending: AsyncCollection[Doc] = db["search_pending"]
         self.postings: AsyncCollection[Doc] = db["search_postings"]
         self._pending_inserts = InsertBatcher(self.pending)
@@ -269,6 +329,130 @@ class SearchIndex:
     async def _open(self, message: Doc) -> Doc:
         return await self.vault.open_fields(message) if self.vault is not None else message
 
+    # --- what retention and erasure clear -----------------------------------------------------
+
+    def use(self, terms: Terms) -> None:
+        """Give the index its terms (the store does, from its settings, as its indexer has
+        them): then clearing a message's text takes it out of the index."""
+        self.terms = terms
+
+    async def before_clearing(self, thread_id: str, messages: list[Doc], before: datetime) -> Forgetting:
+        """Call before clearing the text of ``messages`` (as stored, with the fields of
+        :data:`SEARCHED_FIELDS`), all of thread ``thread_id`` and stored before ``before``,
+        while their data key still exists: their postings are computed as the indexer computed
+        them and written down as ``f:`` entries, so a clearing that stops half-way is finished
+        by the indexer. Then clear them, then call :meth:`after_clearing`. Raises RuntimeError
+        when one of them holds searched text and the index has no terms (:meth:`use`): its
+        words would go on finding the thread."""
+        postings: dict[str, set[str]] = {}
+        searched = []
+        for m in messages:
+            if m.get("direction") not in INDEXED_DIRECTIONS or not _holds_text(m):
+                continue
+            if self.terms is None:
+                raise RuntimeError("clearing searched text needs the search terms (SearchIndex.use)")
+            searched.append(m["_id"])
+            merge(postings, _message_of(await self._open(m), self.terms.key, self.terms.tz))
+        tz = self.terms.tz if self.terms is not None else ZoneInfo("UTC")
+        out = Forgetting(thread_id, searched, before, next_midnight(before, tz), postings)
+        items = sorted(postings.items())
+        for start in range(0, len(items), FORGET_CHUNK):
+            entry = FORGET + uuid.uuid4().hex
+            await self.pending.insert_one(
+                {
+                    "_id": entry,
+                    "thread_id": thread_id,
+                    "kept_from": out.kept_from,
+                    "kept_to": out.kept_to,
+                    # "<key> <ref> <ref> ...": an array of arrays is not stored by the stand-in.
+                    "postings": [f"{k} {_joined(v)}" for k, v in items[start : start + FORGET_CHUNK]],
+                }
+            )
+            out.entries.append(entry)
+        return out
+
+    async def after_clearing(self, forgetting: Forgetting) -> None:
+        """Call once the messages of ``forgetting`` are cleared: their ``m:`` entries go (nothing
+        is left to index), their refs are taken out of the postings, and the ``f:`` entries are
+        removed, unless the indexer may still add one of those messages from a read taken
+        before the clearing (its entry still waited) or a rebuild runs: then the entries are
+        left for the indexer, which applies them after its adds."""
+        waited = 0
+        for message_id in forgetting.message_ids:
+            waited += (await self.pending.delete_one({"_id": MESSAGE + message_id})).deleted_count
+        if not forgetting.entries or self.terms is None:
+            return
+        f = forgetting
+        done = await self._forget(f.thread_id, f.kept_from, f.kept_to, f.postings, self.terms)
+        if done and not waited and not await self.rebuild_requested():
+            for entry in f.entries:
+                await self.pending.delete_one({"_id": entry})
+
+    async def forget_entry(self, entry: str, terms: Terms) -> bool:
+        """Apply one ``f:`` entry (the indexer does, after its adds); True when it is done (or
+        gone), False when a posting kept changing under it (the entry then waits)."""
+        doc = await self.pending.find_one({"_id": entry})
+        if doc is None:
+            return True
+        postings: dict[str, set[str]] = {}
+        for line in doc.get("postings") or []:
+            key, *refs = str(line).split()
+            postings[key] = set(refs)
+        return await self._forget(str(doc["thread_id"]), doc["kept_from"], doc["kept_to"], postings, terms)
+
+    async def _forget(
+        self,
+        thread_id: str,
+        kept_from: datetime,
+        kept_to: datetime,
+        postings: Mapping[str, set[str]],
+        terms: Terms,
+    ) -> bool:
+        """Take ``postings`` out of the index, but for the refs that a message of the thread
+        still holding text gives (one stored on the same day as the last one cleared, from
+        ``kept_from`` to ``kept_to``): read now, after the clearing. True when done."""
+        kept: dict[str, set[str]] = {}
+        live = {
+            "thread_id": thread_id,
+            "created_at": {"$gte": kept_from, "$lt": kept_to},
+            "text_deleted": {"$exists": False},
+        }
+        async for m in self._messages.find(live, _MESSAGE_FIELDS):
+            merge(kept, _message_of(await self._open(m), terms.key, terms.tz))
+        done = True
+        for k in sorted(postings):
+            gone = postings[k] - kept.get(k, set())
+            if gone and not await self._remove(k, gone):
+                done = False
+        return done
+
+    async def _remove(self, key: str, gone: set[str]) -> bool:
+        """Take the refs ``gone`` out of posting ``key``: read it, write it back without them
+        (folded, as :meth:`_fold` does), or delete it when nothing is left, only if nobody
+        wrote it meanwhile (``n`` counts its writes: a conditional update, atomic per
+        document on MongoDB and on the patched stand-in); else read again. False after
+        :data:`REMOVE_TRIES` such races."""
+        for _ in range(REMOVE_TRIES):
+            doc = await self.postings.find_one({"_id": key})
+            if doc is None:
+                return True
+            refs = set(_split(doc.get("refs")))
+            for part in doc.get("more") or []:
+                refs.update(_split(part))
+            if not refs & gone:
+                return True
+            n = doc.get("n")
+            same: Doc = {"_id": key, "n": n if n is not None else {"$exists": False}}
+            left = refs - gone
+            if left:
+                written = (n or 0) + 1
+                update: Doc = {"$set": {"refs": _joined(left), "more": [], "n": written, "folds": written}}
+                if (await self.postings.update_one(same, update)).matched_count:
+                    return True
+            elif (await self.postings.delete_one(same)).deleted_count:
+                return True
+        return False
+
     async def everything(
         self, key: SearchKey, tz: ZoneInfo, chunk: int
     ) -> AsyncIterator[dict[str, set[str]]]:
@@ -297,16 +481,37 @@ class SearchIndex:
             if postings:
                 yield postings
 
-    async def request_rebuild(self) -> None:
+    async def request_rebuild(self, fresh: bool = False) -> None:
         """Ask the indexer to read every stored message and consultation (the migration that
-        introduced the index, or an operator after restoring an old backup)."""
-        await self.postings.update_one({"_id": REBUILD_ID}, {"$set": {"requested": True}}, upsert=True)
+        introduced the index, or an operator after restoring an old backup). ``fresh``: the
+        postings are emptied first, so that only what stored text gives now is found (the
+        migration that made the index follow retention). Each request counts (``asked``), so
+        one made while a rebuild runs is served by another."""
+        fields: Doc = {"requested": True, **({"fresh": True} if fresh else {})}
+        await self.postings.update_one(
+            {"_id": REBUILD_ID}, {"$set": fields, "$inc": {"asked": 1}}, upsert=True
+        )
+
+    async def rebuild_request(self) -> Doc | None:
+        """The rebuild asked for, if any (pass it to :meth:`rebuild_done`)."""
+        return await self.postings.find_one({"_id": REBUILD_ID})
 
     async def rebuild_requested(self) -> bool:
-        return await self.postings.find_one({"_id": REBUILD_ID}) is not None
+        return await self.rebuild_request() is not None
 
-    async def rebuild_done(self) -> None:
-        await self.postings.delete_one({"_id": REBUILD_ID})
+    async def empty(self) -> None:
+        """Delete every posting (a fresh rebuild, which the request itself survives)."""
+        await self.postings.delete_many({"_id": {"$ne": REBUILD_ID}})
+
+    async def rebuild_done(self, request: Doc | None = None) -> None:
+        """The rebuild of ``request`` is done: it is removed, unless asked for again meanwhile."""
+        if request is None:
+            await self.postings.delete_one({"_id": REBUILD_ID})
+            return
+        asked = request.get("asked")
+        await self.postings.delete_one(
+            {"_id": REBUILD_ID, "asked": asked if asked is not None else {"$exists": False}}
+        )
 
     # --- postings -----------------------------------------------------------------------------
 
@@ -328,16 +533,22 @@ class SearchIndex:
                 if any(e.get("code") != 11000 for e in errors):
                     raise
                 existing += [chunk[e["index"]]["_id"] for e in errors]
-        for k in existing:
-            # (No projection: findAndModify on the stand-in does not take one.)
-            after = await self.postings.find_one_and_update(
-                {"_id": k},
-                {"$push": {"more": _joined(postings[k])}, "$inc": {"n": 1}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+        for start in range(0, len(existing), 1000):
+            chunk_keys = existing[start : start + 1000]
+            # One round trip for a thousand appends, then one read of their counters: a key
+            # that now holds FOLD_AT appended parts is folded.
+            await self.postings.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": k}, {"$push": {"more": _joined(postings[k])}, "$inc": {"n": 1}}, upsert=True
+                    )
+                    for k in chunk_keys
+                ],
+                ordered=False,
             )
-            if after is not None and (after.get("n") or 0) - (after.get("folds") or 0) >= FOLD_AT:
-                await self._fold(k)
+            async for doc in self.postings.find({"_id": {"$in": chunk_keys}}, {"n": 1, "folds": 1}):
+                if (doc.get("n") or 0) - (doc.get("folds") or 0) >= FOLD_AT:
+                    await self._fold(doc["_id"])
         month_keys = sorted({k.rpartition(":")[2] for k in postings})
         await self.postings.update_one(
             {"_id": MONTHS_ID}, {"$addToSet": {"months": {"$each": month_keys}}}, upsert=True

@@ -16,12 +16,24 @@ subtype 6) and the key vault is an ordinary collection.
   set), so that they can be backed up apart from the data and a backup of the data holds no
   key: a data key deleted is text unreadable in every copy of the data, backups included.
 - **Master key.** Every data key is wrapped by the master key, which never enters the
-  database: 96 random bytes, base64, given to each service that reads or writes text
-  (``*_MASTER_KEY``; a file for the demo, a secret of the orchestrator in production; a KMS
-  provider of libmongocrypt, which would hold the key itself, is not wired yet).
-  Its KMS provider is named after a fingerprint of the key (``local:<12 hex>``), so a second
-  key can be given while the first is replaced (``*_PREVIOUS_MASTER_KEY``) and
-  ``python -m services.store.keys rotate`` wraps every data key again under the current one.
+  database. Two kinds (``*_KMS_PROVIDER``):
+
+  - ``local`` (the default, the demo's): 96 random bytes, base64, given to each service that
+    reads or writes text (``*_MASTER_KEY``; a file, a secret of the orchestrator). Its KMS
+    provider is named after a fingerprint of the key (``local:<12 hex>``), so a second key can
+    be given while the first is replaced (``*_PREVIOUS_MASTER_KEY``).
+  - ``kmip``: a KMIP server holds the master key (an object of its own, ``*_KMIP_KEY_ID``) and
+    wraps and unwraps data keys for us over mutual TLS (``*_KMIP_ENDPOINT``, ``*_KMIP_CA_FILE``,
+    ``*_KMIP_CERT_FILE``): the key never reaches our processes. A data key names the KMIP
+    object that wrapped it, so every key of that server unwraps; one server at a time (from one
+    server to another: through ``local``).
+
+  Whichever wraps new keys, every configured key unwraps what it wrapped (local keys and the
+  KMIP server), so ``python -m services.store.keys rotate`` can wrap every data key again under
+  the current one, across kinds (local to kmip, one KMIP key to another, kmip to local).
+- **Transit key.** With a KMIP server the broker's seal (shared/transit.py) cannot be derived
+  from a master key we do not hold: a random key is kept in the key vault, sealed under a data
+  key of its own (:meth:`Vault.transit_key`), and rotated with the master key like any other.
 
 What a document holds: :func:`seal_fields` moves the named fields of a document into one
 sealed value ``sealed`` (one cipher operation per message, not one per field), and
@@ -31,7 +43,9 @@ nothing: the fields read as ``None`` and the document is marked ``erased``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -41,7 +55,13 @@ from bson.codec_options import CodecOptions
 from pymongo.asynchronous.encryption import AsyncClientEncryption
 from pymongo.asynchronous.mongo_client import AsyncMongoClient
 from pymongo.encryption_shared import Algorithm
-from pymongo.errors import EncryptionError
+from pymongo.errors import DuplicateKeyError, EncryptionError, PyMongoError
+
+from shared.envelope import utcnow
+from shared.health import Health
+from shared.lifecycle import retry_until_ready
+from shared.settings import MasterKeys
+from shared.transit import TransitSeal
 
 Doc = dict[str, Any]
 
@@ -53,6 +73,10 @@ ENCRYPTED_SUBTYPE = 6
 # once). A lookup is one read by _id (on the local stand-in too, with its patch), so a short
 # cache costs a busy service little.
 KEY_CACHE_MS = 60_000
+# The key vault's document of the transit key (shared/transit.py), beside the data keys.
+TRANSIT_COLLECTION = "transit_keys"
+TRANSIT_ID = "transit"
+TRANSIT_KEY_BYTES = 32
 
 
 def provider_name(key: bytes) -> str:
@@ -76,25 +100,56 @@ class Vault:
         self,
         key_vault_client: AsyncMongoClient[Doc],
         key_vault_namespace: str,
-        master_key: bytes,
+        master_key: bytes | MasterKeys,
         previous_master_key: bytes | None = None,
     ) -> None:
-        self.provider = provider_name(master_key)
-        providers = {self.provider: {"key": master_key}}
-        if previous_master_key is not None:
-            providers[provider_name(previous_master_key)] = {"key": previous_master_key}
+        """``master_key``: what the settings give (:meth:`shared.settings.VaultSettings.master_keys`),
+        or a local key's bytes (and the previous one's)."""
+        keys = (
+            master_key
+            if isinstance(master_key, MasterKeys)
+            else MasterKeys("local", master_key, previous_master_key, None)
+        )
+        providers: dict[str, Any] = {}
+        for local in (keys.local, keys.previous_local):
+            if local is not None:
+                providers[provider_name(local)] = {"key": local}
+        tls: dict[str, Any] | None = None
+        if keys.kmip is not None:
+            providers["kmip"] = {"endpoint": keys.kmip.endpoint}
+            tls = {
+                "kmip": {
+                    "tlsCAFile": str(keys.kmip.ca_file),
+                    "tlsCertificateKeyFile": str(keys.kmip.cert_file),
+                }
+            }
+        self.master_key: dict[str, Any] | None = None
+        if keys.provider == "kmip":
+            if keys.kmip is None:
+                raise ValueError("the kmip provider needs a KMIP server")
+            self.provider = "kmip"
+            if keys.kmip.key_id is not None:
+                self.master_key = {"keyId": keys.kmip.key_id}
+        else:
+            if keys.local is None:
+                raise ValueError("the local provider needs a master key")
+            self.provider = provider_name(keys.local)
+        self.uses_kms = keys.uses_kms()
         database, _, collection = key_vault_namespace.partition(".")
         self.keys = key_vault_client[database][collection]
-        self._args = (providers, key_vault_namespace, key_vault_client)
+        self.transit_keys = key_vault_client[database][TRANSIT_COLLECTION]
+        self._args = (providers, key_vault_namespace, key_vault_client, tls)
         self._ce = self._encryption()
+        self._transit_sealed: Binary | None = None
 
     def _encryption(self) -> AsyncClientEncryption[Doc]:
-        providers, namespace, client = self._args
+        providers, namespace, client, tls = self._args
         return AsyncClientEncryption(
             providers,
             namespace,
             client,
             CodecOptions(uuid_representation=STANDARD),
+            kms_tls_options=tls,
             key_expiration_ms=KEY_CACHE_MS,
         )
 
@@ -113,7 +168,51 @@ class Vault:
 
     async def new_key(self) -> Binary:
         """A new data key, wrapped by the current master key; returns its id."""
-        return await self._ce.create_data_key(self.provider)
+        return await self._ce.create_data_key(self.provider, master_key=self.master_key)
+
+    async def transit_key(self) -> bytes:
+        """The broker's transit key (shared/transit.py): 32 random bytes kept in the key vault,
+        sealed under a data key of its own, so only a process that can unwrap data keys (the
+        KMIP server answers it) opens it. The first process to ask makes it; two that race
+        keep the first one stored (the loser deletes its own data key). Raises EncryptionError
+        when the key service does not answer."""
+        for _ in range(3):
+            doc = await self.transit_keys.find_one({"_id": TRANSIT_ID})
+            if doc is None:
+                key_id = await self.new_key()
+                sealed = await self.seal(key_id, {"key": Binary(os.urandom(TRANSIT_KEY_BYTES))})
+                try:
+                    await self.transit_keys.insert_one(
+                        {"_id": TRANSIT_ID, SEALED: sealed, "created_at": utcnow()}
+                    )
+                except DuplicateKeyError:
+                    await self._ce.delete_key(key_id)
+                    continue
+                doc = {SEALED: sealed}
+            opened = await self.open(doc[SEALED])
+            if opened is None:
+                # Its data key was deleted (by hand): what it sealed is gone; a new one replaces it.
+                await self.transit_keys.delete_one({"_id": TRANSIT_ID, SEALED: doc[SEALED]})
+                continue
+            key = bytes(opened["key"])
+            if len(key) != TRANSIT_KEY_BYTES:
+                raise ValueError("the stored transit key is not 32 bytes")
+            self._transit_sealed = doc[SEALED]
+            return key
+        raise RuntimeError("the transit key could not be stored or read")
+
+    async def key_service_answers(self) -> bool:
+        """Readiness (``/readyz``) with a KMIP server: the server unwraps a data key now (a
+        fresh handle, so no cached key hides a server that is down)."""
+        if self._transit_sealed is None:
+            return False
+        # Not closed: freed once unused (see close); a probe timed out may still be unwinding.
+        ce = self._encryption()
+        try:
+            await ce.decrypt(self._transit_sealed)
+        except EncryptionError:
+            return False
+        return True
 
     async def seal(self, key_id: Binary, value: Mapping[str, Any]) -> Binary:
         return await self._ce.encrypt(dict(value), ALGORITHM, key_id=key_id)
@@ -161,14 +260,29 @@ class Vault:
         if deleted:
             # This process forgets the keys it had unwrapped at once (others when their
             # cache expires): a new cache; the old one is freed once its last operation ends
-            # (see close).
-            self._ce = self._encryption()
+            # (see close). Built in a thread: libmongocrypt's set-up reads files (package
+            # metadata; with a KMIP server its TLS files) and is CPU work, which would hold the
+            # event loop (tests/integration/test_event_loop_blocking.py).
+            self._ce = await asyncio.to_thread(self._encryption)
         return deleted
+
+    async def new_kmip_master_key(self) -> str:
+        """A new master key on the KMIP server (made by the server through libmongocrypt, which
+        registers one when asked for a data key without a key id); returns its KMIP id, for
+        ``*_KMIP_KEY_ID``. The data key asked for is deleted at once."""
+        key_id = await self._ce.create_data_key("kmip")
+        try:
+            doc = await self.keys.find_one({"_id": key_id}, {"masterKey": 1})
+        finally:
+            await self._ce.delete_key(key_id)
+        if doc is None:
+            raise RuntimeError("the data key just made is not in the key vault")
+        return str(doc["masterKey"]["keyId"])
 
     async def rewrap(self) -> int:
         """Wrap every data key again under the current master key (after a new one was
-        given, the previous one as ``previous_master_key``); returns how many."""
-        result = await self._ce.rewrap_many_data_key({}, provider=self.provider)
+        given, the previous one still configured to unwrap); returns how many."""
+        result = await self._ce.rewrap_many_data_key({}, provider=self.provider, master_key=self.master_key)
         return result.bulk_write_result.modified_count if result.bulk_write_result is not None else 0
 
 
@@ -194,3 +308,22 @@ def open_attachment_names(doc: Doc) -> Doc:
             {**a, "filename": padded[i]} if isinstance(a, dict) else a for i, a in enumerate(attachments)
         ]
     return doc
+
+
+async def open_transit_key(vault: Vault, transit: TransitSeal, health: Health | None, within: float) -> None:
+    """At a service's start, with a KMIP server configured: open the key vault's transit key
+    (made by the first process) and seal with it while the server wraps; waits for the key
+    service as for the database (logged), then the start fails. Readiness asks the server from
+    then on (``/readyz`` 503 while it does not answer). Nothing to do with local keys only."""
+    if not vault.uses_kms:
+        return
+    key = b""
+
+    async def load() -> None:
+        nonlocal key
+        key = await vault.transit_key()
+
+    await retry_until_ready("key service", load, within, (EncryptionError, PyMongoError))
+    transit.use(key, seal=vault.provider == "kmip")
+    if health is not None:
+        health.add_check("key service", vault.key_service_answers)

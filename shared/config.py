@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.cases_config import CasesConfig, check_references
 
+# The authserv-id a mailbox trusts (RFC 8601 2.5): in practice the receiving server's host name.
+AUTHSERV_ID = r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,252})?$"
+
 
 class _Strict(BaseModel):
     # Unknown keys are typos in an operator's file: refuse them rather than ignore them.
@@ -87,6 +90,12 @@ class Line(_Strict):
         default_factory=dict, description="skill -> queue, for topics that need a specialist"
     )
     topics: dict[str, Topic] = Field(default_factory=dict)
+    auto_answer_period_hours: float = Field(
+        default=24,
+        gt=0,
+        description="a mail that starts a thread gets an automatic answer only when its sender got none "
+        "for such a mail from this line in this many hours (RFC 3834 2; docs/email.md, Robots and loops)",
+    )
 
 
 class AutoAnswers(_Strict):
@@ -113,6 +122,18 @@ class QueuePolicy(_Strict):
         ge=0,
         description="a web chat whose client has not written this long, waiting or held, is marked "
         "as left in the console (conversations/client_left.py); 0 turns the rule off",
+    )
+    skill_wait_minutes: float = Field(
+        default=0,
+        ge=0,
+        description="a waiting thread whose language or topic needs a consultant who has it is "
+        "offered to them alone this long, then to the whole queue (docs/console.md); 0: to everyone "
+        "at once (routing by skill and language off)",
+    )
+    common_languages: list[str] = Field(
+        default_factory=list,
+        description="languages every consultant speaks (default: the first of languages); a thread "
+        "in another language is offered first to consultants who list it",
     )
 
 
@@ -172,6 +193,28 @@ class CannedAnswer(_Strict):
     text: dict[str, str] = Field(min_length=1)
 
 
+class SmtpAccount(_Strict):
+    """The SMTP server and login a mailbox's replies leave through (docs/email.md). The
+    password is never in the file: ``password_env`` names the environment variable."""
+
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="STARTTLS (587), implicit TLS (465), or none (loopback only)"
+    )
+    user: str | None = Field(default=None, description="SMTP login; none: the server wants none")
+    password_env: str | None = Field(
+        default=None, pattern=r"^[A-Z_][A-Z0-9_]*$", description="environment variable"
+    )
+    tls_ca_file: str | None = Field(default=None, description="CA bundle (PEM) trusted for this server")
+
+    @model_validator(mode="after")
+    def _login(self) -> Self:
+        if (self.user is None) != (self.password_env is None):
+            raise ValueError("user and password_env go together")
+        return self
+
+
 class MailboxSpec(_Strict):
     """One watched mailbox (docs/email.md). The password is never in the file: it is read
     from the environment variable named by ``password_env``."""
@@ -194,6 +237,22 @@ class MailboxSpec(_Strict):
     from_name: str | None = Field(default=None, description="display name of replies; '' for none")
     reply_subject: str | None = Field(default=None, description="a fixed, neutral subject for replies")
     send_per_minute: int | None = Field(default=None, ge=1, description="reply rate limit of this line")
+    trusted_authserv_id: str | None = Field(
+        default=None,
+        pattern=AUTHSERV_ID,
+        description="authserv-id of the server whose Authentication-Results this mailbox trusts "
+        "(docs/email.md, Authenticated threading); none: From is taken as it comes",
+    )
+    reply_to: str | None = Field(
+        default=None, description="Reply-To of replies; default: none (replies come to From)"
+    )
+    signature: str | None = Field(
+        default=None, max_length=2000, description="text under each consultant's reply (after '-- ')"
+    )
+    smtp: SmtpAccount | None = Field(
+        default=None,
+        description="SMTP server and login of this mailbox's replies; default: EMAIL_INGEST_SMTP_*",
+    )
 
 
 class DirectoryEntry(_Strict):

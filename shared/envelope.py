@@ -54,6 +54,16 @@ class AttachmentRef(BaseModel):
     stored: bool = Field(description="false when it exceeded the size cap and only its facts were kept")
 
 
+class SenderAuth(BaseModel):
+    """Whether a mail's From was confirmed by the mail server its mailbox trusts (RFC 8601
+    Authentication-Results; services/email_ingest/authresults.py): ``verified``, ``failed``, or
+    ``unknown`` when the mailbox trusts no server."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    verdict: Literal["verified", "failed", "unknown"]
+    detail: str = Field(default="", description="the deciding results (method=result), no address")
+
+
 class EmailFacts(BaseModel):
     """What the dispatcher needs of an e-mail's headers to thread it."""
 
@@ -66,10 +76,18 @@ class EmailFacts(BaseModel):
     # v1 minor additions (optional; older readers ignore them):
     kind: Literal["person", "auto_reply", "bulk", "bounce"] = "person"
     bounce_of: list[str] = Field(default_factory=list, description="Message-IDs a bounce reports on")
+    sender_auth: SenderAuth | None = Field(
+        default=None, description="the sender check; None: sent before there was one (as unknown)"
+    )
     backlog: bool = Field(default=False, description="imported from a backlog: never auto-answered")
     quoted: str = Field(default="", description="quoted history, folded by the console")
     attachments: list[AttachmentRef] = Field(default_factory=list)
     mailbox: str | None = Field(default=None, description="name of the mailbox it came from")
+    problems: list[str] = Field(
+        default_factory=list,
+        description="what could not be read of the mail, handed over anyway: no_sender (no address "
+        "a reply can go to; sender is empty), unreadable_part (a part whose bytes did not decode)",
+    )
 
 
 class ChatFacts(BaseModel):
@@ -130,6 +148,11 @@ class OutboundMessage(Envelope):
         default_factory=list,
         description="files a consultant attached (cleaned, in mail_attachments by id); e-mail only",
     )
+    organisation: str | None = Field(
+        default=None,
+        description="the organisation of the consultant who wrote it; e-mail answers in its name "
+        "(its mailbox's From, Reply-To, signature and SMTP account); none for automatic answers",
+    )
 
 
 class DeliveryStatus(StrEnum):
@@ -165,6 +188,11 @@ class ConsoleEvent(Envelope):
     line: str | None = None
     message_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    # v1 minor additions (optional; older readers ignore them), so a console can tell whom an
+    # event concerns without asking (its notifications: services/store/static/notify.js):
+    channel: Channel | None = Field(default=None, description="the thread's channel")
+    assignee: str | None = Field(default=None, description="the login holding the thread, if any")
+    urgent: bool = Field(default=False, description="the thread is urgent (a crisis, danger words)")
 
 
 KINDS: dict[str, type[Envelope]] = {

@@ -37,6 +37,13 @@ TRANSIENT_CODES = frozenset({6, 7, 24, 89, 91, 112, 189, 262, 9001, 10107, 11600
 # The local stand-in (FerretDB on SQLite) reports a busy database file as InternalError (code 1)
 # carrying SQLite's own words (SQLITE_BUSY, SQLITE_LOCKED): a moment later the write succeeds.
 _BUSY = ("database is locked", "sqlite_busy", "database table is locked", "sqlite_locked")
+# What libmongocrypt says when the key service (a KMIP server) did not answer, after its own
+# retries: an outage of a dependency, as the database's; a key it refuses is not one.
+_KEY_SERVICE_AWAY = ("kms request failed due to network error",)
+
+
+def _key_service_away(cause: BaseException) -> bool:
+    return any(text in str(cause).lower() for text in _KEY_SERVICE_AWAY)
 
 
 def is_transient_database_error(exc: BaseException) -> bool:
@@ -46,7 +53,7 @@ def is_transient_database_error(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionFailure):  # unreachable, timed out, no primary selected
         return True
     if isinstance(exc, EncryptionError):  # the vault could not reach its keys, or refused
-        return is_transient_database_error(exc.cause)
+        return is_transient_database_error(exc.cause) or _key_service_away(exc.cause)
     if not isinstance(exc, PyMongoError):
         return False
     if exc.has_error_label("RetryableWriteError") or exc.has_error_label("TransientTransactionError"):

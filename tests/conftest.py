@@ -9,15 +9,16 @@ CA made for the session (``tls_ca``), which no client trusts unless given its fi
 
 from __future__ import annotations
 
+import functools
 import gc
-import os
-import subprocess
-import sys
+import multiprocessing.context
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pymongo
 import pytest
 import trustme
 import yaml
@@ -27,9 +28,11 @@ from deploy.local.services import (
     SERVICES,
     ServiceProcesses,
     StackUrls,
+    preloaded_launcher,
     service_env,
 )
 from deploy.local.stack import LocalStack, ServerCertificate, StackPorts, free_ports
+from services.store.admin import demo_account_docs
 from shared.settings import DEFAULT_CONFIG_PATH
 from tests.integration.helpers import Consultant
 
@@ -56,6 +59,37 @@ def _collect_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.path.is_relative_to(UNIT_TESTS):
         return
     gc.collect()
+
+
+# Tiers (docs/testing.md): what a test starts decides its marker, so `make test-fast` can run the
+# first two and a new test needs no marker by hand.
+TIERS = {
+    "unit": "pure logic: no server",
+    "server": "one real server stack (RabbitMQ, FerretDB, Dovecot, SMTP), no service",
+    "system": "the four services (and fault tests that start and kill servers)",
+    "browser": "the console or the widget in real Chromium",
+}
+
+
+def tier_of(item: pytest.Item) -> str:
+    names = set(getattr(item, "fixturenames", ()))
+    if "browser" in names:
+        return "browser"
+    if "gateway" in names or item.path.is_relative_to(ROOT / "tests" / "reliability"):
+        return "system"
+    if "stack" in names:
+        return "server"
+    return "unit"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, what in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: tier: {what}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(getattr(pytest.mark, tier_of(item)))
 
 
 @dataclass(frozen=True)
@@ -126,13 +160,14 @@ class Gateway:
         return f"{self.name}-client"
 
     def seed_demo_accounts(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "services.store.admin", "seed-demo"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            env={**os.environ, **self.env["store"]},
-        )
+        """The demo accounts, as ``services.store.admin seed-demo`` writes them (that command
+        itself runs in tests/integration/test_demo_statistics.py). Written from here: the
+        command's own process spent about 3 s of each test starting up and hashing passwords
+        that are the same in every test, so they are hashed once per session."""
+        with pymongo.MongoClient(self.urls.mongo_url) as client:
+            consultants = client[self.database]["consultants"]
+            for account in _demo_accounts():
+                consultants.replace_one({"_id": account["_id"]}, account, upsert=True)
 
     def logs(self) -> str:
         return "".join(
@@ -142,8 +177,27 @@ class Gateway:
         )
 
 
+@functools.cache
+def _demo_accounts() -> tuple[dict[str, Any], ...]:
+    return tuple(demo_account_docs())
+
+
+@pytest.fixture(scope="session")
+def launcher() -> multiprocessing.context.ForkServerContext:
+    """Services are forked from one process that imported their modules once
+    (deploy/local/services.py): each test's four start about a second sooner each, and two
+    cores no longer import the same modules hundreds of times. A test that must see a real
+    interpreter start (the event-loop watch) runs with ``service_wrap`` and starts them so."""
+    return preloaded_launcher()
+
+
 @pytest.fixture
-def gateway(stack: LocalStack, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Gateway]:
+def gateway(
+    stack: LocalStack,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    launcher: multiprocessing.context.ForkServerContext,
+) -> Iterator[Gateway]:
     """The four services for one test. ``@pytest.mark.hotline_config(change)`` runs them with
     the example hotline configuration as changed by ``change(dict)``."""
     name = "t" + uuid.uuid4().hex[:8]
@@ -167,10 +221,19 @@ def gateway(stack: LocalStack, tmp_path: Path, request: pytest.FixtureRequest) -
             variables[PREFIX[service] + "CONFIG_PATH"] = str(path)
     extra = request.node.get_closest_marker("service_env")
     if extra is not None:
-        for variable, value in extra.args[0].items():
+        variables = extra.args[0]
+        if isinstance(variables, str):  # the name of a fixture that gives them
+            variables = request.getfixturevalue(variables)
+        for variable, value in variables.items():
             service = next(n for n in SERVICES if variable.startswith(PREFIX[n]))
-            env[service][variable] = value
-    procs = ServiceProcesses(ROOT, tmp_path / "logs")
+            if value is None:
+                env[service].pop(variable, None)
+            else:
+                env[service][variable] = value
+    wrap = request.node.get_closest_marker("service_wrap")
+    procs = ServiceProcesses(
+        ROOT, tmp_path / "logs", wrap=wrap.args[0] if wrap is not None else None, launcher=launcher
+    )
     gw = Gateway(name, stack, urls, name, ports, env, procs)
     try:
         for service in SERVICES:

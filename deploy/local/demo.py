@@ -163,7 +163,8 @@ hotline-gateway is running (logs in {STATE / "logs"}):
     if demo_data:
         print(
             "  Demo accounts (password = login + '-demo'): anna (La Strada, 113), "
-            "boris (BWC, 113), vera (Gender Perspectives, DV), sofia (supervisor),\n"
+            "boris (BWC, 113), vera (Gender Perspectives, DV),\n"
+            "  larisa and bogdan (supervisors of La Strada and BWC), sofia (national administrator),\n"
             "  sasha, kira, dina (case specialists of La Strada, BWC, Gender Perspectives)\n"
             "  Reports: sample consultations of last year and this year on every line, demo data only "
             f"(http://127.0.0.1:{p['store']}/reports as sofia)\n"

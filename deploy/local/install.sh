@@ -92,10 +92,10 @@ step_apt() {
 }
 
 # --- FerretDB ----------------------------------------------------------------------------------------
-# The local and test stand-in for MongoDB is FerretDB v1.24.2 (SQLite backend) with the three hunks of
+# The local and test stand-in for MongoDB is FerretDB v1.24.2 (SQLite backend) with the four parts of
 # $FERRETDB_PATCH (docs/architecture.md, "The database stand-in"): finds, updates and deletes by _id
-# use the _id index, and each update/findAndModify/delete runs alone, atomic per document as on
-# MongoDB 7. It is always built from the module source: `go install` would give a stock binary, one
+# use the _id index, each update/findAndModify/delete runs alone, atomic per document as on
+# MongoDB 7, and an update command of many statements no longer holds a connection per statement. It is always built from the module source: `go install` would give a stock binary, one
 # that panics at start besides (build/version/version.go requires build/version/version.txt,
 # which FerretDB's release tooling generates and the module zip lacks).
 #

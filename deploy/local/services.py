@@ -1,14 +1,21 @@
 """Running the four services as local processes, for `make demo` / `make up` and the tests.
 
 Each service runs through its real entry point (``python -m services.<name>``) with its
-settings in environment variables, exactly as in a container.
+settings in environment variables, exactly as in a container. The tests, which start the four
+services for each test, may have them forked instead from a process that imported their modules
+once (:func:`preloaded_launcher`): the same entry point then runs without the second or so each
+interpreter spends importing them.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.process
 import os
+import runpy
 import secrets
 import signal
 import subprocess
@@ -18,6 +25,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 SERVICES = ("store", "dispatcher", "email_ingest", "chat_ingest")
 PREFIX = {name: name.upper() + "_" for name in SERVICES}
@@ -53,10 +61,11 @@ def service_env(
     client_key_secret: str | None = None,
     master_key: str | None = None,
 ) -> dict[str, dict[str, str]]:
-    """The environment of each service, as the compose file would set it. The dispatcher,
-    the store and chat_ingest share ``client_key_secret`` (a fresh one when None: clients are then matched
-    only while these processes' database lives, which is all a test needs); the services that
-    read or write what people wrote share ``master_key`` (base64; a fresh one when None)."""
+    """The environment of each service, as the compose file would set it. The dispatcher, the
+    store, chat_ingest and email_ingest share ``client_key_secret`` (a fresh one when None:
+    clients are then matched only while these processes' database lives, which is all a test
+    needs); the services that read or write what people wrote share ``master_key`` (base64; a
+    fresh one when None)."""
     client_key = client_key_secret or secrets.token_hex(32)
     sealing = {"MASTER_KEY": master_key or new_master_key()}
     common = {
@@ -76,6 +85,7 @@ def service_env(
         "dispatcher": {"MESSAGE_ID_DOMAIN": urls.mail_domain, "CLIENT_KEY_SECRET": client_key, **sealing},
         "chat_ingest": {"CLIENT_KEY_SECRET": client_key, **sealing},
         "email_ingest": {
+            "CLIENT_KEY_SECRET": client_key,
             "LINE": line,
             "IMAP_HOST": urls.imap_host,
             "IMAP_PORT": str(urls.imap_port),
@@ -107,27 +117,134 @@ def ready(port: int) -> bool:
         return False
 
 
+class ServiceProcess(Protocol):
+    """What :class:`ServiceProcesses` and the tests use of a running service: a
+    :class:`subprocess.Popen` or a :class:`ForkedService`."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+# What the services' entry points import, imported once by the process they are forked from.
+PRELOAD = [
+    "shared.lifecycle",
+    *(f"services.{name}.{module}" for name in SERVICES for module in ("app", "settings")),
+]
+
+
+def preloaded_launcher() -> multiprocessing.context.ForkServerContext:
+    """Forks services from one process that imported :data:`PRELOAD` (multiprocessing's fork
+    server, started at the first service). That process has run none of the services' code
+    and holds no thread, connection or event loop, so each child starts as clean as a new
+    interpreter."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def _run_forked(module: str, env: dict[str, str], root: str, log: str, new_session: bool) -> None:
+    """In a forked child: what ``python -m <module>`` would do with ``env`` as its environment
+    and its output appended to ``log``."""
+    if new_session:
+        os.setsid()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    # Line-buffered as PYTHONUNBUFFERED leaves a new interpreter's: each log line is written at once.
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    os.environ.clear()
+    os.environ.update(env)
+    time.tzset()
+    os.chdir(root)
+    sys.argv = [module]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+class ForkedService:
+    """A service forked by :func:`preloaded_launcher`, with the part of Popen's interface the
+    tests use. Its exit code is what ``python -m`` would give: the code of ``sys.exit``, 1 on
+    an uncaught exception, minus the signal's number when a signal ended it."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.exitcode
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.process.join(timeout)
+        code = self.process.exitcode
+        if code is None:
+            raise subprocess.TimeoutExpired(f"service {self.process.name}", timeout or 0)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.process.exitcode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
 @dataclass
 class ServiceProcesses:
     """The four services as child processes; logs go to ``log_dir``."""
 
     root: Path
     log_dir: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    procs: dict[str, ServiceProcess] = field(default_factory=dict)
+    # A module that runs each service's module in its place (``python -m <wrap> services.<name>``):
+    # a test's probe of the services' event loops (tests/integration/loop_watch.py).
+    wrap: str | None = None
+    # Fork the services from here (:func:`preloaded_launcher`) instead of starting interpreters.
+    launcher: multiprocessing.context.ForkServerContext | None = None
 
     def start(
         self, name: str, env: dict[str, str], *, detach: bool = False, replica: str | None = None
-    ) -> subprocess.Popen[bytes]:
+    ) -> ServiceProcess:
         """Start service ``name``; ``replica`` names a second process of the same service."""
         key = replica or name
         self.log_dir.mkdir(parents=True, exist_ok=True)
         # Only what a service needs: PATH, the locale and its own settings.
         base = {k: v for k, v in os.environ.items() if k in {"PATH", "LANG", "LC_ALL", "HOME", "TZ"}}
-        with open(self.log_dir / f"{key}.log", "ab") as log:
+        full = {**base, **env, "PYTHONUNBUFFERED": "1"}
+        log_file = self.log_dir / f"{key}.log"
+        if self.launcher is not None and self.wrap is None:
+            process = self.launcher.Process(
+                target=_run_forked,
+                args=(f"services.{name}", full, str(self.root), str(log_file), detach),
+                name=key,
+            )
+            process.start()
+            self.procs[key] = ForkedService(process)
+            return self.procs[key]
+        with open(log_file, "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
+                [sys.executable, "-m", *([self.wrap] if self.wrap else []), f"services.{name}"],
                 cwd=self.root,
-                env={**base, **env, "PYTHONUNBUFFERED": "1"},
+                env=full,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=detach,
@@ -154,15 +271,31 @@ class ServiceProcesses:
         proc = self.procs.pop(name)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def stop_all(self, timeout: float = 15) -> dict[str, int]:
+        """Stop every service at once: each is told (SIGTERM) before any is waited for, so
+        their graceful shutdowns overlap (a test's teardown waits for the slowest, not for
+        the sum: about 4 s less per test of the suite); one still running after ``timeout``
+        is killed. Returns each one's exit code."""
+        procs = dict(self.procs)
+        self.procs.clear()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        codes: dict[str, int] = {}
+        for name, proc in procs.items():
             try:
-                proc.wait(timeout)
+                codes[name] = proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def stop_all(self) -> dict[str, int]:
-        return {name: self.stop(name) for name in list(self.procs)}
+                codes[name] = proc.wait()
+        return codes
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.procs.items()}

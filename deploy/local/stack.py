@@ -428,6 +428,11 @@ class LocalStack:
             finally:
                 self._write_state()
 
+    def server_pids(self) -> dict[str, list[int]]:
+        """The live processes of each server this stack started (its whole process group:
+        Erlang's helpers, Dovecot's workers), for measuring what the stack costs."""
+        return {name: child.members() for name, child in self._children.items()}
+
     def running(self) -> dict[str, bool]:
         """Which servers run right now (including ones recorded by an earlier ``up``)."""
         self._adopt_recorded()

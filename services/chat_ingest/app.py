@@ -12,8 +12,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
+from conversations.reference import ReferenceData
 from conversations.repository import ChatRepository
-from conversations.vault import Vault
+from conversations.vault import Vault, open_transit_key
 from services.chat_ingest.settings import ChatIngestSettings
 from services.chat_ingest.telegram_bot import TelegramBots
 from services.chat_ingest.ws import ChatHub, ChatMetrics
@@ -27,7 +28,7 @@ from shared.http import errors, security_headers
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 from shared.supervise import Supervisor
-from shared.transit import TransitSeal
+from shared.transit import for_master_keys
 
 STATIC = Path(__file__).parent / "static"
 
@@ -49,11 +50,13 @@ def raise_file_limit() -> None:
 
 
 def chat_info(config: HotlineConfig) -> dict[str, Any]:
-    """What the widget shows before connecting: lines with duty hours, regions, topics."""
+    """What the widget shows before connecting: lines with duty hours, regions, topics, and
+    the help directory (emergency, national and by region)."""
     now = utcnow()
     return {
         "languages": config.languages,
         "regions": config.regions,
+        "directory": config.directory.model_dump(exclude_none=True),
         "lines": {
             name: {
                 "name": line.name,
@@ -77,22 +80,26 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
     health = Health(registry)
     app = web.Application(middlewares=[security_headers(SECURITY_HEADERS, "/chat"), errors])
     health.add_routes(app)
+    transit = for_master_keys(settings.master_keys())
     broker = Broker(
         settings.amqp_url.get_secret_value(),
         settings.prefetch,
         BrokerMetrics(registry),
         f"chat_ingest {settings.instance_id}",
-        TransitSeal(*settings.master_keys()),
+        transit,
     )
     client = make_client(settings.mongo_url.get_secret_value())
     db = client[settings.mongo_database]
-    vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
+    vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), settings.master_keys())
     repo = ChatRepository(db, vault)
     hub = ChatHub(settings, config, broker, repo, ChatMetrics(registry))
     try:
         bots = TelegramBots(settings, config, broker, repo, registry)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    # Canned answers' and the directory's database copy, cached (conversations/reference.py).
+    reference = ReferenceData(db, config)
+    bots.reference = reference
 
     async def broker_ready() -> bool:
         return broker.is_ready()
@@ -112,7 +119,8 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
         return web.FileResponse(STATIC / "widget.css")
 
     async def info(request: web.Request) -> web.Response:
-        resp = web.json_response(chat_info(config))
+        directory = await reference.directory()
+        resp = web.json_response(chat_info(config.model_copy(update={"directory": directory})))
         # Read by the widget from the organisation's own site: public, no credentials.
         resp.headers["Access-Control-Allow-Origin"] = "*"
         return resp
@@ -135,6 +143,7 @@ def create_app(settings: ChatIngestSettings) -> web.Application:
             await retry_until_ready(
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
+            await open_transit_key(vault, transit, health, settings.startup_timeout)
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             await hub.start(supervisor)
             replies = await topology.declare_replica_queue(

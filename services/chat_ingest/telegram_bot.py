@@ -44,6 +44,7 @@ from pymongo.errors import PyMongoError
 
 from conversations.client_left import NOT_SAFE
 from conversations.identity import telegram_session
+from conversations.reference import ReferenceData
 from conversations.repository import ChatRepository
 from services.chat_ingest import telegram
 from services.chat_ingest.botapi import BotApi, BotApiError, BotApiMetrics, RetryLater
@@ -115,6 +116,8 @@ class TelegramBots:
         self.config = config
         self.broker = broker
         self.repo = repo
+        # The directory as the database keeps it (conversations/reference.py); set by create_app.
+        self.reference: ReferenceData | None = None
         self.metrics = TelegramMetrics(registry)
         self.api_metrics = BotApiMetrics(registry)
         self.bots: dict[str, TelegramBot] = dict(settings.telegram_bots)
@@ -258,8 +261,11 @@ class TelegramBots:
     async def _handle(self, name: str, bot: TelegramBot, update: telegram.Update) -> None:
         chat_key = f"{name}:{update.chat_id}"  # whom replies go to: sealed in the thread
         session, chat = await self._chat(name, update.chat_id)
+        config = self.config
+        if self.reference is not None:
+            config = config.model_copy(update={"directory": await self.reference.directory()})
         decision = telegram.decide(
-            self.config, bot.line, chat, update, is_open(self.config.lines[bot.line].hours, utcnow())
+            config, bot.line, chat, update, is_open(config.lines[bot.line].hours, utcnow())
         )
         remember = dict(decision.remember)
         if decision.hide:

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
 from conversations.repository import Repository
-from conversations.vault import Vault
+from conversations.vault import Vault, open_transit_key
 from services.dispatcher.departures import Departures
 from services.dispatcher.dispatch import Dispatcher
 from services.dispatcher.settings import DispatcherSettings
@@ -22,7 +22,7 @@ from shared.http import errors
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 from shared.supervise import Supervisor
-from shared.transit import TransitSeal
+from shared.transit import for_master_keys
 
 
 def create_app(settings: DispatcherSettings) -> web.Application:
@@ -35,14 +35,15 @@ def create_app(settings: DispatcherSettings) -> web.Application:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         client = make_client(settings.mongo_url.get_secret_value())
         db = client[settings.mongo_database]
-        vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
+        vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), settings.master_keys())
         repo = Repository(db, vault)
+        transit = for_master_keys(settings.master_keys())
         broker = Broker(
             settings.amqp_url.get_secret_value(),
             settings.prefetch,
             BrokerMetrics(registry),
             f"dispatcher {settings.instance_id}",
-            TransitSeal(*settings.master_keys()),
+            transit,
         )
         health.add_check("database", lambda: ping(db))
 
@@ -56,6 +57,7 @@ def create_app(settings: DispatcherSettings) -> web.Application:
             await retry_until_ready(
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
+            await open_transit_key(vault, transit, health, settings.startup_timeout)
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             dispatcher = Dispatcher(
                 repo,
@@ -64,6 +66,7 @@ def create_app(settings: DispatcherSettings) -> web.Application:
                 settings.client_key_secret.get_secret_value().encode(),
                 settings.message_id_domain,
             )
+            await dispatcher.mail_language.warm()
             await broker.consume(
                 broker.topology.queues[topology.DISPATCHER_INBOUND.name],
                 dispatcher.handle,

@@ -11,17 +11,26 @@ message.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from aio_pika.abc import AbstractIncomingMessage
 
 from conversations import announce, model
 from conversations.clients import key_of
 from conversations.contact_plan import CHANNEL_NOT_ALLOWED, plan_timezone
-from conversations.email_threading import is_bounce_of_ours, may_join, references, reply_tokens
+from conversations.email_threading import (
+    is_bounce_of_ours,
+    may_join,
+    references,
+    reply_tokens,
+    sender_unverified,
+)
 from conversations.identity import thread_key
 from conversations.model import EventName, ThreadStatus
 from conversations.outbound import publish_outbound
 from conversations.repository import Doc, Repository
 from services.dispatcher import autoanswer, departures, priority, routing
+from services.dispatcher.language import MailLanguage
 from shared.broker import Broker
 from shared.config import HotlineConfig
 from shared.envelope import Channel, Envelope, InboundMessage, utcnow
@@ -44,6 +53,7 @@ class Dispatcher:
         self.config = config
         self.client_key_secret = client_key_secret
         self.message_id_domain = message_id_domain
+        self.mail_language = MailLanguage(config.languages)
 
     async def _client_id(self, msg: InboundMessage) -> str | None:
         """The client of the person ``msg`` names (made on first contact), None for a web chat.
@@ -51,7 +61,10 @@ class Dispatcher:
         key = key_of(self.client_key_secret, msg)
         return await self.repo.clients.client_for(key) if key is not None else None
 
-    def _new_thread(self, msg: InboundMessage, client_id: str | None) -> dict[str, object]:
+    def _new_thread(
+        self, msg: InboundMessage, client_id: str | None, language: str | None = None
+    ) -> dict[str, object]:
+        """A new thread for ``msg``; ``language``: a mail's, detected (a chat says its own)."""
         region = msg.chat.region if msg.chat else None
         topic = msg.chat.topic if msg.chat else None
         mailbox = self.config.mailboxes.get(msg.email.mailbox or "") if msg.email else None
@@ -66,10 +79,15 @@ class Dispatcher:
             priority=priority.priority(self.config, msg.line, topic, msg.text),
             client_address=msg.sender,
             subject=msg.subject,
-            context={"language": msg.chat.language if msg.chat else None, "region": region, "topic": topic},
+            context={
+                "language": msg.chat.language if msg.chat else language,
+                "region": region,
+                "topic": topic,
+            },
             created_at=utcnow(),
             waiting_since=msg.received_at,
             client_id=client_id,
+            sender_unverified=sender_unverified(msg),
         )
 
     async def _email_thread(self, msg: InboundMessage) -> dict[str, object] | None:
@@ -78,7 +96,12 @@ class Dispatcher:
         thread = await self.repo.email_thread_by_reference(refs, reply_tokens(refs))
         # The thread's client address is sealed: compared opened, the thread kept as stored.
         if thread is not None and not may_join(await self.repo.open_thread(thread), msg):
-            log.info("email_thread_refused", message_id=msg.message_id, thread_id=thread["_id"])
+            log.info(
+                "email_thread_refused",
+                message_id=msg.message_id,
+                thread_id=thread["_id"],
+                sender_unverified=sender_unverified(msg),
+            )
             return None
         return thread
 
@@ -139,7 +162,13 @@ class Dispatcher:
                 existing = await self._open_legacy_telegram_thread(msg)
         new_thread: Doc = {}
         if existing is None:
-            new_thread = self._new_thread(msg, await self._client_id(msg))
+            # A mail whose sender the mailbox's trusted server did not confirm is no one's: linked
+            # to the person its From names, it would show that person's earlier consultations
+            # with it, and it among theirs.
+            client_id = None if sender_unverified(msg) else await self._client_id(msg)
+            # A mail's language is read from it, so its automatic answers are in it.
+            language = await self.mail_language.of(msg.subject, msg.text) if msg.email else None
+            new_thread = self._new_thread(msg, client_id, language)
             # The automatic answer to a conversation's first message is recorded in the thread
             # as it is created: no later write to a thread a consultant may be claiming.
             # (FerretDB rewrites a whole document per update, so two concurrent updates of
@@ -186,6 +215,12 @@ class Dispatcher:
         self, msg: InboundMessage, thread: Doc, opener: bool, last_out_of_hours: str | None
     ) -> autoanswer.AutoAnswer | None:
         email = msg.email
+        if msg.channel is Channel.EMAIL and not msg.sender:
+            return None  # a mail that gives no address a reply can go to (EmailFacts.problems)
+        if sender_unverified(msg):
+            # Its From may be forged: an automatic answer would go to the person it names, and
+            # anyone could make the hotline write to a survivor. A consultant decides.
+            return None
         return autoanswer.decide(
             self.config,
             line=thread["line"],
@@ -218,6 +253,8 @@ class Dispatcher:
         # also within the same closed period (the first consultation keeps the older form).
         n = (thread.get("consultation") or {}).get("n", 1)
         source_id = f"auto:{thread['_id']}:{answer.kind}:{answer.period}" + (f":{n}" if n > 1 else "")
+        if not await self._first_to_sender(msg, thread, source_id):
+            return
         doc, created = await self.repo.add_outbound(
             thread, "bot", answer.text, source_id, self.message_id_domain
         )
@@ -226,3 +263,25 @@ class Dispatcher:
             await self.repo.set_auto_answered(thread["_id"], answer.kind, answer.period)
         if created:
             log.info("auto_answered", thread_id=thread["_id"], kind=answer.kind, message_id=doc["_id"])
+
+    async def _first_to_sender(self, msg: InboundMessage, thread: Doc, answer_id: str) -> bool:
+        """Whether automatic answer ``answer_id`` to ``msg`` may go. A mail that started its own
+        thread (it continues none of ours) is answered only when its sender got no such answer
+        from the line within the line's ``auto_answer_period_hours``, a record shared by the
+        replicas (conversations/answered_senders.py). So an auto-responder that neither marks
+        itself (RFC 3834 5) nor cites our Message-ID, each of whose answers is a new thread, gets
+        one answer and the exchange ends; every one of its mails is still a thread a consultant
+        sees. A mail that continues a thread is answered by the consultation's rules alone
+        (autoanswer.py), which a machine cannot repeat: its next answer needs a consultant's
+        close or a new closed period.
+        """
+        if msg.channel is not Channel.EMAIL or thread.get("key") != thread_key(msg):
+            return True
+        key = key_of(self.client_key_secret, msg)
+        if key is None:
+            return True
+        period = timedelta(hours=self.config.lines[thread["line"]].auto_answer_period_hours)
+        if await self.repo.answered_senders.take(thread["line"], key, answer_id, period):
+            return True
+        log.info("auto_answer_limited", thread_id=thread["_id"], message_id=msg.message_id)
+        return False

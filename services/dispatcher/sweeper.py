@@ -6,6 +6,8 @@
   every other thread and raised to supervisors (a ``CrisisEscalated`` console event).
 - A web chat whose client has not written for ``queue_policy.client_silent_minutes`` is marked
   as left (departures.py).
+- The records of e-mail senders answered automatically lapse after their line's period and are
+  deleted (conversations/answered_senders.py).
 
 Every change is a conditional single-document update, so replicas sweeping at the same time
 apply each change once.
@@ -60,6 +62,7 @@ class Sweeper:
                 EventName.CRISIS_ESCALATED, thread, waiting_since=thread["waiting_since"].isoformat()
             )
         await self.departures.sweep_silent(now)
+        await self.repo.answered_senders.prune(now)
         return len(released), len(escalated)
 
     async def run(self, every: float, heartbeat: Heartbeat) -> None:

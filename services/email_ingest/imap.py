@@ -138,6 +138,8 @@ class Mailbox:
     password: str
     folder: str = "INBOX"
     tls_context: ssl.SSLContext | None = None
+    # The authserv-id whose Authentication-Results are read (authresults.py); None: none.
+    trusted_authserv_id: str | None = None
 
 
 def mailboxes_from(
@@ -163,6 +165,7 @@ def mailboxes_from(
                 password=settings.imap_password.get_secret_value(),
                 folder=settings.imap_mailbox,
                 tls_context=client_context(settings.tls_ca_file, default_ca) if settings.imap_tls else None,
+                trusted_authserv_id=settings.trusted_authserv_id or None,
             )
         )
     for name, spec in config.mailboxes.items():
@@ -189,6 +192,7 @@ def mailboxes_from(
                 password,
                 spec.folder,
                 context,
+                spec.trusted_authserv_id or None,
             )
         )
     if not boxes:
@@ -228,6 +232,12 @@ class ImapMetrics:
         )
         self.connected = Gauge(
             "hotline_imap_connected", "1 while the IMAP session is up", ["mailbox"], registry=registry
+        )
+        self.polling = Gauge(
+            "hotline_imap_polling",
+            "1 while the mailbox is polled (its server offers no IDLE), 0 while it is pushed",
+            ["mailbox"],
+            registry=registry,
         )
         self.reconnects = Counter(
             "hotline_imap_reconnects_total", "IMAP reconnects, by reason", ["reason"], registry=registry
@@ -390,7 +400,9 @@ def _parse(raw: bytes) -> ParsedMail | str:
     except Exception as exc:
         # A parser bug on one mail must not block the mailbox: keep it, say why, move on.
         return f"parser_error:{type(exc).__name__}"
-    return mail if mail.from_address else "no_sender"
+    # A mail without a usable sender is handed over all the same, marked (ParsedMail.problems):
+    # a person reads it even if no one can answer it by mail.
+    return mail
 
 
 class MailboxWatcher:
@@ -530,6 +542,9 @@ class MailboxWatcher:
             self.metrics.connected.labels(self.key).set(1)
             log.info("imap_connected", mailbox=self.key, uidvalidity=uidvalidity)
             can_idle = "IDLE" in imap.protocol.capabilities
+            self.metrics.polling.labels(self.key).set(0 if can_idle else 1)
+            if not can_idle:
+                log.info("imap_polling", mailbox=self.key, every_seconds=self.s.poll_seconds)
             while True:
                 await self._delete_old(imap)
                 # Search again while a synchronisation found mail: a mail that arrives while a
@@ -560,6 +575,10 @@ class MailboxWatcher:
         try:
             if transport is not None and not self._lost.is_set() and not self._dead:
                 with contextlib.suppress(OSError, TimeoutError, Abort, CommandTimeout):
+                    if imap.has_pending_idle():
+                        # Ended in IDLE (a shutdown): the server reads LOGOUT only after DONE,
+                        # so without it LOGOUT would wait out its whole timeout.
+                        imap.idle_done()
                     await asyncio.wait_for(imap.logout(), 2)
         finally:
             await close_connection(imap)
@@ -663,7 +682,7 @@ class MailboxWatcher:
             if size > self.s.max_mail_bytes:
                 # Never fetch what we cannot afford to keep; recorded, flagged, left on the server.
                 source_id = source_id_for(self.key, uidvalidity, uid)
-                await self.raw.record_too_large(source_id, self.key, uidvalidity, uid, size)
+                await self.raw.record_too_large(source_id, self.key, uidvalidity, uid, size, self.box.line)
                 self.metrics.quarantined.labels("too_large").inc()
                 log.error("mail_quarantined", mailbox=self.key, uid=uid, reason="too_large", size=size)
                 outcomes.append(_Outcome(uid, source_id, quarantined=True))
@@ -749,7 +768,7 @@ class MailboxWatcher:
 
     async def _quarantine(self, uidvalidity: int, uid: int, raw: bytes, reason: str) -> _Outcome:
         source_id = source_id_for(self.key, uidvalidity, uid)
-        await self.raw.quarantine(source_id, self.key, uidvalidity, uid, len(raw), reason)
+        await self.raw.quarantine(source_id, self.key, uidvalidity, uid, len(raw), reason, self.box.line, raw)
         self.metrics.quarantined.labels(reason.split(":")[0]).inc()
         log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=len(raw))
         return _Outcome(uid, source_id, quarantined=True)
@@ -776,7 +795,9 @@ class MailboxWatcher:
                 return _Outcome(uid, source_id, quarantined=True)
         if isinstance(parsed, str):
             reason = parsed
-            await self.raw.mark(source_id, QUARANTINED, reason)
+            await self.raw.quarantine(
+                source_id, self.key, uidvalidity, uid, len(raw), reason, self.box.line, raw
+            )
             self.metrics.quarantined.labels(reason.split(":")[0]).inc()
             log.error("mail_quarantined", mailbox=self.key, uid=uid, reason=reason, size=len(raw))
             return _Outcome(uid, source_id, quarantined=True)
@@ -796,6 +817,7 @@ class MailboxWatcher:
             internaldate=internaldate,
             backlog=is_backlog(internaldate, now, self.s.backlog_after_seconds),
             attachments=attachments,
+            trusted_authserv_id=self.box.trusted_authserv_id,
         )
         await self._publish(envelope)
         return _Outcome(uid, source_id, envelope=envelope)

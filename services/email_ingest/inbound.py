@@ -12,6 +12,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.email_ingest.authresults import sender_auth
 from services.email_ingest.mime import ParsedMail, Unencodable, repair
 from shared.envelope import (
     AttachmentRef,
@@ -44,7 +45,10 @@ def to_envelope(
     internaldate: datetime | None,
     backlog: bool,
     attachments: list[AttachmentRef],
+    trusted_authserv_id: str | None,
 ) -> InboundMessage:
+    """The envelope of ``mail``; ``trusted_authserv_id``: the server whose Authentication-Results
+    the mailbox trusts (None: none), for the sender check (authresults.py)."""
     # The waiting time starts when the mail reached the server (never in the future).
     received = min(internaldate, now) if internaldate is not None else now
     message_id = message_id_for(source_id)
@@ -70,7 +74,9 @@ def to_envelope(
             backlog=backlog,
             quoted=mail.quoted,
             attachments=attachments,
+            sender_auth=sender_auth(mail.auth_results, mail.author, mail.from_address, trusted_authserv_id),
             mailbox=mailbox,
+            problems=mail.problems,
         ),
     )
     return encodable(envelope)

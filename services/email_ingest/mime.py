@@ -18,7 +18,12 @@ What this module decides, and why:
   and nothing that leaves this module holds a lone surrogate (:func:`repair`): the parser
   keeps undecodable bytes as surrogates, which neither JSON nor BSON can carry;
 - Message-IDs are accepted only in the strict RFC 5322 3.6.4 grammar, read from the raw
-  header (:func:`is_msg_id`): they are written back into our replies' headers.
+  header (:func:`is_msg_id`): they are written back into our replies' headers;
+- a mail a person wrote reaches a person even when it cannot be fully read: the sender's
+  address is recovered where it can be (:func:`sender_of`), and what could not be read is
+  named in ``ParsedMail.problems`` (``no_sender``: nothing to reply to; ``unreadable_part``:
+  a part whose bytes did not decode), which the console shows with the thread. Only mail
+  beyond our limits raises :class:`Unparseable`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import functools
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import policy
+from email import errors, policy
+from email.header import decode_header
 from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesParser
 from email.policy import EmailPolicy
@@ -36,6 +42,7 @@ from typing import Any
 
 import nh3
 
+from services.email_ingest.authresults import header_fields
 from shared.html import VERSION as SANITISER_VERSION
 from shared.html import sanitise
 
@@ -55,6 +62,10 @@ MAX_DEPTH = 20
 MAX_HEADER_BYTES = 256 * 1024
 # Text we keep per mail; the raw mail stays whole in the raw-mail store.
 MAX_TEXT_CHARS = 200_000
+
+# What could not be read of a mail that is still handed over (ParsedMail.problems).
+NO_SENDER = "no_sender"
+UNREADABLE_PART = "unreadable_part"
 
 # Kinds of mail (see classify): only "person" may ever get an automatic answer.
 PERSON = "person"
@@ -96,6 +107,10 @@ class ParsedMail:
     in_reply_to: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     to: str | None = None
+    # The Authentication-Results fields with their positions (authresults.header_fields), and
+    # the From field's one address ("" when it names none or several): the sender check.
+    auth_results: list[tuple[int, str]] = field(default_factory=list)
+    author: str = ""
     auto_submitted: bool = False
     kind: str = PERSON
     bounce_of: list[str] = field(default_factory=list)
@@ -105,6 +120,8 @@ class ParsedMail:
     date: datetime | None = None
     # The version of the sanitiser ``html`` went through (shared/html.py VERSION).
     html_sanitiser: int | None = None
+    # NO_SENDER, UNREADABLE_PART: what could not be read (the mail is handed over anyway).
+    problems: list[str] = field(default_factory=list)
 
 
 def sanitise_html(html: str) -> str:
@@ -189,8 +206,112 @@ def _addresses(msg: Message, name: str) -> list[str]:
         return []
 
 
+def _author(msg: Message) -> str:
+    """The one address of the one From field, or "" when there are several fields or addresses
+    or none (RFC 7489 6.6.1: such a mail has no single author to authenticate)."""
+    if sum(1 for name, _ in msg.raw_items() if name.lower() == "from") != 1:
+        return ""
+    found = [a for a in _addresses(msg, "From") if "@" in a]
+    return _one_line(found[0]) if len(found) == 1 else ""
+
+
 def _one_line(value: str) -> str:
     return " ".join(value.replace("\r", " ").replace("\n", " ").split())
+
+
+# Where a reply may go, in the order RFC 5322 3.6.2 gives: the author (From), where the
+# author asks replies to go (Reply-To), the agent that sent the mail for the author (Sender).
+# Return-Path is not one of them: it names where delivery errors go (RFC 5321 4.4), often a
+# mailer's bounce-handling (VERP) address, and is empty for robots; a consultant's reply
+# there would reach a machine or no one. None of these fields is authenticated, Reply-To and
+# Sender no less than From: a reply goes where the mail itself says, as any mailer's would.
+_REPLY_FIELDS = ("From", "Reply-To", "Sender")
+_MAX_DECODED_HEADER = 4096
+
+
+def _decoded_addresses(msg: Message, name: str) -> list[str]:
+    """addr-specs of an address header whose address hides inside RFC 2047 encoded words.
+
+    Some mailers encode the whole ``Name <address>`` as one encoded word, which RFC 2047 5
+    forbids (an encoded word stands only for a phrase or a comment), so a conforming parser
+    reads no address in it. Decoded first (a charset Python does not know is read as
+    undeclared bytes, see :func:`decode_undeclared`), then parsed as an address list by the
+    standard library's header registry, on one line (a CR/LF decoded out of a word cannot
+    reach a header of ours)."""
+    raw = _raw_header(msg, name)
+    if not raw or "=?" not in raw or len(raw) > _MAX_DECODED_HEADER:
+        return []
+    try:
+        text = ""
+        for chunk, charset in decode_header(raw):
+            if isinstance(chunk, str):
+                text += chunk
+                continue
+            try:
+                text += chunk.decode(charset or "ascii")
+            except (LookupError, UnicodeDecodeError):
+                text += decode_undeclared(chunk)
+        value = policy.default.header_factory(name, _one_line(repair(text)))
+        return [a.addr_spec for a in value.addresses if a.username and a.domain]
+    except (errors.HeaderParseError, ValueError, LookupError, IndexError, TypeError, AttributeError):
+        return []
+
+
+def _usable(address: str) -> bool:
+    """An address a reply can be written to: one ``@`` between non-empty parts, no spaces or
+    control characters, within RFC 5321 4.5.3.1's length."""
+    local, at, domain = address.rpartition("@")
+    return (
+        bool(at and local and domain)
+        and len(address) <= 254
+        and not any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in address)
+    )
+
+
+def sender_of(msg: Message) -> str:
+    """The address a reply to ``msg`` goes to, or "" when the mail gives none.
+
+    The first field of ``_REPLY_FIELDS`` that holds a usable address, each read as parsed by
+    the modern policy, then leniently, then decoded before parsing (:func:`_decoded_addresses`).
+    An address outside any encoded word always wins over one decoded out of a word, so a
+    display name that looks like an address never replaces the real one."""
+    for name in _REPLY_FIELDS:
+        for found in (_addresses(msg, name), _decoded_addresses(msg, name)):
+            usable = [a for a in map(_one_line, found) if _usable(a)]
+            # What a lenient parse took for one address can still hold a name and an address
+            # (a display name whose quote is never closed swallows the rest): parsed once more.
+            usable = usable or [a for _, a in getaddresses(found) if _usable(a)]
+            if usable:
+                return usable[0]
+    return ""
+
+
+def sender_address(raw: bytes) -> str:
+    """The address a reply to the raw mail would go to (:func:`sender_of`), read from its
+    headers alone, within ``MAX_HEADER_BYTES``: for a mail quarantined before or without a
+    full parse. "" when it gives none; never an exception for bad input."""
+    try:
+        head = BytesParser(policy=POLICY).parsebytes(raw[:MAX_HEADER_BYTES], headersonly=True)
+        return sender_of(head)
+    except (ValueError, LookupError, TypeError, IndexError, AttributeError, errors.MessageError):
+        return ""
+
+
+# Defects the parser records when bytes of a part were lost in decoding: base64 with
+# characters dropped or cut short, a multipart whose parts could not be told apart.
+_LOST_DEFECTS = (
+    errors.InvalidBase64CharactersDefect,
+    errors.InvalidBase64LengthDefect,
+    errors.StartBoundaryNotFoundDefect,
+    errors.NoBoundaryInMultipartDefect,
+    errors.MultipartInvariantViolationDefect,
+)
+
+
+def _lost_part(msg: Message) -> bool:
+    """Whether a part of ``msg`` that was read could not be decoded whole. Decoding records
+    its defects on the part, so this is asked after the body and attachments were read."""
+    return any(isinstance(d, _LOST_DEFECTS) for part in msg.walk() for d in part.defects)
 
 
 # --- robots ---------------------------------------------------------------------------------
@@ -404,7 +525,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
     msg = BytesParser(policy=POLICY).parsebytes(raw)
     assert isinstance(msg, EmailMessage)
     _check_structure(msg, raw)
-    addresses = [a for a in _addresses(msg, "From") if "@" in a]
+    sender = sender_of(msg)
     to_addresses = _addresses(msg, "To")
     text = ""
     html = None
@@ -433,7 +554,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
     except (ValueError, TypeError, IndexError):
         date = None
     return ParsedMail(
-        from_address=_one_line(addresses[0]) if addresses else "",
+        from_address=sender,
         subject=_one_line(subject) if subject else None,
         text=new_text,
         html=html,
@@ -446,7 +567,10 @@ def parse_mail(raw: bytes) -> ParsedMail:
         bounce_of=bounce_of,
         bounce_action=action,
         quoted=quoted,
+        auth_results=header_fields(msg),
+        author=_author(msg),
         attachments=attachments,
         date=date,
         html_sanitiser=SANITISER_VERSION if html is not None else None,
+        problems=[p for p, wrong in ((NO_SENDER, not sender), (UNREADABLE_PART, _lost_part(msg))) if wrong],
     )

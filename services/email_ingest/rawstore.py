@@ -25,6 +25,12 @@ no key) reads as it is. ``sha256`` stays the hash of the clear bytes (the resync
 below compares it): it says whether two stored mails are identical, nothing of what they
 say, and confirms a guess only to someone who already holds the exact bytes as received.
 
+Quarantined (conversations/rawmail.py): a mail that cannot be turned into a message keeps
+``status`` ``quarantined`` with its ``reason``, its mailbox's ``line`` (the store shows it to
+the supervisors of that line) and, when its headers give a sender, the sender's client key
+(``client_key``, the HMAC conversations/clients.py keys people by, under
+``EMAIL_INGEST_CLIENT_KEY_SECRET``), so erasing the person erases the mail.
+
 A database document holds at most 16 MiB, hence ``max_mail_bytes`` is capped at 15 MiB;
 a larger mail is recorded (facts only, ``quarantined``, ``too_large``) and left on the server.
 """
@@ -41,9 +47,11 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from conversations.clients import client_key, normalised_address
 from conversations.rawmail import ATTACHMENT_DATA, ATTACHMENT_NAME, RAW, open_value
+from conversations.rawmail import QUARANTINED as QUARANTINED
 from conversations.vault import Vault
-from services.email_ingest.mime import Attachment
+from services.email_ingest.mime import Attachment, sender_address
 from shared.envelope import AttachmentRef, message_id_for, utcnow
 from shared.mongo import InsertBatcher
 
@@ -51,7 +59,6 @@ Doc = dict[str, Any]
 
 STORED = "stored"
 REPLAYED = "replayed"
-QUARANTINED = "quarantined"
 
 
 @dataclass(frozen=True)
@@ -68,12 +75,16 @@ def fingerprint(raw: bytes) -> str:
 
 class RawStore:
     """The raw-mail store; with a ``vault`` (every service; a test of something else may go
-    without) what it keeps is sealed."""
+    without) what it keeps is sealed; with a ``client_key_secret`` a quarantined mail is
+    linked to its sender's client key."""
 
-    def __init__(self, db: AsyncDatabase[Doc], vault: Vault | None = None) -> None:
+    def __init__(
+        self, db: AsyncDatabase[Doc], vault: Vault | None = None, client_key_secret: bytes | None = None
+    ) -> None:
         self.raw = db["mail_raw"]
         self.attachments = db["mail_attachments"]
         self.vault = vault
+        self.client_key_secret = client_key_secret
         # The mails of one fetch are stored with one write (group commit).
         self._inserts = InsertBatcher(self.raw)
 
@@ -156,13 +167,14 @@ class RawStore:
         }
 
     async def record_too_large(
-        self, source_id: str, mailbox: str, uidvalidity: int, uid: int, size: int
+        self, source_id: str, mailbox: str, uidvalidity: int, uid: int, size: int, line: str | None = None
     ) -> None:
         await self.raw.update_one(
             {"_id": source_id},
             {
                 "$setOnInsert": {
                     "mailbox": mailbox,
+                    "line": line,
                     "uidvalidity": uidvalidity,
                     "uid": uid,
                     "size": size,
@@ -177,18 +189,40 @@ class RawStore:
             upsert=True,
         )
 
+    def sender_key(self, raw: bytes) -> str | None:
+        """The client key of the raw mail's sender (its headers read alone), or None."""
+        address = sender_address(raw) if self.client_key_secret is not None else ""
+        if not address or self.client_key_secret is None:
+            return None
+        return client_key(self.client_key_secret, "email", normalised_address(address))
+
     async def quarantine(
-        self, source_id: str, mailbox: str, uidvalidity: int, uid: int, size: int, reason: str
+        self,
+        source_id: str,
+        mailbox: str,
+        uidvalidity: int,
+        uid: int,
+        size: int,
+        reason: str,
+        line: str | None = None,
+        raw: bytes | None = None,
     ) -> None:
-        """Mark the fetched mail ``quarantined`` with ``reason``. When its record was never
+        """Mark the fetched mail ``quarantined`` with ``reason``, its mailbox's ``line`` and
+        the client key of the sender its headers give (``raw``). When its record was never
         stored (the database refused it), its facts are recorded instead, without the bytes
         and without their hash (so a UIDVALIDITY change never takes a later copy for one
         already ingested): the mail stays on the server, as a mail too large does."""
         now = utcnow()
+        facts: Doc = {"status": QUARANTINED, "reason": reason, "updated_at": now}
+        if line is not None:
+            facts["line"] = line
+        key = self.sender_key(raw) if raw is not None else None
+        if key is not None:
+            facts["client_key"] = key
         await self.raw.update_one(
             {"_id": source_id},
             {
-                "$set": {"status": QUARANTINED, "reason": reason, "updated_at": now},
+                "$set": facts,
                 "$setOnInsert": {
                     "mailbox": mailbox,
                     "uidvalidity": uidvalidity,
@@ -214,6 +248,13 @@ class RawStore:
     async def mark(self, source_id: str, status: str, reason: str | None = None) -> None:
         await self.raw.update_one(
             {"_id": source_id}, {"$set": {"status": status, "reason": reason, "updated_at": utcnow()}}
+        )
+
+    async def replay_failed(self, source_id: str, why: str) -> None:
+        """Say on a quarantined mail why the replay a supervisor asked for did not publish it."""
+        await self.raw.update_one(
+            {"_id": source_id, "status": QUARANTINED},
+            {"$set": {"last_replay": {"at": utcnow(), "outcome": why}}},
         )
 
     async def get(self, source_id: str) -> Doc | None:

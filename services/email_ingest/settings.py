@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import Field, FilePath, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from shared.config import AUTHSERV_ID
 from shared.settings import TextSettings
 
 # A database document holds at most 16 MiB; the raw mail is kept in one (see rawstore.py).
@@ -31,6 +32,14 @@ class EmailIngestSettings(TextSettings):
     )
     imap_password: SecretStr | None = Field(default=None, description="IMAP password of that mailbox")
     imap_mailbox: str = Field(default="INBOX", description="Folder to watch")
+    trusted_authserv_id: str = Field(
+        default="",
+        pattern=AUTHSERV_ID,
+        description="authserv-id of the mail server that receives this mailbox's mail and writes "
+        "Authentication-Results (RFC 8601): a mail claiming a thread's sender joins it only when "
+        "that server verified it; empty: no server trusted, From is taken as it comes "
+        "(docs/email.md, Authenticated threading)",
+    )
     idle_seconds: float = Field(
         default=300,
         gt=0,
@@ -104,4 +113,17 @@ class EmailIngestSettings(TextSettings):
         default=10 * 1024 * 1024,
         ge=0,
         description="Attachments larger than this are listed on the message but not kept",
+    )
+    client_key_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="The dispatcher's DISPATCHER_CLIENT_KEY_SECRET: a quarantined mail keeps its "
+        "sender's client key, so erasing the person erases it (docs/privacy.md); unset: a "
+        "quarantined mail is linked to nobody",
+    )
+    replay_check_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=3600,
+        description="How often replays a supervisor asked for in the console are looked for",
     )

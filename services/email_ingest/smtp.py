@@ -54,11 +54,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from email import policy
 from email.errors import HeaderParseError, MessageError
@@ -66,6 +67,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.utils import format_datetime, formataddr, parseaddr
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -80,10 +82,10 @@ from conversations.vault import Vault
 from services.email_ingest.mime import is_msg_id
 from services.email_ingest.ratelimit import WINDOW_SECONDS, SendLimit
 from services.email_ingest.settings import EmailIngestSettings
-from services.email_ingest.tls import certificate_failure, log_refused
+from services.email_ingest.tls import certificate_failure, client_context, log_refused
 from shared import topology
 from shared.broker import PUBLISH_ID, Broker
-from shared.config import HotlineConfig
+from shared.config import ConfigError, HotlineConfig
 from shared.envelope import DeliveryReport, DeliveryStatus, Envelope, OutboundMessage, utcnow
 from shared.lease import Lease
 from shared.logs import get_logger
@@ -166,6 +168,8 @@ def build_reply(
     from_name: str,
     fixed_subject: str | None = None,
     files: Sequence[File] = (),
+    reply_to: str | None = None,
+    signature: str | None = None,
 ) -> EmailMessage:
     """The reply mail: our Message-ID, threaded to the client's last mail.
 
@@ -173,6 +177,11 @@ def build_reply(
     whose clients may read mail on a watched device. Raises :class:`UnsafeReply` (or its
     :class:`InvalidRecipient`) when the reply cannot be written safely; send only what
     :func:`checked` passes.
+
+    ``reply_to`` and ``signature`` are the answering organisation's (its mailbox's); the
+    signature goes under a consultant's text after the usual ``-- `` line, never under an
+    automatic answer, and never when the client's safe-contact plan names a neutral sender or
+    subject (a signature names the organisation the plan hides).
     """
     mail = EmailMessage()
     name = header_text(from_name)
@@ -187,6 +196,8 @@ def build_reply(
         if subject and not subject.lower().startswith("re:"):
             subject = f"Re: {subject}"
     mail["Subject"] = subject or "Re:"
+    if reply_to:
+        mail["Reply-To"] = reply_to
     mail["Date"] = format_datetime(out.sent_at)
     if out.email_message_id:
         if not is_msg_id(out.email_message_id):
@@ -198,11 +209,18 @@ def build_reply(
     refs = [r for r in out.references if is_msg_id(r)][-_MAX_REFERENCES:]
     if refs:
         mail["References"] = " ".join(refs)
-    # Replies from a hotline are written by a person: RFC 3834 says mark nothing; no
-    # read-receipt or tracking headers are ever added (QUALITY.md 4).
+    # RFC 3834 5: an automatic answer says so (``auto-replied``), so a well-behaved responder
+    # never answers it and no loop starts; a consultant's reply is a person's, marked nothing
+    # (absent means ``no``). No read-receipt or tracking headers are ever added (QUALITY.md 4).
+    if out.sender_role == "bot":
+        mail["Auto-Submitted"] = "auto-replied"
     # Base64 for any non-ASCII text: the mail is then 7-bit (headers are encoded words), so no
     # server needs 8BITMIME (RFC 6152) for it; ASCII text goes as it is.
-    mail.set_content(out.text, cte=None if out.text.isascii() else "base64")
+    text = out.text
+    neutral = out.sender_name is not None or out.neutral_subject is not None
+    if signature and out.sender_role == "consultant" and not neutral:
+        text = f"{text.rstrip()}\n\n-- \n{signature.strip()}"
+    mail.set_content(text, cte=None if text.isascii() else "base64")
     for f in files:
         maintype, _, subtype = f.content_type.partition("/")
         mail.add_attachment(
@@ -276,19 +294,99 @@ def _parts(mail: EmailMessage) -> tuple[object, list[tuple[str, str | None, byte
 
 
 @dataclass(frozen=True)
+class Account:
+    """An SMTP server and the login a mailbox's replies leave through (``mailboxes.<name>.smtp``),
+    or the service's own (``EMAIL_INGEST_SMTP_*``, named ``default``)."""
+
+    name: str
+    host: str
+    port: int
+    security: str  # starttls | tls | none
+    user: str | None
+    password: str | None
+    tls_context: ssl.SSLContext | None
+
+
+DEFAULT_ACCOUNT = "default"
+
+
+def accounts_from(
+    settings: EmailIngestSettings,
+    config: HotlineConfig,
+    default_tls: ssl.SSLContext | None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Account]:
+    """The SMTP accounts replies may leave through, by name: ``default`` and one per mailbox
+    that has its own ``smtp``. Read (passwords, CA bundles) at start, so a missing password or
+    a bad file stops the start naming its key: raises ConfigError."""
+    env = os.environ if environ is None else environ
+    accounts = {
+        DEFAULT_ACCOUNT: Account(
+            DEFAULT_ACCOUNT,
+            settings.smtp_host,
+            settings.smtp_port,
+            settings.smtp_security,
+            settings.smtp_user,
+            settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            default_tls,
+        )
+    }
+    for name, box in config.mailboxes.items():
+        spec = box.smtp
+        if spec is None:
+            continue
+        password = None
+        if spec.password_env is not None:
+            password = env.get(spec.password_env)
+            if not password:
+                raise ConfigError(
+                    f"mailboxes.{name}.smtp.password_env: environment variable {spec.password_env} is not set"
+                )
+        context = None
+        if spec.security != "none":  # the mailbox's own CA bundle, else the service's, else the system's
+            context = (
+                client_context(Path(spec.tls_ca_file), f"mailboxes.{name}.smtp.tls_ca_file")
+                if spec.tls_ca_file
+                else client_context(settings.tls_ca_file, "EMAIL_INGEST_TLS_CA_FILE")
+            )
+        accounts[name] = Account(name, spec.host, spec.port, spec.security, spec.user, password, context)
+    return accounts
+
+
+@dataclass(frozen=True)
 class Identity:
-    """How a line's replies look and how fast they may leave."""
+    """How a reply looks, which SMTP account it leaves through and how fast it may leave."""
 
     from_address: str
     from_name: str
     subject: str | None
     per_minute: int
+    reply_to: str | None = None
+    signature: str | None = None
+    account: str = DEFAULT_ACCOUNT
+    # What the send limit counts per: the line for the service's account (as before mailboxes
+    # had their own), the mailbox for one with its own account (a provider's limit is per login).
+    limit_key: str = ""
 
 
-def identity_for(line: str, settings: EmailIngestSettings, config: HotlineConfig) -> Identity:
-    """The line's mailbox in the configuration wins, then the line's address, then the settings."""
-    spec = next((m for m in config.mailboxes.values() if m.line == line), None)
+def identity_for(
+    line: str, settings: EmailIngestSettings, config: HotlineConfig, organisation: str | None = None
+) -> Identity:
+    """The identity of a reply on ``line`` written by someone of ``organisation``.
+
+    The mailbox of that organisation on the line wins; then the line's shared mailbox (one with
+    no organisation); for an automatic answer (no organisation) on a line whose mailboxes are
+    all one organisation's, that organisation's. Nobody answers in another organisation's
+    name: otherwise the line's address (``lines.<line>.email``) and the service's account,
+    then the settings."""
+    boxes = [(name, m) for name, m in config.mailboxes.items() if m.line == line]
+    chosen = next(((n, m) for n, m in boxes if organisation and m.organisation == organisation), None)
+    chosen = chosen or next(((n, m) for n, m in boxes if m.organisation is None), None)
+    if chosen is None and organisation is None and len({m.organisation for _, m in boxes}) == 1:
+        chosen = boxes[0]  # the line is one organisation's: its automatic answers are in its name
+    name, spec = chosen if chosen is not None else (None, None)
     line_spec = config.lines.get(line)
+    account = name if spec is not None and spec.smtp is not None and name is not None else DEFAULT_ACCOUNT
     return Identity(
         from_address=(spec.from_address if spec else None)
         or (line_spec.email if line_spec else None)
@@ -296,6 +394,10 @@ def identity_for(line: str, settings: EmailIngestSettings, config: HotlineConfig
         from_name=spec.from_name if spec and spec.from_name is not None else settings.from_name,
         subject=(spec.reply_subject if spec else None) or settings.reply_subject,
         per_minute=(spec.send_per_minute if spec else None) or settings.send_per_minute,
+        reply_to=spec.reply_to if spec else None,
+        signature=spec.signature if spec else None,
+        account=account,
+        limit_key=line if account == DEFAULT_ACCOUNT else f"mailbox:{account}",
     )
 
 
@@ -403,9 +505,13 @@ class ReplySender:
         leases: Lease,
         files: AsyncCollection[dict[str, Any]] | None = None,
         vault: Vault | None = None,
+        accounts: Mapping[str, Account] | None = None,
     ) -> None:
         """``files`` and ``vault``: where the files consultants attach are kept, and what opens
-        them (services/store/reply_files.py); a reply that names one needs both."""
+        them (services/store/reply_files.py); a reply that names one needs both. ``accounts``:
+        the SMTP accounts (:func:`accounts_from`; by default read here, with ``tls_context``
+        for the service's own)."""
+        self.accounts = accounts if accounts is not None else accounts_from(settings, config, tls_context)
         self.files = files
         self.vault = vault
         self.s = settings
@@ -431,6 +537,7 @@ class ReplySender:
         metrics: SmtpMetrics,
         window: float = WINDOW_SECONDS,
         vault: Vault | None = None,
+        accounts: Mapping[str, Account] | None = None,
     ) -> ReplySender:
         """The sender on the service's collections; ``window``: the rate limit's (tests shorten it)."""
         return cls(
@@ -445,6 +552,7 @@ class ReplySender:
             Lease(db["smtp_send_leases"], LEASE_SECONDS),
             db[ATTACHMENTS],
             vault,
+            accounts,
         )
 
     async def ensure_indexes(self) -> None:
@@ -457,17 +565,17 @@ class ReplySender:
             self.metrics.throttled.inc()
             await asyncio.sleep(delay)  # a point in time, not an event: nothing to await instead
 
-    async def _send(self, mail: Outgoing, message_id: str) -> None:
-        """Hand one mail to the server; raise UnconfirmedAfterData when the connection failed
-        between DATA and its reply, the server's SMTPResponseException on a refusal."""
+    async def _send(self, mail: Outgoing, message_id: str, account: Account) -> None:
+        """Hand one mail to ``account``'s server; raise UnconfirmedAfterData when the connection
+        failed between DATA and its reply, the server's SMTPResponseException on a refusal."""
         client = _Client(
-            hostname=self.s.smtp_host,
-            port=self.s.smtp_port,
-            username=self.s.smtp_user,
-            password=self.s.smtp_password.get_secret_value() if self.s.smtp_password else None,
-            use_tls=self.s.smtp_security == "tls",
-            start_tls=self.s.smtp_security == "starttls",
-            tls_context=self.tls_context,
+            hostname=account.host,
+            port=account.port,
+            username=account.user,
+            password=account.password,
+            use_tls=account.security == "tls",
+            start_tls=account.security == "starttls",
+            tls_context=account.tls_context,
             timeout=30,
         )
         attempt: str | None = None
@@ -606,7 +714,10 @@ class ReplySender:
 
     async def _deliver(self, out: OutboundMessage, holder: str) -> tuple[DeliveryStatus, str]:
         """Hand the mail to the SMTP server, retrying temporary failures with backoff."""
-        who = identity_for(out.line, self.s, self.config)
+        # The organisation whose consultant wrote it answers in its own name, through its own
+        # account (docs/email.md, "One line, several organisations").
+        who = identity_for(out.line, self.s, self.config, out.organisation)
+        account = self.accounts[who.account]
         files = await self._attached(out)
         if files is None:
             self.metrics.failures.labels("unsafe").inc()
@@ -620,6 +731,8 @@ class ReplySender:
                     out.sender_name or who.from_name,
                     out.neutral_subject or who.subject,
                     files,
+                    reply_to=who.reply_to,
+                    signature=who.signature,
                 )
             )
         except UnsafeReply as exc:
@@ -638,9 +751,9 @@ class ReplySender:
                 await asyncio.sleep(self.s.smtp_retry_seconds * 2 ** (attempt - 1))
             attempt += 1
             await self.leases.renew(out.message_id, holder)
-            await self._wait_turn(out.line, who.per_minute)
+            await self._wait_turn(who.limit_key, who.per_minute)
             try:
-                await self._send(mail, out.message_id)
+                await self._send(mail, out.message_id, account)
             except UnconfirmedAfterData as exc:
                 self.metrics.failures.labels("unconfirmed").inc()
                 log.warning("smtp_no_reply_after_data", message_id=out.message_id, error=str(exc))
@@ -654,7 +767,7 @@ class ReplySender:
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 if (cert := certificate_failure(exc)) is not None:
                     self.metrics.failures.labels("tls").inc()
-                    log_refused("smtp", self.s.smtp_host, self.s.smtp_port, cert, message_id=out.message_id)
+                    log_refused("smtp", account.host, account.port, cert, message_id=out.message_id)
                     detail = "SMTP server's TLS certificate not trusted"
                 else:
                     self.metrics.failures.labels("network").inc()

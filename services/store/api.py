@@ -9,9 +9,12 @@ token. Who may do what:
   probed;
 - a specialist sees the queues a consultant of their organisation sees, and the cases of
   their organisation (services/store/cases.py: referred to the roles they fill);
-- a supervisor sees every queue of their lines, the overview of queues, holders and
-  crises, and who read a thread;
-- an admin manages accounts (and sees what a supervisor sees).
+- a supervisor sees what a consultant of their organisation sees, the overview of its queues,
+  holders and crises, and who read a thread; an admin manages the accounts of their
+  organisation (and sees what its supervisor sees);
+- a national administrator sees every organisation's queues of their lines and manages every
+  account (:data:`services.store.auth.NATIONAL_ADMIN`): seeing all is that role, never an
+  account without an organisation.
 
 Every read of a thread by a person is recorded (:mod:`services.store.audit`).
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -31,26 +34,33 @@ from conversations.client_left import NOT_SAFE
 from conversations.model import URGENT
 from conversations.outbound import publish_outbound
 from conversations.rawmail import ATTACHMENT_NAME, ATTACHMENTS, open_value
+from conversations.reference import ReferenceData
 from conversations.repository import SEALED_SUBJECT, Doc, IdempotencyKeyReused, Repository
-from services.store import stats
+from services.store import skills, stats, totp
 from services.store.audit import ReadAudit
 from services.store.auth import (
+    ADMINS,
     COOKIE,
     DEVICE_COOKIE,
     DEVICE_DAYS,
+    SUPERVISORS,
+    Attempt,
     LoginThrottle,
     Sessions,
     User,
+    accounts_of,
     csrf_ok,
     token_hash,
+    too_many,
 )
 from services.store.events import sessions_ended
 from services.store.held_replies import HeldReplies
 from services.store.metrics import StoreMetrics
 from services.store.settings import StoreSettings
+from services.store.shift import Shift
 from shared.broker import PUBLISH_ERRORS, Broker
 from shared.config import HotlineConfig
-from shared.envelope import ConsoleEvent
+from shared.envelope import ConsoleEvent, utcnow
 from shared.html import VERSION as SANITISER_VERSION
 from shared.html import for_console
 from shared.http import Handler, check_json_depth, problem
@@ -62,7 +72,6 @@ log = get_logger(__name__)
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 # Routes answered without a session: logging in, and the description of the API.
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
-SUPERVISORS = {"supervisor", "admin"}
 # Threads per page of GET /api/threads, and how deep paging goes (each page is sorted anew).
 PAGE_LIMIT = 200
 MAX_PAGE = 1000
@@ -91,6 +100,18 @@ def thread_view(doc: Doc) -> dict[str, Any]:
     return view
 
 
+# Why no reply can be sent in a thread (ThreadView.cannot_reply): the mail that opened it gave
+# no address a reply can go to (services/email_ingest/mime.py, sender_of), and none that
+# joins a thread can give one later (conversations/email_threading.py, same_sender).
+NO_SENDER = "no_sender"
+
+
+def _reply_address(opened: Doc) -> bool:
+    """Whether a reply in the opened thread has somewhere to go: a mail thread needs its
+    client's address; other channels answer their session."""
+    return opened.get("channel") != "email" or bool((opened.get("client") or {}).get("address"))
+
+
 def message_view(doc: Doc) -> dict[str, Any]:
     """A message for the console. E-mail HTML was sanitised once, before it was stored, and is
     shown as stored when its sanitiser version is the current one, so a thread view does not
@@ -104,7 +125,7 @@ def message_view(doc: Doc) -> dict[str, Any]:
     return view
 
 
-def require(request: web.Request, roles: set[str]) -> User:
+def require(request: web.Request, roles: Collection[str]) -> User:
     user: User = request["user"]
     if user.role not in roles:
         raise web.HTTPForbidden(text="your role may not do this")
@@ -125,14 +146,23 @@ class ConsultantApi:
         self.repo = repo
         self.broker = broker
         self.audit = audit
-        self.sessions = Sessions(repo, settings.session_hours)
+        self.sessions = Sessions(repo, settings.session_hours, totp.required_roles(settings.require_totp))
         self.throttle = LoginThrottle(repo, settings.login_attempts, settings.login_window_seconds)
         self.metrics: StoreMetrics | None = None  # set by the composition root
         self.held: HeldReplies | None = None  # set by the composition root
+        # Canned answers and the directory as the database keeps them (administration.py).
+        self.reference = ReferenceData(repo.db, config)
+        # Who is at work and what goes back when they go (services/store/shift.py).
+        self.shift = Shift(repo, broker)  # replaced by the composition root's
 
     async def view(self, thread: Doc) -> dict[str, Any]:
-        """What the console shows of ``thread``: :func:`thread_view` with its subject opened."""
-        return thread_view(await self.repo.open_thread(thread))
+        """What the console shows of ``thread``: :func:`thread_view` with its subject opened,
+        and ``cannot_reply`` (``no_sender``) for a mail thread with no address to reply to."""
+        opened = await self.repo.open_thread(thread)
+        view = thread_view(opened)
+        if not _reply_address(opened):
+            view["cannot_reply"] = NO_SENDER
+        return view
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -141,14 +171,18 @@ class ConsultantApi:
         if not request.path.startswith("/api/"):
             return await handler(request)
         if (request.method, request.path) not in PUBLIC:
-            resolved = await self.sessions.resolve(request.cookies.get(COOKIE))
+            resolved = await self.sessions.resolve_any(request.cookies.get(COOKIE))
             if resolved is None:
                 return problem(401, "Not logged in")
-            user, csrf = resolved
+            user, csrf, pending = resolved
+            # Past the password, not yet the second factor: that step, and nothing else.
+            if pending is not None and (request.method, request.path) not in totp.PENDING_ROUTES:
+                return problem(401, "Second factor required", pending=pending)
             if request.method in UNSAFE and not csrf_ok(csrf, request.headers.get("X-CSRF-Token")):
                 return problem(403, "Missing or wrong CSRF token")
             request["user"] = user
             request["csrf"] = csrf
+            request["pending"] = pending
         # Every JSON body of the API (log-in included, statistics' routes too) is measured
         # before a handler parses it: json.loads recurses once per level and would fail a
         # deeply nested body with RecursionError, a 500.
@@ -174,8 +208,8 @@ class ConsultantApi:
     json_body = _json
 
     def visible_queues(self, user: User) -> list[str]:
-        org = None if user.role in SUPERVISORS else user.organisation
-        return self.config.queues_visible_to(org, user.lines)
+        # None (every organisation) for a national administrator only (auth.User).
+        return self.config.queues_visible_to(user.organisation, user.lines)
 
     async def thread_of(self, request: web.Request) -> tuple[User, Doc]:
         """The user and the thread the route names, if they may see it (else 404)."""
@@ -206,8 +240,8 @@ class ConsultantApi:
 
     def _others(self, user: User) -> tuple[list[str], list[str]]:
         """(shared queues ``user`` sees, the other organisations in them); empty for people
-        of no organisation (supervisors of whole lines), who see everything of their lines."""
-        if user.organisation is None or user.role in SUPERVISORS:
+        of no organisation (national administrators), who see everything of their lines."""
+        if user.organisation is None:
             return [], []
         shared = [n for n in self.visible_queues(user) if len(self.config.queues[n].organisations) > 1]
         others = {o for n in shared for o in self.config.queues[n].organisations} - {user.organisation}
@@ -281,21 +315,24 @@ class ConsultantApi:
 
     # --- routes ---------------------------------------------------------------------------
 
+    async def attempt_of(self, request: web.Request, login: str) -> Attempt:
+        """A log-in attempt of ``login`` (a password, or a second factor's code) from where
+        ``request`` comes, as the throttle counts it."""
+        peer = client_address(request.remote, request.headers.get("X-Real-IP"), self.s.trusted_proxies)
+        return await self.throttle.attempt(login, peer, request.cookies.get(DEVICE_COOKIE))
+
     async def login(self, request: web.Request) -> web.Response:
         body = await self._json(request)
         login, password = body.get("login"), body.get("password")
         if not isinstance(login, str) or not isinstance(password, str) or len(login) > 100:
             return problem(422, "login and password are required")
-        peer = client_address(request.remote, request.headers.get("X-Real-IP"), self.s.trusted_proxies)
-        attempt = await self.throttle.attempt(login, peer, request.cookies.get(DEVICE_COOKIE))
+        attempt = await self.attempt_of(request, login)
         async with self.throttle.turn(attempt):
             wait = await self.throttle.wait_seconds(attempt)
             if wait > 0:
                 # The password is not checked: a guess made while waiting tells nothing.
                 log.info("login_throttled", login_hash=attempt.login_hash, wait_seconds=round(wait, 1))
-                refused = problem(429, "Too many failed log-ins", f"try again in {math.ceil(wait)} seconds")
-                refused.headers["Retry-After"] = str(math.ceil(wait))
-                return refused
+                return too_many(wait)
             result = await self.sessions.login(login, password[:1024])
             if result is None:
                 await self.throttle.failed(attempt)
@@ -303,9 +340,15 @@ class ConsultantApi:
                 log.info("login_failed", login_hash=attempt.login_hash)
                 return problem(401, "Wrong login or password")
             await self.throttle.succeeded(attempt)
-        user, token, csrf = result
-        log.info("login", consultant=user.login)
-        resp = web.json_response({"consultant": user.public(), "csrf_token": csrf})
+        user, token, csrf, step = result
+        log.info("login", consultant=user.login, second_factor=step)
+        if not step:
+            # Logging in makes one available (services/store/shift.py); with a second factor
+            # still to give, once it is given (services/store/totp.py).
+            await self.shift.logged_in(user.login)
+        # Waiting at a second-factor step: who the account is stays unsaid until it is passed.
+        answer = {"second_factor": step} if step else {"consultant": user.public()}
+        resp = web.json_response({**answer, "csrf_token": csrf})
         # Marks this browser as one this login has used: its attempts are counted apart from
         # everyone else's, so others' failures never slow it (auth.LoginThrottle).
         resp.set_cookie(
@@ -334,6 +377,10 @@ class ConsultantApi:
             await self.sessions.logout(token)
             # Its live sockets close too, on whichever replica holds them.
             await self._announce(sessions_ended(request["user"].login, token_hash(token)))
+            if not await self.repo.sessions.count_documents(
+                {"login": request["user"].login, "expires_at": {"$gt": utcnow()}}, limit=1
+            ):
+                await self.shift.leave(request["user"].login, "logout")
         resp = web.json_response({"status": "logged out"})
         resp.del_cookie(COOKIE, path="/")
         return resp
@@ -358,9 +405,7 @@ class ConsultantApi:
                 "lines": {ln: {"name": self.config.lines[ln].name} for ln in lines},
                 "case_form": {ln: self.config.case_fields(ln) for ln in lines},
                 "close_reasons": self.config.close_reasons,
-                "canned_answers": {
-                    ln: [a.model_dump() for a in self.config.canned_answers.get(ln, [])] for ln in lines
-                },
+                "canned_answers": await self.reference.canned(lines, user.organisation),
                 "queues": {
                     name: {"line": q.line, "title": q.title, "organisations": q.organisations}
                     for name, q in self.config.queues.items()
@@ -374,11 +419,12 @@ class ConsultantApi:
         status = (await self._json(request)).get("status")
         if status not in {"available", "away", "offline"}:
             return problem(422, "status must be available, away or offline")
-        await self.repo.consultants.update_one({"_id": user.login}, {"$set": {"status": status}})
-        if status == "offline":
-            # Nobody is left holding a conversation for a consultant who is not there.
-            for thread in await self.repo.release_all(user.login):
-                await self._event("ThreadReleased", thread, user.login, reason="offline")
+        # Nobody is left holding a conversation for a consultant who is not there: away gives
+        # back the chats at once, offline everything (services/store/shift.py).
+        if status == "available":
+            await self.shift.available(user.login)
+        else:
+            await self.shift.leave(user.login, status, user.login)
         return web.json_response({"status": status})
 
     async def queues(self, request: web.Request) -> web.Response:
@@ -422,7 +468,13 @@ class ConsultantApi:
             (page - 1) * limit,
             self._elsewhere_filter(user),
         )
-        resp = web.json_response([thread_view(t) for t in await self.repo.open_threads(docs[:limit])])
+        now = utcnow()
+        resp = web.json_response(
+            [
+                {**thread_view(t), "reserved": skills.reservation(self.config, user, t, now)}
+                for t in await self.repo.open_threads(docs[:limit])
+            ]
+        )
         if len(docs) > limit:
             resp.headers["Link"] = f'<{request.rel_url.update_query(page=page + 1)}>; rel="next"'
         return resp
@@ -433,7 +485,8 @@ class ConsultantApi:
         if queue not in self.visible_queues(user):
             return problem(404, "no such queue")
         full = await self._full_channels(user)
-        thread = await self.repo.claim_next(queue, user.login, full)
+        reserved = skills.reserved_filter(self.config, user, utcnow())
+        thread = await self.repo.claim_next(queue, user.login, full, reserved)
         if thread is None:
             if full and await self.repo.threads.count_documents({"queue": queue, "status": "waiting"}):
                 return problem(
@@ -445,6 +498,14 @@ class ConsultantApi:
 
     async def claim(self, request: web.Request) -> web.Response:
         user, thread = await self.thread_of(request)
+        kept = skills.reservation(self.config, user, thread, utcnow())
+        if kept is not None:
+            return problem(
+                409,
+                "Kept for a colleague",
+                f"this conversation waits for a colleague with {', '.join(kept['for'].values())} "
+                f"until {kept['until']}; then anyone may take it",
+            )
         if thread.get("assignee") != user.login and thread["channel"] in await self._full_channels(user):
             return problem(
                 409, "At capacity", f"you hold as many {thread['channel']} conversations as you may"
@@ -501,7 +562,8 @@ class ConsultantApi:
         not_safe_docs.sort(key=lambda t: t["client_left"]["at"], reverse=True)
         not_safe = [jsonable(t) for t in not_safe_docs]
         people = []
-        async for c in self.repo.consultants.find({"lines": {"$in": user.lines}, "disabled": {"$ne": True}}):
+        people_filter = {**accounts_of(user), "lines": {"$in": user.lines}, "disabled": {"$ne": True}}
+        async for c in self.repo.consultants.find(people_filter):
             holds = sum(1 for q in held.values() for t in q if t.get("assignee") == c["_id"])
             people.append(
                 {
@@ -533,28 +595,40 @@ class ConsultantApi:
         )
 
     async def users(self, request: web.Request) -> web.Response:
-        """Accounts (admins). Password hashes never leave the database."""
-        require(request, {"admin"})
+        """Accounts of the admin's organisation (every account for a national administrator).
+        Password hashes and second-factor secrets never leave the database."""
+        admin = require(request, ADMINS)
         out = []
-        async for c in self.repo.consultants.find({}, {"password_hash": 0}).sort("_id", 1):
+        hidden = {"password_hash": 0, "totp": 0, "totp_enrolling": 0}
+        async for c in self.repo.consultants.find(accounts_of(admin), hidden).sort("_id", 1):
             out.append(jsonable(c))
         return web.json_response(out)
 
     async def disable_user(self, request: web.Request) -> web.Response:
-        """Disable an account and end its sessions at once (admins)."""
-        admin = require(request, {"admin"})
+        """Disable an account of the admin's organisation and end its sessions at once (admins);
+        an account of another organisation is not found (404), as one that does not exist."""
+        admin = require(request, ADMINS)
         login = request.match_info["login"]
         if login == admin.login:
             return problem(409, "You cannot disable your own account")
+        # Only an account the admin may manage (their organisation's; any for a national one).
+        if await self.repo.consultants.find_one({"_id": login, **accounts_of(admin)}, {"_id": 1}) is None:
+            return problem(404, "No such user")
+        if not await self.disable_account(login, admin.login):
+            return problem(404, "No such user")
+        return web.json_response({"login": login, "disabled": True})
+
+    async def disable_account(self, login: str, by: str) -> bool:
+        """Disable ``login``: its sessions end, its live sockets close and its threads go back
+        to their queues (also the administration screen's path). False: no such account."""
         res = await self.repo.consultants.update_one({"_id": login}, {"$set": {"disabled": True}})
         if res.matched_count == 0:
-            return problem(404, "No such user")
+            return False
         await self.repo.sessions.delete_many({"login": login})
         await self._announce(sessions_ended(login))
-        for thread in await self.repo.release_all(login):
-            await self._event("ThreadReleased", thread, admin.login, reason="account disabled")
-        log.info("user_disabled", consultant=login, by=admin.login)
-        return web.json_response({"login": login, "disabled": True})
+        await self.shift.leave(login, "disabled", by)
+        log.info("user_disabled", consultant=login, by=by)
+        return True
 
     async def release(self, request: web.Request) -> web.Response:
         user, thread = await self.thread_of(request)
@@ -622,6 +696,12 @@ class ConsultantApi:
             return problem(422, "text is required")
         if thread["status"] != "active" or thread.get("assignee") != user.login:
             return problem(409, "Claim the thread before replying")
+        if not _reply_address(await self.repo.open_thread(thread)):
+            return problem(
+                409,
+                "Cannot reply: no usable sender address",
+                "the mail gave no address a reply can go to; its text is in the thread",
+            )
         files = await self._reply_files(thread, body.get("attachments", []))
         if isinstance(files, web.Response):
             return files
@@ -637,7 +717,7 @@ class ConsultantApi:
         held = await self.held.hold_for(thread) if self.held is not None else None
         try:
             doc, created = await self.repo.add_reply(
-                thread, user.login, text, key, self.s.message_id_domain, held, files
+                thread, user.login, text, key, self.s.message_id_domain, held, files, user.organisation
             )
         except IdempotencyKeyReused:
             return problem(

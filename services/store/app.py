@@ -10,10 +10,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pymongo.errors import PyMongoError
 
+from conversations import reference
 from conversations.outbound import OutboxSweeper
 from conversations.repository import Repository
-from conversations.vault import Vault
-from services.store import openapi, reports
+from conversations.vault import Vault, open_transit_key
+from services.store import administration, openapi, reports, skills
+from services.store.administration import AdministrationRoutes
 from services.store.api import ConsultantApi
 from services.store.attachments import AttachmentRoutes
 from services.store.audit import ReadAudit
@@ -26,12 +28,17 @@ from services.store.events import ConsoleHub, DeliveryRecorder
 from services.store.held_replies import HeldReplies
 from services.store.metrics import StoreMetrics
 from services.store.migrations import migrate
+from services.store.quarantine import QuarantineRoutes
 from services.store.reply_files import ReplyFileRoutes
 from services.store.retention import LEASE_SECONDS as RETENTION_LEASE_SECONDS
 from services.store.retention import RetentionJob
 from services.store.search import SearchRoutes
 from services.store.service_figures import ServiceFigureRoutes
 from services.store.settings import StoreSettings
+from services.store.shift import LEASE_KEY as SHIFT_LEASE
+from services.store.shift import Shift, ShiftRoutes
+from services.store.takeover import TakeOverRoutes
+from services.store.totp import TotpRoutes
 from shared import topology
 from shared.broker import CONNECT_ERRORS, Broker, BrokerMetrics
 from shared.config import load_config
@@ -41,7 +48,7 @@ from shared.lease import Lease
 from shared.lifecycle import retry_until_ready
 from shared.mongo import make_client, ping
 from shared.supervise import Supervisor
-from shared.transit import TransitSeal
+from shared.transit import for_master_keys
 
 STATIC = Path(__file__).parent / "static"
 
@@ -62,14 +69,15 @@ def create_app(settings: StoreSettings) -> web.Application:
     health = Health(registry)
     client = make_client(settings.mongo_url.get_secret_value())
     db = client[settings.mongo_database]
-    vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), *settings.master_keys())
+    vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), settings.master_keys())
     repo = Repository(db, vault)
+    transit = for_master_keys(settings.master_keys())
     broker = Broker(
         settings.amqp_url.get_secret_value(),
         settings.prefetch,
         BrokerMetrics(registry),
         f"store {settings.instance_id}",
-        TransitSeal(*settings.master_keys()),
+        transit,
     )
     audit = ReadAudit(db)
     api = ConsultantApi(settings, config, repo, broker, audit)
@@ -86,7 +94,17 @@ def create_app(settings: StoreSettings) -> web.Application:
     )
     api.held = held
     supervisor = Supervisor(registry, health)
-    hub = ConsoleHub(api.sessions, api.visible_queues, supervisor=supervisor)
+    shift = Shift(
+        repo,
+        broker,
+        gone_minutes=settings.console_gone_minutes,
+        email_minutes=settings.away_email_minutes,
+        handoff_minutes=settings.handoff_minutes,
+        lease=Lease(db["leases"], 3 * settings.shift_check_seconds + 30),
+        holder=settings.instance_id,
+    )
+    api.shift = shift
+    hub = ConsoleHub(api.sessions, api.visible_queues, supervisor=supervisor, shift=shift)
     app = web.Application(
         middlewares=[security_headers(CONSOLE_HEADERS), errors, api.middleware],
         client_max_size=settings.max_body_bytes,
@@ -101,6 +119,11 @@ def create_app(settings: StoreSettings) -> web.Application:
     AttachmentRoutes(api).add_routes(app)
     ReplyFileRoutes(api).add_routes(app)
     ErasureRoutes(api).add_routes(app)
+    ShiftRoutes(api, shift).add_routes(app)
+    TakeOverRoutes(api).add_routes(app)
+    QuarantineRoutes(api).add_routes(app)
+    AdministrationRoutes(api).install(app)
+    TotpRoutes(api, transit).add_routes(app)
     app.router.add_get("/api/events", hub.handle_ws)
     app.router.add_get("/api/openapi.json", openapi.serve)
 
@@ -125,10 +148,14 @@ def create_app(settings: StoreSettings) -> web.Application:
             await retry_until_ready(
                 "database", repo.ensure_indexes, settings.startup_timeout, (PyMongoError,)
             )
+            await open_transit_key(vault, transit, health, settings.startup_timeout)
             await migrate(db)
             # Threads stored before threads had clients get theirs, once per database.
             await repo.clients.assign_existing(settings.client_key_secret.get_secret_value().encode())
             await audit.ensure_indexes()
+            # Canned answers and the directory: the YAML's, the first time (conversations/reference.py).
+            await reference.seed(db, config)
+            await administration.ensure_indexes(db)
             await retry_until_ready("broker", broker.connect, settings.startup_timeout, CONNECT_ERRORS)
             events = await topology.declare_replica_queue(
                 broker.channel,
@@ -154,6 +181,11 @@ def create_app(settings: StoreSettings) -> web.Application:
                 lambda beat: held.run(settings.hold_check_seconds, beat),
                 interval=3 * settings.hold_check_seconds + 30,
             )
+            # Threads kept for a language or skill: consoles hear when they are everyone's.
+            fallback = skills.Fallback(
+                repo, broker, config, Lease(db["leases"], 30 + 3 * 10.0), settings.instance_id
+            )
+            supervisor.start("skill_fallback", fallback.run, interval=3 * fallback.every() + 30)
             if settings.retention_interval_hours > 0:
                 retention = RetentionJob(
                     repo,
@@ -168,6 +200,16 @@ def create_app(settings: StoreSettings) -> web.Application:
                 supervisor.start(
                     "retention", retention.run, interval=3 * settings.retention_check_seconds + 60
                 )
+            await shift.ensure_indexes()
+            check = settings.shift_check_seconds
+            supervisor.start(SHIFT_LEASE, lambda beat: shift.run(check, beat), interval=3 * check + 30)
+            # Presence is said more often than a console may be gone, whatever the settings.
+            presence = min(check, 60 * settings.console_gone_minutes / 3)
+            supervisor.start(
+                "presence",
+                lambda beat: shift.run_presence(hub.logins, presence, beat),
+                interval=3 * presence + 30,
+            )
             every = settings.metrics_refresh_seconds
             supervisor.start(
                 "metrics",

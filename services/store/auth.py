@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 import time
 import weakref
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from conversations.repository import Repository
 from shared.envelope import utcnow
+from shared.http import problem
 
 COOKIE = "hl_session"
 _hasher = PasswordHasher()
@@ -44,15 +47,44 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# Roles (PRODUCT.md 2): a consultant, specialist, supervisor and admin each work for one
+# organisation and see its work only; a national administrator sees every organisation's work
+# on their lines and manages every account. Seeing all is a role, never a missing field: an
+# account of another role without an organisation is refused (:func:`may_log_in`).
+NATIONAL_ADMIN = "national_admin"
+ROLES = ("consultant", "specialist", "supervisor", "admin", NATIONAL_ADMIN)
+SUPERVISORS = frozenset({"supervisor", "admin", NATIONAL_ADMIN})
+ADMINS = frozenset({"admin", NATIONAL_ADMIN})
+
+
+def may_log_in(doc: dict[str, Any]) -> bool:
+    """An enabled account of a known role that belongs to an organisation (or sees all)."""
+    if doc.get("disabled") or doc.get("role") not in ROLES:
+        return False
+    return doc["role"] == NATIONAL_ADMIN or bool(doc.get("organisation"))
+
+
+def accounts_of(user: User) -> dict[str, Any]:
+    """The database filter of the accounts ``user`` sees and, as an admin, manages: their
+    organisation's; every account for a national administrator."""
+    return {} if user.organisation is None else {"organisation": user.organisation}
+
+
 @dataclass(frozen=True)
 class User:
     login: str
     name: str
-    role: str  # consultant | specialist | supervisor | admin
+    role: str  # one of ROLES
+    # The organisation whose work this person sees; None for a national administrator only.
     organisation: str | None
     lines: list[str]
     # The referral roles a specialist fills (cases referred to them: conversations/cases.py).
     specialist_roles: tuple[str, ...] = ()
+    # Routing by skill and language (services/store/skills.py), and a password an
+    # administrator set, to be changed at the next log-in (services/store/administration.py).
+    skills: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    must_change_password: bool = False
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> User:
@@ -60,9 +92,12 @@ class User:
             doc["_id"],
             doc.get("name", doc["_id"]),
             doc["role"],
-            doc.get("organisation"),
+            None if doc["role"] == NATIONAL_ADMIN else doc.get("organisation"),
             list(doc.get("lines", [])),
             tuple(doc.get("specialist_roles") or ()),
+            tuple(doc.get("skills") or ()),
+            tuple(doc.get("languages") or ()),
+            bool(doc.get("must_change_password")),
         )
 
     def public(self) -> dict[str, Any]:
@@ -73,6 +108,9 @@ class User:
             "organisation": self.organisation,
             "lines": self.lines,
             "specialist_roles": list(self.specialist_roles),
+            "skills": list(self.skills),
+            "languages": list(self.languages),
+            "must_change_password": self.must_change_password,
         }
 
 
@@ -87,6 +125,14 @@ MAX_DELAY_SECONDS = 900.0
 PRUNE_EVERY_SECONDS = 60.0
 DEVICE_COOKIE = "hl_device"
 DEVICE_DAYS = 180
+
+
+def too_many(wait: float) -> web.Response:
+    """The answer to a log-in attempt (a password, a code) made while its source must wait
+    ``wait`` seconds: the attempt is not even checked."""
+    refused = problem(429, "Too many failed log-ins", f"try again in {math.ceil(wait)} seconds")
+    refused.headers["Retry-After"] = str(math.ceil(wait))
+    return refused
 
 
 def delay_after(failures: int, free: int) -> float:
@@ -211,34 +257,64 @@ class LoginThrottle:
         return f"{nonce}.{await self._mac('device', login.strip().casefold(), nonce)}"
 
 
+# A session that has passed the password but not yet the second factor is pending one of
+# these steps (services/store/totp.py): it reaches the step's routes and nothing else.
+CODE_STEP = "code"  # the account has a second factor: give a code or a recovery code
+ENROL_STEP = "enrol"  # the account must have one (STORE_REQUIRE_TOTP) and has none yet
+
+
 class Sessions:
-    def __init__(self, repo: Repository, hours: float) -> None:
+    def __init__(self, repo: Repository, hours: float, totp_roles: frozenset[str] = frozenset()) -> None:
         self.repo = repo
         self.lifetime = timedelta(hours=hours)
+        self.totp_roles = totp_roles  # roles that must log in with a second factor
 
-    async def login(self, login: str, password: str) -> tuple[User, str, str] | None:
-        """(user, session token, csrf token), or None when the credentials are wrong."""
+    def step_for(self, doc: dict[str, Any]) -> str | None:
+        """The second-factor step a log-in of the account ``doc`` waits at, or None."""
+        if doc.get("totp"):
+            return CODE_STEP
+        return ENROL_STEP if doc["role"] in self.totp_roles else None
+
+    async def login(self, login: str, password: str) -> tuple[User, str, str, str | None] | None:
+        """(user, session token, csrf token, second-factor step), or None when the credentials
+        are wrong. The session waits at the step (:meth:`step_for`), if any, until
+        :meth:`complete`."""
         doc = await self.repo.consultant(login)
-        if doc is None or doc.get("disabled"):
+        if doc is None or not may_log_in(doc):
             verify_password(_DUMMY_HASH, password)
             return None
         if not verify_password(doc["password_hash"], password):
             return None
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        await self.repo.create_session(token_hash(token), login, csrf, utcnow() + self.lifetime)
-        return User.from_doc(doc), token, csrf
+        session = {"_id": token_hash(token), "login": doc["_id"], "csrf": csrf}
+        step = self.step_for(doc)
+        if step is not None:
+            session["pending"] = step
+        await self.repo.sessions.insert_one({**session, "expires_at": utcnow() + self.lifetime})
+        return User.from_doc(doc), token, csrf, step
 
     async def resolve(self, token: str | None) -> tuple[User, str] | None:
-        """(user, csrf token) of a live session, or None."""
+        """(user, csrf token) of a live session that has passed every step, or None."""
+        found = await self.resolve_any(token)
+        if found is None or found[2] is not None:
+            return None
+        return found[0], found[1]
+
+    async def resolve_any(self, token: str | None) -> tuple[User, str, str | None] | None:
+        """(user, csrf token, pending step or None) of a live session, or None."""
         if not token:
             return None
         session = await self.repo.session(token_hash(token))
         if session is None:
             return None
         doc = await self.repo.consultant(session["login"])
-        if doc is None or doc.get("disabled"):
+        if doc is None or not may_log_in(doc):
             return None
-        return User.from_doc(doc), session["csrf"]
+        return User.from_doc(doc), session["csrf"], session.get("pending")
+
+    async def complete(self, token: str) -> None:
+        """The session has passed its second factor: every route is open to it."""
+        await self.repo.sessions.update_one({"_id": token_hash(token)}, {"$unset": {"pending": ""}})
 
     async def logout(self, token: str) -> None:
         await self.repo.delete_session(token_hash(token))

@@ -134,8 +134,9 @@ class CaseApi:
         user: User = request["user"]
         cases = self.config.cases
         assistance = cases.assistance_of(user.organisation) if user.organisation else cases.assistance_kinds
-        directory = [*self.config.directory.emergency, *self.config.directory.national]
-        directory += [e for es in self.config.directory.regions.values() for e in es]
+        # The directory as the database keeps it (administration.py edits it).
+        d = await self.api.reference.directory()
+        directory = [*d.emergency, *d.national, *[e for es in d.regions.values() for e in es]]
         return answer(
             {
                 "kinds": {k: kind.model_dump() for k, kind in cases.kinds_of(user.lines).items()},
@@ -175,7 +176,7 @@ class CaseApi:
             theirs = list(thread.get("organisations") or [])
             n = (thread.get("consultation") or {}).get("n", 1)
             ref, line, client_id = consultation_id(thread_id, n), thread["line"], thread.get("client_id")
-        # A member of an organisation opens its cases; a supervisor of whole lines, the case
+        # A member of an organisation opens its cases; a national administrator, the case
         # of the one organisation the conversation is for.
         if user.organisation is not None and user.organisation not in theirs:
             raise Unprocessable("the conversation is another organisation's", invalid=[field])
@@ -342,7 +343,7 @@ class CaseApi:
         to = body.get("to")
         if to is None or to == "":
             raise Unprocessable("to is required", missing=["to"])
-        if not isinstance(to, str) or self.config.directory_entry(to) is None:
+        if not isinstance(to, str) or await self.api.reference.directory_entry(to) is None:
             raise Unprocessable("to must name a directory entry by its id", invalid=["to"])
         now = utcnow()
         at = read_moment(body, "at") or now

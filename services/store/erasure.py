@@ -11,10 +11,11 @@
   answers), then its data key is deleted (conversations/vault.py), so what was sealed is
   unreadable in every backup too; replies still held or unsent are cancelled; their cases
   lose their free text and their keys. When that reached all of the person's threads and
-  cases, their safe-contact plan is deleted and what recognised them (their client key) is
-  forgotten, so a new message from them starts afresh; when another organisation still holds
-  some, both stay for it. Kept:
-  the threads' times and categorical facts, so statistics count as before. Refused (409) while
+  cases, their safe-contact plan is deleted, the mails of theirs still in quarantine (found by
+  the client key of their address, conversations/rawmail.py) lose their bytes and their keys,
+  and what recognised them (their client key) is forgotten, so a new message from them starts
+  afresh; when another organisation still holds some, both stay for it. Kept: the threads'
+  times and categorical facts, so statistics count as before. Refused (409) while
   one of those threads or cases is open: a person still being helped is not erased under a
   consultant's hands. Each thread records ``TextErased`` with who did it.
 
@@ -33,9 +34,10 @@ from aiohttp import web
 
 from conversations.cases import CaseRepository, CaseStatus, case_viewer
 from conversations.model import EventName, ThreadStatus
+from conversations.rawmail import erase_quarantined
 from conversations.repository import Doc
-from services.store.api import SUPERVISORS, ConsultantApi, jsonable, require
-from services.store.auth import User
+from services.store.api import ConsultantApi, jsonable, require
+from services.store.auth import SUPERVISORS, User
 from services.store.retention import clear_thread
 from shared.envelope import utcnow
 from shared.http import problem
@@ -144,6 +146,9 @@ class ErasureRoutes:
         # replies stay held, its new threads stay theirs).
         forgotten = 0
         if everything:
+            if client_id:  # their quarantined mails, found by the key of their address
+                known = await self.repo.clients.keys_of(client_id)
+                keys += await erase_quarantined(self.repo.db, self.repo.vault, known)
             forgotten = await self.repo.clients.forget(client_id) if client_id else 0
             await self.repo.contact_plans.forget([client_id] if client_id else [], ids)
         else:

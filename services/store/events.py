@@ -35,6 +35,7 @@ from conversations.cases import CASE_EVENTS, CaseViewer, case_viewer
 from conversations.model import EventName
 from conversations.repository import Repository
 from services.store.auth import COOKIE, Sessions, User, token_hash
+from services.store.shift import Shift, seen_quietly
 from shared.broker import Broker
 from shared.envelope import ConsoleEvent, DeliveryReport, Envelope, utcnow
 from shared.logs import get_logger
@@ -76,8 +77,10 @@ class ConsoleHub:
         visible: Callable[[User], list[str]],
         recheck_seconds: float = RECHECK_SECONDS,
         supervisor: Supervisor | None = None,
+        shift: Shift | None = None,
     ) -> None:
         self.sessions = sessions
+        self.shift = shift  # told when a console opens and closes (services/store/shift.py)
         self.supervisor = supervisor
         self.visible = visible
         self.recheck_seconds = recheck_seconds
@@ -110,6 +113,7 @@ class ConsoleHub:
             # feed and hear nothing. Close it instead; the console reconnects and refreshes.
             self.supervisor.companion(writer, "console-writer", lambda: self._end(ws, INTERNAL_ERROR_CODE))
         watcher = asyncio.create_task(self._watch(ws, token))
+        await seen_quietly(self.shift, user.login)
         try:
             await ws.send_str(json.dumps({"type": "hello", "consultant": user.login}))
             async for msg in ws:  # the console only listens; anything it sends is ignored
@@ -121,7 +125,13 @@ class ConsoleHub:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # Last seen now: a console gone counts from here (shift.py).
+            await seen_quietly(self.shift, user.login, back=False)
         return ws
+
+    def logins(self) -> list[str]:
+        """Whose consoles this replica holds open."""
+        return [c.login for c in self.clients.values()]
 
     async def _watch(self, ws: web.WebSocketResponse, token: str) -> None:
         """Close the socket once its session is gone however it ended (see the module's doc)."""

@@ -177,12 +177,33 @@ async def _records_are_searchable(db: Db) -> None:
     await SearchIndex(db).request_rebuild()
 
 
+async def _index_follows_retention(db: Db) -> None:
+    # The index now loses what retention or an erasure clears (conversations/search.py); what
+    # they cleared before still has postings, and nothing can tell which (the words are gone).
+    # So the indexer empties the postings and reads again what is stored, in the background.
+    await SearchIndex(db).request_rebuild(fresh=True)
+
+
+async def _seeing_all_is_a_role(db: Db) -> None:
+    # A supervisor or admin without an organisation saw every organisation's work; now only a
+    # national administrator does, and an account of another role without an organisation is
+    # refused at log-in (auth.may_log_in). Those accounts keep what they had, under its name.
+    found = await db["consultants"].update_many(
+        {"role": {"$in": ["supervisor", "admin"]}, "organisation": None},
+        {"$set": {"role": "national_admin"}},
+    )
+    if found.modified_count:
+        log.info("accounts_made_national_admin", count=found.modified_count)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Db], Awaitable[None]]]] = [
     (1, "threads count their claims", _claims_are_counted),
     (2, "inbound messages keep their source time", _messages_have_a_received_time),
     (3, "e-mail HTML is sanitised once, with the budget, and keeps its version", _html_is_sanitised_once),
     (4, "a thread holds its consultations, one per episode", _consultations_are_episodes),
     (5, "stored messages and consultations are indexed for search", _records_are_searchable),
+    (6, "the search index holds only text still stored", _index_follows_retention),
+    (7, "seeing every organisation is the national administrator's role", _seeing_all_is_a_role),
 ]
 
 

@@ -68,7 +68,7 @@ COMPONENTS: Schema = {
             ["login", "name", "role", "lines"],
             login=STR,
             name=STR,
-            role={"enum": ["consultant", "specialist", "supervisor", "admin"]},
+            role={"enum": ["consultant", "specialist", "supervisor", "admin", "national_admin"]},
             organisation={"type": ["string", "null"]},
             lines={"type": "array", "items": STR},
             specialist_roles={"type": "array", "items": STR, "description": "a specialist's referral roles"},
@@ -96,6 +96,16 @@ COMPONENTS: Schema = {
             region={"type": ["string", "null"]},
             topic={"type": ["string", "null"]},
             waiting_since=TIME,
+            sender_unverified={
+                "type": "boolean",
+                "description": "present (true) when a mail whose sender the trusted mail server did not "
+                "verify opened the thread: kept apart from the person its From names (docs/email.md)",
+            },
+            reserved={
+                "type": ["object", "null"],
+                "description": "in a list: kept for colleagues with a language or skill the caller lacks "
+                "(for: {language, skill}) until `until`; claim refuses it before then",
+            },
             case={"type": "object", "description": "case form answers: option ids, lists when multiple"},
             outcome={"enum": ["consultation", "no_consultation"], "description": "how a closed thread ended"},
             no_consultation_reason={"type": "string", "description": "a configured close reason id"},
@@ -114,6 +124,10 @@ COMPONENTS: Schema = {
                 at=TIME,
                 thread={"type": "string", "description": "the thread whose client was taken"},
             ),
+            cannot_reply={
+                "enum": ["no_sender"],
+                "description": "why no reply can be sent: no_sender, the mail gave no usable sender address",
+            },
             client_left=_obj(
                 ["why", "at"],
                 why={
@@ -136,7 +150,25 @@ COMPONENTS: Schema = {
             author={"type": "string", "description": "client | bot | consultant:<login>"},
             text=STR,
             html={"type": ["string", "null"], "description": "sanitised e-mail HTML"},
+            sender_auth={
+                **_obj(
+                    ["verdict"],
+                    verdict={
+                        "enum": ["verified", "failed", "unknown"],
+                        "description": "what the mailbox's trusted mail server said of the sender; "
+                        "unknown: no server trusted (null or absent: stored before the check)",
+                    },
+                    detail={"type": "string", "description": "the deciding results (method=result)"},
+                ),
+                "type": ["object", "null"],
+            },
             quoted={"type": ["string", "null"], "description": "quoted e-mail history"},
+            email_problems={
+                "type": "array",
+                "items": {"enum": ["no_sender", "unreadable_part"]},
+                "description": "what could not be read of the mail (no_sender: no address to reply to; "
+                "unreadable_part: a part whose bytes did not decode)",
+            },
             attachments={"type": "array", "items": {"type": "object"}},
             delivery=_obj(
                 [],
@@ -164,6 +196,22 @@ COMPONENTS: Schema = {
             write_first={"type": "boolean", "description": "answer only when they write first"},
             sender_name={"type": ["string", "null"], "maxLength": 80, "description": "neutral From name"},
             subject={"type": ["string", "null"], "maxLength": 120, "description": "neutral Subject"},
+        ),
+        "QuarantinedMail": _obj(
+            ["source_id", "reason"],
+            source_id={"type": "string", "description": "imap:<mailbox>:<UIDVALIDITY>:<UID>"},
+            mailbox=STR,
+            line={"type": ["string", "null"]},
+            reason={"type": "string", "description": "why it is quarantined (docs/email.md)"},
+            size={"type": ["integer", "null"]},
+            stored_at=TIME,
+            kept={"type": "boolean", "description": "its bytes are kept, so a replay can read it"},
+            replay_requested={"type": "boolean", "description": "a replay is asked for, not yet done"},
+            last_replay={
+                "type": ["object", "null"],
+                "properties": {"at": TIME, "outcome": STR},
+                "description": "how the last replay asked for in the console ended, if it did not",
+            },
         ),
         "ThreadWithMessages": {
             "allOf": [
@@ -282,7 +330,10 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "longer each time (429 with Retry-After, the password unchecked); nobody is locked out.",
         "requestBody": _body(_obj(["login", "password"], login=STR, password=STR)),
         "responses": {
-            "200": _ok("logged in", _obj(["consultant", "csrf_token"], consultant=_ref("Consultant"), csrf_token=STR)),  # noqa: E501
+            "200": _ok("logged in; or, with second_factor (code or enrol), past the password only: "
+                       "that step next, every other route answers 401 until it is passed",
+                       _obj(["csrf_token"], consultant=_ref("Consultant"), csrf_token=STR,
+                            second_factor={"enum": ["code", "enrol"]})),
             "400": PROBLEM, "401": PROBLEM, "413": PROBLEM, "415": PROBLEM, "422": PROBLEM,
             "429": {**PROBLEM, "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}},  # noqa: E501
         },
@@ -342,7 +393,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     ("POST", "/api/threads/{id}/claim"): ("thread", {
         "summary": "Claim one thread; 409 when someone else holds it",
         "description": "A thread of a queue several organisations share moves to the claimer's "
-        "organisation's own queue of the line (answered with its new queue); released, it returns.",
+        "organisation's own queue of the line (answered with its new queue); released, it returns. "
+        "409 too while the thread is kept for colleagues with its language or skill (its `reserved`).",
         "responses": {"200": _ok("claimed", _ref("Thread")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM},  # noqa: E501
     }),
     ("GET", "/api/threads/{id}"): ("thread", {
@@ -391,6 +443,14 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "requestBody": _body(_obj(["confirm"], confirm={"type": "string", "enum": ["erase"]})),
         "responses": {"200": {"description": "what was erased (counts)"}, "401": PROBLEM, "403": PROBLEM,
                       "404": PROBLEM, "409": PROBLEM, "422": PROBLEM},
+    }),
+    ("POST", "/api/threads/{id}/takeover"): ("thread, supervisor or admin", {
+        "summary": "Take the conversation over from whoever holds it (or take it while it waits)",
+        "description": "The caller becomes its holder at once; the previous holder can no longer reply "
+        "and their console is told (ThreadTakenOver, with previous). Recorded in the thread's history. "
+        "409 for a closed thread, or one that changed meanwhile. services/store/takeover.py.",
+        "responses": {"200": _ok("the thread", _ref("Thread")), "401": PROBLEM, "403": PROBLEM,
+                      "404": PROBLEM, "409": PROBLEM},
     }),
     ("GET", "/api/threads/{id}/contact-plan"): ("thread", {
         "summary": "The safe-contact plan the thread's replies follow (the read is recorded)",
@@ -450,7 +510,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "thread and text it answers the stored reply (202, nothing sent twice); with another thread or "
         "another text it is refused with 409 and nothing is stored or sent. While the thread is marked "
         "client_left.why not_safe (the client said it is not safe now) every reply is refused with 409 "
-        "until the client writes again. A reply the client's safe-contact plan forbids now is accepted "
+        "until the client writes again, and so is every reply in a thread marked cannot_reply. "
+        "A reply the client's safe-contact plan forbids now is accepted "
         "and stored held, with the reason in delivery.detail (GET/PUT .../contact-plan).",
         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": True, "schema": STR}],
         "requestBody": _body(_obj(["text"], text=STR, attachments={
@@ -596,6 +657,17 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
         "and the open conversations whose client said it is not safe now (not_safe)",
         "responses": {"200": _ok("overview", {"type": "object"}), "401": PROBLEM, "403": PROBLEM},
     }),
+    ("GET", "/api/quarantine"): ("supervisor", {
+        "summary": "Mails the e-mail intake could not turn into a message, of the supervisor's lines "
+        "(a mailbox of another organisation left out): facts and reason, never their content",
+        "responses": {"200": _ok("quarantined mails", {"type": "array", "items": _ref("QuarantinedMail")}), "401": PROBLEM, "403": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/quarantine/replay"): ("supervisor", {
+        "summary": "Ask the e-mail intake to read a quarantined mail again and, if it now reads, hand "
+        "it over with the same source id (at most once in a thread); 404 for a mail not listed",
+        "requestBody": _body(_obj(["source_id"], source_id=STR)),
+        "responses": {"202": _ok("asked", _ref("QuarantinedMail")), "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "422": PROBLEM},  # noqa: E501
+    }),
     ("GET", "/api/users"): ("admin", {
         "summary": "Accounts, without password hashes",
         "responses": {"200": _ok("users", {"type": "array", "items": _ref("Consultant")}), "401": PROBLEM, "403": PROBLEM},  # noqa: E501
@@ -618,7 +690,75 @@ OPERATIONS: dict[tuple[str, str], tuple[str, Schema]] = {
     }),
 }  # fmt: skip
 
+# A shift (services/store/shift.py): the urgent mark and hand-offs to a colleague.
+_THREAD_ANSWER = {"401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM}
+OPERATIONS.update({
+    ("POST", "/api/threads/{id}/urgent"): ("thread", {
+        "summary": "Mark an open thread urgent by hand (it goes first, as a crisis does), or unmark it",
+        "description": "Taking it off gives the thread the priority it had; a thread urgent by its "
+        "content (a crisis) and never marked by hand stays urgent (409).",
+        "requestBody": _body(_obj(["urgent"], urgent={"type": "boolean"})),
+        "responses": {"200": _ok("the thread", _ref("Thread")), **_THREAD_ANSWER},
+    }),
+    ("GET", "/api/threads/{id}/colleagues"): ("thread", {
+        "summary": "Colleagues the caller may hand this thread to: their organisation, on its line, "
+        "with their availability",
+        "responses": {"200": _ok("colleagues", {"type": "array", "items": _obj(
+            ["login", "name", "status"], login=STR, name=STR, status=STR)}), "401": PROBLEM, "404": PROBLEM},
+    }),
+    ("POST", "/api/threads/{id}/handoff"): ("thread holder", {
+        "summary": "Offer the thread one holds to a named colleague of one's organisation on its line",
+        "description": "Any other login (another organisation, without the line, disabled, unknown, "
+        "oneself) gets the same 422. One offer at a time (409). Unanswered in STORE_HANDOFF_MINUTES it "
+        "lapses: the thread stays with its holder while available, else goes back to its queue.",
+        "requestBody": _body(_obj(["to"], to=STR)),
+        "responses": {"200": _ok("offered", _ref("Thread")), **_THREAD_ANSWER},
+    }),
+    ("POST", "/api/threads/{id}/handoff/accept"): ("the colleague it is offered to", {
+        "summary": "Take the thread offered to oneself (within one's capacity)",
+        "responses": {"200": _ok("now yours", _ref("Thread")), **_THREAD_ANSWER},
+    }),
+    ("POST", "/api/threads/{id}/handoff/decline"): ("the colleague it is offered to, or its holder", {
+        "summary": "Decline the offer (or withdraw it): the thread stays with its holder while available",
+        "responses": {"200": _ok("the thread", _ref("Thread")), **_THREAD_ANSWER},
+    }),
+    ("GET", "/api/handoffs"): ("session", {
+        "summary": "Threads offered to the caller whose offers still stand",
+        "responses": {"200": _ok("threads", {"type": "array", "items": _ref("Thread")}), "401": PROBLEM},
+    }),
+})  # fmt: skip
+
 # Finding a record (services/store/search.py): the criteria go in the body, never in the URL.
+# The second factor (services/store/totp.py): the code step of a log-in, and enrolment.
+_LOGGED_IN = _obj(["consultant", "csrf_token"], consultant=_ref("Consultant"), csrf_token=STR)
+_THROTTLED = {
+    **PROBLEM,
+    "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+}
+OPERATIONS.update({
+    ("POST", "/api/session/code"): ("session past its password", {
+        "summary": "The code step of a log-in: a code from the authenticator app, or a recovery code (each usable once)",  # noqa: E501
+        "description": "A code of a step already used, or of an earlier one, is refused (no replay). Wrong "
+        "codes count as failed log-ins of the account from this source (429 with Retry-After).",
+        "requestBody": _body(_obj([], code=STR, recovery_code=STR)),
+        "responses": {"200": _ok("logged in", {**_LOGGED_IN, "properties": {**_LOGGED_IN["properties"], "recovery_codes_left": {"type": "integer"}}}),  # noqa: E501
+                      "401": PROBLEM, "403": PROBLEM, "409": PROBLEM, "422": PROBLEM, "429": _THROTTLED},
+    }),
+    ("GET", "/api/me/totp"): ("session, or past its password", {
+        "summary": "Whether the account has a second factor, must have one, and how many recovery codes are left",  # noqa: E501
+        "responses": {"200": _ok("state", {"type": "object", "required": ["enrolled", "required", "recovery_codes_left"], "properties": {"enrolled": {"type": "boolean"}, "required": {"type": "boolean"}, "recovery_codes_left": {"type": "integer"}, "pending": {"type": ["string", "null"]}}}), "401": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/me/totp/enrolment"): ("session, or past its password when one is required", {
+        "summary": "Start enrolling: a new secret and its otpauth:// URI, shown this once",
+        "responses": {"200": _ok("secret", _obj(["secret", "uri"], secret=STR, uri=STR)), "401": PROBLEM, "403": PROBLEM, "409": PROBLEM},  # noqa: E501
+    }),
+    ("POST", "/api/me/totp/enrolment/confirm"): ("session, or past its password when one is required", {
+        "summary": "Finish enrolling with a code of the new secret: answers ten recovery codes, this once",
+        "requestBody": _body(_obj(["code"], code=STR)),
+        "responses": {"200": _ok("enrolled and logged in", {**_LOGGED_IN, "properties": {**_LOGGED_IN["properties"], "recovery_codes": {"type": "array", "items": STR}}}),  # noqa: E501
+                      "401": PROBLEM, "403": PROBLEM, "409": PROBLEM, "422": PROBLEM, "429": _THROTTLED},
+    }),
+})  # fmt: skip
 OPERATIONS[("POST", "/api/search")] = (
     "session: each person finds only what they could open; cases only the owning organisation's "
     "specialists and supervisors",
@@ -720,6 +860,121 @@ for _suffix, _type, _what in (
             },
         },
     )
+
+# The administration screen (services/store/administration.py): "staff" is an organisation's
+# supervisor (their organisation's accounts and canned answers) or an administrator (all).
+_LOGIN = [{"name": "login", "in": "path", "required": True, "schema": STR}]
+_ANSWER = [{"name": "item", "in": "path", "required": True, "schema": STR}]
+_ENTRY_ID = [{"name": "item", "in": "path", "required": True, "schema": STR}]
+_TEXTS: Schema = {"type": "object", "additionalProperties": STR, "description": "text by language"}
+_ACCOUNT_FIELDS: Schema = {
+    "name": STR,
+    "role": {"enum": ["consultant", "specialist", "supervisor", "admin", "national_admin"]},
+    "organisation": NULLABLE,
+    "lines": {"type": "array", "items": STR},
+    "skills": {"type": "array", "items": STR, "description": "skills of topics (routing)"},
+    "languages": {"type": "array", "items": STR, "description": "languages besides the common ones"},
+    "specialist_roles": {"type": "array", "items": STR},
+}
+_CANNED = _obj(["line", "title", "text"], line=STR, organisation=NULLABLE, title=_TEXTS, text=_TEXTS)
+_ENTRY = _obj(
+    ["section", "name"],
+    id=STR,
+    section={"enum": ["emergency", "national", "region"]},
+    region=NULLABLE,
+    name=_TEXTS,
+    phone=NULLABLE,
+    address=_TEXTS,
+    note=_TEXTS,
+    url=NULLABLE,
+)
+_R = {"401": PROBLEM, "403": PROBLEM}
+_RW = {**_R, "404": PROBLEM, "409": PROBLEM, "415": PROBLEM, "422": PROBLEM}
+OPERATIONS.update({
+    ("PUT", "/api/me/password"): ("session", {
+        "summary": "Change one's own password (the current one, then the new one); ends a change "
+        "an administrator's reset asked for",
+        "requestBody": _body(_obj(["current", "new"], current=STR, new=STR)),
+        "responses": {"200": _ok("changed"), **_RW},
+    }),
+    ("GET", "/api/admin/accounts"): ("staff", {
+        "summary": "Accounts the caller manages, without password hashes",
+        "responses": {"200": _ok("accounts", {"type": "array", "items": _ref("Consultant")}), **_R},
+    }),
+    ("POST", "/api/admin/accounts"): ("staff", {
+        "summary": "Create an account; its password must be changed at its first log-in",
+        "requestBody": _body({"type": "object", "required": ["login", "lines", "password"],
+                              "properties": {"login": STR, "password": STR, **_ACCOUNT_FIELDS}}),
+        "responses": {"201": _ok("created", _ref("Consultant")), **_RW},
+    }),
+    ("PATCH", "/api/admin/accounts/{login}"): ("staff", {
+        "summary": "Change an account's name, role, organisation, lines, skills, languages",
+        "parameters": _LOGIN,
+        "requestBody": _body({"type": "object", "properties": _ACCOUNT_FIELDS}),
+        "responses": {"200": _ok("changed", _ref("Consultant")), **_RW},
+    }),
+    ("POST", "/api/admin/accounts/{login}/disable"): ("staff", {
+        "summary": "Disable an account: sessions end, sockets close, its threads go back to their queues",
+        "parameters": _LOGIN,
+        "responses": {"200": _ok("disabled", _ref("Consultant")), **_RW},
+    }),
+    ("POST", "/api/admin/accounts/{login}/enable"): ("staff", {
+        "summary": "Let a disabled account log in again",
+        "parameters": _LOGIN,
+        "responses": {"200": _ok("enabled", _ref("Consultant")), **_RW},
+    }),
+    ("POST", "/api/admin/accounts/{login}/password"): ("staff", {
+        "summary": "Set a new password, to be changed at the next log-in; the account's sessions end",
+        "parameters": _LOGIN,
+        "requestBody": _body(_obj(["password"], password=STR)),
+        "responses": {"200": _ok("reset"), **_RW},
+    }),
+    ("GET", "/api/admin/changes"): ("staff", {
+        "summary": "The change log of accounts, canned answers and the directory (an organisation's "
+        "supervisor: their organisation's); never a password or a text",
+        "responses": {"200": _ok("changes", {"type": "array", "items": {"type": "object"}}), **_R},
+    }),
+    ("GET", "/api/admin/canned"): ("staff", {
+        "summary": "Canned answers of the caller's lines, each marked editable or not",
+        "responses": {"200": _ok("canned answers", {"type": "array", "items": _CANNED}), **_R},
+    }),
+    ("POST", "/api/admin/canned"): ("staff", {
+        "summary": "Add a canned answer (line-wide: administrators; an organisation's: its supervisor)",
+        "requestBody": _body(_CANNED),
+        "responses": {"201": _ok("added", _CANNED), **_RW},
+    }),
+    ("PUT", "/api/admin/canned/{item}"): ("staff", {
+        "summary": "Change a canned answer",
+        "parameters": _ANSWER,
+        "requestBody": _body(_CANNED),
+        "responses": {"200": _ok("changed", _CANNED), **_RW},
+    }),
+    ("DELETE", "/api/admin/canned/{item}"): ("staff", {
+        "summary": "Remove a canned answer",
+        "parameters": _ANSWER,
+        "responses": {"204": {"description": "removed"}, **_RW},
+    }),
+    ("GET", "/api/admin/directory"): ("staff", {
+        "summary": "The help directory the bot and the widget give (editable by administrators)",
+        "responses": {"200": _ok("entries", {"type": "array", "items": _ENTRY}), **_R},
+    }),
+    ("POST", "/api/admin/directory"): ("admin", {
+        "summary": "Add a directory entry (a name in every language)",
+        "requestBody": _body(_ENTRY),
+        "responses": {"201": _ok("added", _ENTRY), **_RW},
+    }),
+    ("PUT", "/api/admin/directory/{item}"): ("admin", {
+        "summary": "Change a directory entry (its id stays: cases name it)",
+        "parameters": _ENTRY_ID,
+        "requestBody": _body(_ENTRY),
+        "responses": {"200": _ok("changed", _ENTRY), **_RW},
+    }),
+    ("DELETE", "/api/admin/directory/{item}"): ("admin", {
+        "summary": "Remove a directory entry",
+        "parameters": _ENTRY_ID,
+        "responses": {"204": {"description": "removed"}, **_RW},
+    }),
+})  # fmt: skip
 
 _PARAM = re.compile(r"\{(\w+)\}")
 

@@ -5,7 +5,7 @@ statistics routes in JSON, CSV and XLSX, the reports page, the yearly report and
 for every person allowed to publish, is one set of linked tables, the *catalogue*:
 
 - scopes: all lines together and each line. Figures are published per line, by a supervisor
-  of the line (of no organisation); an organisation's own figures are for internal use. Each
+  of the line (a national administrator); an organisation's own figures are for internal use. Each
   organisation's tables would split every cell of its line in two or three, and keeping the
   small cells of those splits from being worked out from the line's figures would hide most
   of the line's tables: measured on the demo's year, 215 small cells instead of 72, and 1,068

@@ -47,7 +47,7 @@ from conversations.model import EventName, new_phone_consultation
 from conversations.repository import Doc, Repository
 from services.store import case_reports, charts, publication, spreadsheet, stats
 from services.store.api import thread_view
-from services.store.auth import COOKIE, Sessions, User
+from services.store.auth import COOKIE, SUPERVISORS, Sessions, User
 from services.store.report_text import (
     CHANNELS,
     LANGUAGE_NAMES,
@@ -69,7 +69,6 @@ log = get_logger(__name__)
 STORE_FIELDS = StoreSettings.model_fields
 
 STATIC = Path(__file__).parent / "static"
-SUPERVISORS = {"supervisor", "admin"}
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,8 @@ class Scope:
 
 
 def scope_of(user: User, config: HotlineConfig) -> Scope | None:
-    """Supervisors and admins see statistics of their lines; consultants none (None)."""
+    """Supervisors and admins see statistics of their lines and organisation (a national
+    administrator of every organisation); consultants none (None)."""
     if user.role not in SUPERVISORS:
         return None
     return Scope([ln for ln in user.lines if ln in config.lines], user.organisation)
@@ -607,7 +607,7 @@ class Reports:
                 if p and not p.endswith(": ")
             )
             return problem(422, "Case form incomplete", detail, missing=missing, invalid=invalid)
-        org = None if user.role in SUPERVISORS else user.organisation
+        org = user.organisation  # None for a national administrator only
         visible = self.config.queues_visible_to(org, [line])
         queue = self.config.lines[line].default_queue
         # A consultant's call belongs to their organisation: its own queue of the line, never a

@@ -27,10 +27,15 @@ every case-form answer that is not a categorical code, in the thread and in its
 consultations. Kept: the thread, its times, channel, line and queue, and ``facts`` (the
 categorical answers statistics count), so statistics count the same before and after.
 
-The keys go too: the store's scheduled passes (which hold the vault; a pass by hand does not)
-delete the data key of each thread a pass cleared at least a day before and that is still
-cleared, with the keys of its raw mails (``Repository.retire_keys``). Then a backup of the data
+The keys go too: each pass (scheduled or by hand: both hold the vault) deletes the data key
+of each thread a pass cleared at least a day before and that is still cleared, with the keys
+of its raw mails (``Repository.retire_keys``). Then a backup of the data
 taken before the clearing no longer opens that text either, with or without the master key.
+
+The search index follows (conversations/search.py): before a message's text is cleared, what
+it gave the index is computed from it, and taken out once it is cleared; so a thread is found
+by no word it no longer holds. That is why a pass needs the master key and the search terms
+(the store's client key secret and time zone), by hand too.
 
 Each thread is cleared with conditional updates and marked ``text_deleted_at`` last, and
 only when nothing it holds is left to clear; a pass that stops half-way is finished by the
@@ -59,21 +64,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from pymongo.errors import PyMongoError
 
 from conversations.cases import CaseRepository
 from conversations.model import ThreadStatus
 from conversations.repository import SEALED_SUBJECT, Repository
+from conversations.search import SEARCHED_FIELDS, SearchKey, Terms
+from conversations.vault import Vault
 from services.store.stats import categorical
 from shared.config import HotlineConfig, load_config
 from shared.envelope import utcnow
 from shared.lease import Lease
 from shared.logs import get_logger
 from shared.mongo import make_client
-from shared.settings import DEFAULT_CONFIG_PATH
+from shared.settings import DEFAULT_CONFIG_PATH, VaultSettings
 from shared.supervise import Heartbeat, PassFailures
 
 log = get_logger(__name__)
@@ -167,11 +175,11 @@ class Retention:
         out.cases = await CaseRepository(self.repo.db).delete_free_text(
             cut, self.config.cases.free_text_fields
         )
-        gone = await self.repo.db["mail_raw"].update_many(
-            {"status": QUARANTINED, "stored_at": {"$lt": cut}, "raw": {"$ne": None}},
-            {"$set": {"raw": None, "text_deleted": True}},
+        # The sender's key of a quarantined mail (conversations/rawmail.py) goes with its bytes:
+        # it linked them to a person for an erasure, and nothing is left to erase.
+        out.quarantined = await _clear_raw(
+            self.repo, {"status": QUARANTINED, "stored_at": {"$lt": cut}, "raw": {"$ne": None}}
         )
-        out.quarantined = gone.modified_count
         # Every other raw mail older than the longest period that no message still holds: a
         # bounce of one of our replies (a delivery report quotes the reply and names the
         # client), one replayed or never read. Those of a thread go with its text.
@@ -203,9 +211,25 @@ async def clear_raw_mails(repo: Repository, stored_before: datetime) -> int:
         {"source_id": {"$in": sources}, "text_deleted": {"$exists": False}},
         {"$set": {"data": None, "filename": None, "text_deleted": True}},
     )
+    return await _clear_raw(repo, {"_id": {"$in": sources}, "raw": {"$ne": None}})
+
+
+async def _clear_raw(repo: Repository, query: Doc) -> int:
+    """Empty the raw mails ``query`` finds and delete their data keys (each raw mail has its
+    own: services/email_ingest/rawstore.py), so that no backup taken before this pass opens
+    them any more; the sender's key of a quarantined mail goes too (it linked the bytes to a
+    person for an erasure). Returns how many were emptied."""
+    db = repo.db
+    docs = [d async for d in db["mail_raw"].find(query, {"_id": 1, "data_key": 1})]
+    if not docs:
+        return 0
     done = await db["mail_raw"].update_many(
-        {"_id": {"$in": sources}, "raw": {"$ne": None}}, {"$set": {"raw": None, "text_deleted": True}}
+        {"_id": {"$in": [d["_id"] for d in docs]}, "raw": {"$ne": None}},
+        {"$set": {"raw": None, "text_deleted": True}, "$unset": {"client_key": "", "data_key": ""}},
     )
+    keys = [d["data_key"] for d in docs if d.get("data_key") is not None]
+    if keys and repo.vault is not None:
+        await repo.vault.erase(keys)
     return done.modified_count
 
 
@@ -254,13 +278,21 @@ async def clear_thread(repo: Repository, tid: str, before: datetime, still: Doc)
     (1) when nothing is left to clear, else leave it for a later pass (0). ``still``: the
     thread's state the pass chose it for (a thread reopened meanwhile is left alone)."""
     db = repo.db
-    old: Doc = {"thread_id": tid, "created_at": {"$lt": before}, "text_deleted": {"$exists": False}}
+    stored: Doc = {"thread_id": tid, "created_at": {"$lt": before}, "text_deleted": {"$exists": False}}
     sources: list[str] = []
     attachments: list[str] = []
-    async for m in repo.messages.find(old, {"source_id": 1, "attachments": 1}):
+    fields = {**SEARCHED_FIELDS, "source_id": 1, "attachments": 1}
+    messages = [m async for m in repo.messages.find(stored, fields)]
+    for m in messages:
         if isinstance(m.get("source_id"), str):
             sources.append(m["source_id"])
         attachments += [a["id"] for a in m.get("attachments") or [] if isinstance(a, dict) and "id" in a]
+    # The search index follows: what these messages gave it is computed now, while their text
+    # and key exist, and taken out once they are cleared (conversations/search.py). Only the
+    # messages read here are cleared: one stored meanwhile is left to a later pass, as is its
+    # place in the index.
+    forgetting = await repo.search.before_clearing(tid, messages, before)
+    old: Doc = {"_id": {"$in": [m["_id"] for m in messages]}, "text_deleted": {"$exists": False}}
     # A reply not yet gone (held by a safe-contact plan, or waiting for the broker) goes nowhere
     # now: its text and the address are being deleted.
     await repo.messages.update_many(
@@ -283,6 +315,7 @@ async def clear_thread(repo: Repository, tid: str, before: datetime, still: Doc)
             }
         },
     )
+    await repo.search.after_clearing(forgetting)
     if sources:
         await db["mail_raw"].update_many(
             {"_id": {"$in": sources}}, {"$set": {"raw": None, "text_deleted": True}}
@@ -427,10 +460,19 @@ class RetentionJob:
             await asyncio.sleep(self.check_seconds * random.uniform(0.8, 1.0))  # noqa: S311
 
 
-class RetentionSettings(BaseSettings):
+class RetentionSettings(VaultSettings):
+    """The store's settings a pass by hand needs: it opens what it clears (the master key) to
+    take it out of the search index (the client key secret and time zone, as the indexer's)."""
+
     model_config = SettingsConfigDict(env_prefix="STORE_", extra="ignore")
     mongo_url: SecretStr = Field(description="MongoDB URL")
     mongo_database: str = Field(default="hotline", description="MongoDB database name")
+    client_key_secret: SecretStr = Field(
+        min_length=32, description="Secret of the keyed hashes, the search index's among them"
+    )
+    stats_timezone: str = Field(
+        default="Europe/Minsk", description="Time zone that decides a consultation's day, month and year"
+    )
     retention_days: int = Field(
         default=365, ge=1, description="Free text of threads closed longer ago is deleted"
     )
@@ -446,11 +488,15 @@ class RetentionSettings(BaseSettings):
 async def _run(days: int | None, settings: RetentionSettings) -> Outcome:
     config = load_config(settings.config_path)
     client = make_client(settings.mongo_url.get_secret_value())
+    vault = Vault(client, settings.key_vault_namespace(settings.mongo_database), settings.master_keys())
     try:
-        repo = Repository(client[settings.mongo_database])
+        repo = Repository(client[settings.mongo_database], vault)
+        secret = settings.client_key_secret.get_secret_value().encode()
+        repo.search.use(Terms(SearchKey(secret), ZoneInfo(settings.stats_timezone)))
         chosen = policies(config, settings.retention_days, settings.retention_unclosed_days, days)
         return await Retention(repo, config).run(chosen)
     finally:
+        await vault.close()
         await client.close()
 
 

@@ -42,9 +42,9 @@ from aiohttp import web
 
 from conversations.cases import CaseRepository, CaseViewer, case_reference, case_viewer
 from conversations.repository import Doc
-from conversations.search import SearchIndex, SearchKey, months, split_ref, words
-from services.store.api import SUPERVISORS, ConsultantApi, thread_view
-from services.store.auth import User
+from conversations.search import SearchIndex, SearchKey, Terms, months, split_ref, words
+from services.store.api import ConsultantApi, thread_view
+from services.store.auth import SUPERVISORS, User
 from services.store.clients import consultation_view
 from services.store.search_index import LEASE_SECONDS, SearchIndexer
 from services.store.stats import FIRST_DATE, LAST_DATE
@@ -208,6 +208,9 @@ class SearchRoutes:
         self.cases = CaseRepository(api.repo.db, api.repo.vault, api.config.cases.free_text_fields)
         self.key = SearchKey(api.s.client_key_secret.get_secret_value().encode())
         self.tz = ZoneInfo(api.s.stats_timezone)
+        # The repository's index gets the same terms as the indexer: whatever clears text in
+        # this store (retention, an erasure) takes it out of the index (conversations/search.py).
+        self.index.use(Terms(self.key, self.tz))
         fields = getattr(self.config.case_form, "fields", None) or {}
         self.fields = list(fields)
 
@@ -284,8 +287,8 @@ class _Finder:
             return None
         org = self.user.organisation
         if self.user.role in SUPERVISORS and org is not None:
-            # A supervisor sees every queue of their lines; they find their organisation's work:
-            # a thread counted for it, or one not yet counted for anyone in a queue it serves.
+            # A supervisor finds their organisation's work: a thread counted for it, or one not
+            # yet counted for anyone in a queue it serves (a shared queue holds the others').
             counted = (thread.get("facts") or {}).get("organisation")
             if counted not in (org, None, UNKNOWN) or org not in (thread.get("organisations") or [counted]):
                 return None

@@ -9,23 +9,39 @@ posting twice changes nothing. A message is searchable a moment after it is stor
 every :data:`EVERY` seconds, at once again while there is more).
 
 A rebuild (asked for by the migration that brought the index, or by an operator) reads every
-stored message and consultation in one pass each and adds their postings.
+stored message and consultation in one pass each and adds their postings; a fresh one (the
+migration that made the index follow retention) empties the postings first. It reads only
+text still stored: what retention or an erasure cleared gives no posting.
+
+What retention and erasure cleared leaves ``f:`` entries when it could not take its refs out
+at once (conversations/search.py): applied here after the adds of the same step, so a message
+added from a read taken just before its text went is taken out again.
 
 Logs carry counts and times, never a word.
+
+An operator asks for a fresh rebuild (after restoring a backup of the data, whose postings may
+name text cleared or erased since) with the store's database settings (``STORE_MONGO_URL``,
+``STORE_MONGO_DATABASE``); the running store does it in the background:
+
+    python -m services.store.search_index rebuild
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from pymongo.errors import PyMongoError
 
-from conversations.search import SearchIndex, SearchKey, merge
+from conversations.search import FORGET, SearchIndex, SearchKey, Terms, merge
 from shared.lease import Lease
 from shared.logs import get_logger
+from shared.mongo import make_client
 from shared.supervise import Heartbeat
 
 log = get_logger(__name__)
@@ -55,13 +71,20 @@ class SearchIndexer:
         entries = await self.index.waiting(limit)
         if not entries:
             return 0
+        adding = [e for e in entries if not e.startswith(FORGET)]
         postings: dict[str, set[str]] = {}
-        for start in range(0, len(entries), CONCURRENT_READS):
-            chunk = entries[start : start + CONCURRENT_READS]
+        for start in range(0, len(adding), CONCURRENT_READS):
+            chunk = adding[start : start + CONCURRENT_READS]
             for found in await asyncio.gather(*(self.index.postings_of(e, self.key, self.tz) for e in chunk)):
                 merge(postings, found)
         await self.index.add(postings)
-        await self.index.indexed(entries)
+        # After the adds: a message read before its text was cleared was just added, and goes.
+        done = list(adding)
+        terms = Terms(self.key, self.tz)
+        for entry in entries:
+            if entry.startswith(FORGET) and await self.index.forget_entry(entry, terms):
+                done.append(entry)
+        await self.index.indexed(done)
         return len(entries)
 
     async def drain(self, beat: Callable[[], None] = lambda: None) -> int:
@@ -101,9 +124,12 @@ class SearchIndexer:
         then what waits. Returns the entries indexed."""
         if self.lease is not None and not await self.lease.take(LEASE_KEY, self.holder):
             return 0
-        if await self.index.rebuild_requested():
+        request = await self.index.rebuild_request()
+        if request is not None:
+            if request.get("fresh"):
+                await self.index.empty()
             await self.rebuild(beat)
-            await self.index.rebuild_done()
+            await self.index.rebuild_done(request)
         began = time.monotonic()
         done = await self.drain(beat)
         if done:
@@ -126,3 +152,32 @@ class SearchIndexer:
                     await asyncio.wait_for(self.lease.release(LEASE_KEY, self.holder), RELEASE_SECONDS)
                 except (PyMongoError, TimeoutError) as exc:  # it lapses on its own
                     log.warning("search_index_lease_kept", error=type(exc).__name__)
+
+
+class RebuildSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORE_", extra="ignore")
+    mongo_url: SecretStr = Field(description="MongoDB URL")
+    mongo_database: str = Field(default="hotline", description="MongoDB database name")
+
+
+async def _ask_for_rebuild(settings: RebuildSettings) -> None:
+    client = make_client(settings.mongo_url.get_secret_value())
+    try:
+        await SearchIndex(client[settings.mongo_database]).request_rebuild(fresh=True)
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.store.search_index")
+    parser.add_argument("command", choices=["rebuild"], help="empty the search index and read it again")
+    parser.parse_args(argv)
+    asyncio.run(_ask_for_rebuild(RebuildSettings()))
+    print(
+        "rebuild asked for: the store's indexer empties the search index and reads every stored "
+        "message and consultation again (search_index_rebuilt in its log)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from services.store.auth import SUPERVISORS
 from shared.envelope import utcnow
 from shared.http import problem
 
@@ -173,7 +174,7 @@ class ServiceFigureRoutes:
         """Waiting time and time to the first answer (p50, p90), chats abandoned while
         waiting, consultations per consultant per shift: supervisors and admins."""
         user = request["user"]
-        if user.role not in {"supervisor", "admin"}:
+        if user.role not in SUPERVISORS:
             return problem(403, "Service figures are for supervisors and admins")
         today = utcnow().astimezone(self.tz).date()
         try:

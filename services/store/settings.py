@@ -30,6 +30,11 @@ class StoreSettings(TextSettings):
         description="Addresses (CIDR, comma-separated) of the reverse proxies whose X-Real-IP names the "
         "address a log-in comes from; used only to throttle failed log-ins, never stored or logged",
     )
+    require_totp: str = Field(
+        default="",
+        description="Roles that must log in with a second factor (a TOTP code), comma-separated, "
+        "or all; empty: only accounts that enrolled use one (services/store/totp.py)",
+    )
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest API request body")
     max_reply_attachment_bytes: int = Field(
         default=5 * 1024 * 1024,
@@ -75,6 +80,30 @@ class StoreSettings(TextSettings):
         default=500,
         ge=1,
         description="Held replies read at a time by the pass that sends those a plan allows again",
+    )
+    console_gone_minutes: float = Field(
+        default=5,
+        gt=0,
+        description="A consultant whose console has had no live connection this long is made away: "
+        "their chats go back to the queue (docs/console.md, A shift)",
+    )
+    away_email_minutes: float = Field(
+        default=30,
+        gt=0,
+        description="A consultant away (logged out, session expired, console gone, said away) this long "
+        "gives back every thread they hold, e-mails too, even answered ones",
+    )
+    handoff_minutes: float = Field(
+        default=10,
+        gt=0,
+        description="An offer of a thread to a colleague not accepted this long lapses: the thread stays "
+        "with the one who offered it, or goes back to its queue when they are not available",
+    )
+    shift_check_seconds: float = Field(
+        default=15,
+        gt=0,
+        description="How often the shift rules (away, expired, gone, lapsed offers) are applied, by one "
+        "replica at a time",
     )
     metrics_refresh_seconds: float = Field(
         default=15, gt=0, description="How often queue depth, oldest wait and dead letters are measured"

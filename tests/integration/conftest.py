@@ -13,11 +13,13 @@ from playwright.async_api import Browser, async_playwright, expect
 from conversations.repository import Repository
 from deploy.local.stack import LocalStack
 from shared.mongo import make_client
+from tests.integration.helpers import SEARCH_TERMS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # On two busy cores a round trip through four services and the database can take seconds:
 # expectations wait for the page to show what the test expects for up to 15 s, not 5 s.
 expect.set_options(timeout=15_000)
+
 # Headless as root, and nothing that calls out: this machine (and CI) reach no network.
 LAUNCH_ARGS = [
     "--no-sandbox",
@@ -45,6 +47,8 @@ async def repo(stack: LocalStack) -> AsyncIterator[Repository]:
     client = make_client(stack.mongo_url)
     name = "q" + uuid.uuid4().hex[:10]
     r = Repository(client[name])
+    # As the store's: clearing text takes it out of the search index (conversations/search.py).
+    r.search.use(SEARCH_TERMS)
     await r.ensure_indexes()
     try:
         yield r

@@ -10,15 +10,21 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from aioimaplib import IMAP4, STOP_WAIT_SERVER_PUSH, Abort, CommandTimeout
 
 from conversations.repository import Repository
+from conversations.search import SearchKey, Terms
 from conversations.vault import Vault, open_attachment_names
 from services.email_ingest.imap import close_connection, parse_fetch
 from services.store.auth import hash_password
 from shared.settings import parse_master_key
+
+# The search terms of a test's own database (the ``repo`` fixture): a store takes its own from
+# its settings. Clearing text takes it out of the search index with them (conversations/search.py).
+SEARCH_TERMS = Terms(SearchKey(b"integration-tests-search-key-secret"), ZoneInfo("Europe/Minsk"))
 
 
 class Consultant:

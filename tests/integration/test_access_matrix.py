@@ -15,7 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from deploy.local.services import new_master_key
+from services.store.app import create_app
 from services.store.openapi import OPERATIONS
+from services.store.settings import StoreSettings
 from tests.conftest import ROOT, Gateway
 from tests.integration.helpers import Consultant
 
@@ -24,36 +27,68 @@ VISIBLE = {
     "anna": {"113-triage", "lastrada-migration"},
     "boris": {"113-triage", "bwc-migration"},
     "vera": {"gp-dv", "gp-legal"},
+    # A supervisor sees what her organisation's consultants see; the national administrator all.
+    "larisa": {"113-triage", "lastrada-migration"},
+    "bogdan": {"113-triage", "bwc-migration"},
     "sofia": {"113-triage", "lastrada-migration", "bwc-migration", "gp-dv", "gp-legal"},
-    "olga": {"113-triage", "lastrada-migration", "bwc-migration", "gp-dv", "gp-legal"},
+    "olga": {"gp-dv", "gp-legal"},  # an admin of Gender Perspectives
     "sasha": {"113-triage", "lastrada-migration"},
     "kira": {"113-triage", "bwc-migration"},
 }
-ROLE = {"anna": "consultant", "boris": "consultant", "vera": "consultant", "sofia": "supervisor"}
-ROLE.update(olga="admin", sasha="specialist", kira="specialist")
+ROLE = {"anna": "consultant", "boris": "consultant", "vera": "consultant", "sofia": "national_admin"}
+ROLE.update(larisa="supervisor", bogdan="supervisor", olga="admin", sasha="specialist", kira="specialist")
+SUPERVISING = {"supervisor", "admin", "national_admin"}
+ADMINS = {"admin", "national_admin"}
 # Which roles may call each route that is not about one thread or queue.
 ROLE_ROUTES = {
-    ("GET", "/api/supervisor"): {"supervisor", "admin"},
-    ("GET", "/api/users"): {"admin"},
-    ("POST", "/api/users/{login}/disable"): {"admin"},
-    ("GET", "/api/threads/{id}/reads"): {"supervisor", "admin"},
+    ("GET", "/api/supervisor"): SUPERVISING,
+    # Quarantined mail (services/store/quarantine.py): listed and replayed by supervisors.
+    ("GET", "/api/quarantine"): SUPERVISING,
+    ("POST", "/api/quarantine/replay"): SUPERVISING,
+    ("GET", "/api/users"): ADMINS,
+    ("POST", "/api/users/{login}/disable"): ADMINS,
+    ("GET", "/api/threads/{id}/reads"): SUPERVISING,
     # A person's data (services/store/erasure.py): a copy of it, its erasure.
-    ("GET", "/api/threads/{id}/person/export"): {"supervisor", "admin"},
-    ("POST", "/api/threads/{id}/person/erase"): {"supervisor", "admin"},
-    ("GET", "/api/cases/{id}/reads"): {"supervisor", "admin"},
+    ("GET", "/api/threads/{id}/person/export"): SUPERVISING,
+    ("POST", "/api/threads/{id}/person/erase"): SUPERVISING,
+    # A supervisor takes a conversation over from whoever holds it (services/store/takeover.py).
+    ("POST", "/api/threads/{id}/takeover"): SUPERVISING,
+    ("GET", "/api/cases/{id}/reads"): SUPERVISING,
     # Case reports (services/store/case_report_routes.py), scoped like statistics.
     **{
-        ("GET", f"/api/case-reports/{report}{suffix}"): {"supervisor", "admin"}
+        ("GET", f"/api/case-reports/{report}{suffix}"): SUPERVISING
         for report in ("assistance", "cases", "referrals")
         for suffix in ("", ".csv")
     },
     # Service figures (services/store/service_figures.py): for supervisors, never published.
-    ("GET", "/api/service-figures"): {"supervisor", "admin"},
+    ("GET", "/api/service-figures"): SUPERVISING,
     # Statistics (services/store/reports.py): the same table as JSON, CSV and XLSX.
-    **{("GET", f"/api/stats{suffix}"): {"supervisor", "admin"} for suffix in ("", ".csv", ".xlsx")},
+    **{("GET", f"/api/stats{suffix}"): SUPERVISING for suffix in ("", ".csv", ".xlsx")},
     # The reports page and the yearly report (HTML, PDF from the command line).
-    ("GET", "/reports"): {"supervisor", "admin"},
-    ("GET", "/reports/yearly"): {"supervisor", "admin"},
+    ("GET", "/reports"): SUPERVISING,
+    ("GET", "/reports/yearly"): SUPERVISING,
+    # Administration (services/store/administration.py): staff only; which accounts and
+    # answers a supervisor reaches is tested in tests/integration/test_administration.py.
+    **{
+        route: SUPERVISING
+        for route in [
+            ("GET", "/api/admin/accounts"),
+            ("POST", "/api/admin/accounts"),
+            ("PATCH", "/api/admin/accounts/{login}"),
+            ("POST", "/api/admin/accounts/{login}/disable"),
+            ("POST", "/api/admin/accounts/{login}/enable"),
+            ("POST", "/api/admin/accounts/{login}/password"),
+            ("GET", "/api/admin/changes"),
+            ("GET", "/api/admin/canned"),
+            ("POST", "/api/admin/canned"),
+            ("PUT", "/api/admin/canned/{item}"),
+            ("DELETE", "/api/admin/canned/{item}"),
+            ("GET", "/api/admin/directory"),
+        ]
+    },
+    ("POST", "/api/admin/directory"): {"national_admin"},
+    ("PUT", "/api/admin/directory/{item}"): {"national_admin"},
+    ("DELETE", "/api/admin/directory/{item}"): {"national_admin"},
 }
 # Routes about one thread: a thread outside the caller's queues answers 404, whatever the role.
 THREAD_ROUTES = [
@@ -76,6 +111,13 @@ THREAD_ROUTES = [
     ("GET", "/api/threads/{id}/person/export", None),
     ("POST", "/api/threads/{id}/person/erase", {"confirm": "erase"}),
     ("POST", "/api/threads/{id}/close-left", None),
+    # A shift (services/store/shift.py); who may hand what to whom: tests/integration/test_shift.py.
+    ("POST", "/api/threads/{id}/urgent", {"urgent": True}),
+    ("GET", "/api/threads/{id}/colleagues", None),
+    ("POST", "/api/threads/{id}/handoff", {"to": "anna"}),
+    ("POST", "/api/threads/{id}/handoff/accept", None),
+    ("POST", "/api/threads/{id}/handoff/decline", None),
+    ("POST", "/api/threads/{id}/takeover", None),
     (
         "POST",
         "/api/threads/{id}/close",
@@ -98,11 +140,12 @@ CASE_ROUTES = [
     ("POST", "/api/cases/{id}/notes", {"text": "note"}),
     ("POST", "/api/cases/{id}/status", {"status": "closed", "reason": "duplicate"}),
 ]
-CASE_VIEWERS = {"sasha", "sofia", "olga"}  # of a La Strada case on the 113 line
+CASE_VIEWERS = {"sasha", "sofia", "larisa"}  # of a La Strada case on the 113 line
 # Every other route is open to every logged-in user, and scoped by what it returns.
 SCOPED = {
     ("DELETE", "/api/session"),
     ("GET", "/api/me"),
+    ("PUT", "/api/me/password"),  # one's own, with the current password
     ("PUT", "/api/me/status"),
     ("GET", "/api/config"),
     ("GET", "/api/queues"),
@@ -119,8 +162,37 @@ SCOPED = {
     # A phone consultation: registered by anyone on one of their lines, in their organisation's
     # queue (services/store/reports.py), never readable by another organisation.
     ("POST", "/api/consultations"),
+    # One's own second factor (services/store/totp.py): its state, enrolling, a log-in's code
+    # step; a session past its password alone reaches these and nothing else (test_totp.py).
+    ("POST", "/api/session/code"),
+    ("GET", "/api/me/totp"),
+    ("POST", "/api/me/totp/enrolment"),
+    ("POST", "/api/me/totp/enrolment/confirm"),
+    # Threads offered to oneself (services/store/shift.py).
+    ("GET", "/api/handoffs"),
 }
 PUBLIC = {("POST", "/api/session"), ("GET", "/api/openapi.json")}
+MATRIX = {(m, p) for m, p, _ in THREAD_ROUTES + CASE_ROUTES} | set(ROLE_ROUTES) | SCOPED | PUBLIC
+# Routes outside the API: the console page and its files (no data), health and metrics.
+NOT_CONSOLE = {("GET", "/"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+
+
+def test_every_route_of_the_store_is_in_the_matrix() -> None:
+    """A route added without a line here fails: the store's own router is enumerated (building
+    the application connects to nothing)."""
+    settings = StoreSettings(
+        amqp_url="amqp://u:p@127.0.0.1:1/v",
+        mongo_url="mongodb://127.0.0.1:1/",
+        client_key_secret="k" * 32,
+        master_key=new_master_key(),
+    )
+    app = create_app(settings)
+    routes = {
+        (r.method, r.resource.canonical)
+        for r in app.router.routes()
+        if r.resource is not None and r.method != "HEAD" and not r.resource.canonical.startswith("/static")
+    }
+    assert routes - NOT_CONSOLE == MATRIX, (routes - NOT_CONSOLE - MATRIX, MATRIX - routes)
 
 
 def add_user(gateway: Gateway, *args: str, password: str) -> subprocess.CompletedProcess[str]:
@@ -151,7 +223,8 @@ async def people(gateway: Gateway) -> AsyncIterator[dict[str, Consultant]]:
         "add-user",
         "--login=olga",
         "--role=admin",
-        "--lines=113,dv",
+        "--organisation=gp",
+        "--lines=dv",
         "--password-stdin",
         password="olga-admin-password",
     )
@@ -210,10 +283,9 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
     status, doc = await sofia.call("GET", "/api/openapi.json")
     assert status == 200
     operations = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-    ours = {(m, p) for m, p, _ in THREAD_ROUTES + CASE_ROUTES} | set(ROLE_ROUTES) | SCOPED | PUBLIC
-    # Every console route is in this matrix. Routes other modules add (statistics) are
-    # described by their handlers; test_no_session_and_no_csrf_token_get_nothing covers them.
-    assert set(OPERATIONS) <= operations and set(OPERATIONS) <= ours, set(OPERATIONS) - ours
+    # Every route of the running store (the document lists its router's) is in this matrix;
+    # test_every_route_of_the_store_is_in_the_matrix checks the pages beside the API too.
+    assert set(OPERATIONS) <= operations and operations <= MATRIX, operations - MATRIX
 
     unauthorised: list[str] = []
     checked = 0
@@ -239,7 +311,7 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
         for (method, route), roles in ROLE_ROUTES.items():
             if "{id}" in route or ROLE[login] in roles:
                 continue
-            status, _ = await c.call(method, route.format(login="anna"), None)
+            status, _ = await c.call(method, route.format(login="anna", item="x"), None)
             checked += 1
             if status != 403:
                 unauthorised.append(f"{login} {method} {route}: {status}")
@@ -282,21 +354,34 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
         assert found["cases"] == [] and secret not in str(found)
 
     # The allowed side of the matrix answers: consultants read their organisation's threads,
-    # supervisors every queue of their lines, admins the accounts.
+    # supervisors their organisation's queues, the national administrator every one, admins accounts.
     for login, c in people.items():
         for queue in VISIBLE[login] & set(threads):
             status, thread = await c.call("GET", f"/api/threads/{threads[queue]}")
             assert status == 200 and secret in thread["messages"][0]["text"], (login, queue)
-    status, overview = await sofia.call("GET", "/api/supervisor")
-    assert status == 200 and {q["name"] for q in overview["queues"]} == VISIBLE["sofia"]
+    # The overview: the supervisor's organisation's queues and people; the national
+    # administrator's, every organisation's.
+    organisation = {"anna": "lastrada", "larisa": "lastrada", "sasha": "lastrada"}
+    organisation.update(boris="bwc", bogdan="bwc", kira="bwc", vera="gp", olga="gp", dina="gp")
+    for login in ("larisa", "bogdan", "olga", "sofia"):
+        status, overview = await people[login].call("GET", "/api/supervisor")
+        assert status == 200 and {q["name"] for q in overview["queues"]} == VISIBLE[login], login
+        shown = {p["login"] for p in overview["consultants"]}
+        if login == "sofia":
+            assert shown >= set(organisation)
+        else:
+            assert {organisation.get(p, "?") for p in shown} == {organisation[login]}, (login, shown)
+    # Accounts: an admin lists her organisation's, the national administrator every one.
     status, users = await people["olga"].call("GET", "/api/users")
-    assert status == 200 and "olga" in {u["id"] for u in users}
-    assert all("password_hash" not in u for u in users)
+    assert status == 200 and {u["id"] for u in users} == {"olga", "vera", "dina"}
+    assert all("password_hash" not in u and "totp" not in u for u in users)
+    status, users = await sofia.call("GET", "/api/users")
+    assert status == 200 and {u["id"] for u in users} >= {"olga", "vera", "anna", "boris", "sofia"}
 
     # Every read of a thread by a person is recorded: who, when, which thread.
     status, reads = await sofia.call("GET", f"/api/threads/{threads['lastrada-migration']}/reads")
     assert status == 200
-    assert {r["login"] for r in reads} == {"anna", "sasha", "sofia", "olga"}
+    assert {r["login"] for r in reads} == {"anna", "sasha", "sofia", "larisa"}
     assert all(r["thread_id"] == threads["lastrada-migration"] and r["at"] for r in reads)
 
     # A case of La Strada, opened by its consultant from the conversation: its specialists and
@@ -329,8 +414,12 @@ async def test_role_route_organisation_matrix_has_no_unauthorised_answer(
                 exposed.append(f"{login} {method} {route}: {status}")
     assert exposed == []
 
-    # An admin disables an account: its session ends at once.
+    # An admin disables an account of her organisation only: another's is not found, as one
+    # that does not exist; the national administrator disables any, and its session ends at once.
     status, _ = await people["olga"].call("POST", "/api/users/boris/disable")
+    assert status == 404
+    assert (await people["boris"].call("GET", "/api/queues"))[0] == 200
+    status, _ = await sofia.call("POST", "/api/users/boris/disable")
     assert status == 200
     assert (await people["boris"].call("GET", "/api/queues"))[0] == 401
 
@@ -442,3 +531,66 @@ async def test_accounts_throttle_logout_expiry_and_admin_command(gateway: Gatewa
     finally:
         await mila.close()
         await other.close()
+
+
+async def test_a_supervisor_reaches_no_other_organisations_work_by_guessing_ids(
+    gateway: Gateway, people: dict[str, Consultant]
+) -> None:
+    """Larisa supervises La Strada. She holds the ids of BWC's conversation, held by Boris, and
+    of its case (a leaked link, a guess): every route answers as for ids that do not exist, and
+    the conversation stays as it was with its holder."""
+    larisa, boris, bogdan = people["larisa"], people["boris"], people["bogdan"]
+    secret = f"canary-{uuid.uuid4().hex}"
+    async with aiohttp.ClientSession() as http:
+        await start_chat(http, gateway, secret, line="113", region="brest")
+        await start_chat(http, gateway, "mine", line="113", region="minsk")
+    bwc = (await boris.wait_event(lambda e: e["name"] == "ThreadQueued"))["thread_id"]
+    ours = await larisa.wait_event(lambda e: e["name"] == "ThreadQueued" and e["thread_id"] != bwc)
+    assert (await boris.call("POST", f"/api/threads/{bwc}/claim"))[0] == 200
+    intake = {"country": "PL", "risk_level": "high"}
+    status, receipt = await boris.call(
+        "POST", "/api/cases", {"thread": bwc, "kind": "crisis_abroad", "intake": intake}
+    )
+    assert status == 201, receipt
+    case_id = receipt["id"]
+    absent = "0" * 32
+    leaked: list[str] = []
+    for thread_id in (bwc, absent):
+        for method, path, body in [
+            ("GET", f"/api/threads/{thread_id}", None),
+            ("GET", f"/api/threads/{thread_id}/history", None),
+            ("GET", f"/api/threads/{thread_id}/reads", None),
+            ("GET", f"/api/threads/{thread_id}/earlier", None),
+            ("POST", f"/api/threads/{thread_id}/release", None),
+            ("POST", f"/api/threads/{thread_id}/transfer", {"queue": "lastrada-migration"}),
+            ("GET", f"/api/threads/{thread_id}/person/export", None),
+            ("POST", f"/api/threads/{thread_id}/person/erase", {"confirm": "erase"}),
+            ("POST", f"/api/threads/{ours['thread_id']}/client", {"thread": thread_id}),
+        ]:
+            status, answer = await larisa.call(method, path, body)
+            if status != 404 or secret in str(answer) or "boris" in str(answer):
+                leaked.append(f"{method} {path}: {status}")
+    for case in (case_id, absent):
+        for method, path in [("GET", f"/api/cases/{case}"), ("GET", f"/api/cases/{case}/reads")]:
+            status, answer = await larisa.call(method, path)
+            if status != 404 or "PL" in str(answer):
+                leaked.append(f"{method} {path}: {status}")
+    for method, path in [
+        ("GET", "/api/threads?queue=bwc-migration"),
+        ("POST", "/api/queues/bwc-migration/next"),
+    ]:
+        if (await larisa.call(method, path))[0] != 404:
+            leaked.append(f"{method} {path}")
+    status, listed = await larisa.call("GET", "/api/cases")
+    assert status == 200 and case_id not in str(listed)
+    status, overview = await larisa.call("GET", "/api/supervisor")
+    assert status == 200 and bwc not in str(overview) and "boris" not in str(overview)
+    assert leaked == []
+    # Nothing changed: Boris still holds the conversation, in BWC's queue, with its text; BWC's
+    # supervisor sees it and the case; nobody of La Strada read it.
+    status, thread = await boris.call("GET", f"/api/threads/{bwc}")
+    assert status == 200 and thread["assignee"] == "boris" and thread["queue"] == "bwc-migration"
+    assert secret in thread["messages"][0]["text"]
+    assert (await bogdan.call("GET", f"/api/cases/{case_id}"))[0] == 200
+    status, reads = await bogdan.call("GET", f"/api/threads/{bwc}/reads")
+    assert status == 200 and {r["login"] for r in reads} <= {"boris", "bogdan"}

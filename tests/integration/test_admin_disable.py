@@ -36,7 +36,7 @@ async def test_the_disable_command_gives_the_persons_threads_back_to_their_queue
         assert [(e["name"], e["by"], e["data"].get("reason")) for e in history][-1] == (
             "ThreadReleased",
             "admin-command",
-            "account disabled",
+            "disabled",
         )
     finally:
         await sofia.close()

@@ -132,8 +132,8 @@ async def test_quarantined_mails_leave_no_text_in_logs_or_the_quarantine_listing
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Three mails carrying the canary in subject and body are quarantined: one the parser
-    fails on (a bug of ours), one the hand-over fails on (a bug of ours), one with no sender
-    (a mail as it comes). Their text is in no log line and not in ``quarantine list``."""
+    fails on (a bug of ours), one the hand-over fails on (a bug of ours), one with too many
+    parts (a mail as it comes). Their text is in no log line and not in ``quarantine list``."""
     real_parse, real_envelope = imap_module.parse_mail, imap_module.to_envelope
 
     def parse_mail(raw: bytes) -> Any:
@@ -154,8 +154,10 @@ async def test_quarantined_mails_leave_no_text_in_logs_or_the_quarantine_listing
             sender, to = "client@example.org", "line@demo.test"
             for subject in ("PARSER-BUG", "HANDOVER-BUG"):
                 await intake.inbox.append(mail(sender, to, f"{subject} {text}", text, new_message_id()))
-            no_sender = mail(sender, to, text, text, new_message_id()).split(b"\n")
-            await intake.inbox.append(b"\n".join(x for x in no_sender if not x.startswith(b"From:")))
+            # Too many parts: quarantined (a mail without a sender is a thread, marked).
+            parts = "".join(f"--B\r\nContent-Type: text/plain\r\n\r\n{text}\r\n" for _ in range(600))
+            head = f"From: {sender}\r\nContent-Type: multipart/mixed; boundary=B\r\n\r\n"
+            await intake.inbox.append(f"{head}{parts}--B--\r\n".encode())
             good = new_message_id()
             await intake.inbox.append(mail(sender, to, "hello", "hello", good))
             await intake.wait_received(good)
@@ -176,7 +178,7 @@ async def test_quarantined_mails_leave_no_text_in_logs_or_the_quarantine_listing
     logged = capfd.readouterr()
     assert CANARY not in logged.err and CANARY not in logged.out
     assert CANARY not in listing and CANARY not in repr(quarantined)
-    reasons = ["parser_error:ValueError", "handover_error:LookupError", "no_sender"]
+    reasons = ["parser_error:ValueError", "handover_error:LookupError", "too_many_parts"]
     assert sorted(q["reason"] for q in quarantined) == sorted(reasons)
     logged_reasons = [e["reason"] for e in events(logged.err) if e["event"] == "mail_quarantined"]
     assert sorted(logged_reasons) == sorted(reasons)

@@ -160,7 +160,7 @@ async def test_start_exchange_with_a_consultant_then_quick_exit(
     await expect(page.get_by_role("status")).to_contain_text(
         "on duty"
     )  # "on duty now" or "Nobody is on duty"
-    await page.get_by_label("Region").select_option("minsk")
+    await page.get_by_label("Region", exact=True).select_option("minsk")
     await page.get_by_label("Topic").select_option("psychological")
     await page.get_by_role("button", name="Start chat").click()
 

@@ -111,7 +111,7 @@ async def test_episodes_of_old_threads_become_consultations(repo: Repository) ->
     )
     # As a database of the version before this migration.
     await db["meta"].update_one({"_id": "schema"}, {"$set": {"version": 3}}, upsert=True)
-    assert await migrate(db) == [4, 5]
+    assert await migrate(db) == [v for v, _, _ in MIGRATIONS if v > 3]
 
     def brief(c: dict[str, Any]) -> tuple[Any, ...]:
         return (c["n"], c["outcome"], c["reason"], c["started_at"], c["facts"]["at"], c["consultants"])

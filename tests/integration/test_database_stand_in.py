@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from bson import Binary, ObjectId
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -147,6 +147,24 @@ async def test_a_conditional_update_of_one_document_has_exactly_one_winner(
 
 async def test_concurrent_increments_of_one_document_are_all_kept(db: AsyncDatabase[Doc]) -> None:
     assert await concurrent_increments(db.counters) == RACERS * INCREMENTS
+
+
+async def test_an_update_command_of_many_statements_finishes_and_others_go_on(db: AsyncDatabase[Doc]) -> None:
+    # Stock v1.24.2 keeps every statement's query open to the end of the command, one pooled
+    # connection each (100 per database): the 101st waited forever, and held the lock every other
+    # command then queued on. Bounded here, so such a hang fails instead of stopping the run.
+    coll = db.postings
+    await coll.insert_many([{"_id": f"k{i}", "n": 0} for i in range(150)])
+    writes = [UpdateOne({"_id": f"k{i}"}, {"$inc": {"n": 1}}, upsert=True) for i in range(300)]
+    result = await asyncio.wait_for(coll.bulk_write(writes, ordered=False), 60)
+    assert (result.matched_count, result.modified_count, result.upserted_count) == (150, 150, 150)
+    # The stand-in still answers, on this database and on another one.
+    assert await asyncio.wait_for(coll.count_documents({"n": 1}), 10) == 300
+    other = db.client[f"{db.name}_other"]
+    try:
+        assert (await asyncio.wait_for(other.x.insert_one({"_id": 1}), 10)).inserted_id == 1
+    finally:
+        await db.client.drop_database(other.name)
 
 
 async def test_a_filter_on_id_and_other_fields_matches_only_when_all_do(db: AsyncDatabase[Doc]) -> None:

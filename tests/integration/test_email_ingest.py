@@ -91,11 +91,11 @@ async def test_corpus_is_ingested_exactly_once_or_quarantined_with_its_reason(ga
         e["outcome"].split(":", 1)[1] for e in expected.values() if e["outcome"] != "ingested"
     )
     assert "anonymous" not in "".join(listed)
-    no_sender = next(
-        json.loads(line)["source_id"] for line in listed if json.loads(line)["reason"] == "no_sender"
+    too_many = next(
+        json.loads(line)["source_id"] for line in listed if json.loads(line)["reason"] == "too_many_parts"
     )
-    again = quarantine_cli(env, "replay", no_sender)
-    assert again.returncode == 1 and "no_sender" in again.stderr
+    again = quarantine_cli(env, "replay", too_many)
+    assert again.returncode == 1 and "too_many_parts" in again.stderr
 
 
 async def test_a_quarantined_mail_is_replayed_once_after_a_fix(gateway: Gateway) -> None:

@@ -23,7 +23,7 @@ from shared import topology
 from shared.broker import Broker, BrokerMetrics
 from shared.config import load_config
 from shared.envelope import Channel, OutboundMessage, utcnow
-from shared.transit import TransitSeal
+from shared.transit import for_master_keys
 from tests.integration.email_support import SmtpRecorder, smtp_server
 
 PER_MINUTE = 3  # the line's limit: sends per window
@@ -75,7 +75,7 @@ async def test_two_senders_keep_one_line_within_its_limit_and_lose_nothing(stack
                     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.mongo_url)
                     resources.push_async_callback(mongo.close)
                     db = mongo[name]
-                    transit = TransitSeal(*settings.master_keys())
+                    transit = for_master_keys(settings.master_keys())
                     broker = Broker(
                         amqp, 100, BrokerMetrics(CollectorRegistry()), f"sender {replica}", transit
                     )

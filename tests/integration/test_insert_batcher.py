@@ -81,9 +81,13 @@ async def test_a_database_that_does_not_answer_fails_every_waiting_caller(stack:
             return_exceptions=True,
         )
         assert all(isinstance(r, ConnectionFailure) for r in results), results
-        # The batcher is not left stuck: the next insert is attempted (and fails) too.
-        with pytest.raises(ConnectionFailure):
-            await batcher.insert({"_id": "later", "pad": "x" * 1_000_000})
+        # The batcher is not left stuck: the next insert is attempted and ends, mostly with the
+        # same failure (a 1 ms socket time-out), once in a while stored when the database answered
+        # within it (seen once with three test workers). Stuck, it would never end.
+        try:
+            await asyncio.wait_for(batcher.insert({"_id": "later", "pad": "x" * 1_000_000}), 30)
+        except ConnectionFailure:
+            pass
     finally:
         await client.close()
         cleanup = make_client(stack.mongo_url)

@@ -56,6 +56,8 @@ EQUALITY = {"$eq", "$in"}  # fixes a key, so an index goes on ordering by its ne
 SCANS: dict[tuple[str, tuple[str, ...]], str] = {
     ("consultants", ("disabled", "lines")): "the supervisor's overview reads the staff accounts "
     "(tens of documents, the whole collection in one page)",
+    ("shift_unannounced", ()): "releases the operator command could not announce (a few, removed "
+    "once announced)",
     # The migrations run at the first start on a database not yet migrated: here before the
     # recorder is on, on a deployment once at the upgrade that brings them.
     ("threads", ("claim_seq",)): "migration 1: runs once per database",
@@ -70,6 +72,18 @@ SCANS: dict[tuple[str, tuple[str, ...]], str] = {
     ("messages", ()): "a rebuild of the search index reads every message once (migration 5, or an "
     "operator after restoring an old backup)",
     ("consultations", ()): "the same rebuild reads every consultation once",
+    ("search_postings", ("_id",)): "a fresh rebuild of the search index empties the postings first "
+    "(migration 6: once per database)",
+    # Canned answers and the directory (conversations/reference.py): tens of documents, read
+    # whole into each process's copy when their version changes.
+    ("canned_answers", ()): "reference data: read whole into the cache when it changes",
+    ("directory_entries", ()): "reference data: read whole into the cache when it changes",
+    ("consultants", ()): "the administrator's list of accounts, and the shift rules "
+    "(services/store/shift.py) each pass: the staff accounts (tens of documents)",
+    ("consultants", ("organisation", "role")): "a supervisor's list of their organisation's accounts",
+    # Replay requests from the console (conversations/rawmail.py): a handful at most, each
+    # deleted by the intake as it takes it.
+    ("mail_replays", ()): "the waiting replay requests: a handful, each deleted when taken",
 }
 
 # (collection, fields of the filter, sort keys) -> why sorting in memory is right there.
@@ -276,7 +290,7 @@ async def test_every_query_the_services_make_is_served_by_an_index(
         "services.store.admin",
         "add-user",
         "--login=ada",
-        "--role=admin",
+        "--role=national_admin",
         "--lines=113,dv",
         "--password-stdin",
         stdin="ada-admin-password\n",
@@ -316,6 +330,8 @@ async def test_every_query_the_services_make_is_served_by_an_index(
             "/api/threads?queue=113-triage&status=waiting",
             "/api/threads?status=active",
             "/api/threads?status=closed",
+            # The console's queue load (docs/performance.md: how its cost grows).
+            "/api/threads?status=waiting",
             "/api/threads?mine=1",
         ):
             assert (await anna.call("GET", path))[0] == 200, path
@@ -456,6 +472,8 @@ async def test_every_query_the_services_make_is_served_by_an_index(
             "/api/supervisor",
             "/api/threads",
             "/api/threads?status=closed",
+            # The console's queue load (docs/performance.md: how its cost grows).
+            "/api/threads?status=waiting",
             "/api/threads?mine=1",
             f"/api/threads/{thread_id}/reads",
             f"/api/stats?from={year}-01-01&to={year}-12-31&compare=1",
@@ -464,6 +482,17 @@ async def test_every_query_the_services_make_is_served_by_an_index(
             "/api/service-figures?period=month",
         ):
             assert (await sofia.call("GET", path))[0] == 200, path
+        # Finding a record: each kind of search (a word, a month, case-form answers, a number).
+        for body in (
+            {"text": "Польше"},
+            {"text": "Польше работа", "from": f"{year}-01-01", "to": f"{year}-12-31"},
+            {"from": f"{year}-01-01", "to": f"{year}-12-31"},
+            {"answers": {"gender": ["f"]}, "from": f"{year}-01-01"},
+            {"number": thread_id},
+            {"number": f"{thread_id}:1"},
+        ):
+            status, found = await sofia.call("POST", "/api/search", body)
+            assert status == 200, (body, found)
         for path in (
             f"/api/stats.csv?from={year}-01-01&to={year}-12-31",
             f"/reports?year={year}&line=113",

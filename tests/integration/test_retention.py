@@ -206,7 +206,8 @@ async def test_quarantined_mails_lose_their_bytes(repo: Repository) -> None:
                 "_id": source,
                 "raw": CANARY.encode(),
                 "status": "quarantined",
-                "reason": "no_sender",
+                "reason": "too_many_parts",
+                "client_key": "k" * 64,
                 "stored_at": utcnow() - timedelta(days=days),
             }
         )
@@ -214,6 +215,9 @@ async def test_quarantined_mails_lose_their_bytes(repo: Repository) -> None:
     assert out.quarantined == 1
     kept = {d["_id"] async for d in raw.find({"raw": {"$ne": None}})}
     assert kept == {recent}
+    # The sender's key goes with the bytes: nothing is left to find for an erasure.
+    linked = {d["_id"] async for d in raw.find({"client_key": {"$exists": True}})}
+    assert linked == {recent}
 
 
 async def test_a_raw_mail_no_message_holds_loses_its_bytes_after_every_period(repo: Repository) -> None:

@@ -38,9 +38,9 @@ async def closed(c: Consultant) -> aiohttp.WSMessage:
 
 
 def add_admin(gateway: Gateway) -> None:
-    """Olga, an administrator of both lines (password ``olga-admin-password``)."""
+    """Olga, a national administrator of both lines (password ``olga-admin-password``)."""
     done = add_user(
-        gateway, "add-user", "--login=olga", "--role=admin", "--lines=113,dv", "--password-stdin",
+        gateway, "add-user", "--login=olga", "--role=national_admin", "--lines=113,dv", "--password-stdin",
         password="olga-admin-password",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

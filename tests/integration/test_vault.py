@@ -33,7 +33,7 @@ from shared.mongo import make_client
 from shared.settings import parse_master_key
 from tests.conftest import ROOT, Gateway
 from tests.integration.chat_client import ChatClient
-from tests.integration.helpers import Consultant
+from tests.integration.helpers import SEARCH_TERMS, Consultant
 
 CANARY = "Sealed-Ж-" + uuid.uuid4().hex
 
@@ -43,7 +43,9 @@ async def sealed(repo: Repository) -> AsyncIterator[Repository]:
     """``repo``'s database with a vault of its own (a fresh master key and key vault)."""
     vault = Vault(repo.db.client, f"{repo.db.name}_keys.data_keys", parse_master_key(new_master_key()))
     try:
-        yield Repository(repo.db, vault)
+        r = Repository(repo.db, vault)
+        r.search.use(SEARCH_TERMS)
+        yield r
     finally:
         await vault.close()
         await repo.db.client.drop_database(f"{repo.db.name}_keys")
@@ -418,3 +420,39 @@ async def test_a_message_that_arrives_while_the_person_is_erased_is_kept(
     thread = await repo.thread(tid)
     assert thread is not None and "text_deleted_at" not in thread
     assert (await sealed.open_thread(thread))["client"]["address"] == session
+
+
+async def test_retention_deletes_the_keys_of_raw_mails_it_empties(sealed: Repository) -> None:
+    """A quarantined mail and a bounce, older than the longest period: retention empties them
+    and deletes their data keys, so a backup taken before the pass opens neither; a recent
+    mail keeps its bytes and key."""
+    from services.email_ingest.rawstore import RawStore
+    from services.store.retention import Retention, policies
+    from shared.config import load_config
+    from shared.settings import DEFAULT_CONFIG_PATH
+
+    assert sealed.vault is not None
+    config = load_config(DEFAULT_CONFIG_PATH)
+    store = RawStore(sealed.db, sealed.vault)
+    raw = sealed.db["mail_raw"]
+    old_quarantined, old_bounce, recent = (f"imap:r:{new_id()}" for _ in range(3))
+    for uid, source in enumerate((old_quarantined, old_bounce, recent), start=1):
+        await store.store(source, "box", 1, uid, f"From: a@b\r\n\r\n{source}".encode(), utcnow())
+    await raw.update_one({"_id": old_quarantined}, {"$set": {"status": "quarantined"}})
+    await raw.update_many(
+        {"_id": {"$in": [old_quarantined, old_bounce]}},
+        {"$set": {"stored_at": utcnow() - timedelta(days=400)}},
+    )
+    backup = {d["_id"]: d async for d in raw.find({})}  # taken before the pass
+
+    out = await Retention(sealed, config).run(policies(config, days=365, unclosed_days=365))
+    assert (out.quarantined, out.raw_mails) == (1, 1)
+    for source in (old_quarantined, old_bounce):
+        now = await raw.find_one({"_id": source})
+        assert now is not None and now["raw"] is None and "data_key" not in now
+        assert await sealed.vault.keys.find_one({"_id": backup[source]["data_key"]}) is None
+        assert await sealed.vault.open(backup[source]["raw"]) is None  # the backup's copy: unreadable
+    kept = await raw.find_one({"_id": recent})
+    assert kept is not None and kept["raw"] is not None
+    opened = await sealed.vault.open(kept["raw"])
+    assert opened is not None and recent.encode() in opened["raw"]

@@ -3,6 +3,7 @@ ledger of every message (QUALITY.md 2)."""
 
 from __future__ import annotations
 
+import multiprocessing.context
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -68,7 +69,9 @@ def _wait(cond: Callable[[], bool], within: float = 60) -> bool:
 
 
 @pytest.fixture
-def dispatchers(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[Dispatchers, str, str]]:
+def dispatchers(
+    stack: LocalStack, tmp_path: Path, launcher: multiprocessing.context.ForkServerContext
+) -> Iterator[tuple[Dispatchers, str, str]]:
     name = "r" + uuid.uuid4().hex[:8]
     urls = StackUrls(
         amqp_url=stack.add_vhost(name),
@@ -81,7 +84,7 @@ def dispatchers(stack: LocalStack, tmp_path: Path) -> Iterator[tuple[Dispatchers
     env = service_env(
         urls, dict.fromkeys(("store", "dispatcher", "email_ingest", "chat_ingest"), 0), database=name
     )
-    procs = ServiceProcesses(ROOT, tmp_path / "logs")
+    procs = ServiceProcesses(ROOT, tmp_path / "logs", launcher=launcher)
     d = Dispatchers(env["dispatcher"], procs)
     try:
         yield d, urls.amqp_url, name

@@ -137,9 +137,12 @@ def test_a_file_without_cases_still_loads(tmp_path: Path) -> None:
         ("specialist", "lastrada", ["113"], {("lastrada", "113")}),
         ("supervisor", "lastrada", ["113"], {("lastrada", "113")}),
         ("admin", "bwc", ["113"], {("bwc", "113")}),
-        # A supervisor or admin of whole lines (no organisation) sees every organisation's there.
-        ("supervisor", None, ["113"], {("lastrada", "113"), ("bwc", "113")}),
-        ("admin", None, ["dv"], {("gp", "dv"), ("lastrada", "dv")}),
+        # A national administrator sees every organisation's there; nobody else of no
+        # organisation sees any.
+        ("national_admin", None, ["113"], {("lastrada", "113"), ("bwc", "113")}),
+        ("national_admin", None, ["dv"], {("gp", "dv"), ("lastrada", "dv")}),
+        ("supervisor", None, ["113"], set()),
+        ("admin", None, ["dv"], set()),
         # Consultants see no case at all, nor does a specialist of no organisation.
         ("consultant", "lastrada", ["113"], set()),
         ("specialist", None, ["113"], set()),

@@ -57,6 +57,7 @@ def envelope_of(mail: ParsedMail) -> InboundMessage:
         internaldate=None,
         backlog=False,
         attachments=[],
+        trusted_authserv_id=None,
     )
 
 

@@ -31,7 +31,14 @@ from services.email_ingest.mime import (
     split_quoted,
 )
 from services.email_ingest.settings import EmailIngestSettings
-from services.email_ingest.smtp import InvalidRecipient, UnsafeReply, build_reply, identity_for
+from services.email_ingest.smtp import (
+    InvalidRecipient,
+    UnsafeReply,
+    accounts_from,
+    build_reply,
+    checked,
+    identity_for,
+)
 from shared.config import ConfigError, HotlineConfig, load_config
 from shared.envelope import Channel, OutboundMessage, utcnow
 from shared.settings import DEFAULT_CONFIG_PATH
@@ -342,6 +349,7 @@ def _inbound(sender: str, refs: list[str], kind: str = "person", backlog: bool =
         internaldate=None,
         backlog=backlog,
         attachments=[],
+        trusted_authserv_id=None,
     )
     assert env.email is not None
     facts = env.email.model_copy(update={"references": refs, "kind": kind, "bounce_of": refs})
@@ -457,6 +465,125 @@ def test_neutral_identity_and_subject_per_line() -> None:
     # Without a mailbox entry: the line's address and the settings' defaults.
     plain = identity_for("113", _settings(from_name="Hotline"), _config())
     assert (plain.from_address, plain.from_name, plain.subject) == ("hotline@demo.test", "Hotline", None)
+
+
+def _shared_line(**extra: dict[str, object]) -> HotlineConfig:
+    """The infoline 113 with a mailbox per organisation, each with its own SMTP account."""
+    return _config(
+        infoline_lastrada={
+            "line": "113",
+            "organisation": "lastrada",
+            "imap_host": "h",
+            "user": "ls",
+            "password_env": "P",
+            "from_address": "help@lastrada.example",
+            "from_name": "La Strada",
+            "reply_to": "consult@lastrada.example",
+            "signature": "La Strada, infoline 113",
+            "smtp": {"host": "smtp.lastrada.example", "user": "ls", "password_env": "SMTP_LS"},
+        },
+        infoline_bwc={
+            "line": "113",
+            "organisation": "bwc",
+            "imap_host": "h",
+            "user": "bwc",
+            "password_env": "P",
+            "from_address": "help@bwc.example",
+            "from_name": "BWC",
+            "signature": "Business Women's Club",
+            "smtp": {"host": "smtp.bwc.example", "port": 465, "security": "tls"},
+            "send_per_minute": 7,
+        },
+        **extra,
+    )
+
+
+def test_each_organisation_answers_a_shared_line_in_its_own_name() -> None:
+    config, settings = _shared_line(), _settings(from_name="Hotline")
+    ls = identity_for("113", settings, config, "lastrada")
+    bwc = identity_for("113", settings, config, "bwc")
+    assert (ls.from_address, ls.from_name, ls.reply_to, ls.account, ls.limit_key) == (
+        "help@lastrada.example",
+        "La Strada",
+        "consult@lastrada.example",
+        "infoline_lastrada",
+        "mailbox:infoline_lastrada",
+    )
+    assert (bwc.from_address, bwc.reply_to, bwc.account, bwc.per_minute) == (
+        "help@bwc.example",
+        None,
+        "infoline_bwc",
+        7,
+    )
+    # An organisation with no mailbox on the line never borrows another's: the line's address.
+    gp = identity_for("113", settings, config, "gp")
+    assert (gp.from_address, gp.account, gp.signature, gp.limit_key) == (
+        "hotline@demo.test",
+        "default",
+        None,
+        "113",
+    )
+    # A shared mailbox (no organisation) is the line's voice for anyone without their own.
+    shared = _shared_line(
+        infoline={
+            "line": "113",
+            "imap_host": "h",
+            "user": "i",
+            "password_env": "P",
+            "from_address": "i@113.example",
+        }
+    )
+    assert identity_for("113", settings, shared, "gp").from_address == "i@113.example"
+    assert identity_for("113", settings, shared, None).from_address == "i@113.example"
+    assert identity_for("113", settings, shared, "bwc").from_address == "help@bwc.example"
+    # An automatic answer on a line of two organisations and no shared mailbox: the line's voice.
+    assert identity_for("113", settings, config, None).from_address == "hotline@demo.test"
+    # On a line that is one organisation's, its automatic answers are in that organisation's name.
+    dv = _config(dv={"line": "dv", "organisation": "gp", "imap_host": "h", "user": "d", "password_env": "P",
+                     "from_address": "info@neutral.example"})  # fmt: skip
+    assert identity_for("dv", settings, dv, None).from_address == "info@neutral.example"
+
+
+def test_signature_under_a_consultants_reply_only_and_never_against_a_neutral_plan() -> None:
+    who = identity_for("113", _settings(), _shared_line(), "lastrada")
+
+    def body(out: OutboundMessage) -> str:
+        mail = build_reply(
+            out, who.from_address, who.from_name, None, reply_to=who.reply_to, signature=who.signature
+        )
+        text = checked(mail).data.decode()
+        assert "Reply-To: consult@lastrada.example" in text
+        part = mail.get_body(("plain",))
+        assert part is not None
+        return str(part.get_content())
+
+    assert body(_out(line="113", text="Answer")).endswith("Answer\n\n-- \nLa Strada, infoline 113\n")
+    assert "La Strada" not in body(_out(line="113", text="Answer", sender_role="bot"))
+    assert "La Strada" not in body(_out(line="113", text="Answer", sender_name="A friend"))
+    assert "La Strada" not in body(_out(line="113", text="Answer", neutral_subject="Your order"))
+
+
+def test_each_mailboxs_smtp_account_is_read_at_start() -> None:
+    settings = _settings(smtp_host="smtp.default.example", smtp_security="none")
+    with pytest.raises(ConfigError, match=r"mailboxes\.infoline_lastrada\.smtp\.password_env: .*SMTP_LS"):
+        accounts_from(settings, _shared_line(), None, environ={})
+    accounts = accounts_from(settings, _shared_line(), None, environ={"SMTP_LS": "secret"})
+    assert {n: (a.host, a.port, a.security, a.user, a.password) for n, a in accounts.items()} == {
+        "default": ("smtp.default.example", 587, "none", None, None),
+        "infoline_lastrada": ("smtp.lastrada.example", 587, "starttls", "ls", "secret"),
+        "infoline_bwc": ("smtp.bwc.example", 465, "tls", None, None),
+    }
+    assert all(a.tls_context is not None for n, a in accounts.items() if n != "default")
+    with pytest.raises(ValueError, match="user and password_env go together"):
+        _config(
+            x={
+                "line": "dv",
+                "imap_host": "h",
+                "user": "u",
+                "password_env": "P",
+                "smtp": {"host": "s", "user": "u"},
+            }
+        )
 
 
 @given(st.text(max_size=80), st.text(max_size=80))

@@ -115,3 +115,33 @@ def test_trusted_proxies_are_comma_separated_networks_and_a_bad_one_is_named(mon
     assert [str(n) for n in StoreSettings().trusted_proxies] == ["10.0.0.0/8", "172.16.0.1/32", "fd00::/8"]
     result = _run("services.store", {**required, "STORE_TRUSTED_PROXIES": "10.0.0.0/8,proxy"})
     assert result.returncode == 2 and "STORE_TRUSTED_PROXIES" in result.stderr
+
+
+def _dispatcher(**extra: str) -> dict[str, str]:
+    return {
+        "DISPATCHER_AMQP_URL": "amqp://x",
+        "DISPATCHER_MONGO_URL": "mongodb://x",
+        "DISPATCHER_CLIENT_KEY_SECRET": "k" * 64,
+        **{f"DISPATCHER_{k.upper()}": v for k, v in extra.items()},
+    }
+
+
+def test_the_master_key_or_a_kmip_server_is_required_and_a_missing_kmip_file_is_named(tmp_path):
+    """conversations/vault.py: local needs MASTER_KEY; kmip needs its server, its files (that
+    exist) and its key id; each refusal names what to set, at start."""
+    result = _run("services.dispatcher", _dispatcher())
+    assert result.returncode == 2 and "KMS_PROVIDER=local needs MASTER_KEY" in result.stderr
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    kmip = {"kms_provider": "kmip", "kmip_endpoint": "127.0.0.1:5696", "kmip_ca_file": str(ca)}
+    result = _run("services.dispatcher", _dispatcher(**kmip, kmip_cert_file=str(tmp_path / "absent.pem")))
+    assert result.returncode == 2
+    assert "DISPATCHER_KMIP_CERT_FILE: Path does not point to a file" in result.stderr
+
+    result = _run("services.dispatcher", _dispatcher(**kmip, kmip_cert_file=str(ca)))
+    assert result.returncode == 2 and "KMS_PROVIDER=kmip needs" in result.stderr
+    assert "KMIP_KEY_ID" in result.stderr
+
+    result = _run("services.dispatcher", _dispatcher(**{**kmip, "kmip_endpoint": "kmip.example.org"}))
+    assert result.returncode == 2 and "DISPATCHER_KMIP_ENDPOINT" in result.stderr

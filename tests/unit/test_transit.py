@@ -4,6 +4,8 @@ the kind they were sealed as; plain ones from before are read as they are."""
 from __future__ import annotations
 
 import base64
+import os
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,9 @@ from shared.envelope import Channel, ChatFacts, InboundMessage, decode, encode, 
 from shared.transit import TransitError, TransitSeal, is_sealed
 
 CANARY = "Transit-canary-Ж"
+# Long enough that random ciphertext never holds it by chance (a two-byte id would, once in a
+# few hundred seals).
+SENDER = "transit-sender-canary-42"
 
 
 def key() -> bytes:
@@ -25,9 +30,9 @@ def envelope() -> InboundMessage:
         channel=Channel.CHAT,
         line="dv",
         received_at=utcnow(),
-        sender="s1",
+        sender=SENDER,
         text=CANARY,
-        chat=ChatFacts(session="s1"),
+        chat=ChatFacts(session=SENDER),
     )
 
 
@@ -35,7 +40,7 @@ def test_a_sealed_envelope_holds_nothing_readable_and_opens_as_it_was() -> None:
     seal = TransitSeal(key())
     msg = envelope()
     body = seal.seal(encode(msg), msg.kind)
-    assert is_sealed(body) and CANARY.encode() not in body and b"s1" not in body
+    assert is_sealed(body) and CANARY.encode() not in body and SENDER.encode() not in body
     assert body != seal.seal(encode(msg), msg.kind)  # a fresh nonce each time
     assert decode(msg.kind, seal.open(body, msg.kind)) == msg
 
@@ -69,3 +74,35 @@ def test_while_the_master_key_is_replaced_both_open_and_the_new_one_seals() -> N
 def test_a_plain_envelope_from_before_is_read_as_it_is() -> None:
     msg = envelope()
     assert TransitSeal(key()).open(encode(msg), msg.kind) == encode(msg)
+
+
+def test_with_a_kmip_server_the_key_vaults_transit_key_seals_and_a_local_keys_messages_still_open() -> None:
+    """*_KMS_PROVIDER=kmip: nothing seals before the key vault's transit key is given (never a
+    plain body); then it seals; what the local master key's derived key sealed before the move
+    still opens while that key is given, and no longer once it is removed."""
+    from shared.settings import KmipServer, MasterKeys
+    from shared.transit import for_master_keys
+
+    msg = envelope()
+    local = key()
+    before = TransitSeal(local).seal(encode(msg), msg.kind)
+    server = KmipServer("127.0.0.1:5696", Path("ca.pem"), Path("client.pem"), "1")
+    moving = for_master_keys(MasterKeys("kmip", local, None, server))
+    with pytest.raises(TransitError):
+        moving.seal(encode(msg), msg.kind)
+    stored = os.urandom(32)
+    moving.use(stored)
+    assert moving.open(before, msg.kind) == encode(msg)
+    after = moving.seal(encode(msg), msg.kind)
+    assert is_sealed(after) and after[4:12] != before[4:12]
+
+    moved = for_master_keys(MasterKeys("kmip", None, None, server))
+    moved.use(stored)
+    assert moved.open(after, msg.kind) == encode(msg)
+    with pytest.raises(TransitError):
+        moved.open(before, msg.kind)
+    # kmip to local: the local key's derived key seals again; the stored key still opens.
+    back = for_master_keys(MasterKeys("local", local, None, server))
+    back.use(stored, seal=False)
+    assert back.open(after, msg.kind) == encode(msg)
+    assert TransitSeal(local).open(back.seal(encode(msg), msg.kind), msg.kind) == encode(msg)

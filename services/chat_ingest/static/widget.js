@@ -33,7 +33,8 @@
       ended: "The chat has ended.", reconnecting: "Connection lost. Reconnecting…", notSent: "not sent yet",
       unavailable: "The chat cannot be reached right now. Trying again…",
       unreadable: "Part of your message could not be read; a consultant sees the rest.",
-      you: "You", consultant: "Consultant", bot: "Automatic answer", emergency: "In danger now? Call 102 (police) or 103 (ambulance)."
+      you: "You", consultant: "Consultant", bot: "Automatic answer", emergency: "In danger now? Call 102 (police) or 103 (ambulance).",
+      help: "Find help in my region", helpRegion: "Your region", noEntries: "No services listed for this region yet; these serve the whole country:"
     },
     ru: {
       title: "Чат с консультантом", exit: "Быстрый выход", exitHint: "Сразу уйти с этой страницы (или дважды нажмите Esc)",
@@ -48,7 +49,8 @@
       ended: "Чат завершён.", reconnecting: "Связь потеряна. Подключаемся снова…", notSent: "ещё не отправлено",
       unavailable: "Чат сейчас недоступен. Пробуем снова…",
       unreadable: "Часть вашего сообщения не удалось прочитать; остальное консультант видит.",
-      you: "Вы", consultant: "Консультант", bot: "Автоматический ответ", emergency: "Вам угрожает опасность? Звоните 102 (милиция) или 103 (скорая)."
+      you: "Вы", consultant: "Консультант", bot: "Автоматический ответ", emergency: "Вам угрожает опасность? Звоните 102 (милиция) или 103 (скорая).",
+      help: "Помощь в моём регионе", helpRegion: "Ваш регион", noEntries: "Для этого региона пока ничего нет; эти службы работают по всей стране:"
     },
     be: {
       title: "Чат з кансультантам", exit: "Хуткі выхад", exitHint: "Адразу пакінуць гэту старонку (або двойчы націсніце Esc)",
@@ -63,7 +65,8 @@
       ended: "Чат завершаны.", reconnecting: "Сувязь страчана. Падключаемся зноў…", notSent: "яшчэ не адпраўлена",
       unavailable: "Чат зараз недаступны. Спрабуем зноў…",
       unreadable: "Частку вашага паведамлення не ўдалося прачытаць; астатняе кансультант бачыць.",
-      you: "Вы", consultant: "Кансультант", bot: "Аўтаматычны адказ", emergency: "Вам пагражае небяспека? Тэлефануйце 102 (міліцыя) або 103 (хуткая)."
+      you: "Вы", consultant: "Кансультант", bot: "Аўтаматычны адказ", emergency: "Вам пагражае небяспека? Тэлефануйце 102 (міліцыя) або 103 (хуткая).",
+      help: "Дапамога ў маім рэгіёне", helpRegion: "Ваш рэгіён", noEntries: "Для гэтага рэгіёна пакуль нічога няма; гэтыя службы працуюць па ўсёй краіне:"
     }
   };
   var LANGS = ["ru", "be", "en"];
@@ -111,6 +114,9 @@
   var status = el("p", { "class": "hl-status", role: "status", "aria-live": "polite" });
   var hours = el("p", { "class": "hl-hours" });
   var emergency = el("p", { "class": "hl-emergency" });
+  // The help directory (as the gateway's database keeps it): emergency and national services,
+  // and those of a region the visitor picks; shown without starting a chat.
+  var help = el("details", { "class": "hl-help" });
   var pre = el("form", { "class": "hl-pre" });
   var list = el("ol", { "class": "hl-log", role: "log", "aria-live": "polite" });
   var form = el("form", { "class": "hl-compose", hidden: "" });
@@ -118,7 +124,7 @@
   var inputLabel = el("label", { "for": "hl-chat-input", "class": "hl-sr" });
   var send = el("button", { type: "submit" });
   form.appendChild(inputLabel); form.appendChild(input); form.appendChild(send);
-  [head, status, hours, emergency, pre, list, form].forEach(function (n) { box.appendChild(n); });
+  [head, status, hours, emergency, help, pre, list, form].forEach(function (n) { box.appendChild(n); });
   document.body.appendChild(box);
 
   function select(id, label, options, value) {
@@ -152,7 +158,36 @@
     renderStatus();
   }
 
+  function entryText(e) {
+    return [named(e.name) + (e.phone ? ": " + e.phone : ""), named(e.address), named(e.note), e.url || ""]
+      .filter(Boolean).join(" · ");
+  }
+
+  function renderHelp() {
+    var open = help.open, chosen = help.querySelector("#hl-help-region");
+    var region = chosen ? chosen.value : "";
+    help.textContent = "";
+    if (!info || !info.directory) { return; }
+    help.appendChild(el("summary", {}, t("help")));
+    var d = info.directory, regions = d.regions || {};
+    help.appendChild(select("hl-help-region", t("helpRegion"), [["", "—"]].concat(Object.keys(info.regions).map(function (k) {
+      return [k, named(info.regions[k])];
+    })), region));
+    var ul = el("ul", { "class": "hl-directory" });
+    var entries = (d.emergency || []).concat(region ? (regions[region] || []) : []);
+    if (region && !(regions[region] || []).length) { ul.appendChild(el("li", { "class": "hl-none" }, t("noEntries"))); }
+    entries.concat(d.national || []).forEach(function (e) {
+      ul.appendChild(el("li", { "data-entry": e.id || "" }, entryText(e)));
+    });
+    help.appendChild(ul);
+    help.open = open;
+    help.querySelector("#hl-help-region").addEventListener("change", function () {
+      renderHelp(); help.querySelector("#hl-help-region").focus();
+    });
+  }
+
   function renderPre() {
+    renderHelp();
     pre.textContent = "";
     if (!info) { return; }
     pre.appendChild(el("p", {}, t("intro")));

@@ -63,10 +63,37 @@
       e_CaseFollowUpScheduled: "назначена проверка", e_CaseFollowUpDone: "проверка выполнена",
       e_CaseNoteAdded: "заметка", e_CaseStatusChanged: "статус изменён",
       e_CaseReferralOverdue: "никто не принял вовремя", e_CaseFollowUpDue: "пора проверить"
+    },
+    be: {
+      cases: "Справы", conversations: "Размовы", my_cases: "Мае справы", all_cases: "Справы маіх ліній",
+      show: "Паказаць", open_cases: "адкрытыя справы", closed_cases: "закрытыя справы", refresh: "Абнавіць",
+      alerts: "Сігналы", late_referrals: "Ніхто не прыняў своечасова", due_followups: "Пара праверыць",
+      no_alerts: "Сігналаў няма.", no_cases: "Спраў няма.", reference: "Справа", kind: "Від", status: "Статус",
+      referred_to: "Перададзена", due: "Тэрмін", overdue: "пратэрмінавана", take_by: "прыняць да",
+      followup_on: "праверка", pick_case: "Выберыце справу ў спісе.",
+      s_open: "адкрыта", s_active: "у рабоце", s_monitoring: "маніторынг", s_closed: "закрыта",
+      opened: "Адкрыта", by: "—", held_by: "Вядзе", nobody: "пакуль ніхто", taken_by: "прыняў(-ла)",
+      take: "Прыняць справу", intake: "Першасная анкета", referral: "Перадача", refer_to: "Перадаць",
+      refer_due: "Прыняць да (пуста: тэрмін для віду справы)", refer: "Перадаць", assistance: "Аказаная дапамога",
+      service_kind: "Паслуга", date: "Дата", amount: "Сума", note: "Заўвага", log_service: "Запісаць паслугу",
+      none_yet: "Пакуль няма.", external: "Перанакіраванні ў іншыя службы", directory_entry: "Служба",
+      result: "Вынік", no_result: "выніку пакуль няма", add_referral: "Запісаць перанакіраванне",
+      result_of: "Перанакіраванне", save_result: "Захаваць вынік", followups: "Праверкі", due_at: "Калі",
+      add_followup: "Дадаць праверку", done: "Выканана", done_by: "выканаў(-ла)", notes: "Нататкі",
+      add_note: "Дадаць нататку", change_status: "Змяніць статус", new_status: "Новы статус",
+      reason: "Прычына закрыцця", history: "Гісторыя", choose: "— выберыце —", missing: "Не запоўнена",
+      invalid: "Няправільна", open_case: "Адкрыць справу…", open_submit: "Адкрыць і перадаць", cancel: "Скасаваць",
+      case_kind: "Від справы", closed_reason: "закрыта",
+      receipt: "Адкрыта справа {ref}: {kind}. Перададзена: {role}, прыняць да {due}.", alerts_n: "сігналы",
+      e_CaseOpened: "адкрыта", e_CaseReferred: "перададзена", e_CaseTaken: "прынята", e_CaseServiceLogged: "паслуга",
+      e_CaseExternalReferralMade: "перанакіраванне", e_CaseExternalReferralUpdated: "вынік перанакіравання",
+      e_CaseFollowUpScheduled: "прызначана праверка", e_CaseFollowUpDone: "праверка выканана",
+      e_CaseNoteAdded: "нататка", e_CaseStatusChanged: "статус зменены",
+      e_CaseReferralOverdue: "ніхто не прыняў своечасова", e_CaseFollowUpDue: "пара праверыць"
     }
   };
-  var SEES_CASES = ["specialist", "supervisor", "admin"];
-  var SUPERVISING = ["supervisor", "admin"];
+  var SEES_CASES = ["specialist", "supervisor", "admin", "national_admin"];
+  var SUPERVISING = ["supervisor", "admin", "national_admin"];
   // Where a case may go by "Change status" from each status (conversations/cases.py STATUS_MOVES).
   var MOVES = { open: ["closed"], active: ["monitoring", "closed"], monitoring: ["active", "closed"], closed: [] };
 

@@ -19,6 +19,13 @@
       consultation: "консультация", no_consultation: "без консультации", this_thread: "это обращение",
       same_person: "Тот же человек, что в", choose: "— ваше обращение —", or_id: "или номер обращения",
       link: "Связать", undo: "Отменить связь", linked_by: "Связал(а)", open: "открыть"
+    },
+    be: {
+      earlier: "Ранейшыя кансультацыі", none_known: "Няма ранейшых кансультацый, даступных вам.",
+      unknown: "Хто гэта, невядома (чат не называе чалавека).", loading: "…",
+      consultation: "кансультацыя", no_consultation: "без кансультацыі", this_thread: "гэтая размова",
+      same_person: "Той самы чалавек, што ў", choose: "— ваша размова —", or_id: "або нумар размовы",
+      link: "Звязаць", undo: "Адмяніць сувязь", linked_by: "Звязаў(-ла)", open: "адкрыць"
     }
   };
   var picked = {}; // thread id -> what the consultant chose or typed, kept across re-draws
@@ -38,7 +45,7 @@
       else if (!found.length) { list.appendChild(el("li", { "class": "meta" }, t("none_known"))); }
       found.forEach(function (c) { list.appendChild(row(c, th, kit, t)); });
     }).catch(function () { list.textContent = ""; });
-    var me = kit.me(), isSup = me.role === "supervisor" || me.role === "admin";
+    var me = kit.me(), isSup = me.role === "supervisor" || me.role === "admin" || me.role === "national_admin";
     if (th.client_link) {
       box.appendChild(el("p", { "class": "meta" }, t("linked_by") + " " + th.client_link.by + " · " +
         new Date(th.client_link.at).toLocaleString(lang)));

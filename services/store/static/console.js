@@ -8,6 +8,9 @@
   var I18N = {
     en: {
       title: "Hotline console", login: "Login", password: "Password", log_in: "Log in", log_out: "Log out",
+      sender_unverified: "Sender not verified", auth_verified: "sender verified", auth_failed: "sender not verified",
+      auth_unknown: "sender not checked",
+      sender_unverified_why: "the mail server did not confirm that this mail comes from the address it names: someone else may be writing in the person's name. It is kept apart from that person's other conversations; think before you reply.",
       language: "Language", availability: "Availability", available: "available", away: "away",
       offline: "offline", supervisor_view: "Supervisor view", consultant_view: "Consultant view",
       live: "live updates", queues: "Queues", threads: "Threads", next: "Next",
@@ -20,6 +23,8 @@
       canned: "Canned answer", choose: "— choose —", add_note: "Add note", note_label: "Note",
       transfer_to: "Transfer to", transfer_note: "Transfer note", transfer: "Transfer",
       release: "Release", close: "Close…", close_case: "Close with this case form",
+      take_over: "Take over", watching: "Live: {who} holds this conversation; you see it as it happens, and they do not see you.",
+      taken_over: "A supervisor took over a conversation you held", watch: "Watch",
       case_form: "Case form", cancel: "Cancel", quoted: "Quoted history", attachments: "Attachments",
       plain_text: "Plain text", formatted: "Formatted e-mail (images and links blocked)",
       missing: "Missing", invalid: "Not valid", delivery: "delivery", min: "min", h: "h",
@@ -27,16 +32,22 @@
       s_waiting: "waiting", s_active: "active", s_closed: "closed", mine: "yours",
       oldest_short: "oldest", no_consultation: "No consultation", reason: "Reason",
       close_no_consultation: "Close without consultation",
-      client_left: "Client left", left_quick_exit: "quick exit", left_silent: "no message for",
+      client_left: "Client left", kept_language: "for a colleague who speaks {x}", kept_skill: "for a colleague with skill {x}", kept_until: "(anyone from {x})", left_quick_exit: "quick exit", left_silent: "no message for",
       close_left: "Close: client left", reports: "Reports",
       person_export: "Copy of the person's data (JSON)", person_erase: "Erase the person's data",
       person_erase_confirm: "Erase everything this person wrote and everything written about them, in all their closed conversations you can see, for good? Statistics stay.",
       not_safe: "Not safe: do not reply until they write", not_safe_alert: "Client not safe now",
       session_ended: "Your session ended: logged out elsewhere, or the account was disabled. Log in again.",
-      not_safe_list: "Not safe now", reply_held: "No reply can be sent: the client said it is not safe to talk now. Replies open again once they write."
+      not_safe_list: "Not safe now", reply_held: "No reply can be sent: the client said it is not safe to talk now. Replies open again once they write.",
+      no_sender: "Cannot reply: no usable sender address",
+      no_sender_why: "Cannot reply: the mail gave no usable sender address, so no answer can be sent by e-mail. Its text is shown above.",
+      unreadable_part: "Part of the mail could not be read"
     },
     ru: {
       title: "Консоль горячей линии", login: "Логин", password: "Пароль", log_in: "Войти", log_out: "Выйти",
+      sender_unverified: "Отправитель не подтверждён", auth_verified: "отправитель подтверждён",
+      auth_failed: "отправитель не подтверждён", auth_unknown: "отправитель не проверялся",
+      sender_unverified_why: "почтовый сервер не подтвердил, что письмо пришло с указанного в нём адреса: от имени человека может писать кто-то другой. Обращение отделено от других обращений этого человека; подумайте, прежде чем отвечать.",
       language: "Язык", availability: "Доступность", available: "на связи", away: "отошла(ёл)",
       offline: "не в сети", supervisor_view: "Обзор супервизора", consultant_view: "Рабочее место",
       live: "обновления в реальном времени", queues: "Очереди", threads: "Обращения", next: "Следующий",
@@ -49,6 +60,8 @@
       attach_file: "Приложить файл (PDF или изображение)", remove_file: "Убрать",
       note_label: "Заметка", transfer_to: "Передать в", transfer_note: "Комментарий к передаче",
       transfer: "Передать", release: "Вернуть в очередь", close: "Закрыть…",
+      take_over: "Взять себе", watching: "В реальном времени: разговор ведёт {who}; вы видите его по ходу, вас не видно.",
+      taken_over: "Супервизор взял(а) разговор, который вели вы", watch: "Смотреть",
       close_case: "Закрыть с этой анкетой", case_form: "Анкета обращения", cancel: "Отмена",
       quoted: "Цитата из переписки", attachments: "Вложения", plain_text: "Текст письма",
       formatted: "Оформленное письмо (картинки и ссылки заблокированы)", missing: "Не заполнено",
@@ -56,21 +69,69 @@
       crisis_alert: "Кризисное обращение ждёт слишком долго", held: "ведёт", nothing: "—",
       s_waiting: "ждёт", s_active: "в работе", s_closed: "закрыто", mine: "ваше", oldest_short: "дольше всех",
       no_consultation: "Без консультации", reason: "Причина", close_no_consultation: "Закрыть без консультации",
-      client_left: "Клиент ушёл", left_quick_exit: "быстрый выход", left_silent: "нет сообщений уже",
+      client_left: "Клиент ушёл", kept_language: "для коллеги, говорящей на языке {x}", kept_skill: "для коллеги с навыком {x}", kept_until: "(для всех с {x})", left_quick_exit: "быстрый выход", left_silent: "нет сообщений уже",
       close_left: "Закрыть: клиент ушёл", reports: "Отчёты",
       person_export: "Копия данных человека (JSON)", person_erase: "Стереть данные человека",
       person_erase_confirm: "Стереть навсегда всё, что этот человек написал и что написано о нём, во всех его закрытых обращениях, которые вам видны? Статистика останется.",
       not_safe: "Небезопасно: не писать, пока клиент не напишет сам", not_safe_alert: "Клиенту сейчас небезопасно",
       session_ended: "Сеанс завершён: выход в другом окне или учётная запись отключена. Войдите снова.",
-      not_safe_list: "Сейчас небезопасно", reply_held: "Ответ отправить нельзя: клиент сообщил, что сейчас говорить небезопасно. Ответить можно, когда клиент напишет снова."
+      not_safe_list: "Сейчас небезопасно", reply_held: "Ответ отправить нельзя: клиент сообщил, что сейчас говорить небезопасно. Ответить можно, когда клиент напишет снова.",
+      no_sender: "Ответить нельзя: нет пригодного адреса отправителя",
+      no_sender_why: "Ответить нельзя: в письме нет пригодного адреса отправителя, поэтому ответ по почте не отправить. Текст письма показан выше.",
+      unreadable_part: "Часть письма не удалось прочитать"
+    },
+    be: {
+      title: "Кансоль гарачай лініі", login: "Лагін", password: "Пароль", log_in: "Увайсці", log_out: "Выйсці",
+      sender_unverified: "Адпраўнік не пацверджаны", auth_verified: "адпраўнік пацверджаны",
+      auth_failed: "адпраўнік не пацверджаны", auth_unknown: "адпраўнік не правяраўся",
+      sender_unverified_why: "паштовы сервер не пацвердзіў, што ліст прыйшоў з адраса, названага ў ім: ад імя чалавека можа пісаць хтосьці іншы. Размова аддзелена ад іншых размоў гэтага чалавека; падумайце, перш чым адказваць.",
+      language: "Мова", availability: "Даступнасць", available: "на сувязі", away: "няма на месцы",
+      offline: "не ў сетцы", supervisor_view: "Агляд супервізара", consultant_view: "Працоўнае месца",
+      live: "абнаўленні ў рэальным часе", queues: "Чэргі", threads: "Размовы", next: "Наступная",
+      hint: "Выберыце чаргу і націсніце «Наступная» або адкрыйце размову.", queue: "Чарга",
+      waiting: "Чакаюць", oldest: "Даўжэй за ўсіх", urgent: "Тэрміновыя", held_by: "У каго",
+      crises: "Крызісныя ў чаканні", consultants: "Кансультанты",
+      nobody_waiting: "У гэтай чарзе ніхто не чакае.", client: "Кліент", bot: "Аўтаадказ",
+      note: "Унутраная нататка", status: "Статус", take: "Узяць гэтую размову", reply: "Адказ",
+      send_reply: "Адправіць", canned: "Шаблон адказу", choose: "— выберыце —", add_note: "Дадаць нататку",
+      attach_file: "Далучыць файл (PDF або відарыс)", remove_file: "Прыбраць",
+      note_label: "Нататка", transfer_to: "Перадаць у", transfer_note: "Каментарый да перадачы",
+      transfer: "Перадаць", release: "Вярнуць у чаргу", close: "Закрыць…",
+      take_over: "Узяць сабе", watching: "У рэальным часе: размову вядзе {who}; вы бачыце яе па ходзе, вас не відаць.",
+      taken_over: "Супервізар узяў(-ла) размову, якую вялі вы", watch: "Глядзець",
+      close_case: "Закрыць з гэтай анкетай", case_form: "Анкета размовы", cancel: "Скасаваць",
+      quoted: "Цытата з перапіскі", attachments: "Укладанні", plain_text: "Тэкст ліста",
+      formatted: "Аформлены ліст (выявы і спасылкі заблакаваныя)", missing: "Не запоўнена",
+      invalid: "Няправільна", delivery: "дастаўка", min: "хв", h: "гадз", none: "няма",
+      crisis_alert: "Крызісная размова чакае занадта доўга", held: "вядзе", nothing: "—",
+      s_waiting: "чакае", s_active: "у рабоце", s_closed: "закрыта", mine: "ваша", oldest_short: "даўжэй за ўсіх",
+      no_consultation: "Без кансультацыі", reason: "Прычына", close_no_consultation: "Закрыць без кансультацыі",
+      client_left: "Кліент пайшоў", kept_language: "для калегі, што размаўляе на мове {x}",
+      kept_skill: "для калегі з навыкам {x}", kept_until: "(для ўсіх з {x})", left_quick_exit: "хуткі выхад", left_silent: "няма паведамленняў ужо",
+      close_left: "Закрыць: кліент пайшоў", reports: "Справаздачы",
+      person_export: "Копія даных чалавека (JSON)", person_erase: "Сцерці даныя чалавека",
+      person_erase_confirm: "Сцерці назаўсёды ўсё, што гэты чалавек напісаў і што напісана пра яго, ва ўсіх яго закрытых размовах, якія вам бачныя? Статыстыка застанецца.",
+      not_safe: "Небяспечна: не пісаць, пакуль кліент не напіша сам", not_safe_alert: "Кліенту зараз небяспечна",
+      session_ended: "Сеанс скончыўся: выхад у іншым акне або ўліковы запіс адключаны. Увайдзіце зноў.",
+      not_safe_list: "Зараз небяспечна", reply_held: "Адказ адправіць нельга: кліент паведаміў, што зараз гаварыць небяспечна. Адказаць можна, калі кліент напіша зноў.",
+      no_sender: "Адказаць нельга: няма прыдатнага адраса адпраўніка",
+      no_sender_why: "Адказаць нельга: у лісце няма прыдатнага адраса адпраўніка, таму адказ па пошце не адправіць. Тэкст ліста паказаны вышэй.",
+      unreadable_part: "Частку ліста не ўдалося прачытаць"
     }
   };
-  var lang = localStorage.getItem("hl_lang") || ((navigator.language || "en").slice(0, 2) === "ru" ? "ru" : "en");
+  // The browser's language when the console was never switched: Belarusian, Russian, else English.
+  var browserLang = (navigator.language || "en").slice(0, 2).toLowerCase();
+  var lang = localStorage.getItem("hl_lang") || (browserLang === "be" || browserLang === "ru" ? browserLang : "en");
   if (!I18N[lang]) { lang = "en"; }
   function t(key) { return (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key; }
+  // A configured label ({ru, be, en}) in the console's language; a Belarusian one missing in the
+  // configuration falls back on Russian before English, as the reports do (report_text.FALLBACK).
+  var FALLBACK = { be: ["be", "ru", "en"], ru: ["ru", "en"], en: ["en"] };
   function pick(labels, fallback) {
     if (!labels) { return fallback; }
-    return labels[lang] || labels.en || labels[Object.keys(labels)[0]] || fallback;
+    var order = FALLBACK[lang] || [lang, "en"];
+    for (var i = 0; i < order.length; i++) { if (labels[order[i]]) { return labels[order[i]]; } }
+    return labels[Object.keys(labels)[0]] || fallback;
   }
 
   var csrf = sessionStorage.getItem("hl_csrf");
@@ -88,11 +149,15 @@
   // One API call: {body, next}, next being the URL of the following page when the answer
   // has a Link rel="next" header (paged lists), else null.
   function call(method, path, body, headers) {
+    // Logging out: the page reloads in a moment; nothing more is asked, and an answer to what
+    // was asked before goes nowhere (it would only be a 401 now).
+    if (leaving) { return new Promise(function () {}); }
     var h = Object.assign({ "Accept": "application/json" }, headers || {});
     if (method !== "GET") { h["X-CSRF-Token"] = csrf || ""; }
     if (body !== undefined) { h["Content-Type"] = "application/json"; }
     return fetch(path, { method: method, headers: h, credentials: "same-origin",
       body: body === undefined ? undefined : JSON.stringify(body) }).then(function (r) {
+      if (leaving) { return new Promise(function () {}); }
       if (r.status === 401) { sessionEnded(); throw new Error("not logged in"); }
       if (r.status === 204) { return { body: null, next: null }; }
       return r.json().then(function (j) {
@@ -128,6 +193,8 @@
     document.querySelectorAll("[data-i18n]").forEach(function (e) { e.textContent = t(e.getAttribute("data-i18n")); });
     document.querySelectorAll("[data-i18n-title]").forEach(function (e) { e.title = t(e.getAttribute("data-i18n-title")); });
     document.querySelectorAll(".lang-select").forEach(function (s) { s.value = lang; });
+    if (window.HotlineNotify) { window.HotlineNotify.language(lang); }
+    if (window.HotlineShortcuts) { window.HotlineShortcuts.language(lang); }
     if (state.me) {
       $("supervisor-toggle").textContent = t(state.supervisor ? "consultant_view" : "supervisor_view");
       renderQueues(); loadThreads(); if (state.thread) { openThread(state.thread, true); }
@@ -135,6 +202,7 @@
       if (window.HotlineCases) { window.HotlineCases.language(); }
       if (window.HotlinePhone) { window.HotlinePhone.language(); }
       if (window.HotlineSearch) { window.HotlineSearch.language(); }
+      if (window.HotlineAdmin) { window.HotlineAdmin.language(); }
     }
   }
   document.querySelectorAll(".lang-select").forEach(function (s) {
@@ -164,16 +232,31 @@
 
   function showApp(me) {
     state.me = me;
+    if (me.must_change_password && window.HotlineAdmin) {
+      // A password an administrator set: the person chooses their own before anything else.
+      $("login").hidden = true;
+      window.HotlineAdmin.changePassword(kit, function () { showApp(Object.assign({}, me, { must_change_password: false })); });
+      return;
+    }
     $("login").hidden = true; $("app").hidden = false; $("login-notice").hidden = true;
     $("who").textContent = me.name + " (" + me.role + ")";
     $("availability").value = me.status || "offline";
-    $("supervisor-toggle").hidden = !(me.role === "supervisor" || me.role === "admin");
-    $("reports-link").hidden = !(me.role === "supervisor" || me.role === "admin");
+    $("supervisor-toggle").hidden = !(me.role === "supervisor" || me.role === "admin" || me.role === "national_admin");
+    $("reports-link").hidden = !(me.role === "supervisor" || me.role === "admin" || me.role === "national_admin");
     api("GET", "/api/config").then(function (c) { state.config = c; applyLanguage(); });
     loadQueues(); connectEvents();
     if (window.HotlineCases) { window.HotlineCases.start(kit); }
     if (window.HotlinePhone) { window.HotlinePhone.start(kit); }
     if (window.HotlineSearch) { window.HotlineSearch.start(kit); }
+    if (window.HotlineShift) { window.HotlineShift.start(kit); }
+    if (window.HotlineNotify) {
+      window.HotlineNotify.open = function (id) { openThread(id); };
+      window.HotlineNotify.where = function (ev) { return queueTitle(ev.queue); };
+      window.HotlineNotify.user(me);
+      window.HotlineNotify.init();
+    }
+    if (window.HotlineAdmin) { window.HotlineAdmin.start(kit); }
+    if (window.HotlineTotp) { window.HotlineTotp.start(kit); }
   }
 
   $("login-form").addEventListener("submit", function (ev) {
@@ -186,13 +269,18 @@
         if (!res.ok) { $("login-error").textContent = res.j.title; return; }
         csrf = res.j.csrf_token; sessionStorage.setItem("hl_csrf", csrf);
         f.password.value = "";
+        // Past the password only: the second factor's step first (totp.js).
+        if (res.j.second_factor) { window.HotlineTotp.step(res.j.second_factor, csrf, function (j) { showApp(j.consultant); }); return; }
         showApp(res.j.consultant);
       });
   });
 
   $("logout").addEventListener("click", function () {
+    // Asked directly: every call after this one is held back (``call``), this one's answer too.
+    var out = fetch("/api/session", { method: "DELETE", credentials: "same-origin",
+      headers: { "Accept": "application/json", "X-CSRF-Token": csrf || "" } });
     leaving = true;
-    api("DELETE", "/api/session").finally(function () { sessionStorage.removeItem("hl_csrf"); location.reload(); });
+    out.finally(function () { sessionStorage.removeItem("hl_csrf"); location.reload(); });
   });
 
   $("availability").addEventListener("change", function () {
@@ -236,10 +324,28 @@
   }
 
   function loadQueues() {
-    return api("GET", "/api/queues").then(function (queues) { state.queues = queues; renderQueues(); });
+    return api("GET", "/api/queues").then(function (queues) {
+      state.queues = queues; renderQueues();
+      if (window.HotlineNotify) { window.HotlineNotify.queues(queues); }  // the counts in the title
+    });
+  }
+
+  // A list redrawn by a live update keeps the keyboard's place: the item that had the focus
+  // (by its attribute ``attr``) has it again in the new list.
+  function keepingFocus(list, attr, draw) {
+    var had = document.activeElement && list.contains(document.activeElement) ?
+      document.activeElement.getAttribute(attr) : null;
+    draw();
+    if (had === null) { return; }
+    var again = list.querySelector("[" + attr + "=\"" + CSS.escape(had) + "\"]");
+    if (again) { again.focus(); }
   }
 
   function renderQueues() {
+    keepingFocus($("queues"), "data-queue", drawQueues);
+  }
+
+  function drawQueues() {
     var ul = $("queues"); ul.textContent = "";
     state.queues.forEach(function (q) {
       var b = el("button", { "type": "button", "data-queue": q.name, "aria-current": String(q.name === state.queue) });
@@ -265,23 +371,45 @@
     return Promise.all([apiAll(q + "waiting"), apiAll(q + "active")]).then(function (lists) {
       // A slower, older load (another queue, an earlier refresh) never draws over a newer one.
       if (load !== threadsLoad) { return; }
-      var ul = $("threads"); ul.textContent = "";
-      var listed = {};
-      lists[0].concat(lists[1]).forEach(function (th) {
-        // Pages are read one after another: a thread that moved meanwhile may come twice (or be
-        // missed until the refresh that its move brings).
-        if (listed[th.id]) { return; }
-        listed[th.id] = true;
-        var urgent = state.config && th.priority >= state.config.urgent_priority;
-        var b = el("button", { "type": "button", "data-thread": th.id, "aria-current": String(th.id === state.thread),
-          "class": (urgent ? "urgent" : "") + (th.client_left ? " left" : "") + (notSafe(th) ? " not-safe" : "") });
-        b.appendChild(el("span", {}, "[" + th.channel + "] " + (th.subject || "chat") + " · " + t("s_" + th.status) +
-          (th.assignee ? " · " + th.assignee : "") + (th.status === "waiting" ? " · " + since(th.waiting_since) : "")));
-        if (leftText(th)) { b.appendChild(el("span", { "class": "left-mark" }, leftText(th))); }
-        b.addEventListener("click", function () { openThread(th.id); });
-        var li = el("li"); li.appendChild(b); ul.appendChild(li);
-      });
+      keepingFocus($("threads"), "data-thread", function () { drawThreads(lists); });
     });
+  }
+
+  function drawThreads(lists) {
+    var ul = $("threads"); ul.textContent = "";
+    var listed = {};
+    lists[0].concat(lists[1]).forEach(function (th) {
+      // Pages are read one after another: a thread that moved meanwhile may come twice (or be
+      // missed until the refresh that its move brings).
+      if (listed[th.id]) { return; }
+      listed[th.id] = true;
+      var urgent = state.config && th.priority >= state.config.urgent_priority;
+      var b = el("button", { "type": "button", "data-thread": th.id, "aria-current": String(th.id === state.thread),
+        "class": (urgent ? "urgent" : "") + (th.client_left ? " left" : "") + (notSafe(th) ? " not-safe" : "") +
+          (th.sender_unverified ? " unverified" : "") });
+      b.appendChild(el("span", {}, "[" + th.channel + "] " + (th.subject || "chat") + " · " + t("s_" + th.status) +
+        (th.assignee ? " · " + th.assignee : "") + (th.status === "waiting" ? " · " + since(th.waiting_since) : "")));
+      if (leftText(th)) { b.appendChild(el("span", { "class": "left-mark" }, leftText(th))); }
+      if (th.sender_unverified) { b.appendChild(el("span", { "class": "unverified-mark" }, t("sender_unverified"))); }
+      if (th.reserved) { b.appendChild(el("span", { "class": "reserved-mark" }, keptText(th.reserved))); keptUntil(th.reserved.until); }
+      b.addEventListener("click", function () { openThread(th.id); });
+      var li = el("li"); li.appendChild(b); ul.appendChild(li);
+    });
+  }
+
+  // A thread kept for a colleague with its language or skill (services/store/skills.py): marked,
+  // and the list asked again when it becomes everyone's (the store's event says so too).
+  function keptText(kept) {
+    var f = kept["for"] || {}, parts = [];
+    if (f.language) { parts.push(t("kept_language").replace("{x}", f.language)); }
+    if (f.skill) { parts.push(t("kept_skill").replace("{x}", f.skill)); }
+    return parts.join("; ") + " " + t("kept_until").replace("{x}", new Date(kept.until).toLocaleTimeString());
+  }
+  var keptTimer = null;
+  function keptUntil(iso) {
+    var wait = new Date(iso).getTime() - Date.now() + 500;
+    if (keptTimer || wait <= 0) { return; }
+    keptTimer = setTimeout(function () { keptTimer = null; refreshSoon(); }, Math.min(wait, 600000));
   }
 
   $("next").addEventListener("click", function () {
@@ -323,11 +451,23 @@
     var meta = authorLabel(m) + " · " + new Date(m.created_at).toLocaleString(lang);
     if (m.direction === "out" && m.delivery) { meta += " · " + t("delivery") + ": " + m.delivery.status; }
     d.appendChild(el("div", { "class": "meta" }, meta));
+    // What the mailbox's trusted mail server said of the sender (docs/email.md, authenticated threading).
+    if (m.direction === "in" && m.channel === "email") {
+      var verdict = (m.sender_auth && m.sender_auth.verdict) || "unknown";
+      d.firstChild.appendChild(el("span", { "class": "sender-auth", "data-verdict": verdict,
+        "title": (m.sender_auth && m.sender_auth.detail) || "" }, t("auth_" + verdict)));
+    }
     // A reply the client's safe-contact plan holds (contact_plan.js): why, and Cancel.
     if (m.direction === "out" && m.delivery && m.delivery.status === "held" && window.HotlineContactPlan && state.thread) {
       d.classList.add("held");
       d.appendChild(window.HotlineContactPlan.held(m, state.thread, kit));
     }
+    // What could not be read of a mail (services/email_ingest/mime.py): named, never hidden.
+    (m.email_problems || []).forEach(function (p) {
+      if (p === "no_sender" || p === "unreadable_part") {
+        d.appendChild(el("p", { "class": "mail-problem", "data-problem": p, "role": "note" }, t(p)));
+      }
+    });
     if (m.subject) { d.appendChild(el("div", { "class": "subject" }, m.subject)); }
     if (m.html) {
       d.appendChild(emailFrame(m.html));
@@ -375,6 +515,7 @@
   function openThread(id, keepActions) {
     var changedThread = state.thread !== id;
     state.thread = id;
+    if (window.HotlineNotify) { window.HotlineNotify.opened(id); }
     return api("GET", "/api/threads/" + encodeURIComponent(id)).then(function (th) {
       var art = $("thread");
       var actionKey = th.status + "|" + th.assignee + "|" + th.queue + "|" + lang + "|" + (th.client_left ? th.client_left.why : "");
@@ -382,8 +523,9 @@
       var actions = sameActions ? $("actions") : null;
       // A live update may rebuild the actions while the consultant types (a claimed thread moves
       // to the organisation's own queue): the drafts keep the text, and the control that had the
-      // focus gets it back with its caret, so no keystroke goes to a control that is gone.
-      var typing = sameActions || changedThread ? null : focusedControl();
+      // focus gets it back with its caret, so no keystroke goes to a control that is gone. Kept
+      // actions are taken out of the page and put back too, which loses the focus as well.
+      var typing = changedThread ? null : focusedControl();
       art.textContent = "";
       var h = el("h2", { "tabindex": "-1" }, (th.subject || "Chat") + " [" + th.channel + "]");
       art.appendChild(h);
@@ -392,9 +534,16 @@
       if (th.region) { facts.push(th.region); }
       if (th.topic) { facts.push(th.topic); }
       art.appendChild(el("p", { "class": "meta", "id": "thread-meta" }, facts.join(" · ")));
+      if (th.cannot_reply === "no_sender") {
+        art.appendChild(el("p", { "class": "mail-problem", "id": "cannot-reply-mark", "role": "status" }, t("no_sender")));
+      }
       if (leftText(th)) {
         art.appendChild(el("p", { "class": "left-mark" + (notSafe(th) ? " not-safe" : ""), "id": "client-left",
           "role": notSafe(th) ? "alert" : "status" }, leftText(th)));
+      }
+      if (th.sender_unverified) {
+        art.appendChild(el("p", { "class": "unverified-mark", "id": "sender-unverified", "role": "status" },
+          t("sender_unverified") + ": " + t("sender_unverified_why")));
       }
       var list = el("div", { "id": "messages" });
       th.messages.forEach(function (m) { list.appendChild(renderMessage(m)); });
@@ -403,6 +552,7 @@
       art.appendChild(actions || renderActions(th));
       if (window.HotlineClients) { art.appendChild(window.HotlineClients.panel(th, kit)); }
       if (window.HotlineContactPlan) { art.appendChild(window.HotlineContactPlan.panel(th, kit)); }
+      if (window.HotlineShift) { art.insertBefore(window.HotlineShift.panel(th), list); }
       if (typing) { refocus(typing); }
       state.view = { actionKey: actionKey, thread: th };
       if (changedThread) { h.focus(); }
@@ -449,7 +599,7 @@
 
   function renderActions(th) {
     var box = el("div", { "id": "actions" });
-    var id = th.id, me = state.me, isSup = me.role === "supervisor" || me.role === "admin";
+    var id = th.id, me = state.me, isSup = me.role === "supervisor" || me.role === "admin" || me.role === "national_admin";
     var mine = th.status === "active" && th.assignee === me.login;
     var path = "/api/threads/" + encodeURIComponent(id);
     var after = function () { openThread(id); loadQueues(); loadThreads(); };
@@ -467,9 +617,12 @@
     }
     if (mine && notSafe(th)) {
       box.appendChild(el("p", { "id": "reply-held", "class": "not-safe" }, t("reply_held")));
+    } else if (mine && th.cannot_reply === "no_sender") {
+      // The reply box says why it cannot send (GET /api/threads/{id}: cannot_reply).
+      box.appendChild(el("p", { "id": "cannot-reply", "class": "mail-problem" }, t("no_sender_why")));
     } else if (mine) {
       var form = el("form", { "id": "reply-form" });
-      var ta = el("textarea", { "name": "text", "aria-label": t("reply") });
+      var ta = el("textarea", { "name": "text", "aria-label": t("reply"), "aria-keyshortcuts": "Alt+R" });
       ta.value = draft(id).reply;
       ta.addEventListener("input", function () { draft(id).reply = ta.value; });
       ta.addEventListener("keydown", function (ev) { if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { form.requestSubmit(); } });
@@ -511,7 +664,8 @@
           fd.append("file", file, file.name);
           fetch(path + "/attachments", { method: "POST", credentials: "same-origin", body: fd,
             headers: { "X-CSRF-Token": csrf || "", "Accept": "application/json" } }).then(function (r) {
-            if (r.status === 401) { sessionEnded(); throw new Error("not logged in"); }
+            if (leaving) { return new Promise(function () {}); }
+      if (r.status === 401) { sessionEnded(); throw new Error("not logged in"); }
             return r.json().then(function (j) {
               if (!r.ok) { var err = new Error(j.title || r.statusText); err.problem = j; throw err; }
               draft(id).files = (draft(id).files || []).concat([j]);
@@ -582,8 +736,15 @@
         }).catch(showError);
       });
       box.appendChild(tf);
+      if (isSup && th.status === "active" && th.assignee !== me.login) {
+        // Watching: the thread follows its queue's events live; replying needs taking it over.
+        box.insertBefore(el("p", { "id": "watching" }, t("watching").replace("{who}", th.assignee)), box.firstChild);
+        var over = el("button", { "type": "button", "id": "take-over" }, t("take_over"));
+        over.addEventListener("click", function () { api("POST", path + "/takeover").then(after).catch(showError); });
+        box.appendChild(over);
+      }
       if (th.status === "active") {
-        var rel = el("button", { "type": "button", "id": "release" }, t("release"));
+        var rel = el("button", { "type": "button", "id": "release", "aria-keyshortcuts": "Alt+L" }, t("release"));
         rel.addEventListener("click", function () { api("POST", path + "/release").then(after).catch(showError); });
         box.appendChild(rel);
       }
@@ -726,7 +887,15 @@
         tr.appendChild(el("td", { "class": "num" }, q.waiting));
         tr.appendChild(el("td", {}, q.waiting ? since(q.oldest_waiting_since) : t("nothing")));
         tr.appendChild(el("td", { "class": "num" + (q.urgent_waiting ? " hot" : "") }, q.urgent_waiting));
-        tr.appendChild(el("td", { "class": "holders" }, q.active.map(function (a) { return a.assignee + " [" + a.channel + "]"; }).join(", ") || t("nothing")));
+        // Each conversation held: a button that opens it to watch (and take over).
+        var holders = el("td", { "class": "holders" });
+        q.active.forEach(function (a) {
+          var w = el("button", { "type": "button", "class": "watch", "data-thread": a.id, "title": t("watch") }, a.assignee + " [" + a.channel + "]");
+          w.addEventListener("click", function () { openThread(a.id); });
+          holders.appendChild(w);
+        });
+        if (!q.active.length) { holders.textContent = t("nothing"); }
+        tr.appendChild(holders);
         tb.appendChild(tr);
       });
       var ns = $("sup-not-safe"); ns.textContent = "";
@@ -748,7 +917,15 @@
       o.consultants.forEach(function (c) {
         pl.appendChild(el("li", { "data-login": c.login }, c.name + " · " + t(c.status) + " · " + t("held") + " " + c.holds));
       });
+      if (window.HotlineQuarantine) { return window.HotlineQuarantine.load($("sup-quarantine"), kit); }
     });
+  }
+
+  // A supervisor took over a conversation this consultant held: they are told where.
+  function takenOverAlert(ev) {
+    var box = $("alerts");
+    box.hidden = false;
+    box.appendChild(el("p", { "data-thread": ev.thread_id, "class": "taken-over" }, t("taken_over") + ": " + queueTitle(ev.queue)));
   }
 
   function crisisAlert(ev) {
@@ -792,15 +969,19 @@
     events.onopen = function () {
       $("live").classList.add("on"); refreshSoon();
       if (window.HotlineCases) { window.HotlineCases.event(null); }  // events may have been missed
+      if (window.HotlineShift) { window.HotlineShift.event(null); }
     };
     events.onmessage = function (ev) {
       var f = JSON.parse(ev.data);
       if (f.type !== "event") { return; }
-      var sup = state.me && (state.me.role === "supervisor" || state.me.role === "admin");
+      var sup = state.me && (state.me.role === "supervisor" || state.me.role === "admin" || state.me.role === "national_admin");
       if (f.name === "CrisisEscalated" && sup) { crisisAlert(f); }
+      if (f.name === "ThreadTakenOver" && state.me && f.data && f.data.previous === state.me.login) { takenOverAlert(f); }
       if (f.name === "ClientLeft" && f.data && f.data.why === "not_safe" && sup) { notSafeAlert(f); }
       if (f.thread_id === state.thread) { touched.thread = true; }
       if (window.HotlineCases) { window.HotlineCases.event(f); }
+      if (window.HotlineShift) { window.HotlineShift.event(f); }
+      if (window.HotlineNotify) { window.HotlineNotify.event(f); }
       refreshSoon();
     };
     events.onclose = function (ev) {

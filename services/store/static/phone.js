@@ -21,6 +21,12 @@
       save: "Сохранить звонок", close: "Закрыть", saved: "Звонок на линию {line} сохранён, {when}.",
       missing: "Не заполнено", invalid: "Неверно", future: "Звонок не может быть в будущем.",
       no_lines: "Вы не работаете ни на одной линии."
+    },
+    be: {
+      open: "Запісаць званок", title: "Тэлефонны званок", line: "Лінія", when: "Дата і час званка",
+      save: "Захаваць званок", close: "Закрыць", saved: "Званок на лінію {line} захаваны, {when}.",
+      missing: "Не запоўнена", invalid: "Няправільна", future: "Званок не можа быць у будучыні.",
+      no_lines: "Вы не працуеце ні на адной лініі."
     }
   };
   var kit = null, button = null, dialog = null;
@@ -65,7 +71,7 @@
       button = document.getElementById("phone-open");
       button.addEventListener("click", open);
     }
-    button.hidden = !(role === "consultant" || role === "supervisor");
+    button.hidden = !(role === "consultant" || role === "supervisor" || role === "national_admin");
     language();
   }
 

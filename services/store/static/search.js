@@ -21,6 +21,14 @@
       nothing_found: "Ничего не найдено.", truncated: "Подходящих записей может быть больше: уточните поиск.",
       thread: "Обращение", consultation: "Консультация", case: "Кейс", searching: "Ищем…",
       s_waiting: "ждёт", s_active: "в работе", s_closed: "закрыто", outcome: "итог"
+    },
+    be: {
+      find: "Знайсці", find_title: "Пошук запісу", number: "Нумар (размовы, кансультацыі або справы)",
+      words: "Словы", from: "З", to: "Па", line: "Лінія", any_line: "— любая лінія —",
+      answers: "Адказы анкеты", search: "Шукаць", close: "Закрыць", results: "Знойдзена",
+      nothing_found: "Нічога не знойдзена.", truncated: "Падыходных запісаў можа быць больш: удакладніце пошук.",
+      thread: "Размова", consultation: "Кансультацыя", case: "Справа", searching: "Шукаем…",
+      s_waiting: "чакае", s_active: "у рабоце", s_closed: "закрыта", outcome: "вынік"
     }
   };
 

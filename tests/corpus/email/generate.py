@@ -24,10 +24,24 @@ cases: dict[str, bytes] = {}
 expected: dict[str, dict[str, str]] = {}
 
 
-def add(name: str, raw: bytes, outcome: str = "ingested", kind: str = "person", text: str = "") -> None:
+def add(
+    name: str,
+    raw: bytes,
+    outcome: str = "ingested",
+    kind: str = "person",
+    text: str = "",
+    sender: str | None = None,
+    problems: list[str] | None = None,
+) -> None:
+    """One case; ``sender`` (the address a reply goes to, "" for none) and ``problems`` (what
+    could not be read) are checked when given."""
     assert name not in cases
     cases[name] = raw
     expected[name] = {"outcome": outcome, "kind": kind, "text": text}
+    if sender is not None:
+        expected[name]["sender"] = sender
+    if problems is not None:
+        expected[name]["problems"] = problems
 
 
 def base(n: int, subject: str = "Вопрос") -> EmailMessage:
@@ -88,6 +102,7 @@ for bad in ("x-unknown", "utf-99", '"windows-1251'):
 add(
     "mime-missing-boundary",
     f"From: m{nxt()}@example.org\r\nContent-Type: multipart/mixed\r\n\r\nHelp me\r\n".encode(),
+    problems=["unreadable_part"],
 )
 add(
     "mime-boundary-never-closed",
@@ -110,6 +125,7 @@ add(
     "mime-garbage-base64",
     f"From: m{nxt()}@example.org\r\nContent-Type: text/plain; charset=utf-8\r\n"
     "Content-Transfer-Encoding: base64\r\n\r\n!!!not base64@@@\r\n".encode(),
+    problems=["unreadable_part"],
 )
 add(
     "header-without-colon",
@@ -139,8 +155,101 @@ add(
     f"From: m{nxt()}@example.org\r\nX-Big: {'x' * 300_000}\r\n\r\nbody".encode(),
     "quarantined:headers_too_large",
 )
-add("no-from", b"To: hotline@demo.test\r\nSubject: who am I\r\n\r\nanonymous", "quarantined:no_sender")
-add("from-without-address", b"From: just a name\r\nSubject: x\r\n\r\nhello", "quarantined:no_sender")
+# Damaged senders (docs/email.md, "A mail that cannot be fully read"): the mail reaches a
+# consultant; the address is recovered where the mail gives one, else the thread says that
+# no reply can be sent.
+add(
+    "no-from",
+    b"To: hotline@demo.test\r\nSubject: who am I\r\n\r\nanonymous",
+    text="anonymous",
+    sender="",
+    problems=["no_sender"],
+)
+add(
+    "from-without-address",
+    b"From: just a name\r\nSubject: x\r\n\r\nhello",
+    text="hello",
+    sender="",
+    problems=["no_sender"],
+)
+
+
+def encoded(charset: str, text: str, q: str = "B") -> str:
+    data = text.encode(charset)
+    body = base64.b64encode(data).decode() if q == "B" else "".join(f"={b:02X}" for b in data)
+    return f"=?{charset}?{q}?{body}?="
+
+
+def sender_case(name: str, headers: str, sender: str, problems: list[str] | None = None) -> None:
+    raw = f"{headers}\r\nTo: hotline@demo.test\r\nSubject: {name}\r\n\r\n{TEXT}".encode()
+    add(name, raw, text=TEXT, sender=sender, problems=problems or [])
+
+
+# The whole "Name <address>" in one encoded word (RFC 2047 5 forbids it; some mailers do it).
+sender_case(
+    "from-encoded-whole-utf-8",
+    "From: " + encoded("utf-8", "Вера Петрова <vera@example.org>"),
+    "vera@example.org",
+)
+sender_case(
+    "from-encoded-whole-windows-1251-q",
+    "From: " + encoded("windows-1251", "Вера <vera1251@example.org>", "Q"),
+    "vera1251@example.org",
+)
+sender_case(
+    "from-encoded-whole-koi8-r-folded",
+    "From: " + encoded("koi8-r", "Вера Петрова") + "\r\n " + encoded("koi8-r", " <verakoi@example.org>"),
+    "verakoi@example.org",
+)
+sender_case("from-encoded-address-only", "From: " + encoded("utf-8", "only@example.org"), "only@example.org")
+sender_case(
+    "from-encoded-unknown-charset",
+    "From: " + encoded("utf-8", "Вера <unknown@example.org>").replace("utf-8", "x-unknown", 1),
+    "unknown@example.org",
+)
+# A broken encoded word in the display name: the address outside it is the sender.
+sender_case("from-broken-encoded-name", "From: =?UTF-8?B?broken!!?= <plain@example.org>", "plain@example.org")
+# A display name whose quote is never closed, around an encoded word: the address after it.
+sender_case(
+    "from-unterminated-quote",
+    'From: "' + encoded("utf-8", "Вера") + " <unterminated@example.org>",
+    "unterminated@example.org",
+)
+# A display name that looks like an address never replaces the real one.
+sender_case(
+    "from-name-looks-like-address",
+    "From: " + encoded("utf-8", "victim@example.org") + " <writer@example.org>",
+    "writer@example.org",
+)
+# A CR/LF decoded out of the word stays inside the one line it is parsed from.
+sender_case(
+    "from-encoded-crlf",
+    "From: " + encoded("utf-8", "crlf@example.org\r\nBcc: evil@evil.example"),
+    "crlf@example.org",
+)
+sender_case(
+    "from-encoded-not-an-address",
+    "From: " + encoded("utf-8", "Вера Петрова"),
+    "",
+    ["no_sender"],
+)
+# No address in From: Reply-To, then Sender, name where a reply goes (RFC 5322 3.6.2).
+sender_case("from-name-only-reply-to", "From: Vera\r\nReply-To: <reply@example.org>", "reply@example.org")
+sender_case("no-from-sender", "Sender: agent@example.org", "agent@example.org")
+# Return-Path is where delivery errors go (RFC 5321 4.4), never where a reply goes.
+sender_case("no-from-return-path-only", "Return-Path: <bounces+x@lists.example>", "", ["no_sender"])
+# A part whose bytes did not decode: handed over, marked.
+add(
+    "part-base64-cut-short",
+    (
+        "From: cut@example.org\r\nContent-Type: multipart/mixed; boundary=P\r\n\r\n"
+        "--P\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nПомогите\r\n"
+        "--P\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+        'Content-Disposition: attachment; filename="a.pdf"\r\n\r\nJVBERi0xLjQK1\r\n--P--\r\n'
+    ).encode(),
+    text="Помогите",
+    problems=["unreadable_part"],
+)
 # HTML that must be defanged (the console renders the sanitised HTML).
 xss = {
     "script": "<script>alert(1)</script>",
