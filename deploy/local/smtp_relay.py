@@ -10,17 +10,33 @@ delivered and others failed, the whole message is answered ``451``: SMTP has onl
 message (RFC 5321 §4.2.5), and a retry that duplicates a mail is better than a mail dropped silently.
 
 Mail content is never logged, only counts, sizes and status codes.
+
+Given ``--authserv-id`` and ``--dkim-keys``, the relay also plays the hotline's receiving mail
+server (docs/email.md, "Authenticated threading"): it verifies each mail's DKIM signatures
+(RFC 6376, with the dkimpy library) against the public keys of the file in place of DNS, deletes
+the ``Authentication-Results`` fields that came in with the mail under its own authserv-id
+(RFC 8601 section 5: a forgery), and writes its own on top, so the intake reads what a real
+receiving server would have written. The tests of authenticated threading send through it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import logging
+import re
 import signal
 import smtplib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from pathlib import Path
 
+import authres
+import dkim
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 log = logging.getLogger("smtp_relay")
@@ -94,6 +110,74 @@ def deliver_lmtp(
     return result
 
 
+# At most this many signatures of one mail are verified (each costs a key lookup and a hash).
+MAX_SIGNATURES = 5
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_FIELD_START = re.compile(rb"^[^ \t\r\n]", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ReceivingChecks:
+    """What the relay checks as the receiving server: DKIM, against ``keys`` (the TXT record
+    of each ``<selector>._domainkey.<domain>.``, as DNS would give it)."""
+
+    authserv_id: str
+    keys: Mapping[bytes, bytes]
+
+    @classmethod
+    def from_file(cls, authserv_id: str, path: Path) -> ReceivingChecks:
+        table = json.loads(path.read_text(encoding="utf-8"))
+        return cls(authserv_id, {_fqdn(name): txt.encode("ascii") for name, txt in table.items()})
+
+    def _txt(self, name: bytes, timeout: int = 5) -> bytes | None:
+        return self.keys.get(_fqdn(name.decode("ascii", "replace")))
+
+    def dkim_results(self, content: bytes) -> list[authres.AuthenticationResult]:
+        """One result per DKIM signature (``none`` when there is none)."""
+        head = BytesHeaderParser(policy=compat32).parsebytes(content, headersonly=True)
+        count = min(len(head.get_all("DKIM-Signature") or []), MAX_SIGNATURES)
+        if not count:
+            return [authres.DKIMAuthenticationResult(result="none")]
+        results: list[authres.AuthenticationResult] = []
+        for idx in range(count):
+            checker = dkim.DKIM(content)
+            try:
+                passed = bool(checker.verify(idx=idx, dnsfunc=self._txt))
+            except dkim.DKIMException:
+                passed = False
+            domain = (checker.domain or b"").decode("ascii", "replace") or None
+            selector = (checker.selector or b"").decode("ascii", "replace") or None
+            results.append(
+                authres.DKIMAuthenticationResult(
+                    result="pass" if passed else "fail", header_d=domain, header_s=selector
+                )
+            )
+        return results
+
+    def stamp(self, content: bytes) -> bytes:
+        """``content`` as the mailbox should get it: the incoming fields under our authserv-id
+        deleted, our results on top."""
+        results = self.dkim_results(content)
+        field = authres.AuthenticationResultsHeader(authserv_id=self.authserv_id, results=results)
+        end = _HEADER_END.search(content)
+        head, body = (content[: end.start()], content[end.start() :]) if end else (content, b"")
+        starts = [m.start() for m in _FIELD_START.finditer(head)] + [len(head)]
+        kept = [head[a:b] for a, b in itertools.pairwise(starts) if not self._ours(head[a:b])]
+        return str(field).encode("ascii") + b"\r\n" + b"".join(kept) + body
+
+    def _ours(self, raw_field: bytes) -> bool:
+        name, _, value = raw_field.partition(b":")
+        if name.strip().lower() != b"authentication-results":
+            return False
+        text = re.sub(rb"\([^()]*\)", b" ", value).decode("ascii", "replace")
+        first = re.split(r"[\s;]+", text.strip(), maxsplit=1)[0]
+        return first.casefold() == self.authserv_id.casefold()
+
+
+def _fqdn(name: str) -> bytes:
+    return (name.strip().rstrip(".").lower() + ".").encode("ascii")
+
+
 def smtp_reply(result: DeliveryResult) -> str:
     """The one SMTP reply for a message, from the per-recipient LMTP replies."""
     failed = result.failed
@@ -115,13 +199,18 @@ def smtp_reply(result: DeliveryResult) -> str:
 class LmtpRelay:
     """aiosmtpd handler: every message goes to Dovecot's LMTP listener before we answer."""
 
-    def __init__(self, lmtp_host: str, lmtp_port: int, timeout: float = 60.0) -> None:
+    def __init__(
+        self, lmtp_host: str, lmtp_port: int, timeout: float = 60.0, checks: ReceivingChecks | None = None
+    ) -> None:
         self.lmtp_host = lmtp_host
         self.lmtp_port = lmtp_port
         self.timeout = timeout
+        self.checks = checks
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        if self.checks is not None:
+            content = await asyncio.to_thread(self.checks.stamp, content)
         rcpts = list(envelope.rcpt_tos)
         try:
             result = await asyncio.to_thread(
@@ -154,11 +243,10 @@ class LmtpRelay:
         return reply
 
 
-async def serve(host: str, port: int, lmtp_host: str, lmtp_port: int) -> None:
-    """Serve until SIGTERM or SIGINT."""
+async def listen(host: str, port: int, handler: LmtpRelay) -> asyncio.Server:
+    """The relay's SMTP listener on ``host:port`` (0: any free port)."""
     loop = asyncio.get_running_loop()
-    handler = LmtpRelay(lmtp_host, lmtp_port)
-    server = await loop.create_server(
+    return await loop.create_server(
         lambda: SMTP(
             handler,
             hostname="relay.demo.test",
@@ -168,6 +256,14 @@ async def serve(host: str, port: int, lmtp_host: str, lmtp_port: int) -> None:
         host=host,
         port=port,
     )
+
+
+async def serve(
+    host: str, port: int, lmtp_host: str, lmtp_port: int, checks: ReceivingChecks | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    server = await listen(host, port, LmtpRelay(lmtp_host, lmtp_port, checks=checks))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -184,7 +280,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lmtp-host", default="127.0.0.1")
     parser.add_argument("--lmtp-port", type=int, required=True)
     parser.add_argument("--log-file", help="append the log here instead of stderr")
+    parser.add_argument("--authserv-id", help="check DKIM as the receiving server named so")
+    parser.add_argument(
+        "--dkim-keys", type=Path, help="JSON: {'<selector>._domainkey.<domain>': '<TXT record>'}"
+    )
     args = parser.parse_args(argv)
+    if bool(args.authserv_id) != bool(args.dkim_keys):
+        parser.error("--authserv-id and --dkim-keys go together")
+    checks = ReceivingChecks.from_file(args.authserv_id, args.dkim_keys) if args.authserv_id else None
     logging.basicConfig(
         filename=args.log_file,
         level=logging.INFO,
@@ -192,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     # aiosmtpd logs envelope addresses at INFO and message lines at DEBUG; keep both out of the log.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-    asyncio.run(serve(args.host, args.port, args.lmtp_host, args.lmtp_port))
+    asyncio.run(serve(args.host, args.port, args.lmtp_host, args.lmtp_port, checks))
 
 
 if __name__ == "__main__":

@@ -1,19 +1,26 @@
 """Authenticated threading (issue 20 item 4) through Dovecot, RabbitMQ, FerretDB and the four
 services: a mail that claims a thread's sender and cites our Message-ID joins the thread only
-when the mailbox's trusted mail server verified its sender. Each mail reaches Dovecot as it
-would from the receiving server: with that server's Authentication-Results field on top (the
-test writes it there, as the receiving MTA does before delivery). The verdict on single fields
-is tested in tests/unit/test_sender_auth.py."""
+when the mailbox's trusted mail server verified its sender.
+
+The first test sends through the local SMTP relay playing the receiving server
+(deploy/local/smtp_relay.py ``ReceivingChecks``): it verifies DKIM signatures for real (dkimpy)
+and writes the Authentication-Results field, deleting any that came in under its name. The
+others append each mail to Dovecot as the receiving server would deliver it, with that
+server's field already on top (the test writes it), to cover results a DKIM check alone does
+not give (SPF, DMARC). The verdict on single fields is tested in tests/unit/test_sender_auth.py."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import aiosmtplib
 import pytest
 from playwright.async_api import Browser, expect
 
+from deploy.local.smtp_relay import LmtpRelay, ReceivingChecks, listen
 from tests.conftest import Gateway
+from tests.dkim_signing import new_key, signed
 from tests.integration.email_support import database, queued_threads, supervisor
 from tests.integration.helpers import Consultant, Mailbox, mail, new_message_id
 
@@ -52,6 +59,12 @@ async def _survivor_thread(
     await inbox.append(
         received(mail(address, "h@demo.test", "Помогите", "first", new_message_id()), verified(domain))
     )
+    return await _answered(sofia, db)
+
+
+async def _answered(sofia: Consultant, db: Any) -> tuple[str, str]:
+    """The one thread queued next, claimed and answered by Sofia: (thread id, our Message-ID of
+    the answer)."""
     (thread_id,) = await queued_threads(sofia, 1)
     assert (await sofia.call("POST", f"/api/threads/{thread_id}/claim"))[0] == 200
     status, answer = await sofia.call(
@@ -60,6 +73,69 @@ async def _survivor_thread(
     assert status == 202, answer
     ours = (await db["messages"].find_one({"_id": answer["id"]}))["email_message_id"]
     return thread_id, ours
+
+
+@pytest.mark.service_env(TRUSTED_ENV)
+async def test_through_a_receiving_server_that_checks_dkim_only_her_signed_mail_joins_her_thread(
+    gateway: Gateway,
+) -> None:
+    """Her mail, signed by her provider, is verified by the receiving server and joins her
+    thread. The abuser, who knows her address and our Message-ID, tries three ways: a mail
+    with no signature carrying a made-up pass of the receiving server; a mail signed by a
+    domain of his own; her signed mail with his words put in. Each starts a thread of its own,
+    marked, and hers gets none of them."""
+    her_key, her_txt = new_key()
+    his_key, his_txt = new_key()
+    published = {b"s1._domainkey.demo.test.": her_txt, b"s1._domainkey.evil.test.": his_txt}
+    checks = ReceivingChecks(TRUSTED, published)
+    relay = await listen("127.0.0.1", 0, LmtpRelay("127.0.0.1", gateway.stack.lmtp_port, checks=checks))
+    port = relay.sockets[0].getsockname()[1]
+    sofia = await supervisor(gateway)
+    client, db = database(gateway)
+    address = f"{gateway.client_mailbox}@demo.test"
+    line = f"{gateway.line_mailbox}@demo.test"
+
+    async def send(raw: bytes) -> None:
+        await aiosmtplib.send(raw, hostname="127.0.0.1", port=port, sender=address, recipients=[line])
+
+    try:
+        await send(signed(mail(address, line, "Помогите", "first", new_message_id()), "demo.test", her_key))
+        thread_id, ours = await _answered(sofia, db)
+
+        def reply(text: str) -> bytes:
+            return mail(address, line, "Re: Помогите", text, new_message_id(), ours, [ours])
+
+        await send(signed(reply("second"), "demo.test", her_key))
+        event = await sofia.wait_event(lambda e: e["name"] in {"MessageReceived", "ThreadQueued"})
+        assert event["thread_id"] == thread_id
+
+        made_up = f"Authentication-Results: {TRUSTED}; dkim=pass header.d=demo.test; dmarc=pass\r\n"
+        await send(made_up.encode() + reply("I am fine, stop writing"))
+        await send(signed(reply("I am fine, stop writing"), "evil.test", his_key))
+        head, _, body = signed(reply("third"), "demo.test", her_key).partition(b"\r\n\r\n")
+        await send(head + b"\r\n\r\n" + body.replace(b"third", b"stop it"))
+        marked = await queued_threads(sofia, 3)
+        assert thread_id not in marked
+        assert await db["messages"].count_documents({"thread_id": thread_id, "direction": "in"}) == 2
+        status, view = await sofia.call("GET", f"/api/threads/{thread_id}")
+        assert [m["sender_auth"] for m in view["messages"] if m["direction"] == "in"] == [
+            {"verdict": "verified", "detail": "dkim=pass (dkim aligned)"}
+        ] * 2
+        details = []
+        for other in marked:
+            status, view = await sofia.call("GET", f"/api/threads/{other}")
+            assert status == 200 and view["sender_unverified"] is True
+            (message,) = [m for m in view["messages"] if m["direction"] == "in"]
+            assert message["sender_auth"]["verdict"] == "failed"
+            details.append(message["sender_auth"]["detail"])
+        # What the receiving server found: no signature (its made-up pass deleted), a pass for
+        # a domain not hers, a signature broken by the change.
+        assert sorted(details) == [f"dkim={r} (nothing aligned passed)" for r in ("fail", "none", "pass")]
+    finally:
+        relay.close()
+        await relay.wait_closed()
+        await sofia.close()
+        await client.close()
 
 
 @pytest.mark.service_env(TRUSTED_ENV)
