@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -237,6 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / ".stack" / "bench" / "latest.json")
     parser.add_argument("--growth", action="store_true", help="how reading cost grows with data (growth.py)")
     args = parser.parse_args(argv)
+    # Stopped by SIGTERM (kill, a time limit), the run unwinds as on Ctrl-C, so the stack and the
+    # services it started are stopped and its temporary directory removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plan = Plan.make(args.quick)
     rate = int(os.environ.get("BENCH_RATE", "200"))
     seconds = int(os.environ.get("BENCH_SECONDS", str(plan.chat_seconds)))

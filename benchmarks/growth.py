@@ -15,6 +15,8 @@ size, through the store's HTTP API as a supervisor of every line (median of five
 
 A step that would take longer than ``BENCH_GROWTH_BUDGET`` seconds (default 1,800), judged
 by the write rate of the step before, is not made, and the report says so with that rate.
+``BENCH_GROWTH_REPEAT`` (default 5) sets the repetitions; each figure is printed as soon as
+it is measured, so a run stopped at a large size keeps what it measured there.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import os
 import statistics
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +34,7 @@ from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 
 from benchmarks.search import Corpus, build_index, write
 
-REPEAT = 5
+REPEAT = int(os.environ.get("BENCH_GROWTH_REPEAT", "5"))
 
 
 async def _timed(call: Any, repeat: int = REPEAT) -> list[float]:
@@ -43,14 +46,38 @@ async def _timed(call: Any, repeat: int = REPEAT) -> list[float]:
     return out
 
 
+def show(have: int) -> Callable[[str, list[float]], None]:
+    """Prints one figure of the step at ``have`` messages."""
+
+    def line(what: str, times: list[float]) -> None:
+        ms = [t * 1000 for t in times]
+        print(
+            f"growth   {have:>9,} | {what}: median {statistics.median(ms):.0f} ms "
+            f"({min(ms):.0f}-{max(ms):.0f}, n={len(ms)})",
+            flush=True,
+        )
+
+    return line
+
+
 async def measure(
-    store: str, db: Any, corpus: Corpus, queues: list[str], with_search: bool = True
+    store: str,
+    db: Any,
+    thread_id: str,
+    queues: list[str],
+    rare: str | None,
+    done: Callable[[str, list[float]], None],
 ) -> dict[str, list[float]]:
+    """The figures at the data stored now: ``thread_id`` is the thread opened, ``rare`` the word
+    searched (None: no search). ``done`` is told each figure as soon as it is measured."""
     today = datetime.now(UTC).date()
     year = {"from": (today - timedelta(days=365)).isoformat(), "to": today.isoformat()}
-    closed = [t for t in corpus.threads if t.get("status") == "closed"]
-    thread_id = closed[len(closed) // 2]["_id"]
     out: dict[str, list[float]] = {}
+
+    async def timed(what: str, call: Any) -> None:
+        out[what] = await _timed(call)
+        done(what, out[what])
+
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with http.post(f"{store}/api/session", json={"login": "sofia", "password": "sofia-demo"}) as r:
             assert r.status == 200, await r.text()
@@ -63,18 +90,18 @@ async def measure(
 
         async def search_rare() -> None:
             async with http.post(
-                f"{store}/api/search", json={"text": corpus.rare}, headers={"X-CSRF-Token": csrf}
+                f"{store}/api/search", json={"text": rare}, headers={"X-CSRF-Token": csrf}
             ) as r:
                 await r.read()
                 assert r.status == 200, r.status
 
-        out["queue load GET /api/threads?status=waiting"] = await _timed(
-            lambda: get("/api/threads", {"status": "waiting"})
+        await timed(
+            "queue load GET /api/threads?status=waiting", lambda: get("/api/threads", {"status": "waiting"})
         )
-        out["thread open GET /api/threads/{id}"] = await _timed(lambda: get(f"/api/threads/{thread_id}"))
-        out["statistics, last 365 days GET /api/stats"] = await _timed(lambda: get("/api/stats", year))
-        if with_search:
-            out["search, a rare word POST /api/search"] = await _timed(search_rare)
+        await timed("thread open GET /api/threads/{id}", lambda: get(f"/api/threads/{thread_id}"))
+        await timed("statistics, last 365 days GET /api/stats", lambda: get("/api/stats", year))
+        if rare is not None:
+            await timed("search, a rare word POST /api/search", search_rare)
 
     async def bare_queue() -> None:
         order = [("priority", DESCENDING), ("waiting_since", ASCENDING), ("_id", ASCENDING)]
@@ -89,8 +116,8 @@ async def measure(
     async def bare_count() -> None:
         await db["threads"].count_documents({"status": "no-such-status"})
 
-    out["database alone: the queue load's find"] = await _timed(bare_queue)
-    out["database alone: a scan of threads (count, no match)"] = await _timed(bare_count)
+    await timed("database alone: the queue load's find", bare_queue)
+    await timed("database alone: a scan of threads (count, no match)", bare_count)
     return out
 
 
@@ -127,14 +154,10 @@ async def _run(
                 f"{write_rate:.0f} messages/s, index rebuilt in {built:.0f} s; load {load}",
                 flush=True,
             )
-            results = await measure(store, db, corpus, queues, with_search)
-            for what, times in results.items():
-                ms = [t * 1000 for t in times]
-                print(
-                    f"growth   {have:>9,} | {what}: median {statistics.median(ms):.0f} ms "
-                    f"({min(ms):.0f}-{max(ms):.0f}, n={len(ms)})",
-                    flush=True,
-                )
+            closed = [t for t in corpus.threads if t.get("status") == "closed"]
+            thread_id = closed[len(closed) // 2]["_id"]
+            rare = corpus.rare if with_search else None
+            await measure(store, db, thread_id, queues, rare, show(have))
     finally:
         await client.close()
 
