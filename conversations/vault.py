@@ -128,8 +128,12 @@ class Vault:
             if keys.kmip is None:
                 raise ValueError("the kmip provider needs a KMIP server")
             self.provider = "kmip"
+            # Delegated: the KMIP server wraps and unwraps each data key with a key that never
+            # leaves it (KMIP Encrypt/Decrypt). Without it, libmongocrypt fetches the master
+            # key's bytes from the server (KMIP Get) and wraps locally.
+            self.master_key = {"delegated": True}
             if keys.kmip.key_id is not None:
-                self.master_key = {"keyId": keys.kmip.key_id}
+                self.master_key["keyId"] = keys.kmip.key_id
         else:
             if keys.local is None:
                 raise ValueError("the local provider needs a master key")
@@ -270,7 +274,7 @@ class Vault:
         """A new master key on the KMIP server (made by the server through libmongocrypt, which
         registers one when asked for a data key without a key id); returns its KMIP id, for
         ``*_KMIP_KEY_ID``. The data key asked for is deleted at once."""
-        key_id = await self._ce.create_data_key("kmip")
+        key_id = await self._ce.create_data_key("kmip", master_key={"delegated": True})
         try:
             doc = await self.keys.find_one({"_id": key_id}, {"masterKey": 1})
         finally:

@@ -82,6 +82,11 @@ async def test_text_under_a_kmip_key_reads_back_and_the_database_alone_opens_not
     assert keys and {k["masterKey"]["provider"] for k in keys} == {"kmip"}
     stored = await repo.messages.find_one({"_id": message_id})
     assert stored is not None
+    # The server wrapped and unwrapped the data key itself (delegated): the services never
+    # asked for the master key's bytes (KMIP Get), nor gave it any (Register).
+    done = kmip.operations()
+    assert {"Encrypt", "Decrypt"} <= set(done) and not {"Get", "Register"} & set(done), done
+    assert all(k["masterKey"].get("delegated") is True for k in keys)
 
     # Whoever holds the database (and its key vault) without the server: a process pointed at
     # another KMIP server (the thief's, or one that is not there) opens nothing, nor does any

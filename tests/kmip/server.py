@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,6 +67,12 @@ class KmipProcess:
     def __init__(self, files: KmipFiles, port: int) -> None:
         self.files, self.port = files, port
         self.proc: subprocess.Popen[str] | None = None
+
+    def operations(self) -> list[str]:
+        """The KMIP operations the server has processed so far, in order, from its log."""
+        log = self.files.directory / "pykmip.log"
+        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        return re.findall(r"Processing operation: (\w+)", text)
 
     @property
     def endpoint(self) -> str:
