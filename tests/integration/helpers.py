@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -244,3 +245,12 @@ async def opened(
         return [open_attachment_names(await vault.open_fields(d)) for d in docs]
     finally:
         await vault.close()
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 30) -> None:
+    """Until ``check()`` (a query of a service's work) holds: polled, for what the database
+    announces to nobody."""
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "not within time"
+        await asyncio.sleep(0.2)

@@ -10,9 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +26,7 @@ from shared.envelope import utcnow
 from shared.mongo import make_client
 from shared.settings import DEFAULT_CONFIG_PATH, parse_master_key
 from tests.conftest import ROOT, Gateway
-from tests.integration.helpers import SEARCH_TERMS
+from tests.integration.helpers import SEARCH_TERMS, until
 from tests.integration.test_search import MINSK, indexer, login, message, search, thread, threads
 
 CONFIG = load_config(DEFAULT_CONFIG_PATH)
@@ -62,15 +60,6 @@ async def targets(db: Any) -> set[str]:
 
 def store_terms(gateway: Gateway) -> Terms:
     return Terms(SearchKey(gateway.env["store"]["STORE_CLIENT_KEY_SECRET"].encode()), MINSK)
-
-
-async def until(check: Callable[[], Awaitable[bool]], within: float = 30) -> None:
-    """Until ``check()`` (a query of the store's work) holds: polled, the database announces
-    nothing."""
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "not within time"
-        await asyncio.sleep(0.2)
 
 
 async def index_settled(db: Any) -> None:
