@@ -310,20 +310,33 @@ def main(argv: list[str] | None = None) -> None:
                 return
             if "memory" in only:
                 measure_memory(report, stack, procs)
+
+            def everything() -> dict[str, list[int]]:
+                parts = dict(stack.server_pids())
+                parts.update({name: [pid] for name, pid in procs.pids().items()})
+                parts["load generator (this bench)"] = [os.getpid()]
+                return parts
+
             if "latency" in only:
                 ceilings: list[float] = []
                 p99s: list[float] = []
                 seen = []
                 for _ in range(plan.reps):
                     ceiling = asyncio.run(bare_round_trip(urls.amqp_url, 2000))
+                    # CPU time of every process on the machine's cores, the load generator's
+                    # too: what the run cost, which a busy machine does not inflate.
+                    cpu_before, wall_before = memory.cpu_seconds(everything()), time.monotonic()
                     run = asyncio.run(
                         chat_to_console(store_url, f"http://127.0.0.1:{ports['chat_ingest']}", rate, seconds)
                     )
+                    used = memory.cpu_used(cpu_before, memory.cpu_seconds(everything()))
+                    wall = time.monotonic() - wall_before
                     report_chat(ceiling, run, rate, seconds)
                     ceilings.append(pct(ceiling, 99) * 1000)
                     lat = [latency for _, latency in run.latencies]
                     p99s.append(pct(lat, 99) * 1000 if lat else float("inf"))
-                    seen.append(f"{len(lat)}/{run.total}")
+                    seen.append(f"{len(lat)}/{run.total}; {cpu_note(used, wall, run)}")
+                    print(f"chat     {cpu_note(used, wall, run)}", flush=True)
                 report.add(
                     Figure(
                         "chat_p99",
@@ -688,6 +701,19 @@ def measure_saturation(report: Report, plan: Plan, urls: StackUrls, mongo_url: s
                 ),
             )
         )
+
+
+def cpu_note(used: dict[str, float], wall: float, run: ChatRun) -> str:
+    """CPU ms per chat message by process, and how busy the machine's cores were on average
+    (from the conversations' opening to the last event)."""
+    messages = max(1, run.total + len(run.opening))
+    cores = os.cpu_count() or 1
+    busy = sum(used.values()) / wall / cores
+    return (
+        "CPU ms per message: "
+        + ", ".join(f"{k} {1000 * v / messages:.2f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
+        + f"; the {cores} cores {100 * busy:.0f} % busy over {wall:.0f} s"
+    )
 
 
 def report_chat(ceiling: list[float], run: ChatRun, rate: int, seconds: int) -> None:
