@@ -49,7 +49,7 @@ import hmac
 import re
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -249,6 +249,8 @@ MESSAGE = "m:"
 FOLD_AT = 32
 CONSULTATION = "c:"
 FORGET = "f:"
+# Waiting entries read, or taken out, by one query.
+READ_CHUNK = 500
 # Posting keys one ``f:`` entry lists at most (a thread of long mails over many months gives
 # thousands): documents stay far below the database's size limit.
 FORGET_CHUNK = 5000
@@ -310,21 +312,31 @@ class SearchIndex:
         return [d["_id"] async for d in self.pending.find({}, {"_id": 1}).limit(limit)]
 
     async def indexed(self, entries: Iterable[str]) -> None:
-        # One delete by _id each: a filter on _id with $in is a full scan on FerretDB v1.
-        for entry in entries:
-            await self.pending.delete_one({"_id": entry})
+        """Take indexed entries out of the queue: one delete by ``_id`` (``$in``) for each
+        :data:`READ_CHUNK` of them (the local stand-in's patch reads an ``_id $in`` by its index,
+        as MongoDB does)."""
+        done = list(entries)
+        for start in range(0, len(done), READ_CHUNK):
+            await self.pending.delete_many({"_id": {"$in": done[start : start + READ_CHUNK]}})
 
-    async def postings_of(self, entry: str, key: SearchKey, tz: ZoneInfo) -> dict[str, set[str]]:
-        """The postings of one waiting entry, read by ``_id``; none when the message or
-        consultation is gone (erased) or holds nothing to index (a note, text deleted)."""
-        kind, target = entry[:2], entry[2:]
-        if kind == MESSAGE:
-            message = await self._messages.find_one({"_id": target}, _MESSAGE_FIELDS)
-            return _message_of(await self._open(message), key, tz) if message is not None else {}
-        if kind == CONSULTATION:
-            consultation = await self._consultations.find_one({"_id": target}, _CONSULTATION_FIELDS)
-            return consultation_postings(consultation, key, tz) if consultation is not None else {}
-        return {}
+    async def postings_of(self, entries: Sequence[str], key: SearchKey, tz: ZoneInfo) -> dict[str, set[str]]:
+        """The postings of waiting entries, their messages and consultations read by ``_id``
+        (``$in``, :data:`READ_CHUNK` to a query); none for one that is gone (erased) or holds
+        nothing to index (a note, text deleted)."""
+        postings: dict[str, set[str]] = {}
+        reads = (
+            (MESSAGE, self._messages, _MESSAGE_FIELDS),
+            (CONSULTATION, self._consultations, _CONSULTATION_FIELDS),
+        )
+        for kind, collection, fields in reads:
+            ids = [e[len(kind) :] for e in entries if e.startswith(kind)]
+            for start in range(0, len(ids), READ_CHUNK):
+                async for doc in collection.find({"_id": {"$in": ids[start : start + READ_CHUNK]}}, fields):
+                    if kind == MESSAGE:
+                        merge(postings, _message_of(await self._open(doc), key, tz))
+                    else:
+                        merge(postings, consultation_postings(doc, key, tz))
+        return postings
 
     async def _open(self, message: Doc) -> Doc:
         return await self.vault.open_fields(message) if self.vault is not None else message

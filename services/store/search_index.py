@@ -38,7 +38,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pymongo.errors import PyMongoError
 
-from conversations.search import FORGET, SearchIndex, SearchKey, Terms, merge
+from conversations.search import FORGET, SearchIndex, SearchKey, Terms
 from shared.lease import Lease
 from shared.logs import get_logger
 from shared.mongo import make_client
@@ -49,7 +49,6 @@ log = get_logger(__name__)
 LEASE_KEY = "search_index"
 EVERY = 2.0  # seconds between passes when nothing waits
 BATCH = 1000  # entries read per step
-CONCURRENT_READS = 25
 REBUILD_CHUNK = 20_000  # documents whose postings are gathered before one write
 MAX_PAUSE = 2.0  # seconds of rest between two steps of a long drain
 LEASE_SECONDS = 60.0  # a holder that vanished loses the lease this long after its last pass
@@ -72,11 +71,7 @@ class SearchIndexer:
         if not entries:
             return 0
         adding = [e for e in entries if not e.startswith(FORGET)]
-        postings: dict[str, set[str]] = {}
-        for start in range(0, len(adding), CONCURRENT_READS):
-            chunk = adding[start : start + CONCURRENT_READS]
-            for found in await asyncio.gather(*(self.index.postings_of(e, self.key, self.tz) for e in chunk)):
-                merge(postings, found)
+        postings = await self.index.postings_of(adding, self.key, self.tz)
         await self.index.add(postings)
         # After the adds: a message read before its text was cleared was just added, and goes.
         done = list(adding)

@@ -159,8 +159,8 @@ class ClearedWhileIndexing(SearchIndex):
         self.thread_id = thread_id
         self.cleared = 0
 
-    async def postings_of(self, entry: str, key: Any, tz: Any) -> dict[str, set[str]]:
-        read = await super().postings_of(entry, key, tz)
+    async def postings_of(self, entries: Any, key: Any, tz: Any) -> dict[str, set[str]]:
+        read = await super().postings_of(entries, key, tz)
         if not self.cleared:
             self.cleared = await clear_thread(self.repo, self.thread_id, utcnow() + timedelta(seconds=5), {})
         return read
