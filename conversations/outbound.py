@@ -1,9 +1,11 @@
 """Handing a stored outbound message (a consultant's reply or an automatic answer) to its
 channel. Used by the store's API and by the dispatcher, so both build the same envelope.
 
-The outbox: every outbound message is stored with ``published: false`` and published right
-after; one whose publish failed (the broker away, the process stopped in between) stays in
-the outbox, and :class:`OutboxSweeper` in the store publishes it once the broker is back.
+The outbox: every outbound message is listed in the collection ``outbox`` (its id), stored
+with ``published: false`` and published right after; one whose publish failed (the broker
+away, the process stopped in between) stays listed, and :class:`OutboxSweeper` in the store
+publishes it once the broker is back. The sweep reads the list, then those messages by
+``_id`` (``Repository.outbox``): its cost follows the replies waiting, not the messages stored.
 Publishing twice is harmless: each channel knows a reply by its message id (the SMTP sender
 records its outcome and holds a lease per reply, the widget shows a message id once, the
 Telegram sender records what it sent).

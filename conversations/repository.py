@@ -44,6 +44,11 @@ Doc = dict[str, Any]
 # How long a claim may stay half-done (claim stored, thread not yet updated) before others
 # complete it: far longer than the two writes take, far shorter than a client's patience.
 STALE_CLAIM_SECONDS = 10
+# The outbox's list (Repository.outbox): messages read by one query; how old an entry whose
+# message is not stored (its insert failed, or the request was retried under another id) is
+# before it is deleted, far longer than any insert takes.
+OUTBOX_READ = 500
+OUTBOX_ORPHAN_AFTER = timedelta(hours=1)
 
 
 def _consultation_of(thread: Doc) -> Doc:
@@ -96,6 +101,8 @@ class Repository:
         self.vault = vault
         self.threads: AsyncCollection[Doc] = db["threads"]
         self.messages: AsyncCollection[Doc] = db["messages"]
+        # The outbox's list: the id of each outbound message until it is published (:meth:`outbox`).
+        self.outbox_entries: AsyncCollection[Doc] = db["outbox"]
         self.consultants: AsyncCollection[Doc] = db["consultants"]
         self.sessions: AsyncCollection[Doc] = db["sessions"]
         self.thread_events: AsyncCollection[Doc] = db["thread_events"]
@@ -134,6 +141,7 @@ class Repository:
         await self.messages.create_index([("email_message_id", ASCENDING)], name="email_mid")
         # The outbox: outbound messages stored but not yet handed to the broker (few, oldest first).
         await self.messages.create_index([("published", ASCENDING), ("created_at", ASCENDING)], name="outbox")
+        await self.outbox_entries.create_index([("at", ASCENDING)], name="outbox_at")
         await self.sessions.create_index([("expires_at", ASCENDING)], name="expiry")
         await self.login_failures.create_index([("expires_at", ASCENDING)], name="expiry")
         await self.thread_events.create_index(
@@ -907,8 +915,11 @@ class Repository:
             # Opaque: says nothing about the client; carries the thread's reply token so a
             # reply to it can be matched even if a client's mailer trims References.
             doc["email_message_id"] = f"<{message_id}.{thread['reply_token']}@{email_domain}>"
+        sealed = await self.seal_message(thread, doc)
+        # On the outbox's list before it is stored, so no stored message is missing from it.
+        await self.outbox_entries.insert_one({"_id": message_id, "at": now})
         try:
-            await self.messages.insert_one(await self.seal_message(thread, doc))
+            await self.messages.insert_one(sealed)
         except DuplicateKeyError:
             existing = await self.messages.find_one({"source_id": source_id})
             assert existing is not None
@@ -1160,6 +1171,7 @@ class Repository:
 
     async def mark_published(self, message_id: str) -> None:
         await self.messages.update_one({"_id": message_id}, {"$set": {"published": True}})
+        await self.outbox_entries.delete_one({"_id": message_id})
 
     async def message(self, message_id: str) -> Doc | None:
         """One message as it was written (opened)."""
@@ -1168,19 +1180,38 @@ class Repository:
 
     async def outbox(self, stored_before: datetime, limit: int) -> list[Doc]:
         """Outbound messages stored before ``stored_before`` and not yet published, oldest
-        first; not those held by a safe-contact plan or cancelled (they must not go)."""
-        cursor = (
-            self.messages.find(
-                {
-                    "published": False,
-                    "created_at": {"$lt": stored_before},
-                    "delivery.status": {"$nin": list(NOT_OUT)},
-                }
-            )
-            .sort("created_at", ASCENDING)
-            .limit(limit)
-        )
-        return await self.open_messages([m async for m in cursor])
+        first; not those held by a safe-contact plan or cancelled (they must not go).
+
+        Read from the outbox's list (``outbox``: an id per outbound message, written before the
+        message and deleted once it is published), then the messages by ``_id``: a pass reads
+        the few messages waiting, never the whole collection. (On MongoDB the index ``outbox``
+        would serve a query of the messages as well; on the local stand-in every query but one
+        by ``_id`` reads every message stored, and the sweep asks every few seconds.) Entries
+        of messages published since (or cancelled, which publishes nothing) are deleted here; an
+        entry whose message is not there is deleted once :data:`OUTBOX_ORPHAN_AFTER` old, so a
+        message whose insert is on its way is never taken off the list."""
+        entries = [e async for e in self.outbox_entries.find({"at": {"$lt": stored_before}}).sort("at", 1)]
+        found: dict[str, Doc] = {}
+        ids = [e["_id"] for e in entries]
+        for start in range(0, len(ids), OUTBOX_READ):
+            async for m in self.messages.find({"_id": {"$in": ids[start : start + OUTBOX_READ]}}):
+                found[m["_id"]] = m
+        orphan_before = utcnow() - OUTBOX_ORPHAN_AFTER
+        done = [
+            e["_id"]
+            for e in entries
+            if (e["_id"] in found and found[e["_id"]].get("published"))
+            or (e["_id"] not in found and e["at"] < orphan_before)
+        ]
+        for start in range(0, len(done), OUTBOX_READ):
+            await self.outbox_entries.delete_many({"_id": {"$in": done[start : start + OUTBOX_READ]}})
+        waiting = [
+            m
+            for m in found.values()
+            if m.get("published") is False and (m.get("delivery") or {}).get("status") not in NOT_OUT
+        ]
+        waiting.sort(key=lambda m: (m["created_at"], m["_id"]))
+        return await self.open_messages(waiting[:limit])
 
     async def set_delivery(
         self, message_id: str, status: str, at: datetime, detail: str | None

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from conversations.model import EventName, Outcome, closed_consultation, open_consultation
 from conversations.search import SearchIndex
@@ -196,6 +197,20 @@ async def _seeing_all_is_a_role(db: Db) -> None:
         log.info("accounts_made_national_admin", count=found.modified_count)
 
 
+async def _outbox_is_listed(db: Db) -> None:
+    # The outbox sweep reads a list of the outbound messages not yet published (the collection
+    # ``outbox``) instead of querying the messages: those waiting from before are listed, once.
+    listed = 0
+    async for m in db["messages"].find({"direction": "out", "published": False}, {"created_at": 1}):
+        try:
+            await db["outbox"].insert_one({"_id": m["_id"], "at": m.get("created_at") or utcnow()})
+            listed += 1
+        except DuplicateKeyError:
+            pass  # listed already (a migration run again after a stop)
+    if listed:
+        log.info("outbox_listed", count=listed)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Db], Awaitable[None]]]] = [
     (1, "threads count their claims", _claims_are_counted),
     (2, "inbound messages keep their source time", _messages_have_a_received_time),
@@ -204,6 +219,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Db], Awaitable[None]]]] = [
     (5, "stored messages and consultations are indexed for search", _records_are_searchable),
     (6, "the search index holds only text still stored", _index_follows_retention),
     (7, "seeing every organisation is the national administrator's role", _seeing_all_is_a_role),
+    (8, "the outbox lists the replies not yet handed to the broker", _outbox_is_listed),
 ]
 
 
