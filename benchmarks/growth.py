@@ -17,6 +17,16 @@ A step that would take longer than ``BENCH_GROWTH_BUDGET`` seconds (default 1,80
 by the write rate of the step before, is not made, and the report says so with that rate.
 ``BENCH_GROWTH_REPEAT`` (default 5) sets the repetitions; each figure is printed as soon as
 it is measured, so a run stopped at a large size keeps what it measured there.
+
+``BENCH_GROWTH_ONLY=search``: at each size only the searches, every kind of
+benchmarks/search.py (not the console's reads, which take minutes each at 1,000,000 messages on
+the stand-in). ``BENCH_GROWTH_INDEX`` says how the index gets the step's postings: ``rebuild``
+(default; the store's rebuild over everything stored, as after an upgrade) or ``written``: the
+postings of the step's generated messages and consultations, computed in memory by the
+indexer's own functions (``message_postings``, ``consultation_postings``) month by month and
+written by ``SearchIndex.add``, as the store's indexer writes them. The index holds the same
+postings either way; ``written`` skips reading the year back from the database, which on the
+stand-in is what makes a rebuild of 1,000,000 messages take hours.
 """
 
 from __future__ import annotations
@@ -32,9 +42,21 @@ from typing import Any
 import aiohttp
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient
 
-from benchmarks.search import Corpus, build_index, write
+from benchmarks.memory import cpu_used
+from benchmarks.search import MINSK, Corpus, build_index, timed_searches, write
+from conversations.contact_plan import NOT_OUT
+from conversations.search import (
+    INDEXED_DIRECTIONS,
+    SearchIndex,
+    SearchKey,
+    consultation_postings,
+    local_day,
+    merge,
+    message_postings,
+)
 
 REPEAT = int(os.environ.get("BENCH_GROWTH_REPEAT", "5"))
+AT_REST = 30.0  # seconds the stack's CPU is measured with nothing to do, at each size
 
 
 async def _timed(call: Any, repeat: int = REPEAT) -> list[float]:
@@ -116,13 +138,69 @@ async def measure(
     async def bare_count() -> None:
         await db["threads"].count_documents({"status": "no-such-status"})
 
+    async def bare_outbox() -> None:
+        # conversations/repository.py ``outbox``: what the store's outbox sweep asks every
+        # ``STORE_OUTBOX_SECONDS`` (5), whether or not a reply waits.
+        await (
+            db["messages"]
+            .find(
+                {
+                    "published": False,
+                    "created_at": {"$lt": datetime.now(UTC)},
+                    "delivery.status": {"$nin": list(NOT_OUT)},
+                }
+            )
+            .sort("created_at", ASCENDING)
+            .limit(100)
+            .to_list()
+        )
+
     await timed("database alone: the queue load's find", bare_queue)
     await timed("database alone: a scan of threads (count, no match)", bare_count)
+    await timed("database alone: the outbox sweep's find", bare_outbox)
     return out
 
 
+async def write_index(db: Any, secret: str, corpus: Corpus) -> float:
+    """The postings of ``corpus`` computed in memory by the indexer's functions, a month at a time
+    (so each key of a month is written once), and written by ``SearchIndex.add``; seconds."""
+    began = time.perf_counter()
+    index, key = SearchIndex(db), SearchKey(secret.encode())
+    months: dict[tuple[int, int], dict[str, set[str]]] = {}
+    for m in corpus.messages:
+        if m.get("direction") in INDEXED_DIRECTIONS:
+            day = local_day(m["created_at"], MINSK)
+            merge(months.setdefault((day.year, day.month), {}), message_postings(m, key, MINSK))
+    for c in corpus.consultations:
+        day = local_day(c["facts"]["at"], MINSK)
+        merge(months.setdefault((day.year, day.month), {}), consultation_postings(c, key, MINSK))
+    for month in sorted(months):
+        await index.add(months.pop(month))
+    return time.perf_counter() - began
+
+
+async def at_rest(cpu: Callable[[], dict[str, float]], have: int, seconds: float = AT_REST) -> None:
+    """The CPU the stack spends with nothing to do, at the data stored now: its periodic passes
+    (the outbox sweep, the queue figures, held replies, the shift and skill checks, the
+    dispatcher's sweeper), which read what they look for by queries an index serves on MongoDB."""
+    before = cpu()
+    await asyncio.sleep(seconds)  # a stretch of idle time is what is measured
+    used = sorted(cpu_used(before, cpu()).items(), key=lambda kv: -kv[1])
+    busy = ", ".join(f"{k} {100 * v / seconds:.0f}" for k, v in used if v > 0)
+    print(f"growth   {have:>9,} | at rest for {seconds:.0f} s, CPU % of a core: {busy}", flush=True)
+
+
 async def _run(
-    store: str, mongo_url: str, database: str, secret: str, sizes: list[int], budget: float, with_search: bool
+    store: str,
+    mongo_url: str,
+    database: str,
+    secret: str,
+    sizes: list[int],
+    budget: float,
+    with_search: bool,
+    index_written: bool = False,
+    only_search: bool = False,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> None:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
     db = client[database]
@@ -144,27 +222,58 @@ async def _run(
             wrote = await write(db, corpus)
             write_rate = len(corpus.messages) / wrote
             have += len(corpus.messages)
-            built = await build_index(db, secret) if with_search else 0.0
+            built = 0.0
+            if with_search:
+                built = await (write_index(db, secret, corpus) if index_written else build_index(db, secret))
             queues = sorted(await db["threads"].distinct("queue"))
             threads = await db["threads"].count_documents({})
             waiting = await db["threads"].count_documents({"status": "waiting"})
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
             print(
                 f"growth   {have:,} messages, {threads:,} threads ({waiting:,} waiting): written at "
-                f"{write_rate:.0f} messages/s, index rebuilt in {built:.0f} s; load {load}",
+                f"{write_rate:.0f} messages/s, index {'written' if index_written else 'rebuilt'} in "
+                f"{built:.0f} s; load {load}",
                 flush=True,
             )
+            if only_search:
+                for who, what, times, found, truncated in await timed_searches(store, corpus):
+                    more = ", truncated" if truncated else ""
+                    show(have)(f"search, {what} ({who}; {found} found{more})", times)
+                continue
             closed = [t for t in corpus.threads if t.get("status") == "closed"]
             thread_id = closed[len(closed) // 2]["_id"]
             rare = corpus.rare if with_search else None
             await measure(store, db, thread_id, queues, rare, show(have))
+            if cpu is not None:
+                await at_rest(cpu, have)
     finally:
         await client.close()
 
 
-def run(store: str, mongo_url: str, database: str, secret: str) -> None:
+def run(
+    store: str, mongo_url: str, database: str, secret: str, cpu: Callable[[], dict[str, float]] | None = None
+) -> None:
     sizes = [int(s) for s in os.environ.get("BENCH_GROWTH_SIZES", "10000,100000,1000000").split(",")]
     budget = float(os.environ.get("BENCH_GROWTH_BUDGET", "1800"))
     # BENCH_GROWTH_SEARCH=0: no search figure, so no index rebuild at each step (the slow part).
     with_search = os.environ.get("BENCH_GROWTH_SEARCH", "1") != "0"
-    asyncio.run(_run(store, mongo_url, database, secret, sorted(sizes), budget, with_search))
+    only = os.environ.get("BENCH_GROWTH_ONLY", "")
+    index = os.environ.get("BENCH_GROWTH_INDEX", "rebuild")
+    if only not in ("", "search") or index not in ("rebuild", "written"):
+        raise SystemExit("BENCH_GROWTH_ONLY: '' or search; BENCH_GROWTH_INDEX: rebuild or written")
+    if only and not with_search:
+        raise SystemExit("BENCH_GROWTH_ONLY=search needs the search (BENCH_GROWTH_SEARCH=1)")
+    asyncio.run(
+        _run(
+            store,
+            mongo_url,
+            database,
+            secret,
+            sorted(sizes),
+            budget,
+            with_search,
+            index_written=index == "written",
+            only_search=bool(only),
+            cpu=cpu,
+        )
+    )
