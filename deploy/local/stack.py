@@ -116,13 +116,41 @@ class StackPorts:
 
 
 def free_ports(count: int) -> list[int]:
-    """Unused loopback ports (for servers and services started on port numbers they are given)."""
-    # All sockets stay open until every port is chosen, so the kernel cannot hand out one twice.
+    """Unused loopback ports (for servers and services started on port numbers they are given),
+    chosen at random outside the kernel's ephemeral range. A port the kernel picks (a bind to
+    port 0) is one it also gives to outgoing connections: between the choice and the server's
+    own bind, one of the many clients of a test run (to the broker, the database, the IMAP
+    server) could take it, and the server then fails with "address already in use"."""
+    low, high = _server_port_range()
+    rnd = secrets.SystemRandom()
+    chosen: list[int] = []
+    # All sockets stay open until every port is chosen, so no port is chosen twice.
     with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in socks]
+        while len(chosen) < count:
+            port = rnd.randint(low, high)
+            if port in chosen:
+                continue
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue  # in use: another
+            chosen.append(port)
+    return chosen
+
+
+def _server_port_range() -> tuple[int, int]:
+    """The ports below the kernel's ephemeral range (``ip_local_port_range``, 32768-60999 by
+    default), or above it when too few are below."""
+    try:
+        first, last = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        first, last = 32768, 60999
+    if first - 10_000 >= 5_000:
+        return 10_000, first - 1
+    if 65_535 - last >= 5_000:
+        return last + 1, 65_535
+    return 1024, 65_535  # no room outside it: any port
 
 
 def _port_open(port: int, timeout: float = 0.5) -> bool:
