@@ -139,7 +139,8 @@ class Repository:
             [("thread_id", ASCENDING), ("created_at", ASCENDING)], name="thread_messages"
         )
         await self.messages.create_index([("email_message_id", ASCENDING)], name="email_mid")
-        # The outbox: outbound messages stored but not yet handed to the broker (few, oldest first).
+        # Outbound messages not yet handed to the broker: the sweep now reads its own list
+        # (``outbox_at`` below); this index serves migration 8's one pass that made the list.
         await self.messages.create_index([("published", ASCENDING), ("created_at", ASCENDING)], name="outbox")
         await self.outbox_entries.create_index([("at", ASCENDING)], name="outbox_at")
         await self.sessions.create_index([("expires_at", ASCENDING)], name="expiry")
